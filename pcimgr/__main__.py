@@ -1,0 +1,3 @@
+from pcimgr.cli import main
+
+main()

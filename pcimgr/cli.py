@@ -1,0 +1,230 @@
+"""Command line: parse arguments, call one function, format its result. No logic here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from pcimgr import __version__
+from pcimgr.address import PciAddress
+from pcimgr.errors import NotFound, PcimgrError
+
+_verbose = False
+
+
+class Context:
+    """What every command needs, built lazily so a parse error touches nothing."""
+
+    def __init__(self, sysfs_root: str) -> None:
+        self.sysfs_root = sysfs_root
+        self._sysfs = None
+        self._namer = None
+
+    @property
+    def sysfs(self):  # type: ignore[no-untyped-def]
+        if self._sysfs is None:
+            from pcimgr.sysfs import Sysfs
+            sysfs = Sysfs(self.sysfs_root)
+            if not os.path.isdir(sysfs.path("bus/pci/devices")):
+                raise NotFound(f"no PCI sysfs tree at {sysfs.root} (no bus/pci/devices); give "
+                               "--sysfs-root a directory laid out like /sys, e.g. one made by "
+                               "`pcimgr sim create DIR`")
+            self._sysfs = sysfs
+        return self._sysfs
+
+    def host(self):  # type: ignore[no-untyped-def]
+        from pcimgr import discovery
+        return discovery.scan(self.sysfs)
+
+    @property
+    def namer(self):  # type: ignore[no-untyped-def]
+        if self._namer is None:
+            from pcimgr.names import Namer
+            self._namer = Namer()
+        return self._namer
+
+
+def _address(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return tuple(PciAddress.parse(v) for v in value)
+    return PciAddress.parse(value)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/json.md).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--sysfs-root", envvar="PCIMGR_SYSFS_ROOT", default="/sys", show_default=True,
+              metavar="PATH", help="Root of the sysfs tree (a simulated host's directory).")
+@click.option("-v", "--verbose", is_flag=True, help="Show details (tracebacks) on errors.")
+@click.version_option(__version__, prog_name="pcimgr")
+@click.pass_context
+def cli(ctx: click.Context, sysfs_root: str, verbose: bool) -> None:
+    """PCI passthrough and SR-IOV device manager for KVM/libvirt hosts."""
+    global _verbose
+    _verbose = verbose
+    ctx.obj = Context(sysfs_root)
+
+
+@cli.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Every function, not only network ones.")
+@click.option("--class", "klass", metavar="CLASS",
+              help="net, storage, display, bridge, ... or a hex class prefix (02, 0c03).")
+@click.option("--vendor", metavar="VENDOR", help="Hex vendor id (8086) or part of its name.")
+@click.option("--driver", metavar="DRIVER", help="Bound driver name, or 'none'.")
+@json_option
+@click.pass_obj
+def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None,
+             driver: str | None, as_json: bool) -> None:
+    """PCI functions with driver, IOMMU group, NUMA node, netdevs and SR-IOV state.
+
+    Network functions (class 02) by default; VFs are shown under their PF.
+    """
+    from pcimgr import filters, render
+    predicates = []
+    if klass is not None:
+        predicates.append(filters.class_filter(klass))
+    elif not show_all:
+        predicates.append(filters.class_filter("net"))
+    if vendor is not None:
+        predicates.append(filters.vendor_filter(vendor, obj.namer))
+    if driver is not None:
+        predicates.append(filters.driver_filter(driver))
+    host = obj.host()
+    devices = filters.select(host.devices, predicates)
+    if as_json:
+        _emit_json([render.device_json(d, obj.namer) for d in devices])
+        return
+    notice = render.iommu_off_notice(host)
+    if notice:
+        click.echo(notice)
+    if not devices:
+        click.echo("No matching PCI functions (try --all).")
+        return
+    click.echo(render.table(render.list_rows(devices, obj.namer), render.LIST_HEADERS))
+
+
+@cli.command()
+@click.argument("address", callback=_address)
+@json_option
+@click.pass_obj
+def show(obj: Context, address: PciAddress, as_json: bool) -> None:
+    """Everything known about one function, its IOMMU group and its hostdev XML."""
+    from pcimgr import discovery, hostdev_xml, render
+    host = obj.host()
+    device = discovery.require(host, address)
+    group = host.group_of(device)
+    xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address))
+    if as_json:
+        _emit_json(render.device_json(device, obj.namer)
+                   | {"group": render.group_json(group, obj.namer) if group else None,
+                      "hostdev_xml": xml})
+        return
+    click.echo(render.show_text(device, group, obj.namer, host))
+    click.echo("")
+    click.echo("libvirt hostdev XML (`pcimgr xml` prints it alone):")
+    click.echo(xml)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def groups(obj: Context, as_json: bool) -> None:
+    """IOMMU groups, their members, and whether VFIO can use each group now."""
+    from pcimgr import render
+    host = obj.host()
+    if as_json:
+        _emit_json([render.group_json(g, obj.namer) for g in host.groups.values()])
+        return
+    notice = render.iommu_off_notice(host)
+    if notice:
+        click.echo(notice)
+        return
+    click.echo(render.table(render.group_rows(host, obj.namer), render.GROUP_HEADERS))
+
+
+@cli.command()
+@click.argument("address", callback=_address)
+@click.option("--unmanaged", is_flag=True,
+              help="managed='no': libvirt leaves host driver binding to you (or pcimgr).")
+@click.pass_obj
+def xml(obj: Context, address: PciAddress, unmanaged: bool) -> None:
+    """libvirt <hostdev> XML for a function on this host."""
+    from pcimgr import discovery, hostdev_xml
+    discovery.require(obj.host(), address)
+    click.echo(hostdev_xml.to_string(hostdev_xml.hostdev(address, managed=not unmanaged)))
+
+
+@cli.group()
+def sim() -> None:
+    """Simulated hosts: a directory laid out like /sys with a kernel that reacts to writes."""
+
+
+@sim.command("create")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--profile", default="demo", show_default=True,
+              help="demo, lab, or scale:PFSxVFS (e.g. scale:256x15).")
+@click.option("--no-iommu", is_flag=True, help="A host booted without intel_iommu=on.")
+def sim_create(directory: str, profile: str, no_iommu: bool) -> None:
+    """Write a simulated host; use it with `pcimgr --sysfs-root DIRECTORY ...`."""
+    from pcimgr.sim import builder, profiles
+    spec = profiles.get(profile)
+    builder.build(directory, spec, iommu=False if no_iommu else None)
+    click.echo(f"Simulated host '{spec.name}' written to {os.path.abspath(directory)}")
+    click.echo(f"Use it with: pcimgr --sysfs-root {os.path.abspath(directory)} list")
+
+
+@sim.command("profiles")
+def sim_profiles() -> None:
+    """The built-in host profiles."""
+    from pcimgr.sim import profiles
+    for name, make in profiles.PROFILES.items():
+        click.echo(f"{name:8} {make().description}")
+    click.echo(f"{'scale:PFSxVFS':8} PFS igb-like PFs with VFS VFs each, for benchmarks")
+
+
+@cli.command()
+@click.option("--keep", type=click.Path(file_okay=False),
+              help="Build the simulated host here and keep it afterwards.")
+def demo(keep: str | None) -> None:
+    """A guided tour on a simulated host: no root, no hardware, no libvirtd."""
+    from pcimgr import demo as demo_mod
+    demo_mod.run(keep, lambda args: cli.main(args=args, prog_name="pcimgr",
+                                             standalone_mode=False))
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="pcimgr", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except PcimgrError as e:
+        if _verbose:
+            import traceback
+            traceback.print_exc()
+        click.echo(f"pcimgr: {e}", err=True)
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.stderr.close()  # `pcimgr list | head` is not an error
+        sys.exit(0)
+    except Exception as e:  # noqa: BLE001 - last resort: one line, details with -v
+        if _verbose:
+            raise
+        click.echo(f"pcimgr: internal error: {type(e).__name__}: {e} (run with -v for details)",
+                   err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,47 @@
+"""`pcimgr demo`: a guided tour on a simulated host, printing real commands and output."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tempfile
+from collections.abc import Callable
+
+import click
+
+STEPS: tuple[tuple[str, list[str]], ...] = (
+    ("The network functions, their drivers, IOMMU groups and SR-IOV state:", ["list"]),
+    ("Every IOMMU group, and whether VFIO could use it right now. The two ports of the "
+     "82571EB share group 5, so they can only go to a guest together:", ["groups"]),
+    ("One function in detail, with its group mates and the XML libvirt needs:",
+     ["show", "04:00.0"]),
+    ("Just the <hostdev> element, ready for `virsh attach-device`:", ["xml", "04:00.0"]),
+    ("The same data as JSON for scripts, here for the ConnectX-5 and its two VFs:",
+     ["list", "--json", "--vendor", "15b3"]),
+)
+
+
+def run(keep: str | None, invoke: Callable[[list[str]], object]) -> None:
+    from pcimgr.sim import builder, profiles
+    if keep:
+        root = os.path.abspath(keep)
+        builder.build(root, profiles.get("demo"))
+        _tour(root, invoke)
+        click.echo(f"\nThe simulated host stays in {root}; try `pcimgr --sysfs-root {root} list --all`.")
+        return
+    with tempfile.TemporaryDirectory(prefix="pcimgr-demo-") as tmp:
+        root = os.path.join(tmp, "sys")
+        builder.build(root, profiles.get("demo"))
+        _tour(root, invoke)
+        click.echo("\nRun `pcimgr demo --keep DIR` to keep the simulated host and explore it.")
+
+
+def _tour(root: str, invoke: Callable[[list[str]], object]) -> None:
+    click.secho("pcimgr demo: a simulated KVM host (no root, no hardware, no libvirtd)", bold=True)
+    click.echo(f"Simulated host in {root}; every command below runs with "
+               f"PCIMGR_SYSFS_ROOT={root}\n")
+    for text, args in STEPS:
+        click.echo(text)
+        click.secho("$ " + shlex.join(["pcimgr"] + args), fg="cyan")
+        invoke(["--sysfs-root", root] + args)
+        click.echo("")

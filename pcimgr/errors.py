@@ -1,0 +1,69 @@
+"""One exception family; each kind carries the exit code the CLI returns.
+
+Exit codes are part of the interface (docs/errors.md): scripts branch on them.
+"""
+
+from __future__ import annotations
+
+
+class PcimgrError(Exception):
+    """Base of every expected failure. The message is one line naming the fix."""
+
+    exit_code = 1
+
+
+class BadInput(PcimgrError):
+    """The user typed something malformed (address, driver name, option)."""
+
+    exit_code = 2
+
+
+class NotFound(PcimgrError):
+    """Well-formed but absent: no such function, group, domain, profile."""
+
+    exit_code = 3
+
+
+class Refused(PcimgrError):
+    """The request is understood but unsafe; --force or another step is needed."""
+
+    exit_code = 4
+
+
+class NeedsRoot(PcimgrError):
+    """A write to the real /sys needs root."""
+
+    exit_code = 5
+
+
+class LibvirtFailure(PcimgrError):
+    exit_code = 6
+
+
+class RolledBack(PcimgrError):
+    """A step failed and the completed steps were undone."""
+
+    exit_code = 7
+
+
+class Busy(PcimgrError):
+    """Another pcimgr holds the lock, or the kernel said EBUSY."""
+
+    exit_code = 8
+
+
+class KernelError(PcimgrError):
+    """A sysfs write was rejected by the kernel; carries the errno."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (PcimgrError, BadInput, NotFound, Refused, NeedsRoot,
+                LibvirtFailure, RolledBack, Busy, KernelError)
+}

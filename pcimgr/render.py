@@ -1,0 +1,190 @@
+"""Turn snapshots into the JSON documents (docs/json.md) and tables the CLI prints.
+
+The JSON shapes are a public interface: add keys, never rename or drop them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pcimgr.model import Host, IommuGroup, PciDevice
+from pcimgr.names import Namer
+from pcimgr.viability import blocks_vfio, viability
+
+NAME_WIDTH = 44
+
+
+def device_json(d: PciDevice, namer: Namer) -> dict[str, Any]:
+    names = namer(d)
+    s = d.sriov
+    return {
+        "address": str(d.address),
+        "vendor_id": d.vendor_id,
+        "device_id": d.device_id,
+        "vendor": names.vendor,
+        "device": names.device,
+        "subsystem_vendor_id": d.subsystem_vendor_id,
+        "subsystem_device_id": d.subsystem_device_id,
+        "class": f"{d.class_code:06x}",
+        "class_name": names.class_name,
+        "revision": d.revision,
+        "driver": d.driver,
+        "driver_override": d.driver_override,
+        "iommu_group": d.iommu_group,
+        "numa_node": d.numa_node,
+        "netdevs": list(d.netdevs),
+        "is_bridge": d.is_bridge,
+        "sriov": None if s is None else {
+            "totalvfs": s.totalvfs,
+            "numvfs": s.numvfs,
+            "drivers_autoprobe": s.drivers_autoprobe,
+            "vf_device_id": s.vf_device_id,
+            "offset": s.offset,
+            "stride": s.stride,
+            "vfs": [str(a) for a in s.vfs],
+        },
+        "physfn": str(d.physfn) if d.physfn else None,
+    }
+
+
+def group_json(group: IommuGroup, namer: Namer) -> dict[str, Any]:
+    v = viability(group)
+    return {
+        "group": group.number,
+        "viable": v.viable,
+        "blockers": [str(d.address) for d in v.blockers],
+        "members": [{
+            "address": str(d.address),
+            "vendor_id": d.vendor_id,
+            "device_id": d.device_id,
+            "device": namer(d).device,
+            "class": f"{d.class_code:06x}",
+            "driver": d.driver,
+            "is_bridge": d.is_bridge,
+            "blocks_vfio": blocks_vfio(d),
+        } for d in group.members],
+    }
+
+
+def device_label(d: PciDevice, namer: Namer) -> str:
+    name = namer(d).device or namer(d).class_name or "device"
+    if len(name) > NAME_WIDTH:
+        name = name[:NAME_WIDTH - 1] + "…"
+    return f"{name} [{d.ids}]"
+
+
+def sriov_cell(d: PciDevice) -> str:
+    if d.sriov is not None:
+        return f"{d.sriov.numvfs}/{d.sriov.totalvfs} VFs"
+    if d.physfn is not None:
+        return f"VF of {d.physfn.short}"
+    return ""
+
+
+def list_rows(devices: list[PciDevice], namer: Namer) -> list[list[str]]:
+    """Rows in address order, each VF right under its PF when both are shown."""
+    shown = {d.address for d in devices}
+    children: dict[Any, list[PciDevice]] = {}
+    top = []
+    for d in devices:
+        if d.physfn is not None and d.physfn in shown:
+            children.setdefault(d.physfn, []).append(d)
+        else:
+            top.append(d)
+    rows = []
+    for d in top:
+        rows.append(_row(d, namer, ""))
+        rows += [_row(vf, namer, "  ") for vf in children.get(d.address, [])]
+    return rows
+
+
+LIST_HEADERS = ["ADDRESS", "DEVICE", "DRIVER", "IOMMU", "NUMA", "NETDEVS", "SR-IOV"]
+
+
+def _row(d: PciDevice, namer: Namer, indent: str) -> list[str]:
+    return [indent + str(d.address), device_label(d, namer), d.driver or "-",
+            _opt(d.iommu_group), _opt(d.numa_node), ",".join(d.netdevs) or "-", sriov_cell(d)]
+
+
+def _opt(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def iommu_off_notice(host: Host) -> str | None:
+    if host.iommu_enabled:
+        return None
+    return ("IOMMU is off: no IOMMU groups exist, so nothing can be passed through. "
+            "Add intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel command line "
+            "and reboot.")
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    from tabulate import tabulate  # lazy: only table output pays for it
+    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+
+
+GROUP_HEADERS = ["GROUP", "VFIO", "ADDRESS", "DRIVER", "DEVICE"]
+
+
+def _viable_cell(group: IommuGroup) -> str:
+    v = viability(group)
+    if v.viable:
+        return "viable"
+    n = len(v.blockers)
+    return f"blocked ({n} on host driver{'s' if n > 1 else ''})"
+
+
+def group_rows(host: Host, namer: Namer) -> list[list[str]]:
+    rows = []
+    for group in host.groups.values():
+        for i, d in enumerate(group.members):
+            mark = " (bridge)" if d.is_bridge else ""
+            rows.append([str(group.number) if i == 0 else "",
+                         _viable_cell(group) if i == 0 else "",
+                         str(d.address), (d.driver or "-") + mark, device_label(d, namer)])
+    return rows
+
+
+def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer, host: Host) -> str:
+    names = namer(d)
+    lines = [f"{d.address}  {names.device or 'unknown device'}"]
+
+    def field(label: str, value: object) -> None:
+        lines.append(f"  {label:<16}{value}")
+
+    field("vendor", f"{names.vendor or 'unknown'} [{d.vendor_id}]")
+    field("device", f"{names.device or 'unknown'} [{d.device_id}]")
+    if d.subsystem_vendor_id:
+        field("subsystem", f"{d.subsystem_vendor_id}:{d.subsystem_device_id}")
+    field("class", f"{names.class_name or 'unknown'} [{d.class_code:06x}]")
+    field("revision", d.revision or "-")
+    field("driver", d.driver or "none")
+    field("driver_override", d.driver_override or "none")
+    field("iommu group", _opt(d.iommu_group))
+    field("numa node", _opt(d.numa_node))
+    field("netdevs", ", ".join(d.netdevs) or "none")
+    if d.sriov is not None:
+        s = d.sriov
+        autoprobe = {True: "on", False: "off", None: "?"}[s.drivers_autoprobe]
+        field("sr-iov", f"{s.numvfs}/{s.totalvfs} VFs, VF id {s.vf_device_id}, "
+                        f"offset {s.offset}, stride {s.stride}, autoprobe {autoprobe}")
+        for vf in s.vfs:
+            vf_dev = host.get(vf)
+            field("", f"VF {vf}  {(vf_dev.driver if vf_dev else None) or 'no driver'}")
+    if d.physfn is not None:
+        field("physical fn", str(d.physfn))
+    lines.append("")
+    if group is None:
+        lines.append("Not in an IOMMU group: the IOMMU is off (intel_iommu=on / amd_iommu=on).")
+        return "\n".join(lines)
+    v = viability(group)
+    state = "viable for VFIO" if v.viable else (
+        "not viable for VFIO until these leave their host drivers: "
+        + ", ".join(f"{b.address} ({b.driver})" for b in v.blockers))
+    lines.append(f"IOMMU group {group.number}: {state}")
+    for m in group.members:
+        role = "bridge, ignored by VFIO" if m.is_bridge else (
+            "this function" if m.address == d.address else "endpoint")
+        lines.append(f"  {m.address}  {(m.driver or 'no driver'):<14}{device_label(m, namer)}"
+                     f"  ({role})")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""Write a simulated host for a profile: `pcimgr sim create DIR --profile NAME`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+
+from pcimgr.address import PciAddress
+from pcimgr.errors import BadInput
+from pcimgr.sim import tree
+from pcimgr.sim.kernel import SimulatedKernel
+from pcimgr.sim.profiles import DeviceSpec, Profile
+from pcimgr.sysfs import SIM_MARKER
+
+
+def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
+    root = os.path.abspath(root)
+    if os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
+        raise BadInput(f"{root} exists and is not an empty directory; "
+                       "choose a new path for the simulated host")
+    iommu = profile.iommu if iommu is None else iommu
+    for d in ("devices", tree.DEVICES, tree.DRIVERS, tree.GROUPS, "dev/vfio", "class/net"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    for attr, text in (("drivers_probe", ""), ("drivers_autoprobe", "1\n"), ("rescan", "")):
+        with open(os.path.join(root, "bus/pci", attr), "w") as f:
+            f.write(text)
+    for driver in profile.drivers:
+        tree.create_driver(root, driver)
+    if "vfio-pci" in profile.drivers:
+        open(os.path.join(root, "dev/vfio/vfio"), "w").close()
+    _write_marker(root, profile, iommu)
+
+    specs = sorted(profile.devices, key=lambda s: _depth(s, profile))
+    secondary = _secondary_buses(profile)
+    for spec in specs:
+        address = PciAddress.parse(spec.address)
+        parent = (tree.root_bus_dir(root, address.domain) if spec.parent is None
+                  else tree.device_dir(root, spec.parent))
+        sriov = spec.sriov
+        fn = tree.Function(
+            address, spec.vendor, spec.device, spec.class_code, spec.revision, spec.subsystem,
+            spec.numa_node, spec.is_bridge, secondary.get(spec.address, 0), spec.boot_vga,
+            (sriov.total, sriov.offset, sriov.stride, 0, sriov.vf_device) if sriov else None)
+        tree.create_function(root, parent, fn, spec.iommu_group if iommu else None)
+
+    kernel = SimulatedKernel(root)
+    for spec in specs:
+        if spec.driver:
+            kernel._attach(PciAddress.parse(spec.address), spec.driver)
+    for spec in specs:
+        if spec.sriov and spec.sriov.numvfs:
+            kernel._enable_vfs(PciAddress.parse(spec.address), spec.sriov.numvfs)
+
+
+def _write_marker(root: str, profile: Profile, iommu: bool) -> None:
+    devices = {}
+    for spec in profile.devices:
+        entry: dict = {"native_driver": spec.native, "netdev": spec.netdev}
+        if spec.sriov:
+            entry["sriov"] = asdict(spec.sriov) | {"configurable_by": list(spec.sriov.configurable_by)}
+        devices[spec.address] = entry
+    with open(os.path.join(root, SIM_MARKER), "w") as f:
+        json.dump({"format": 1, "profile": profile.name, "description": profile.description,
+                   "iommu": iommu, "devices": devices}, f, indent=1, sort_keys=True)
+
+
+def _depth(spec: DeviceSpec, profile: Profile) -> int:
+    by_address = {s.address: s for s in profile.devices}
+    depth = 0
+    while spec.parent is not None:
+        spec = by_address[spec.parent]
+        depth += 1
+    return depth
+
+
+def _secondary_buses(profile: Profile) -> dict[str, int]:
+    """A bridge's secondary bus is the bus its children sit on."""
+    return {s.parent: PciAddress.parse(s.address).bus for s in profile.devices if s.parent}

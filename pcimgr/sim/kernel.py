@@ -1,0 +1,386 @@
+"""The simulated kernel: applies Linux's side effects to a simulated /sys after a write.
+
+Only the reaction is simulated; the write itself is the production code in
+pcimgr.sysfs. Each rule cites the kernel function whose behaviour it copies
+(6.1, drivers/pci/pci-sysfs.c, pci-driver.c, iov.c, drivers/base/bus.c), and
+tests/lab holds it to what a real kernel answered.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Callable
+
+from pcimgr.address import PciAddress
+from pcimgr.errors import BadInput
+from pcimgr.sim import configspace, tree
+
+STATE = ".pcimgr-sim-state.json"
+VFIO = "vfio-pci"
+
+
+def _fail(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+class SimulatedKernel:
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.host = tree.marker(self.root)
+        self._bus = os.path.join(self.root, "bus/pci")
+        self._drivers = os.path.join(self.root, tree.DRIVERS)
+        self._state_cache: dict | None = None
+
+    # -- entry point -------------------------------------------------------
+
+    def write(self, rel: str, value: str, raw_write: Callable[[str, str], None]) -> None:
+        path = os.path.join(self.root, rel)
+        parent = os.path.realpath(os.path.dirname(path))
+        attr = os.path.basename(path)
+
+        def commit() -> None:
+            raw_write(path, value)
+
+        if parent == self._bus:
+            handler = {"drivers_probe": self._drivers_probe}.get(attr)
+            return handler(value, commit) if handler else commit()
+        if os.path.dirname(parent) == self._drivers:
+            driver = os.path.basename(parent)
+            handler = {"bind": self._bind, "unbind": self._unbind, "new_id": self._new_id,
+                       "remove_id": self._remove_id}.get(attr)
+            return handler(driver, value, commit) if handler else commit()
+        address = self._device_at(parent)
+        if address is None:
+            return commit()
+        if attr in tree.READ_ONLY:
+            raise _fail(errno.EACCES)
+        handler = {"driver_override": self._driver_override,
+                   "sriov_numvfs": self._sriov_numvfs,
+                   "sriov_drivers_autoprobe": self._sriov_autoprobe}.get(attr)
+        return handler(address, value, commit) if handler else commit()
+
+    def _device_at(self, directory: str) -> PciAddress | None:
+        try:
+            address = PciAddress.parse(os.path.basename(directory))
+        except BadInput:
+            return None
+        return address if self._exists(address) and tree.device_dir(self.root, address) == directory else None
+
+    # -- device attributes -------------------------------------------------
+
+    def _driver_override(self, address: PciAddress, value: str, commit: Callable[[], None]) -> None:
+        if len(value) >= 4096:
+            raise _fail(errno.EINVAL)
+        commit()
+        name = value.split("\n", 1)[0]  # driver_set_override() cuts at the first newline
+        tree.set_attr(self.root, address, "driver_override", name or "(null)")
+
+    def _sriov_autoprobe(self, address: PciAddress, value: str, commit: Callable[[], None]) -> None:
+        flag = _strtobool(value)
+        if flag is None:
+            raise _fail(errno.EINVAL)
+        commit()
+        tree.set_attr(self.root, address, "sriov_drivers_autoprobe", "1" if flag else "0")
+
+    def _sriov_numvfs(self, pf: PciAddress, value: str, commit: Callable[[], None]) -> None:
+        # sriov_numvfs_store(): range first, then "same count" no-op, then driver checks.
+        try:
+            count = int(value.strip(), 0)
+        except ValueError:
+            raise _fail(errno.EINVAL) from None
+        if not 0 <= count <= 0xFFFF:
+            raise _fail(errno.EINVAL)
+        if count > int(tree.read_attr(self.root, pf, "sriov_totalvfs")):
+            raise _fail(errno.ERANGE)
+        current = int(tree.read_attr(self.root, pf, "sriov_numvfs"))
+        if count == current:
+            return commit()
+        driver = tree.driver_of(self.root, pf)
+        spec = self._sriov_spec(pf)
+        if driver is None or driver not in spec["configurable_by"] + [VFIO]:
+            raise _fail(errno.ENOENT)
+        if count == 0:
+            commit()
+            return self._disable_vfs(pf)
+        if current:
+            raise _fail(errno.EBUSY)
+        if driver == VFIO:  # vfio_pci_core_sriov_configure() without enable_sriov=1
+            raise _fail(errno.ENOENT)
+        commit()
+        self._enable_vfs(pf, count)
+
+    # -- driver attributes -------------------------------------------------
+
+    def _bind(self, driver: str, value: str, commit: Callable[[], None]) -> None:
+        address = self._named_device(value)
+        if address is None or not self._matches(address, driver):
+            raise _fail(errno.ENODEV)
+        if tree.driver_of(self.root, address) is not None:
+            raise _fail(errno.EBUSY)
+        commit()
+        code = self._probe_with(address, driver)
+        if code:
+            raise _fail(code)
+
+    def _unbind(self, driver: str, value: str, commit: Callable[[], None]) -> None:
+        address = self._named_device(value)
+        if address is None or tree.driver_of(self.root, address) != driver:
+            raise _fail(errno.ENODEV)
+        commit()
+        self._detach(address)
+
+    def _new_id(self, driver: str, value: str, commit: Callable[[], None]) -> None:
+        ids = _parse_ids(value)
+        dynids = self._state().setdefault("dynids", {}).setdefault(driver, [])
+        if ids in dynids:
+            raise _fail(errno.EEXIST)
+        commit()
+        dynids.append(ids)
+        self._save_state()
+        # new_id_store() -> driver_attach(): every unbound function that now matches
+        for address in self._all_devices():
+            if tree.driver_of(self.root, address) is None and self._ids(address) == ids \
+                    and self._matches(address, driver):
+                self._probe_with(address, driver)
+
+    def _remove_id(self, driver: str, value: str, commit: Callable[[], None]) -> None:
+        ids = _parse_ids(value)
+        dynids = self._state().setdefault("dynids", {}).get(driver, [])
+        if ids not in dynids:
+            raise _fail(errno.ENODEV)
+        commit()
+        dynids.remove(ids)
+        self._save_state()
+
+    # -- bus attributes ----------------------------------------------------
+
+    def _drivers_probe(self, value: str, commit: Callable[[], None]) -> None:
+        address = self._named_device(value)
+        if address is None:
+            raise _fail(errno.ENODEV)
+        commit()
+        self.probe(address)
+
+    # -- the driver core ---------------------------------------------------
+
+    def probe(self, address: PciAddress) -> None:
+        """device_attach(): the first loaded driver that matches and probes wins.
+
+        Probe errors are not reported to the writer of drivers_probe.
+        """
+        if tree.driver_of(self.root, address) is not None:
+            return
+        native = self._native_driver(address)
+        loaded = sorted(os.listdir(self._drivers))
+        order = ([native] if native in loaded else []) + [d for d in loaded if d != native]
+        for driver in order:
+            if self._matches(address, driver) and self._probe_with(address, driver) == 0:
+                return
+
+    def _matches(self, address: PciAddress, driver: str) -> bool:
+        """pci_match_device(): an override admits only its driver; else dynamic ids, then the id table."""
+        override = tree.read_attr(self.root, address, "driver_override")
+        if override != "(null)":
+            return override == driver
+        if self._ids(address) in self._state().get("dynids", {}).get(driver, []):
+            return True
+        return driver == self._native_driver(address)
+
+    def _probe_with(self, address: PciAddress, driver: str) -> int:
+        """pci_device_probe() and the driver's probe; 0 or the errno it fails with."""
+        if not self._can_probe(address):
+            return errno.ENODEV
+        if driver == VFIO:
+            # vfio_pci_probe(): normal headers only, and the function needs a group
+            if self._is_bridge(address) or tree.group_of(self.root, address) is None:
+                return errno.EINVAL
+        self._attach(address, driver)
+        return 0
+
+    def _can_probe(self, address: PciAddress) -> bool:
+        """pci_device_can_probe(): a VF of a PF with autoprobe off binds only by override."""
+        pf = self._physfn(address)
+        if pf is None:
+            return True
+        return (tree.read_attr(self.root, pf, "sriov_drivers_autoprobe") == "1"
+                or tree.read_attr(self.root, address, "driver_override") != "(null)")
+
+    def _attach(self, address: PciAddress, driver: str) -> None:
+        netdev = self._netdev(address) if driver == self._native_driver(address) else None
+        tree.attach_driver(self.root, address, driver, netdev, _mac(address))
+        self._refresh_totalvfs(address, driver)
+        self._refresh_vfio_node(address)
+
+    def _detach(self, address: PciAddress) -> None:
+        """device_release_driver(): a PF driver's remove disables SR-IOV first."""
+        if self._sriov_spec(address) and int(tree.read_attr(self.root, address, "sriov_numvfs")):
+            self._disable_vfs(address)
+        tree.detach_driver(self.root, address)
+        self._refresh_totalvfs(address, None)
+        self._refresh_vfio_node(address)
+
+    # -- SR-IOV ------------------------------------------------------------
+
+    def _enable_vfs(self, pf: PciAddress, count: int) -> None:
+        spec = self._sriov_spec(pf)
+        pf_dir = tree.device_dir(self.root, pf)
+        read = lambda name: tree.read_attr(self.root, pf, name)  # noqa: E731
+        vfs = []
+        for index in range(count):
+            vf = PciAddress.from_routing_id(pf.domain, pf.routing_id + spec["offset"]
+                                            + index * spec["stride"])
+            fn = tree.Function(vf, read("vendor")[2:], spec["vf_device"], int(read("class"), 16),
+                               int(read("revision"), 16),
+                               (read("subsystem_vendor")[2:], read("subsystem_device")[2:]),
+                               int(read("numa_node")))
+            group = tree.lowest_free_group(self.root) if self.host["iommu"] else None
+            vf_dir = tree.create_function(self.root, os.path.dirname(pf_dir), fn, group)
+            os.symlink(os.path.relpath(pf_dir, vf_dir), os.path.join(vf_dir, "physfn"))
+            os.symlink(os.path.relpath(vf_dir, pf_dir), os.path.join(pf_dir, f"virtfn{index}"))
+            vfs.append(vf)
+        self._set_numvfs(pf, count)
+        for vf in vfs:
+            self.probe(vf)
+
+    def _disable_vfs(self, pf: PciAddress) -> None:
+        pf_dir = tree.device_dir(self.root, pf)
+        links = sorted((n for n in os.listdir(pf_dir) if n.startswith("virtfn")),
+                       key=lambda n: int(n[6:]), reverse=True)
+        for name in links:
+            vf = PciAddress.parse(os.path.basename(os.readlink(os.path.join(pf_dir, name))))
+            tree.detach_driver(self.root, vf)
+            group = tree.group_of(self.root, vf)
+            tree.remove_function(self.root, vf)
+            os.unlink(os.path.join(pf_dir, name))
+            if group is not None:
+                self._refresh_vfio_group(group)
+        self._set_numvfs(pf, 0)
+
+    def _set_numvfs(self, pf: PciAddress, count: int) -> None:
+        tree.set_attr(self.root, pf, "sriov_numvfs", str(count))
+        cfg_path = os.path.join(tree.device_dir(self.root, pf), "config")
+        with open(cfg_path, "rb") as f:
+            cfg = f.read()
+        with open(cfg_path, "wb") as f:
+            f.write(configspace.set_num_vfs(cfg, count))
+
+    def _refresh_totalvfs(self, address: PciAddress, driver: str | None) -> None:
+        """pci_sriov_set_totalvfs() by a PF driver; reset when it goes (pci_iov_remove)."""
+        spec = self._sriov_spec(address)
+        if spec:
+            total = spec["driver_total"].get(driver or "", spec["total"])
+            tree.set_attr(self.root, address, "sriov_totalvfs", str(total))
+
+    # -- /dev/vfio ---------------------------------------------------------
+
+    def _refresh_vfio_node(self, address: PciAddress) -> None:
+        group = tree.group_of(self.root, address)
+        if group is not None:
+            self._refresh_vfio_group(group)
+
+    def _refresh_vfio_group(self, group: int) -> None:
+        """/dev/vfio/N exists while a function of group N is registered with vfio."""
+        node = os.path.join(self.root, "dev/vfio", str(group))
+        members = os.path.join(self.root, tree.GROUPS, str(group), "devices")
+        held = os.path.isdir(members) and any(
+            tree.driver_of(self.root, PciAddress.parse(m)) == VFIO for m in os.listdir(members))
+        if held and not os.path.exists(node):
+            open(node, "w").close()
+        elif not held and os.path.exists(node):
+            os.unlink(node)
+
+    # -- facts about functions ---------------------------------------------
+
+    def _exists(self, address: PciAddress) -> bool:
+        return os.path.lexists(os.path.join(self.root, tree.DEVICES, str(address)))
+
+    def _named_device(self, value: str) -> PciAddress | None:
+        """bus_find_device_by_name() compares with sysfs_streq: one trailing newline is fine."""
+        name = value[:-1] if value.endswith("\n") else value
+        try:
+            address = PciAddress.parse(name)
+        except BadInput:
+            return None
+        return address if str(address) == name and self._exists(address) else None
+
+    def _all_devices(self) -> list[PciAddress]:
+        return sorted(PciAddress.parse(n) for n in os.listdir(os.path.join(self.root, tree.DEVICES)))
+
+    def _ids(self, address: PciAddress) -> str:
+        return (f"{tree.read_attr(self.root, address, 'vendor')[2:]}:"
+                f"{tree.read_attr(self.root, address, 'device')[2:]}")
+
+    def _is_bridge(self, address: PciAddress) -> bool:
+        return int(tree.read_attr(self.root, address, "class"), 16) >> 8 in (0x0604, 0x0607, 0x0609)
+
+    def _physfn(self, address: PciAddress) -> PciAddress | None:
+        try:
+            target = os.readlink(os.path.join(tree.device_dir(self.root, address), "physfn"))
+        except OSError:
+            return None
+        return PciAddress.parse(os.path.basename(target))
+
+    def _static(self, address: PciAddress) -> dict:
+        return self.host["devices"].get(str(address), {})
+
+    def _sriov_spec(self, address: PciAddress) -> dict | None:
+        return self._static(address).get("sriov")
+
+    def _native_driver(self, address: PciAddress) -> str | None:
+        pf = self._physfn(address)
+        if pf is not None:
+            return self._sriov_spec(pf)["vf_driver"]
+        return self._static(address).get("native_driver")
+
+    def _netdev(self, address: PciAddress) -> str | None:
+        pf = self._physfn(address)
+        if pf is None:
+            return self._static(address).get("netdev")
+        base = self._static(pf).get("netdev")
+        spec = self._sriov_spec(pf)
+        index = (address.routing_id - pf.routing_id - spec["offset"]) // spec["stride"]
+        return f"{base}v{index}" if base else None
+
+    def _state(self) -> dict:
+        """Kernel state that sysfs does not show (dynamic ids), kept beside the tree."""
+        if self._state_cache is None:
+            try:
+                with open(os.path.join(self.root, STATE)) as f:
+                    self._state_cache = json.load(f)
+            except FileNotFoundError:
+                self._state_cache = {}
+        return self._state_cache
+
+    def _save_state(self) -> None:
+        tmp = os.path.join(self.root, STATE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self._state(), f)
+        os.replace(tmp, os.path.join(self.root, STATE))
+
+
+def _strtobool(value: str) -> bool | None:
+    """kstrtobool(): the first character decides, with on/off spelled out."""
+    v = value.strip().lower()
+    if v[:1] in ("1", "y") or v == "on":
+        return True
+    if v[:1] in ("0", "n") or v == "off":
+        return False
+    return None
+
+
+def _parse_ids(value: str) -> str:
+    """new_id/remove_id take "vendor device [...]" in hex; fewer than two fields is EINVAL."""
+    fields = value.split()
+    if len(fields) < 2:
+        raise _fail(errno.EINVAL)
+    try:
+        vendor, device = int(fields[0], 16), int(fields[1], 16)
+    except ValueError:
+        raise _fail(errno.EINVAL) from None
+    return f"{vendor:04x}:{device:04x}"
+
+
+def _mac(address: PciAddress) -> str:
+    return f"52:54:{address.domain & 0xFF:02x}:{address.bus:02x}:{address.slot:02x}:{address.function:02x}"

@@ -1,0 +1,199 @@
+"""Simulated host profiles: which functions a host has and how its kernel treats them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pcimgr.errors import NotFound
+
+
+@dataclass(frozen=True)
+class SriovSpec:
+    total: int                      # TotalVFs in the capability
+    offset: int
+    stride: int
+    vf_device: str
+    vf_driver: str | None           # native driver of the VFs
+    driver_total: dict[str, int] = field(default_factory=dict)  # a PF driver's own limit
+    numvfs: int = 0                 # VFs present when the host is built
+    configurable_by: tuple[str, ...] = ()  # PF drivers that implement sriov_configure
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    address: str
+    vendor: str
+    device: str
+    class_code: int
+    driver: str | None              # bound when the host is built
+    iommu_group: int | None
+    subsystem: tuple[str, str] = ("0000", "0000")
+    revision: int = 0
+    native_driver: str | None = None  # what a probe without override binds; default: driver
+    parent: str | None = None       # upstream bridge; decides the directory nesting
+    numa_node: int = -1
+    netdev: str | None = None       # interface name while a NIC driver is bound
+    sriov: SriovSpec | None = None
+    boot_vga: bool | None = None
+
+    @property
+    def native(self) -> str | None:
+        return self.native_driver if self.native_driver is not None else self.driver
+
+    @property
+    def is_bridge(self) -> bool:
+        return self.class_code >> 8 in (0x0604, 0x0607, 0x0609)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    devices: tuple[DeviceSpec, ...]
+    drivers: tuple[str, ...]        # loaded driver modules (directories under bus/pci/drivers)
+    iommu: bool = True
+
+
+NET = 0x020000
+NET_DRIVERS = ("e1000e", "igb", "igbvf", "i40e", "iavf", "mlx5_core", "e1000")
+STUBS = ("vfio-pci", "pci-stub")
+
+
+def _root_port(address: str, group: int, device: str = "a110") -> DeviceSpec:
+    return DeviceSpec(address, "8086", device, 0x060400, "pcieport", group, numa_node=0)
+
+
+def demo() -> Profile:
+    """The host from our users' example, plus the hardware they asked about."""
+    rp = _root_port
+    devices = (
+        DeviceSpec("0000:00:00.0", "8086", "3ec2", 0x060000, "skl_uncore", 0,
+                   subsystem=("1028", "0869"), revision=0x07, numa_node=0),
+        rp("0000:00:01.0", 1, "1901"),
+        DeviceSpec("0000:01:00.0", "10de", "1b81", 0x030000, "nouveau", 1,
+                   subsystem=("10de", "119d"), revision=0xa1, parent="0000:00:01.0",
+                   numa_node=0, boot_vga=False),
+        DeviceSpec("0000:01:00.1", "10de", "10f0", 0x040300, "snd_hda_intel", 1,
+                   subsystem=("10de", "119d"), revision=0xa1, parent="0000:00:01.0",
+                   numa_node=0),
+        DeviceSpec("0000:00:02.0", "8086", "3e92", 0x030000, "i915", 2,
+                   subsystem=("1028", "0869"), numa_node=0, boot_vga=True),
+        rp("0000:00:1b.0", 3, "a340"),
+        DeviceSpec("0000:02:00.0", "144d", "a808", 0x010802, "nvme", 3,
+                   subsystem=("144d", "a801"), parent="0000:00:1b.0", numa_node=0),
+        rp("0000:00:1c.0", 4, "a338"),
+        DeviceSpec("0000:04:00.0", "8086", "105e", 0x020000, "e1000e", 5,
+                   subsystem=("8086", "115e"), revision=0x06, parent="0000:00:1c.0",
+                   numa_node=0, netdev="enp4s0f0"),
+        DeviceSpec("0000:04:00.1", "8086", "105e", 0x020000, "e1000e", 5,
+                   subsystem=("8086", "115e"), revision=0x06, parent="0000:00:1c.0",
+                   numa_node=0, netdev="enp4s0f1"),
+        rp("0000:00:1c.4", 6, "a33c"),
+        DeviceSpec("0000:05:00.0", "8086", "10c9", 0x020000, "igb", 7,
+                   subsystem=("8086", "a03c"), revision=0x01, parent="0000:00:1c.4",
+                   numa_node=0, netdev="enp5s0f0",
+                   sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
+                                   vf_device="10ca", vf_driver="igbvf",
+                                   configurable_by=("igb",))),
+        rp("0000:00:1d.0", 8, "a330"),
+        DeviceSpec("0000:06:00.0", "8086", "1572", 0x020000, "i40e", 9,
+                   subsystem=("8086", "0000"), revision=0x02, parent="0000:00:1d.0",
+                   numa_node=0, netdev="enp6s0f0",
+                   sriov=SriovSpec(total=64, offset=16, stride=1, vf_device="154c",
+                                   vf_driver="iavf", configurable_by=("i40e",))),
+        rp("0000:00:1d.4", 10, "a334"),
+        DeviceSpec("0000:07:00.0", "15b3", "1017", 0x020000, "mlx5_core", 11,
+                   subsystem=("15b3", "0007"), parent="0000:00:1d.4", numa_node=0,
+                   netdev="enp7s0f0np0",
+                   sriov=SriovSpec(total=8, offset=2, stride=1, vf_device="1018",
+                                   vf_driver="mlx5_core", numvfs=2,
+                                   configurable_by=("mlx5_core",))),
+        # The chipset: LPC, SMBus and the management NIC share one group.
+        DeviceSpec("0000:00:1f.0", "8086", "a306", 0x060100, None, 12,
+                   subsystem=("1028", "0869"), revision=0x10, numa_node=0),
+        DeviceSpec("0000:00:1f.4", "8086", "a323", 0x0c0500, "i801_smbus", 12,
+                   subsystem=("1028", "0869"), revision=0x10, numa_node=0),
+        DeviceSpec("0000:00:1f.6", "8086", "15bb", 0x020000, "e1000e", 12,
+                   subsystem=("1028", "0869"), revision=0x10, numa_node=0, netdev="eno1"),
+    )
+    drivers = ("pcieport", "skl_uncore", "nouveau", "snd_hda_intel", "i915", "nvme",
+               "i801_smbus") + NET_DRIVERS + STUBS
+    return Profile("demo", "Dual-port 82571EB at 04:00.0/04:00.1, 82576, X710, ConnectX-5, "
+                   "GPU with audio, NVMe, chipset with management NIC", devices, drivers)
+
+
+def lab() -> Profile:
+    """The QEMU real-kernel lab's topology (tests/lab), as the guest kernel numbers it."""
+    q35 = "8086"
+    devices = (
+        DeviceSpec("0000:00:00.0", q35, "29c0", 0x060000, None, 0, subsystem=("1af4", "1100")),
+        DeviceSpec("0000:00:01.0", "1af4", "1009", 0x000200, "virtio-pci", 1,
+                   subsystem=("1af4", "0009")),
+        DeviceSpec("0000:00:02.0", "1af4", "1009", 0x000200, "virtio-pci", 2,
+                   subsystem=("1af4", "0009")),
+        DeviceSpec("0000:00:03.0", "1b36", "000c", 0x060400, "pcieport", 3),
+        DeviceSpec("0000:01:00.0", "8086", "10c9", NET, "igb", 3, subsystem=("8086", "0000"),
+                   revision=0x01, parent="0000:00:03.0", netdev="enp1s0",
+                   sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
+                                   vf_device="10ca", vf_driver="igbvf",
+                                   configurable_by=("igb",))),
+        DeviceSpec("0000:00:04.0", "1b36", "000e", 0x060400, "shpchp", 4),
+        DeviceSpec("0000:02:01.0", "8086", "100e", NET, "e1000", 4, subsystem=("1af4", "1100"),
+                   revision=0x03, parent="0000:00:04.0", netdev="ens1"),
+        DeviceSpec("0000:02:02.0", "8086", "100e", NET, "e1000", 4, subsystem=("1af4", "1100"),
+                   revision=0x03, parent="0000:00:04.0", netdev="ens2"),
+        DeviceSpec("0000:00:05.0", "1b36", "000c", 0x060400, "pcieport", 5),
+        DeviceSpec("0000:03:00.0", "8086", "10d3", NET, "e1000e", 5, subsystem=("8086", "0000"),
+                   parent="0000:00:05.0", netdev="enp3s0f0"),
+        DeviceSpec("0000:03:00.1", "8086", "10d3", NET, "e1000e", 5, subsystem=("8086", "0000"),
+                   parent="0000:00:05.0", netdev="enp3s0f1"),
+        DeviceSpec("0000:00:1f.0", q35, "2918", 0x060100, "lpc_ich", 6, subsystem=("1af4", "1100"),
+                   revision=0x02),
+        DeviceSpec("0000:00:1f.2", q35, "2922", 0x010601, "ahci", 6, subsystem=("1af4", "1100"),
+                   revision=0x02),
+        DeviceSpec("0000:00:1f.3", q35, "2930", 0x0c0500, "i801_smbus", 6,
+                   subsystem=("1af4", "1100"), revision=0x02),
+    )
+    drivers = ("pcieport", "shpchp", "virtio-pci", "lpc_ich", "ahci", "i801_smbus",
+               "igb", "igbvf", "e1000", "e1000e", "vfio-pci", "pci-stub")
+    return Profile("lab", "The QEMU lab guest: igb (SR-IOV) behind a root port, two e1000 "
+                   "behind a PCIe-to-PCI bridge, dual-function e1000e", devices, drivers)
+
+
+_SCALE = re.compile(r"scale:(\d+)x(\d+)")
+
+
+def scale(pfs: int, vfs: int) -> Profile:
+    """PFS igb-like physical functions, each with VFS virtual functions already created."""
+    if not (1 <= pfs <= 4096 and 0 <= vfs <= 63):
+        raise NotFound("scale profile wants scale:PFSxVFS with 1-4096 PFs and 0-63 VFs")
+    devices = []
+    for i in range(pfs):
+        # One root port per bus; a PF at bus:00.0 and its VFs behind it (offset 0x80,
+        # stride 1 keeps up to 63 VFs on the same bus).
+        domain, bus = divmod(i, 200)
+        bus += 1
+        port = f"{domain:04x}:00:{i % 200 // 8:02x}.{i % 8:x}"
+        devices.append(DeviceSpec(port, "8086", "a110", 0x060400, "pcieport", 2 * i))
+        devices.append(DeviceSpec(
+            f"{domain:04x}:{bus:02x}:00.0", "8086", "10c9", NET, "igb", 2 * i + 1,
+            subsystem=("8086", "a03c"), revision=0x01, parent=port, numa_node=i % 2,
+            netdev=f"enp{bus}s0d{domain}" if domain else f"enp{bus}s0",
+            sriov=SriovSpec(total=63, offset=0x80, stride=1, vf_device="10ca",
+                            vf_driver="igbvf", numvfs=vfs, configurable_by=("igb",))))
+    return Profile(f"scale:{pfs}x{vfs}", f"{pfs} PFs with {vfs} VFs each", tuple(devices),
+                   ("pcieport", "igb", "igbvf") + STUBS)
+
+
+PROFILES = {"demo": demo, "lab": lab}
+
+
+def get(name: str) -> Profile:
+    m = _SCALE.fullmatch(name)
+    if m:
+        return scale(int(m[1]), int(m[2]))
+    if name not in PROFILES:
+        raise NotFound(f"no simulated-host profile {name!r}; choose one of "
+                       f"{', '.join(PROFILES)} or scale:PFSxVFS")
+    return PROFILES[name]()

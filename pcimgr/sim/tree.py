@@ -1,0 +1,239 @@
+"""Directory operations that lay out a simulated /sys the way the kernel does.
+
+Shared by the builder (a host's first state) and the simulated kernel (the
+state after writes), so both produce exactly the same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+
+from pcimgr.address import PciAddress
+from pcimgr.sim import configspace
+from pcimgr.sysfs import SIM_MARKER
+
+DEVICES = "bus/pci/devices"
+DRIVERS = "bus/pci/drivers"
+GROUPS = "kernel/iommu_groups"
+READ_ONLY = frozenset({"vendor", "device", "class", "subsystem_vendor", "subsystem_device",
+                       "revision", "modalias", "irq", "resource", "sriov_totalvfs",
+                       "sriov_offset", "sriov_stride", "sriov_vf_device", "boot_vga",
+                       "local_cpulist"})
+
+
+@dataclass(frozen=True)
+class Function:
+    """What a new function directory needs."""
+
+    address: PciAddress
+    vendor: str
+    device: str
+    class_code: int
+    revision: int
+    subsystem: tuple[str, str]
+    numa_node: int
+    bridge: bool = False
+    secondary_bus: int = 0
+    boot_vga: bool | None = None
+    sriov: tuple[int, int, int, int, str] | None = None  # total, offset, stride, numvfs, vf_device
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _link(target: str, link: str) -> None:
+    os.symlink(os.path.relpath(target, os.path.dirname(link)), link)
+
+
+def marker(root: str) -> dict:
+    with open(os.path.join(root, SIM_MARKER)) as f:
+        return json.load(f)
+
+
+def device_dir(root: str, address: PciAddress | str) -> str:
+    return os.path.realpath(os.path.join(root, DEVICES, str(address)))
+
+
+def root_bus_dir(root: str, domain: int) -> str:
+    path = os.path.join(root, "devices", f"pci{domain:04x}:00")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def modalias(fn: Function) -> str:
+    sv, sd = fn.subsystem
+    c = fn.class_code
+    return (f"pci:v0000{fn.vendor.upper()}d0000{fn.device.upper()}sv0000{sv.upper()}"
+            f"sd0000{sd.upper()}bc{c >> 16:02X}sc{c >> 8 & 0xFF:02X}i{c & 0xFF:02X}")
+
+
+def create_function(root: str, parent_dir: str, fn: Function, group: int | None) -> str:
+    path = os.path.join(parent_dir, str(fn.address))
+    os.mkdir(path)
+    sv, sd = fn.subsystem
+    attrs = {
+        "vendor": f"0x{fn.vendor}", "device": f"0x{fn.device}",
+        "subsystem_vendor": f"0x{sv}", "subsystem_device": f"0x{sd}",
+        "class": f"0x{fn.class_code:06x}", "revision": f"0x{fn.revision:02x}",
+        "numa_node": str(fn.numa_node), "driver_override": "(null)",
+        "modalias": modalias(fn), "irq": "0", "enable": "1",
+        "local_cpulist": "0-1", "resource": "\n".join([" ".join(["0x0000000000000000"] * 3)] * 13),
+        # write-only in the kernel; present so that writes to them find a file
+        "remove": "", "rescan": "", "reset": "",
+    }
+    if fn.boot_vga is not None:
+        attrs["boot_vga"] = "1" if fn.boot_vga else "0"
+    sriov_cap = None
+    if fn.sriov is not None:
+        total, offset, stride, numvfs, vf_device = fn.sriov
+        attrs.update(sriov_totalvfs=str(total), sriov_numvfs=str(numvfs),
+                     sriov_offset=str(offset), sriov_stride=str(stride),
+                     sriov_vf_device=vf_device, sriov_drivers_autoprobe="1")
+        sriov_cap = (total, total, offset, stride, int(vf_device, 16))
+    for name, text in attrs.items():
+        _write(os.path.join(path, name), text + "\n" if text else "")
+    write_uevent(path, fn, None)
+    with open(os.path.join(path, "config"), "wb") as f:
+        f.write(configspace.build(
+            int(fn.vendor, 16), int(fn.device, 16), fn.class_code, fn.revision,
+            int(sv, 16), int(sd, 16), fn.bridge, fn.secondary_bus, fn.secondary_bus,
+            sriov_cap))
+    _link(os.path.join(root, "bus/pci"), os.path.join(path, "subsystem"))
+    _link(path, os.path.join(root, DEVICES, str(fn.address)))
+    if group is not None:
+        join_group(root, fn.address, group)
+    return path
+
+
+def write_uevent(path: str, fn: Function | None, driver: str | None) -> None:
+    """uevent as the kernel prints it; DRIVER= only while bound."""
+    lines = []
+    old = _read(os.path.join(path, "uevent")).splitlines()
+    if driver:
+        lines.append(f"DRIVER={driver}")
+    if fn is not None:
+        sv, sd = fn.subsystem
+        lines += [f"PCI_CLASS={fn.class_code:X}",
+                  f"PCI_ID={fn.vendor.upper()}:{fn.device.upper()}",
+                  f"PCI_SUBSYS_ID={sv.upper()}:{sd.upper()}",
+                  f"PCI_SLOT_NAME={fn.address}", f"MODALIAS={modalias(fn)}"]
+    else:
+        lines += [line for line in old if not line.startswith("DRIVER=")]
+    _write(os.path.join(path, "uevent"), "\n".join(lines) + "\n")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def remove_function(root: str, address: PciAddress) -> None:
+    path = device_dir(root, address)
+    leave_group(root, address)
+    os.unlink(os.path.join(root, DEVICES, str(address)))
+    shutil.rmtree(path)
+
+
+def join_group(root: str, address: PciAddress, group: int) -> None:
+    gdir = os.path.join(root, GROUPS, str(group))
+    if not os.path.isdir(gdir):
+        os.makedirs(os.path.join(gdir, "devices"))
+        _write(os.path.join(gdir, "type"), "DMA\n")
+        _write(os.path.join(gdir, "reserved_regions"),
+               "0x00000000fee00000 0x00000000feefffff msi\n")
+    path = device_dir(root, address)
+    _link(path, os.path.join(gdir, "devices", str(address)))
+    _link(gdir, os.path.join(path, "iommu_group"))
+
+
+def group_of(root: str, address: PciAddress) -> int | None:
+    try:
+        return int(os.path.basename(os.readlink(
+            os.path.join(device_dir(root, address), "iommu_group"))))
+    except OSError:
+        return None
+
+
+def leave_group(root: str, address: PciAddress) -> None:
+    group = group_of(root, address)
+    if group is None:
+        return
+    gdir = os.path.join(root, GROUPS, str(group))
+    os.unlink(os.path.join(gdir, "devices", str(address)))
+    os.unlink(os.path.join(device_dir(root, address), "iommu_group"))
+    if not os.listdir(os.path.join(gdir, "devices")):
+        shutil.rmtree(gdir)
+
+
+def lowest_free_group(root: str) -> int:
+    """Group numbers come from an IDA in the kernel: the lowest unused one."""
+    used = {int(n) for n in os.listdir(os.path.join(root, GROUPS)) if n.isdigit()}
+    n = 0
+    while n in used:
+        n += 1
+    return n
+
+
+def create_driver(root: str, name: str) -> None:
+    path = os.path.join(root, DRIVERS, name)
+    os.makedirs(path)
+    for attr in ("bind", "unbind", "new_id", "remove_id", "uevent"):
+        _write(os.path.join(path, attr), "")
+
+
+def driver_of(root: str, address: PciAddress) -> str | None:
+    try:
+        return os.path.basename(os.readlink(os.path.join(device_dir(root, address), "driver")))
+    except OSError:
+        return None
+
+
+def attach_driver(root: str, address: PciAddress, driver: str, netdev: str | None,
+                  mac: str = "52:54:00:00:00:00") -> None:
+    path = device_dir(root, address)
+    ddir = os.path.join(root, DRIVERS, driver)
+    _link(ddir, os.path.join(path, "driver"))
+    _link(path, os.path.join(ddir, str(address)))
+    write_uevent(path, None, driver)
+    if netdev:
+        ndir = os.path.join(path, "net", netdev)
+        os.makedirs(ndir)
+        _write(os.path.join(ndir, "address"), mac + "\n")
+        _write(os.path.join(ndir, "operstate"), "up\n")
+        cls = os.path.join(root, "class/net")
+        os.makedirs(cls, exist_ok=True)
+        _link(ndir, os.path.join(cls, netdev))
+
+
+def detach_driver(root: str, address: PciAddress) -> None:
+    path = device_dir(root, address)
+    driver = driver_of(root, address)
+    if driver is None:
+        return
+    os.unlink(os.path.join(path, "driver"))
+    os.unlink(os.path.join(root, DRIVERS, driver, str(address)))
+    write_uevent(path, None, None)
+    net = os.path.join(path, "net")
+    if os.path.isdir(net):
+        for name in os.listdir(net):
+            link = os.path.join(root, "class/net", name)
+            if os.path.islink(link):
+                os.unlink(link)
+        shutil.rmtree(net)
+
+
+def read_attr(root: str, address: PciAddress, name: str) -> str:
+    return _read(os.path.join(device_dir(root, address), name)).strip()
+
+
+def set_attr(root: str, address: PciAddress, name: str, text: str) -> None:
+    """What the kernel would show on the next read of an attribute."""
+    _write(os.path.join(device_dir(root, address), name), text + "\n")

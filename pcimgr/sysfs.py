@@ -1,0 +1,194 @@
+"""The only door to the kernel: every read and write of sysfs (and /dev/vfio) goes here.
+
+All paths are relative to one root ("/sys", or a simulated host's directory) so
+that tests, the demo and rehearsals run the production code against a tree.
+A root carrying the simulated-host marker gets a simulated kernel that reacts
+to writes as Linux does; the write itself is the same code either way.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from pcimgr.errors import BadInput, KernelError
+
+SIM_MARKER = ".pcimgr-simulated-host.json"
+REAL_ROOT = "/sys"
+
+# Errors that mean "this attribute is not there (any more)" when reading: a
+# device removed mid-scan gives ENOENT/ENODEV, some attributes refuse to be
+# read by non-root (EACCES/EPERM) or by state (EINVAL, EIO).
+_ABSENT = (errno_mod.ENOENT, errno_mod.ENODEV, errno_mod.ENXIO, errno_mod.EACCES,
+           errno_mod.EPERM, errno_mod.EINVAL, errno_mod.EIO, errno_mod.ENOTDIR)
+
+
+@dataclass
+class Node:
+    """What one directory read by read_node() held."""
+
+    entries: frozenset[str]
+    attrs: dict[str, str] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    subdirs: dict[str, list[str]] = field(default_factory=dict)
+
+
+WriteFn = Callable[[str, str], None]
+
+
+class Sysfs:
+    def __init__(self, root: str = REAL_ROOT) -> None:
+        self.root = os.path.abspath(root)
+        self.simulated = (self.root != REAL_ROOT
+                          and os.path.isfile(os.path.join(self.root, SIM_MARKER)))
+        self._kernel: object | None = None
+
+    @property
+    def dev_root(self) -> str:
+        """Where device nodes live: /dev for the real host, DIR/dev for a simulated one."""
+        return os.path.join(self.root, "dev") if self.simulated else "/dev"
+
+    def path(self, rel: str) -> str:
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise BadInput(f"refusing sysfs path outside the root: {rel!r}")
+        return os.path.join(self.root, rel)
+
+    def read_attr(self, rel: str) -> str | None:
+        """The attribute's text without its trailing newline, or None if unreadable."""
+        try:
+            with open(self.path(rel), "rb") as f:
+                return f.read().decode("utf-8", "replace").rstrip("\n")
+        except OSError as e:
+            if e.errno in _ABSENT or isinstance(e, IsADirectoryError):
+                return None
+            raise
+
+    def read_bytes(self, rel: str, size: int = 4096) -> bytes | None:
+        try:
+            with open(self.path(rel), "rb") as f:
+                return f.read(size)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+
+    def read_link(self, rel: str) -> str | None:
+        """The symlink's target as stored, or None when it is not a link."""
+        try:
+            return os.readlink(self.path(rel))
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+
+    def list_dir(self, rel: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return []
+            raise
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.path(rel))
+
+    def dev_node_exists(self, rel: str) -> bool:
+        return os.path.exists(os.path.join(self.dev_root, rel))
+
+    def read_node(self, rel: str, attrs: Iterable[str] = (), links: Iterable[str] = (),
+                  link_prefix: str | None = None, subdirs: Iterable[str] = ()) -> Node | None:
+        """Read many entries of one directory through one directory fd.
+
+        Discovery reads a dozen attributes of thousands of functions; opening
+        each relative to the directory skips the path walk every time. None
+        means the directory is gone (a function removed mid-scan).
+        """
+        try:
+            dfd = os.open(self.path(rel), os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+        try:
+            entries = frozenset(os.listdir(dfd))
+            node = Node(entries)
+            for name in attrs:
+                if name in entries:
+                    text = _read_at(dfd, name)
+                    if text is not None:
+                        node.attrs[name] = text
+            wanted = [n for n in links if n in entries]
+            if link_prefix:
+                wanted += [n for n in entries if n.startswith(link_prefix)]
+            for name in wanted:
+                try:
+                    node.links[name] = os.readlink(name, dir_fd=dfd)
+                except OSError as e:
+                    if e.errno not in _ABSENT:
+                        raise
+            for name in subdirs:
+                if name in entries:
+                    node.subdirs[name] = _list_at(dfd, name)
+            return node
+        finally:
+            os.close(dfd)
+
+    def write_attr(self, rel: str, value: str) -> None:
+        """Write one attribute as `echo value > file` would, raising KernelError on refusal."""
+        path = self.path(rel)
+        try:
+            if self.simulated:
+                self._simulated_kernel().write(rel, value, self._raw_write)
+            else:
+                self._raw_write(path, value)
+        except OSError as e:
+            raise KernelError(
+                f"kernel refused writing {value.strip()!r} to {path}: "
+                f"{os.strerror(e.errno) if e.errno else e}", e.errno) from e
+
+    @staticmethod
+    def _raw_write(path: str, value: str) -> None:
+        # O_TRUNC as the shell's `>` does; sysfs ignores it, a plain file needs it.
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+    def _simulated_kernel(self):  # type: ignore[no-untyped-def]
+        if self._kernel is None:
+            from pcimgr.sim.kernel import SimulatedKernel
+            self._kernel = SimulatedKernel(self.root)
+        return self._kernel
+
+
+def _read_at(dfd: int, name: str) -> str | None:
+    try:
+        fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
+    except OSError as e:
+        if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+            return None
+        raise
+    try:
+        return os.read(fd, 4096).decode("utf-8", "replace").rstrip("\n")
+    except OSError as e:
+        if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+            return None
+        raise
+    finally:
+        os.close(fd)
+
+
+def _list_at(dfd: int, name: str) -> list[str]:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dfd)
+    except OSError as e:
+        if e.errno in _ABSENT:
+            return []
+        raise
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
