@@ -63,7 +63,30 @@ def _emit_json(data: Any) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/json.md).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns pcimgr's expected errors into one line and their exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PcimgrError as e:
+            if _verbose:
+                import traceback
+                traceback.print_exc()
+            click.echo(f"pcimgr: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort, BrokenPipeError):
+            raise
+        except Exception as e:  # noqa: BLE001 - last resort: one line, details with -v
+            if _verbose:
+                raise
+            click.echo(f"pcimgr: internal error: {type(e).__name__}: {e} "
+                       "(run with -v for details)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--sysfs-root", envvar="PCIMGR_SYSFS_ROOT", default="/sys", show_default=True,
               metavar="PATH", help="Root of the sysfs tree (a simulated host's directory).")
 @click.option("-v", "--verbose", is_flag=True, help="Show details (tracebacks) on errors.")
@@ -205,26 +228,8 @@ def demo(keep: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        code = cli.main(args=argv, prog_name="pcimgr", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except PcimgrError as e:
-        if _verbose:
-            import traceback
-            traceback.print_exc()
-        click.echo(f"pcimgr: {e}", err=True)
-        sys.exit(e.exit_code)
+        cli.main(args=argv, prog_name="pcimgr")
     except BrokenPipeError:
-        sys.stderr.close()  # `pcimgr list | head` is not an error
+        # `pcimgr list | head` is not an error; keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    except Exception as e:  # noqa: BLE001 - last resort: one line, details with -v
-        if _verbose:
-            raise
-        click.echo(f"pcimgr: internal error: {type(e).__name__}: {e} (run with -v for details)",
-                   err=True)
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)

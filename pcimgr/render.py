@@ -119,8 +119,9 @@ def iommu_off_notice(host: Host) -> str | None:
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
-    from tabulate import tabulate  # lazy: only table output pays for it
-    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+    import tabulate  # lazy: only table output pays for it
+    tabulate.PRESERVE_WHITESPACE = True  # VFs are indented under their PF
+    return tabulate.tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 
 GROUP_HEADERS = ["GROUP", "VFIO", "ADDRESS", "DRIVER", "DEVICE"]
