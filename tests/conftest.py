@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,23 @@ from pcimgr.sim import builder, profiles
 from pcimgr.sysfs import Sysfs
 
 DATA = Path(__file__).parent / "data"
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Simulated hosts are thousands of small files; on this disk (ext4 with discard)
+    # each create costs ~0.8 ms, on tmpfs ~0.05 ms.
+    if not config.option.basetemp and os.access("/dev/shm", os.W_OK):
+        config.option.basetemp = f"/dev/shm/pcimgr-tests-{os.getuid()}-{os.getpid()}"
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWN_BASETEMP in config.stash:
+        shutil.rmtree(config.stash[_OWN_BASETEMP], ignore_errors=True)
+
 GOLDEN = Path(__file__).parent / "golden"
 
 

@@ -1,0 +1,47 @@
+import errno
+from pathlib import Path
+
+import pytest
+
+from pcimgr.errors import BadInput, KernelError
+from pcimgr.sysfs import SIM_MARKER, Sysfs
+
+
+@pytest.mark.parametrize("rel", ["../etc/passwd", "/etc/passwd", "bus/../../x"])
+def test_paths_outside_the_root_are_refused(demo_sysfs: Sysfs, rel: str) -> None:
+    with pytest.raises(BadInput):
+        demo_sysfs.read_attr(rel)
+    with pytest.raises(BadInput):
+        demo_sysfs.write_attr(rel, "x")
+
+
+def test_simulation_needs_the_marker(tmp_path: Path, demo_root: Path) -> None:
+    assert Sysfs(str(demo_root)).simulated
+    assert Sysfs(str(demo_root)).dev_root == str(demo_root / "dev")
+    assert not Sysfs(str(tmp_path)).simulated
+    assert not Sysfs("/sys").simulated and Sysfs("/sys").dev_root == "/dev"
+
+
+def test_real_root_never_simulated_even_with_marker(monkeypatch) -> None:
+    monkeypatch.setattr("os.path.isfile", lambda p: p.endswith(SIM_MARKER) or False)
+    assert not Sysfs("/sys").simulated
+
+
+def test_plain_tree_write_is_a_plain_write(tmp_path: Path) -> None:
+    (tmp_path / "attr").write_text("old-and-longer\n")
+    Sysfs(str(tmp_path)).write_attr("attr", "new\n")
+    assert (tmp_path / "attr").read_text() == "new\n"
+
+
+def test_write_errors_carry_errno_and_path(tmp_path: Path) -> None:
+    with pytest.raises(KernelError) as e:
+        Sysfs(str(tmp_path)).write_attr("missing", "1")
+    assert e.value.errno == errno.ENOENT and str(tmp_path / "missing") in str(e.value)
+
+
+def test_reads_of_missing_things(demo_sysfs: Sysfs) -> None:
+    assert demo_sysfs.read_attr("bus/pci/devices/0000:04:00.0/nope") is None
+    assert demo_sysfs.read_attr("bus/pci/devices/0000:04:00.0") is None  # a directory
+    assert demo_sysfs.read_link("bus/pci/devices/0000:04:00.0/vendor") is None
+    assert demo_sysfs.list_dir("nope") == []
+    assert demo_sysfs.read_node("bus/pci/devices/0000:0a:00.0", ["vendor"]) is None
