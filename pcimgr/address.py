@@ -16,6 +16,8 @@ _NODEDEV = re.compile(
     re.IGNORECASE,
 )
 
+_PARSED: dict[str, PciAddress] = {}
+
 ACCEPTED_FORMS = "04:00.0, 0000:04:00.0 or pci_0000_04_00_0"
 
 
@@ -34,6 +36,16 @@ class PciAddress:
 
     @classmethod
     def parse(cls, text: str) -> PciAddress:
+        cached = _PARSED.get(text)
+        if cached is not None:
+            return cached
+        address = cls._parse(text)
+        if len(_PARSED) < 65536:  # discovery parses each VF's physfn link again and again
+            _PARSED[text] = address
+        return address
+
+    @classmethod
+    def _parse(cls, text: str) -> PciAddress:
         m = _BDF.fullmatch(text) or _NODEDEV.fullmatch(text)
         if m is None:
             raise BadInput(f"not a PCI address: {text!r}; use {ACCEPTED_FORMS}")

@@ -57,7 +57,10 @@ def _address(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 
 def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
+    # Indented for a person at a terminal; compact for pipes, where json's C
+    # encoder (indent=None only) is ten times faster on thousands of functions.
+    indent = 2 if sys.stdout.isatty() else None
+    click.echo(json.dumps(data, indent=indent))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/json.md).")

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from pcimgr.errors import BadInput, KernelError
 
@@ -25,14 +24,66 @@ _ABSENT = (errno_mod.ENOENT, errno_mod.ENODEV, errno_mod.ENXIO, errno_mod.EACCES
            errno_mod.EPERM, errno_mod.EINVAL, errno_mod.EIO, errno_mod.ENOTDIR)
 
 
-@dataclass
-class Node:
-    """What one directory read by read_node() held."""
+class Gone(Exception):
+    """The directory disappeared (a function removed while being read)."""
 
-    entries: frozenset[str]
-    attrs: dict[str, str] = field(default_factory=dict)
-    links: dict[str, str] = field(default_factory=dict)
-    subdirs: dict[str, list[str]] = field(default_factory=dict)
+
+class Directory:
+    """One sysfs directory held open, so that each entry is opened relative to it.
+
+    Discovery reads several entries of thousands of functions; opening them
+    relative to a directory fd skips the path walk through bus/pci/devices,
+    and trying a name that is absent costs less than listing the directory.
+    Absent or unreadable entries read as None.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                raise Gone(path) from None
+            raise
+
+    def __enter__(self) -> Directory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
+
+    def read(self, name: str) -> str | None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._fd)
+        except OSError as e:
+            if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+                return None
+            raise
+        try:
+            return os.read(fd, 4096).decode("utf-8", "replace").rstrip("\n")
+        except OSError as e:
+            if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+                return None
+            raise
+        finally:
+            os.close(fd)
+
+    def link(self, name: str) -> str | None:
+        try:
+            return os.readlink(name, dir_fd=self._fd)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+
+    def list(self, name: str) -> list[str] | None:
+        # by path: listdir(fd) costs a dup, an fdopendir and a rewind on top
+        try:
+            return sorted(os.listdir(os.path.join(self.path, name)))
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
 
 
 WriteFn = Callable[[str, str], None]
@@ -97,43 +148,9 @@ class Sysfs:
     def dev_node_exists(self, rel: str) -> bool:
         return os.path.exists(os.path.join(self.dev_root, rel))
 
-    def read_node(self, rel: str, attrs: Iterable[str] = (), links: Iterable[str] = (),
-                  link_prefix: str | None = None, subdirs: Iterable[str] = ()) -> Node | None:
-        """Read many entries of one directory through one directory fd.
-
-        Discovery reads a dozen attributes of thousands of functions; opening
-        each relative to the directory skips the path walk every time. None
-        means the directory is gone (a function removed mid-scan).
-        """
-        try:
-            dfd = os.open(self.path(rel), os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as e:
-            if e.errno in _ABSENT:
-                return None
-            raise
-        try:
-            entries = frozenset(os.listdir(dfd))
-            node = Node(entries)
-            for name in attrs:
-                if name in entries:
-                    text = _read_at(dfd, name)
-                    if text is not None:
-                        node.attrs[name] = text
-            wanted = [n for n in links if n in entries]
-            if link_prefix:
-                wanted += [n for n in entries if n.startswith(link_prefix)]
-            for name in wanted:
-                try:
-                    node.links[name] = os.readlink(name, dir_fd=dfd)
-                except OSError as e:
-                    if e.errno not in _ABSENT:
-                        raise
-            for name in subdirs:
-                if name in entries:
-                    node.subdirs[name] = _list_at(dfd, name)
-            return node
-        finally:
-            os.close(dfd)
+    def directory(self, rel: str) -> Directory:
+        """Hold a directory open for many reads; raises Gone if it is not there."""
+        return Directory(self.path(rel))
 
     def write_attr(self, rel: str, value: str) -> None:
         """Write one attribute as `echo value > file` would, raising KernelError on refusal."""
@@ -162,33 +179,3 @@ class Sysfs:
             from pcimgr.sim.kernel import SimulatedKernel
             self._kernel = SimulatedKernel(self.root)
         return self._kernel
-
-
-def _read_at(dfd: int, name: str) -> str | None:
-    try:
-        fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
-    except OSError as e:
-        if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
-            return None
-        raise
-    try:
-        return os.read(fd, 4096).decode("utf-8", "replace").rstrip("\n")
-    except OSError as e:
-        if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
-            return None
-        raise
-    finally:
-        os.close(fd)
-
-
-def _list_at(dfd: int, name: str) -> list[str]:
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dfd)
-    except OSError as e:
-        if e.errno in _ABSENT:
-            return []
-        raise
-    try:
-        return sorted(os.listdir(fd))
-    finally:
-        os.close(fd)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from pcimgr.errors import BadInput, KernelError
-from pcimgr.sysfs import SIM_MARKER, Sysfs
+from pcimgr.sysfs import SIM_MARKER, Gone, Sysfs
 
 
 @pytest.mark.parametrize("rel", ["../etc/passwd", "/etc/passwd", "bus/../../x"])
@@ -44,4 +44,9 @@ def test_reads_of_missing_things(demo_sysfs: Sysfs) -> None:
     assert demo_sysfs.read_attr("bus/pci/devices/0000:04:00.0") is None  # a directory
     assert demo_sysfs.read_link("bus/pci/devices/0000:04:00.0/vendor") is None
     assert demo_sysfs.list_dir("nope") == []
-    assert demo_sysfs.read_node("bus/pci/devices/0000:0a:00.0", ["vendor"]) is None
+    with pytest.raises(Gone):
+        demo_sysfs.directory("bus/pci/devices/0000:0a:00.0")
+    with demo_sysfs.directory("bus/pci/devices/0000:04:00.0") as d:
+        assert d.read("nope") is None and d.link("nope") is None and d.list("nope") is None
+        assert d.read("net") is None  # a directory is not an attribute
+        assert d.list("net") == ["enp4s0f0"] and d.link("driver") == "../../../../bus/pci/drivers/e1000e"
