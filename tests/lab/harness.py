@@ -1,0 +1,247 @@
+"""Boot a real Debian kernel in QEMU with an IOMMU and Intel NICs; run commands in it.
+
+    python -m tests.lab.harness run 'pcimgr list --all'    # one command, one boot
+    python -m tests.lab.harness shell-topology              # print the QEMU command
+
+The guest sees the host's / read-only (9p) under a tmpfs overlay, so it has
+this checkout, its virtualenv and the host's tools at the same paths. A second
+9p share carries the command in and its output and exit status out.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHECKOUT = HERE.parent.parent
+CACHE = Path(os.environ.get("PCIMGR_LAB_CACHE", "/var/cache/pcimgr-lab"))
+# initramfs: enough to mount 9p and overlayfs; the rest loads from the host's view
+INITRAMFS_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
+# Same slots every boot, so the guest numbers functions the same way
+# (pcimgr/sim/profiles.py: lab() mirrors it).
+TOPOLOGY = (
+    "-device pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr=0x3",
+    "-netdev hubport,id=n1,hubid=0", "-device igb,netdev=n1,bus=rp1,addr=0x0",
+    "-device pcie-pci-bridge,id=br1,bus=pcie.0,addr=0x4",
+    "-netdev hubport,id=n2,hubid=0", "-device e1000,netdev=n2,bus=br1,addr=0x1",
+    "-netdev hubport,id=n3,hubid=0", "-device e1000,netdev=n3,bus=br1,addr=0x2",
+    "-device pcie-root-port,id=rp2,chassis=2,bus=pcie.0,addr=0x5",
+    "-netdev hubport,id=n4,hubid=0",
+    "-device e1000e,netdev=n4,bus=rp2,addr=0x0.0,multifunction=on",
+    "-netdev hubport,id=n5,hubid=0", "-device e1000e,netdev=n5,bus=rp2,addr=0x0.1",
+)
+
+
+class LabUnavailable(Exception):
+    """QEMU or the guest kernel cannot be had here; the reason says which."""
+
+
+@dataclass
+class Result:
+    status: int
+    output: str
+    console: str
+    seconds: float
+
+
+def qemu_binary() -> str:
+    path = shutil.which("qemu-system-x86_64")
+    if path is None:
+        raise LabUnavailable("qemu-system-x86_64 is not installed (scripts/run test installs it)")
+    devices = subprocess.run([path, "-device", "help"], capture_output=True, text=True).stdout
+    if '"igb"' not in devices:
+        raise LabUnavailable(f"{path} has no igb device (QEMU >= 8.0 needed; Debian's "
+                             "<release>-backports has it)")
+    return path
+
+
+def kernel() -> tuple[Path, Path, str]:
+    """The guest kernel unpacked in the cache: (vmlinuz, modules dir, version)."""
+    root = CACHE / "kernel"
+    found = sorted(root.glob("boot/vmlinuz-*"))
+    if not found:
+        _unpack_kernel(root)
+        found = sorted(root.glob("boot/vmlinuz-*"))
+    vmlinuz = found[-1]
+    version = vmlinuz.name.removeprefix("vmlinuz-")
+    modules = root / "lib/modules" / version
+    if not (modules / "modules.dep").exists():
+        subprocess.run(["depmod", "-b", str(root), version], check=True)
+    return vmlinuz, modules, version
+
+
+def _unpack_kernel(root: Path) -> None:
+    """Download Debian's kernel package (never installed on the host) and unpack it."""
+    meta = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True,
+                          text=True).stdout
+    m = re.search(r"Depends: (linux-image-\S+)", meta)
+    if m is None:
+        raise LabUnavailable("apt-cache knows no linux-image-amd64 (run apt-get update)")
+    debs = CACHE / "deb"
+    debs.mkdir(parents=True, exist_ok=True)
+    if not list(debs.glob(f"{m[1]}_*.deb")):
+        subprocess.run(["apt-get", "download", "-q", m[1]], cwd=debs, check=True,
+                       stdout=subprocess.DEVNULL)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix="unpack-"))
+    subprocess.run(["dpkg-deb", "-x", str(next(debs.glob(f"{m[1]}_*.deb"))), str(tmp)],
+                   check=True)
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+
+
+def initramfs(modules: Path, version: str) -> Path:
+    """busybox, the modules to mount 9p and overlayfs, and init.sh; rebuilt when init.sh changes."""
+    out = CACHE / f"initramfs-{version}.cpio.gz"
+    if out.exists() and out.stat().st_mtime > (HERE / "init.sh").stat().st_mtime:
+        return out
+    busybox = shutil.which("busybox")
+    if busybox is None or "static" not in subprocess.run(
+            ["file", "-L", busybox], capture_output=True, text=True).stdout + _static_hint(busybox):
+        raise LabUnavailable("busybox-static is not installed")
+    deps = _module_deps(modules)
+    order: list[str] = []
+    for name in INITRAMFS_MODULES:
+        _closure(deps, _module_path(deps, name), order)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        for d in ("bin", "proc", "sys", "dev", "modules"):
+            (t / d).mkdir()
+        shutil.copy(busybox, t / "bin/busybox")
+        shutil.copy(HERE / "init.sh", t / "init")
+        for rel in order:
+            shutil.copy(modules / rel, t / "modules" / os.path.basename(rel))
+        (t / "modules.order").write_text("\n".join(os.path.basename(r) for r in order) + "\n")
+        files = subprocess.run("find . | cpio -o -H newc --quiet | gzip -1", shell=True, cwd=t,
+                               capture_output=True, check=True).stdout
+    out.write_bytes(files)
+    return out
+
+
+def _static_hint(path: str) -> str:
+    # `file` may be missing; busybox-static's binary has no dynamic section
+    return "" if shutil.which("file") else ("static" if b"ld-linux" not in Path(path).read_bytes() else "")
+
+
+def _module_deps(modules: Path) -> dict[str, list[str]]:
+    deps = {}
+    for line in (modules / "modules.dep").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        deps[name] = rest.split()
+    return deps
+
+
+def _module_path(deps: dict[str, list[str]], name: str) -> str:
+    for rel in deps:
+        base = os.path.basename(rel).split(".ko")[0]
+        if base.replace("-", "_") == name.replace("-", "_"):
+            return rel
+    raise LabUnavailable(f"the guest kernel has no module {name}")
+
+
+def _closure(deps: dict[str, list[str]], rel: str, order: list[str]) -> None:
+    for dep in deps.get(rel, []):
+        _closure(deps, dep, order)
+    if rel not in order:
+        order.append(rel)
+
+
+def accelerator() -> list[str]:
+    """KVM only where the CPU really has vmx/svm (a PVM /dev/kvm does not boot a stock kernel)."""
+    flags = Path("/proc/cpuinfo").read_text()
+    if re.search(r"\b(vmx|svm)\b", flags) and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return ["-accel", "kvm", "-cpu", "host"]
+    return ["-accel", "tcg", "-smp", "1"]
+
+
+def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path) -> list[str]:
+    cmdline = (f"console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 "
+               f"pcimgr.stage2={HERE / 'stage2.sh'} pcimgr.modules={modules}")
+    return [qemu_binary(), "-machine", "q35,kernel-irqchip=split", *accelerator(), "-m", "1536",
+            "-nodefaults", "-nographic", "-no-reboot", "-serial", f"file:{iodir / 'console'}",
+            "-monitor", "none",
+            "-device", "intel-iommu,intremap=on,caching-mode=on",
+            "-kernel", str(vmlinuz), "-initrd", str(initrd), "-append", cmdline,
+            "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on",
+            "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,bus=pcie.0,addr=0x1",
+            "-fsdev", f"local,id=labio,path={iodir},security_model=none",
+            "-device", "virtio-9p-pci,fsdev=labio,mount_tag=labio,bus=pcie.0,addr=0x2",
+            *[word for spec in TOPOLOGY for word in spec.split(" ", 1)]]
+
+
+def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT) -> Result:
+    """Boot, run `command` with bash as root in the guest, power off. One boot per call."""
+    vmlinuz, modules, version = kernel()
+    initrd = initramfs(modules, version)
+    with tempfile.TemporaryDirectory(prefix="pcimgr-lab-") as tmp:
+        iodir = Path(tmp)
+        (iodir / "command").write_text(command + "\n")
+        (iodir / "cwd").write_text(str(cwd))
+        (iodir / "timeout").write_text(str(timeout))
+        started = time.monotonic()
+        proc = subprocess.Popen(qemu_command(iodir, vmlinuz, initrd, modules),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            qemu_out, _ = proc.communicate(timeout=timeout + 120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+            raise LabUnavailable(f"the lab guest did not power off within {timeout + 120} s; "
+                                 f"console:\n{_tail(iodir / 'console')}") from None
+        seconds = time.monotonic() - started
+        console = _read(iodir / "console")
+        status = _read(iodir / "status").strip()
+        if not status:
+            raise RuntimeError(f"the lab guest ran no command (QEMU exit {proc.returncode}: "
+                               f"{qemu_out.decode(errors='replace').strip()}); console:\n"
+                               f"{_tail(iodir / 'console')}")
+        return Result(int(status), _read(iodir / "output"), console, seconds)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(_read(path).splitlines()[-lines:])
+
+
+def available() -> str | None:
+    """None when the lab can run here, else the reason it cannot."""
+    try:
+        qemu_binary()
+        kernel()
+    except (LabUnavailable, subprocess.CalledProcessError, OSError) as e:
+        return str(e)
+    return None
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "run":
+        r = run(" ".join(argv[1:]))
+        sys.stdout.write(r.output)
+        print(f"[lab: exit {r.status}, {r.seconds:.1f} s]", file=sys.stderr)
+        return r.status
+    if argv == ["console"]:
+        r = run("true")
+        sys.stdout.write(r.console)
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
