@@ -236,3 +236,11 @@ def test_group_numbers_reuse_the_lowest_free(demo_root: Path, demo_sysfs: Sysfs)
     demo_sysfs.write_attr(numvfs, "0")
     demo_sysfs.write_attr(numvfs, "1")
     assert os.readlink(demo_root / "bus/pci/devices/0000:05:10.0/iommu_group") == first
+
+
+def test_empty_write_changes_nothing(demo_root: Path, demo_sysfs: Sysfs) -> None:
+    # Linux: sysfs_kf_write() returns before store() for zero bytes (seen in the lab)
+    attr = f"bus/pci/devices/{NIC0}/driver_override"
+    demo_sysfs.write_attr(attr, "vfio-pci")
+    demo_sysfs.write_attr(attr, "")
+    assert demo_sysfs.read_attr(attr) == "vfio-pci"

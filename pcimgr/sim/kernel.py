@@ -36,6 +36,10 @@ class SimulatedKernel:
     # -- entry point -------------------------------------------------------
 
     def write(self, rel: str, value: str, raw_write: Callable[[str, str], None]) -> None:
+        if not value:
+            # sysfs_kf_write() returns before the attribute's store(): an empty
+            # write changes nothing (clearing driver_override takes "\n").
+            return
         path = os.path.join(self.root, rel)
         parent = os.path.realpath(os.path.dirname(path))
         attr = os.path.basename(path)

@@ -124,39 +124,42 @@ def demo() -> Profile:
 
 
 def lab() -> Profile:
-    """The QEMU real-kernel lab's topology (tests/lab), as the guest kernel numbers it."""
-    q35 = "8086"
+    """The QEMU real-kernel lab guest (tests/lab), as Linux 6.1 enumerated it there."""
+    rh, q35 = ("1af4", "1100"), "8086"
     devices = (
-        DeviceSpec("0000:00:00.0", q35, "29c0", 0x060000, None, 0, subsystem=("1af4", "1100")),
+        DeviceSpec("0000:00:00.0", q35, "29c0", 0x060000, None, 0, subsystem=rh),
         DeviceSpec("0000:00:01.0", "1af4", "1009", 0x000200, "virtio-pci", 1,
                    subsystem=("1af4", "0009")),
         DeviceSpec("0000:00:02.0", "1af4", "1009", 0x000200, "virtio-pci", 2,
                    subsystem=("1af4", "0009")),
-        DeviceSpec("0000:00:03.0", "1b36", "000c", 0x060400, "pcieport", 3),
-        DeviceSpec("0000:01:00.0", "8086", "10c9", NET, "igb", 3, subsystem=("8086", "0000"),
-                   revision=0x01, parent="0000:00:03.0", netdev="enp1s0",
+        DeviceSpec("0000:00:03.0", "1b36", "000c", 0x060400, "pcieport", 3,
+                   subsystem=("1b36", "0000")),
+        DeviceSpec("0000:01:00.0", "8086", "10c9", NET, "igb", 7, subsystem=rh, revision=0x01,
+                   parent="0000:00:03.0", netdev="enp1s0",
                    sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
                                    vf_device="10ca", vf_driver="igbvf",
                                    configurable_by=("igb",))),
-        DeviceSpec("0000:00:04.0", "1b36", "000e", 0x060400, "shpchp", 4),
-        DeviceSpec("0000:02:01.0", "8086", "100e", NET, "e1000", 4, subsystem=("1af4", "1100"),
+        # pcie-pci-bridge: no driver binds it; its group holds both e1000
+        DeviceSpec("0000:00:04.0", "1b36", "000e", 0x060400, None, 4),
+        DeviceSpec("0000:02:01.0", "8086", "100e", NET, "e1000", 4, subsystem=rh,
                    revision=0x03, parent="0000:00:04.0", netdev="ens1"),
-        DeviceSpec("0000:02:02.0", "8086", "100e", NET, "e1000", 4, subsystem=("1af4", "1100"),
+        DeviceSpec("0000:02:02.0", "8086", "100e", NET, "e1000", 4, subsystem=rh,
                    revision=0x03, parent="0000:00:04.0", netdev="ens2"),
-        DeviceSpec("0000:00:05.0", "1b36", "000c", 0x060400, "pcieport", 5),
-        DeviceSpec("0000:03:00.0", "8086", "10d3", NET, "e1000e", 5, subsystem=("8086", "0000"),
+        DeviceSpec("0000:00:05.0", "1b36", "000c", 0x060400, "pcieport", 5,
+                   subsystem=("1b36", "0000")),
+        DeviceSpec("0000:03:00.0", "8086", "10d3", NET, "e1000e", 8, subsystem=("8086", "0000"),
                    parent="0000:00:05.0", netdev="enp3s0f0"),
-        DeviceSpec("0000:03:00.1", "8086", "10d3", NET, "e1000e", 5, subsystem=("8086", "0000"),
+        DeviceSpec("0000:03:00.1", "8086", "10d3", NET, "e1000e", 8, subsystem=("8086", "0000"),
                    parent="0000:00:05.0", netdev="enp3s0f1"),
-        DeviceSpec("0000:00:1f.0", q35, "2918", 0x060100, "lpc_ich", 6, subsystem=("1af4", "1100"),
+        DeviceSpec("0000:00:1f.0", q35, "2918", 0x060100, "lpc_ich", 6, subsystem=rh,
                    revision=0x02),
-        DeviceSpec("0000:00:1f.2", q35, "2922", 0x010601, "ahci", 6, subsystem=("1af4", "1100"),
+        DeviceSpec("0000:00:1f.2", q35, "2922", 0x010601, "ahci", 6, subsystem=rh, revision=0x02),
+        DeviceSpec("0000:00:1f.3", q35, "2930", 0x0c0500, "i801_smbus", 6, subsystem=rh,
                    revision=0x02),
-        DeviceSpec("0000:00:1f.3", q35, "2930", 0x0c0500, "i801_smbus", 6,
-                   subsystem=("1af4", "1100"), revision=0x02),
     )
+    # vfio-pci as after `modprobe vfio-pci`, which the lab does first
     drivers = ("pcieport", "shpchp", "virtio-pci", "lpc_ich", "ahci", "i801_smbus",
-               "igb", "igbvf", "e1000", "e1000e", "vfio-pci", "pci-stub")
+               "igb", "igbvf", "e1000", "e1000e", "vfio-pci")
     return Profile("lab", "The QEMU lab guest: igb (SR-IOV) behind a root port, two e1000 "
                    "behind a PCIe-to-PCI bridge, dual-function e1000e", devices, drivers)
 

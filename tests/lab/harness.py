@@ -51,6 +51,7 @@ class Result:
     output: str
     console: str
     seconds: float
+    files: dict[str, str]  # what the guest left in /run/lab under the names asked for
 
 
 def qemu_binary() -> str:
@@ -178,7 +179,8 @@ def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path) -> lis
             *[word for spec in TOPOLOGY for word in spec.split(" ", 1)]]
 
 
-def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT) -> Result:
+def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT,
+        collect: tuple[str, ...] = ()) -> Result:
     """Boot, run `command` with bash as root in the guest, power off. One boot per call."""
     vmlinuz, modules, version = kernel()
     initrd = initramfs(modules, version)
@@ -205,7 +207,8 @@ def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT) -> Result:
             raise RuntimeError(f"the lab guest ran no command (QEMU exit {proc.returncode}: "
                                f"{qemu_out.decode(errors='replace').strip()}); console:\n"
                                f"{_tail(iodir / 'console')}")
-        return Result(int(status), _read(iodir / "output"), console, seconds)
+        files = {name: (iodir / name).read_text() for name in collect if (iodir / name).exists()}
+        return Result(int(status), _read(iodir / "output"), console, seconds, files)
 
 
 def _read(path: Path) -> str:

@@ -1,0 +1,142 @@
+"""One sequence of sysfs writes, applied to a real kernel (the lab) and to the `lab` simulated host.
+
+Both go through pcimgr's sysfs layer. After every write the observation records
+the errno (or none) and the state: each function's driver, driver_override and
+IOMMU group, the igb PF's VFs and limits, and the /dev/vfio nodes. The real
+kernel's observations are kept in fixtures/ (refresh: python -m tests.lab.refresh),
+so the simulated kernel is held to them without booting the lab.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+
+from pcimgr.errors import KernelError
+from pcimgr.sysfs import Sysfs
+
+FIXTURE = Path(__file__).parent / "fixtures" / "conformance.json"
+PF, E1, E2, BRIDGE = "0000:01:00.0", "0000:02:01.0", "0000:02:02.0", "0000:00:04.0"
+PAIR = ("0000:03:00.0", "0000:03:00.1")
+WATCHED = (PF, E1, E2, BRIDGE, *PAIR)
+VF0, VF1 = "0000:01:10.0", "0000:01:10.2"
+
+
+def dev(address: str, attr: str) -> str:
+    return f"bus/pci/devices/{address}/{attr}"
+
+
+def drv(driver: str, attr: str) -> str:
+    return f"bus/pci/drivers/{driver}/{attr}"
+
+
+PROBE = "bus/pci/drivers_probe"
+
+SEQUENCE: tuple[tuple[str, str], ...] = (
+    # driver_override + unbind + drivers_probe to vfio-pci, and back
+    (dev(E1, "driver_override"), "vfio-pci"),
+    (drv("e1000", "unbind"), E1),
+    (PROBE, E1),
+    (drv("vfio-pci", "bind"), E1),                 # already bound
+    (drv("e1000", "unbind"), E1),                  # not bound to e1000
+    (dev(E1, "driver_override"), "\n"),
+    (drv("vfio-pci", "unbind"), E1),
+    (PROBE, E1),
+    # new_id grabs the unbound function with that id, remove_id gives nothing back
+    (drv("vfio-pci", "bind"), E2),                 # bound to e1000, no override
+    (drv("e1000", "unbind"), E2),
+    (drv("vfio-pci", "bind"), E2),                 # unbound, but no id matches
+    (drv("vfio-pci", "new_id"), "8086 100e"),
+    (drv("vfio-pci", "new_id"), "8086 100e"),      # twice
+    (drv("vfio-pci", "remove_id"), "8086 100e"),
+    (drv("vfio-pci", "remove_id"), "8086 100e"),   # gone already
+    (drv("vfio-pci", "unbind"), E2),
+    (PROBE, E2),
+    # vfio-pci refuses a bridge
+    (dev(BRIDGE, "driver_override"), "vfio-pci"),
+    (drv("vfio-pci", "bind"), BRIDGE),
+    (dev(BRIDGE, "driver_override"), ""),
+    # SR-IOV on the 82576
+    (dev(PF, "sriov_numvfs"), "2"),
+    (dev(PF, "sriov_numvfs"), "3"),
+    (dev(PF, "sriov_numvfs"), "8"),
+    (dev(PF, "sriov_numvfs"), "2"),                # same count
+    (dev(PF, "sriov_numvfs"), "0"),
+    (dev(PF, "sriov_drivers_autoprobe"), "0"),
+    (dev(PF, "sriov_numvfs"), "2"),
+    (PROBE, VF0),                                  # autoprobe off, no override: stays unbound
+    (dev(VF0, "driver_override"), "vfio-pci"),
+    (PROBE, VF0),
+    (dev(VF1, "driver_override"), "vfio-pci"),
+    (PROBE, VF1),
+    (dev(PF, "vendor"), "0x8086"),                 # read-only attribute
+    # unbinding the PF driver destroys its VFs
+    (drv("igb", "unbind"), PF),
+    (dev(PF, "sriov_numvfs"), "1"),                # no PF driver
+    (dev(PF, "driver_override"), "vfio-pci"),
+    (PROBE, PF),
+    (dev(PF, "sriov_numvfs"), "1"),                # vfio-pci without enable_sriov
+    (dev(PF, "driver_override"), "\n"),
+    (drv("vfio-pci", "unbind"), PF),
+    (PROBE, PF),
+    (dev(PF, "sriov_drivers_autoprobe"), "1"),
+    (PROBE, "0000:0f:00.0"),                       # no such function
+)
+
+
+def snapshot(sysfs: Sysfs) -> dict:
+    numvfs = int(sysfs.read_attr(dev(PF, "sriov_numvfs")) or 0)
+    vfs = [os.path.basename(sysfs.read_link(dev(PF, f"virtfn{i}")) or "") for i in range(numvfs)]
+    functions = {}
+    for address in (*WATCHED, *vfs):
+        group = sysfs.read_link(dev(address, "iommu_group"))
+        driver = sysfs.read_link(dev(address, "driver"))
+        functions[address] = {
+            "driver": os.path.basename(driver) if driver else None,
+            "driver_override": sysfs.read_attr(dev(address, "driver_override")),
+            "iommu_group": int(os.path.basename(group)) if group else None,
+        }
+    vfio_dir = os.path.join(sysfs.dev_root, "vfio")
+    return {
+        "functions": functions,
+        "vfs": vfs,
+        "sriov_totalvfs": sysfs.read_attr(dev(PF, "sriov_totalvfs")),
+        "sriov_drivers_autoprobe": sysfs.read_attr(dev(PF, "sriov_drivers_autoprobe")),
+        "dev_vfio": sorted(os.listdir(vfio_dir)) if os.path.isdir(vfio_dir) else [],
+    }
+
+
+def run_sequence(sysfs: Sysfs) -> list[dict]:
+    observations = [{"write": None, "error": None, "state": snapshot(sysfs)}]
+    for rel, value in SEQUENCE:
+        error = None
+        try:
+            sysfs.write_attr(rel, value)
+        except KernelError as e:
+            error = errno.errorcode.get(e.errno or 0, str(e.errno))
+        observations.append({"write": [rel, value], "error": error, "state": snapshot(sysfs)})
+    return observations
+
+
+def load_fixture() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def main(argv: list[str]) -> int:
+    """`record PATH` inside the lab guest: run the sequence on /sys and save it."""
+    if len(argv) != 2 or argv[0] != "record":
+        print("usage: python -m tests.lab.conformance record PATH", file=sys.stderr)
+        return 2
+    os.system("modprobe vfio-pci")
+    Path(argv[1]).write_text(json.dumps({
+        "kernel": os.uname().release,
+        "observations": run_sequence(Sysfs("/sys")),
+    }, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,34 @@
+"""The simulated kernel against the real kernel's recorded answers (tests/lab/fixtures)."""
+
+from pathlib import Path
+
+import pytest
+
+from pcimgr.sysfs import Sysfs
+from tests.lab import conformance
+
+REAL = conformance.load_fixture()
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    from pcimgr.sim import builder, profiles
+    root = tmp_path_factory.mktemp("conformance") / "sys"
+    builder.build(str(root), profiles.get("lab"))
+    return conformance.run_sequence(Sysfs(str(root)))
+
+
+@pytest.mark.parametrize("step", range(len(REAL["observations"])),
+                         ids=lambda i: f"{i:02d}-" + ("initial" if i == 0 else
+                                                     "=".join(conformance.SEQUENCE[i - 1])
+                                                     .replace("bus/pci/", "").replace("\n", "NL")))
+def test_simulator_agrees_with_linux(simulated: list[dict], step: int) -> None:
+    real = REAL["observations"][step]
+    sim = simulated[step]
+    assert sim["write"] == real["write"]
+    assert (sim["error"], sim["state"]) == (real["error"], real["state"]), (
+        f"after {real['write']} Linux {REAL['kernel']} answered {real['error']}")
+
+
+def test_fixture_covers_the_whole_sequence() -> None:
+    assert [o["write"] for o in REAL["observations"][1:]] == [list(w) for w in conformance.SEQUENCE]
