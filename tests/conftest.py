@@ -15,6 +15,13 @@ DATA = Path(__file__).parent / "data"
 
 
 _OWN_BASETEMP = pytest.StashKey[str]()
+_LAB_RESULTS = pytest.StashKey[dict]()
+IN_LAB_GUEST = os.environ.get("PCIMGR_LAB_GUEST") == "1"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--lab-report", metavar="PATH",
+                     help="inside the lab guest: write each test's outcome to PATH as JSON")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -23,6 +30,82 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.option.basetemp and os.access("/dev/shm", os.W_OK):
         config.option.basetemp = f"/dev/shm/pcimgr-tests-{os.getuid()}-{os.getpid()}"
         config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Inside the lab guest: remember the worst outcome of each test's phases."""
+    if not IN_LAB_GUEST:
+        return
+    entry = _GUEST_OUTCOMES.setdefault(report.nodeid, {"outcome": "passed", "text": ""})
+    if report.failed or (report.skipped and entry["outcome"] == "passed"):
+        entry["outcome"] = "failed" if report.failed else "skipped"
+        entry["text"] = (str(report.longrepr[2]) if report.skipped
+                         and isinstance(report.longrepr, tuple) else report.longreprtext)
+
+
+_GUEST_OUTCOMES: dict[str, dict] = {}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = session.config.getoption("--lab-report")
+    if IN_LAB_GUEST and path:
+        Path(path).write_text(json.dumps(_GUEST_OUTCOMES))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Outside the guest, each `lab` test becomes a stand-in that reports its in-guest result
+    (its fixtures are for the guest: they never run on the host)."""
+    if IN_LAB_GUEST:
+        return
+    for i, item in enumerate(items):
+        if item.get_closest_marker("lab") is not None:
+            proxy = LabResult.from_parent(item.parent, name=item.name)
+            proxy.own_markers.extend(item.iter_markers())
+            items[i] = proxy
+
+
+class LabResult(pytest.Item):
+    """All lab tests of a session run in one boot, started by the first of them."""
+
+    def runtest(self) -> None:
+        config = self.config
+        if _LAB_RESULTS not in config.stash:
+            config.stash[_LAB_RESULTS] = _run_lab(self.session)
+        results = config.stash[_LAB_RESULTS]
+        if "unavailable" in results:
+            if os.environ.get("CI") == "true":  # CI machines can run the lab: never skip there
+                pytest.fail(f"the QEMU lab cannot run: {results['unavailable']}", pytrace=False)
+            pytest.skip(f"the QEMU lab cannot run here: {results['unavailable']}")
+        outcome = results.get(self.nodeid)
+        if outcome is None:
+            pytest.fail("the lab guest did not run this test; its pytest said:\n"
+                        f"{results['_output']}", pytrace=False)
+        if outcome["outcome"] == "skipped":
+            pytest.skip(f"in the lab guest: {outcome['text']}")
+        if outcome["outcome"] == "failed":
+            pytest.fail(f"in the lab guest (Linux {results['_kernel']}):\n{outcome['text']}",
+                        pytrace=False)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"{self.name} (in the QEMU lab)"
+
+
+def _run_lab(session: pytest.Session) -> dict:
+    import shlex
+    import sys
+
+    from tests.lab import harness
+    reason = harness.available()
+    if reason is not None:
+        return {"unavailable": reason}
+    ids = [item.nodeid for item in session.items if isinstance(item, LabResult)]
+    command = (f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider "
+               f"--lab-report=/run/lab/report.json {shlex.join(ids)}; uname -r > /run/lab/kernel")
+    r = harness.run(command, collect=("report.json", "kernel"))
+    results = json.loads(r.files.get("report.json", "{}"))
+    results["_output"] = r.output[-4000:]
+    results["_kernel"] = r.files.get("kernel", "?").strip()
+    return results
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent.parent
-CACHE = Path(os.environ.get("PCIMGR_LAB_CACHE", "/var/cache/pcimgr-lab"))
+CACHE = Path(os.environ.get("PCIMGR_LAB_CACHE") or (
+    "/var/cache/pcimgr-lab" if os.geteuid() == 0 else os.path.expanduser("~/.cache/pcimgr-lab")))
 # initramfs: enough to mount 9p and overlayfs; the rest loads from the host's view
 INITRAMFS_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
 # Same slots every boot, so the guest numbers functions the same way
@@ -90,8 +91,11 @@ def _unpack_kernel(root: Path) -> None:
     debs = CACHE / "deb"
     debs.mkdir(parents=True, exist_ok=True)
     if not list(debs.glob(f"{m[1]}_*.deb")):
-        subprocess.run(["apt-get", "download", "-q", m[1]], cwd=debs, check=True,
-                       stdout=subprocess.DEVNULL)
+        got = subprocess.run(["apt-get", "download", "-q", m[1]], cwd=debs,
+                             capture_output=True, text=True)
+        if got.returncode != 0:
+            raise LabUnavailable(f"cannot download {m[1]} (apt-get update may help): "
+                                 f"{got.stderr.strip().splitlines()[-1:]}")
     tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix="unpack-"))
     subprocess.run(["dpkg-deb", "-x", str(next(debs.glob(f"{m[1]}_*.deb"))), str(tmp)],
                    check=True)
@@ -106,9 +110,9 @@ def initramfs(modules: Path, version: str) -> Path:
     if out.exists() and out.stat().st_mtime > (HERE / "init.sh").stat().st_mtime:
         return out
     busybox = shutil.which("busybox")
-    if busybox is None or "static" not in subprocess.run(
-            ["file", "-L", busybox], capture_output=True, text=True).stdout + _static_hint(busybox):
-        raise LabUnavailable("busybox-static is not installed")
+    # a dynamic busybox names its ELF interpreter near the start of the file
+    if busybox is None or b"/ld-linux" in Path(busybox).read_bytes()[:4096]:
+        raise LabUnavailable("busybox-static is not installed (scripts/run test installs it)")
     deps = _module_deps(modules)
     order: list[str] = []
     for name in INITRAMFS_MODULES:
@@ -126,11 +130,6 @@ def initramfs(modules: Path, version: str) -> Path:
                                capture_output=True, check=True).stdout
     out.write_bytes(files)
     return out
-
-
-def _static_hint(path: str) -> str:
-    # `file` may be missing; busybox-static's binary has no dynamic section
-    return "" if shutil.which("file") else ("static" if b"ld-linux" not in Path(path).read_bytes() else "")
 
 
 def _module_deps(modules: Path) -> dict[str, list[str]]:
