@@ -155,18 +155,22 @@ def _closure(deps: dict[str, list[str]], rel: str, order: list[str]) -> None:
         order.append(rel)
 
 
+TCG = ["-accel", "tcg", "-smp", "1"]  # two vCPUs on two host cores made the guest 10x slower
+
+
 def accelerator() -> list[str]:
     """KVM only where the CPU really has vmx/svm (a PVM /dev/kvm does not boot a stock kernel)."""
     flags = Path("/proc/cpuinfo").read_text()
     if re.search(r"\b(vmx|svm)\b", flags) and os.access("/dev/kvm", os.R_OK | os.W_OK):
         return ["-accel", "kvm", "-cpu", "host"]
-    return ["-accel", "tcg", "-smp", "1"]
+    return TCG
 
 
-def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path) -> list[str]:
+def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path,
+                 accel: list[str]) -> list[str]:
     cmdline = (f"console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 "
                f"pcimgr.stage2={HERE / 'stage2.sh'} pcimgr.modules={modules}")
-    return [qemu_binary(), "-machine", "q35,kernel-irqchip=split", *accelerator(), "-m", "1536",
+    return [qemu_binary(), "-machine", "q35,kernel-irqchip=split", *accel, "-m", "1536",
             "-nodefaults", "-nographic", "-no-reboot", "-serial", f"file:{iodir / 'console'}",
             "-monitor", "none",
             "-device", "intel-iommu,intremap=on,caching-mode=on",
@@ -183,31 +187,46 @@ def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT,
     """Boot, run `command` with bash as root in the guest, power off. One boot per call."""
     vmlinuz, modules, version = kernel()
     initrd = initramfs(modules, version)
+    accel = accelerator()
+    result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, accel)
+    if result is None and accel != TCG:  # KVM offered but would not start: emulate
+        result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, TCG)
+    if result is None:
+        raise RuntimeError("QEMU did not start the lab guest")
+    return result
+
+
+def _boot(command: str, timeout: int, cwd: Path, collect: tuple[str, ...], vmlinuz: Path,
+          initrd: Path, modules: Path, accel: list[str]) -> Result | None:
     with tempfile.TemporaryDirectory(prefix="pcimgr-lab-") as tmp:
         iodir = Path(tmp)
         (iodir / "command").write_text(command + "\n")
         (iodir / "cwd").write_text(str(cwd))
         (iodir / "timeout").write_text(str(timeout))
         started = time.monotonic()
-        proc = subprocess.Popen(qemu_command(iodir, vmlinuz, initrd, modules),
+        proc = subprocess.Popen(qemu_command(iodir, vmlinuz, initrd, modules, accel),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             qemu_out, _ = proc.communicate(timeout=timeout + 120)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.communicate()
             raise LabUnavailable(f"the lab guest did not power off within {timeout + 120} s; "
                                  f"console:\n{_tail(iodir / 'console')}") from None
+        finally:
+            if proc.poll() is None:  # timeout or interrupt: leave no QEMU behind
+                os.killpg(proc.pid, 9)
+                proc.communicate()
         seconds = time.monotonic() - started
-        console = _read(iodir / "console")
         status = _read(iodir / "status").strip()
         if not status:
+            if proc.returncode != 0 and accel != TCG:
+                return None
             raise RuntimeError(f"the lab guest ran no command (QEMU exit {proc.returncode}: "
                                f"{qemu_out.decode(errors='replace').strip()}); console:\n"
                                f"{_tail(iodir / 'console')}")
         files = {name: (iodir / name).read_text() for name in collect if (iodir / name).exists()}
-        return Result(int(status), _read(iodir / "output"), console, seconds, files)
+        return Result(int(status), _read(iodir / "output"), _read(iodir / "console"), seconds,
+                      files)
 
 
 def _read(path: Path) -> str:
