@@ -34,20 +34,21 @@ def driver(address: str) -> str | None:
     return os.path.basename(os.readlink(link)) if link.is_symlink() else None
 
 
-def by_hand_to_vfio(address: str) -> None:
-    (SYS / "devices" / address / "driver_override").write_text("vfio-pci")
+def by_hand(address: str, override: str) -> None:
+    """The administrator's echo sequence: override, unbind, reprobe."""
+    (SYS / "devices" / address / "driver_override").write_text(override)
     current = driver(address)
     if current:
         (SYS / "drivers" / current / "unbind").write_text(address)
     (SYS / "drivers_probe").write_text(address)
+
+
+def by_hand_to_vfio(address: str) -> None:
+    by_hand(address, "vfio-pci")
 
 
 def by_hand_back(address: str) -> None:
-    (SYS / "devices" / address / "driver_override").write_text("\n")
-    current = driver(address)
-    if current:
-        (SYS / "drivers" / current / "unbind").write_text(address)
-    (SYS / "drivers_probe").write_text(address)
+    by_hand(address, "\n")  # an empty write would not clear the override
 
 
 @pytest.fixture
