@@ -211,12 +211,19 @@ def sim_create(directory: str, profile: str, no_iommu: bool) -> None:
 
 
 @sim.command("profiles")
-def sim_profiles() -> None:
+@json_option
+def sim_profiles(as_json: bool) -> None:
     """The built-in host profiles."""
     from pcimgr.sim import profiles
-    for name, make in profiles.PROFILES.items():
-        click.echo(f"{name:8} {make().description}")
-    click.echo(f"{'scale:PFSxVFS':8} PFS igb-like PFs with VFS VFs each, for benchmarks")
+    entries = [{"name": name, "description": make().description}
+               for name, make in profiles.PROFILES.items()]
+    entries.append({"name": "scale:PFSxVFS",
+                    "description": "PFS igb-like PFs with VFS VFs each, for benchmarks"})
+    if as_json:
+        _emit_json(entries)
+        return
+    for e in entries:
+        click.echo(f"{e['name']:8} {e['description']}")
 
 
 @cli.command()

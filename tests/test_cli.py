@@ -160,6 +160,7 @@ def test_sim_create_and_unknown_profile(run, tmp_path: Path) -> None:
     assert "choose one of demo, lab or scale:PFSxVFS" in r.output
     names = [line.split()[0] for line in run("sim", "profiles").output.splitlines()]
     assert names == ["demo", "lab", "scale:PFSxVFS"]
+    assert [p["name"] for p in json.loads(run("sim", "profiles", "--json").output)] == names
 
 
 def test_demo_walks_through_the_commands(run, tmp_path: Path) -> None:
