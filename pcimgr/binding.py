@@ -1,0 +1,99 @@
+"""Moving one function between drivers the safe way: driver_override, unbind, drivers_probe.
+
+Never new_id: it binds every unbound function with the same id. Every move is
+verified by reading the driver link back, and can be undone to the driver and
+override the function had before.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pcimgr.errors import KernelError
+from pcimgr.sysfs import Sysfs
+
+BIND_TIMEOUT = 5.0
+CLEAR = "\n"  # an empty write never reaches the kernel; a newline clears the override
+
+
+def current_driver(sysfs: Sysfs, address: str) -> str | None:
+    link = sysfs.read_link(f"bus/pci/devices/{address}/driver")
+    return link.rsplit("/", 1)[-1] if link else None
+
+
+def current_override(sysfs: Sysfs, address: str) -> str | None:
+    text = sysfs.read_attr(f"bus/pci/devices/{address}/driver_override")
+    return None if text in (None, "", "(null)") else text
+
+
+@dataclass(frozen=True)
+class BindDriver:
+    """Put `address` on `target` (None: leave it without driver); undo restores the original."""
+
+    address: str
+    target: str | None
+    original_driver: str | None
+    original_override: str | None
+    kind: str = "bind"
+
+    def describe(self) -> list[str]:
+        root = "/sys/bus/pci"
+        lines = [f"echo {self.target or ''!r} > {root}/devices/{self.address}/driver_override"]
+        if self.original_driver:
+            lines.append(f"echo {self.address} > {root}/drivers/{self.original_driver}/unbind")
+        if self.target:
+            lines.append(f"echo {self.address} > {root}/drivers_probe   "
+                         f"# then check that driver -> {self.target}")
+        return lines
+
+    def apply(self, sysfs: Sysfs) -> None:
+        _move(sysfs, self.address, self.target, self.target)
+
+    def undo(self, sysfs: Sysfs) -> None:
+        _move(sysfs, self.address, self.original_driver, self.original_override)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _move(sysfs: Sysfs, address: str, driver: str | None, override: str | None) -> None:
+    """Idempotent: from whatever state the function is in, end on `driver` with `override`."""
+    dev = f"bus/pci/devices/{address}"
+    if current_override(sysfs, address) != override:
+        sysfs.write_attr(f"{dev}/driver_override", override or CLEAR)
+    bound = current_driver(sysfs, address)
+    if bound == driver:
+        return
+    if bound is not None:
+        sysfs.write_attr(f"bus/pci/drivers/{bound}/unbind", address)
+    if driver is None:
+        return
+    sysfs.write_attr("bus/pci/drivers_probe", address)
+    if not _wait_for(sysfs, address, driver, BIND_TIMEOUT / 2) and override is None:
+        # the probe chose another driver (the original came by an explicit bind): bind it
+        chosen = current_driver(sysfs, address)
+        if chosen is not None:
+            sysfs.write_attr(f"bus/pci/drivers/{chosen}/unbind", address)
+        sysfs.write_attr(f"bus/pci/drivers/{driver}/bind", address)
+    if not _wait_for(sysfs, address, driver, BIND_TIMEOUT / 2):
+        raise KernelError(f"{address} did not bind to {driver} within {BIND_TIMEOUT:g} s "
+                          f"(it is on {current_driver(sysfs, address) or 'no driver'}); "
+                          "see `dmesg` for the driver's probe error")
+
+
+def _wait_for(sysfs: Sysfs, address: str, driver: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while current_driver(sysfs, address) != driver:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+STEP_TYPES = {"bind": BindDriver}
+
+
+def step_from_json(data: dict[str, Any]) -> BindDriver:
+    return STEP_TYPES[data["kind"]](**data)
