@@ -61,9 +61,3 @@ class KernelError(PcimgrError):
         super().__init__(message)
         self.errno = errno
 
-
-EXIT_CODES: dict[str, int] = {
-    cls.__name__: cls.exit_code
-    for cls in (PcimgrError, BadInput, NotFound, Refused, NeedsRoot,
-                LibvirtFailure, RolledBack, Busy, KernelError)
-}

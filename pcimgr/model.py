@@ -51,10 +51,6 @@ class PciDevice:
         return self.class_code >> 8 in BRIDGE_CLASSES
 
     @property
-    def is_network(self) -> bool:
-        return self.base_class == 0x02
-
-    @property
     def ids(self) -> str:
         return f"{self.vendor_id}:{self.device_id}"
 
@@ -63,10 +59,6 @@ class PciDevice:
 class IommuGroup:
     number: int
     members: tuple[PciDevice, ...]
-
-    @property
-    def endpoints(self) -> tuple[PciDevice, ...]:
-        return tuple(d for d in self.members if not d.is_bridge)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
 
 SEARCH_PATHS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids",
                 "/usr/share/pci.ids", "/usr/share/misc/pci.ids.gz")
@@ -57,9 +56,6 @@ class PciIds:
         block = self._block(start)
         return (_line_name(block, f"\n\t{sub}  ".encode())
                 or _line_name(block, f"\nC {base}  ".encode()))
-
-    def names(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str | None, str | None]]:
-        return {(v, d): (self.vendor(v), self.device(v, d)) for v, d in set(pairs)}
 
     def _vendor_block(self, vendor_id: str) -> tuple[str | None, bytes]:
         key = vendor_id.lower()

@@ -116,15 +116,6 @@ class Sysfs:
                 return None
             raise
 
-    def read_bytes(self, rel: str, size: int = 4096) -> bytes | None:
-        try:
-            with open(self.path(rel), "rb") as f:
-                return f.read(size)
-        except OSError as e:
-            if e.errno in _ABSENT:
-                return None
-            raise
-
     def read_link(self, rel: str) -> str | None:
         """The symlink's target as stored, or None when it is not a link."""
         try:

@@ -1,6 +1,5 @@
 """The simulated kernel against the real kernel's recorded answers (tests/lab/fixtures)."""
 
-from pathlib import Path
 
 import pytest
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from pcimgr.address import PciAddress
 from pcimgr.errors import BadInput
+from pcimgr.model import BRIDGE_CLASSES
 from pcimgr.sim import configspace, tree
 
 STATE = ".pcimgr-sim-state.json"
@@ -48,22 +49,22 @@ class SimulatedKernel:
             raw_write(path, value)
 
         if parent == self._bus:
-            handler = {"drivers_probe": self._drivers_probe}.get(attr)
-            return handler(value, commit) if handler else commit()
+            if attr == "drivers_probe":
+                return self._drivers_probe(value, commit)
+            return commit()
         if os.path.dirname(parent) == self._drivers:
-            driver = os.path.basename(parent)
-            handler = {"bind": self._bind, "unbind": self._unbind, "new_id": self._new_id,
-                       "remove_id": self._remove_id}.get(attr)
-            return handler(driver, value, commit) if handler else commit()
+            on_driver = {"bind": self._bind, "unbind": self._unbind, "new_id": self._new_id,
+                         "remove_id": self._remove_id}.get(attr)
+            return on_driver(os.path.basename(parent), value, commit) if on_driver else commit()
         address = self._device_at(parent)
         if address is None:
             return commit()
         if attr in tree.READ_ONLY:
             raise _fail(errno.EACCES)
-        handler = {"driver_override": self._driver_override,
-                   "sriov_numvfs": self._sriov_numvfs,
-                   "sriov_drivers_autoprobe": self._sriov_autoprobe}.get(attr)
-        return handler(address, value, commit) if handler else commit()
+        on_device = {"driver_override": self._driver_override,
+                     "sriov_numvfs": self._sriov_numvfs,
+                     "sriov_drivers_autoprobe": self._sriov_autoprobe}.get(attr)
+        return on_device(address, value, commit) if on_device else commit()
 
     def _device_at(self, directory: str) -> PciAddress | None:
         try:
@@ -102,7 +103,7 @@ class SimulatedKernel:
         if count == current:
             return commit()
         driver = tree.driver_of(self.root, pf)
-        spec = self._sriov_spec(pf)
+        spec = self._pf_spec(pf)
         if driver is None or driver not in spec["configurable_by"] + [VFIO]:
             raise _fail(errno.ENOENT)
         if count == 0:
@@ -228,7 +229,7 @@ class SimulatedKernel:
     # -- SR-IOV ------------------------------------------------------------
 
     def _enable_vfs(self, pf: PciAddress, count: int) -> None:
-        spec = self._sriov_spec(pf)
+        spec = self._pf_spec(pf)
         pf_dir = tree.device_dir(self.root, pf)
         read = lambda name: tree.read_attr(self.root, pf, name)  # noqa: E731
         vfs = []
@@ -317,7 +318,7 @@ class SimulatedKernel:
                 f"{tree.read_attr(self.root, address, 'device')[2:]}")
 
     def _is_bridge(self, address: PciAddress) -> bool:
-        return int(tree.read_attr(self.root, address, "class"), 16) >> 8 in (0x0604, 0x0607, 0x0609)
+        return int(tree.read_attr(self.root, address, "class"), 16) >> 8 in BRIDGE_CLASSES
 
     def _physfn(self, address: PciAddress) -> PciAddress | None:
         try:
@@ -332,10 +333,16 @@ class SimulatedKernel:
     def _sriov_spec(self, address: PciAddress) -> dict | None:
         return self._static(address).get("sriov")
 
+    def _pf_spec(self, pf: PciAddress) -> dict:
+        spec = self._sriov_spec(pf)
+        if spec is None:
+            raise _fail(errno.EACCES)  # no sriov_* attributes on a function without SR-IOV
+        return spec
+
     def _native_driver(self, address: PciAddress) -> str | None:
         pf = self._physfn(address)
         if pf is not None:
-            return self._sriov_spec(pf)["vf_driver"]
+            return self._pf_spec(pf)["vf_driver"]
         return self._static(address).get("native_driver")
 
     def _netdev(self, address: PciAddress) -> str | None:
@@ -343,7 +350,7 @@ class SimulatedKernel:
         if pf is None:
             return self._static(address).get("netdev")
         base = self._static(pf).get("netdev")
-        spec = self._sriov_spec(pf)
+        spec = self._pf_spec(pf)
         index = (address.routing_id - pf.routing_id - spec["offset"]) // spec["stride"]
         return f"{base}v{index}" if base else None
 

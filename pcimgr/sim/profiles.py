@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from pcimgr.errors import NotFound
+from pcimgr.model import BRIDGE_CLASSES
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class DeviceSpec:
 
     @property
     def is_bridge(self) -> bool:
-        return self.class_code >> 8 in (0x0604, 0x0607, 0x0609)
+        return self.class_code >> 8 in BRIDGE_CLASSES
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ this checkout, its virtualenv and the host's tools at the same paths. A second
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shutil
