@@ -147,16 +147,17 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
 def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     """Everything known about one function, its IOMMU group and its hostdev XML."""
     from pcimgr import discovery, hostdev_xml, render
-    host = obj.host()
-    device = discovery.require(host, address)
-    group = host.group_of(device)
+    device = discovery.require(obj.sysfs, address)
+    group = None if device.iommu_group is None else discovery.read_group(obj.sysfs,
+                                                                         device.iommu_group)
     xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address))
     if as_json:
         _emit_json(render.device_json(device, obj.namer)
                    | {"group": render.group_json(group, obj.namer) if group else None,
                       "hostdev_xml": xml})
         return
-    click.echo(render.show_text(device, group, obj.namer, host))
+    vfs = discovery.read_many(obj.sysfs, device.sriov.vfs) if device.sriov else []
+    click.echo(render.show_text(device, group, obj.namer, vfs))
     click.echo("")
     click.echo("libvirt hostdev XML (`pcimgr xml` prints it alone):")
     click.echo(xml)
@@ -187,7 +188,7 @@ def groups(obj: Context, as_json: bool) -> None:
 def xml(obj: Context, address: PciAddress, unmanaged: bool) -> None:
     """libvirt <hostdev> XML for a function on this host."""
     from pcimgr import discovery, hostdev_xml
-    discovery.require(obj.host(), address)
+    discovery.require(obj.sysfs, address)
     click.echo(hostdev_xml.to_string(hostdev_xml.hostdev(address, managed=not unmanaged)))
 
 

@@ -6,7 +6,7 @@ import os
 
 from pcimgr.address import PciAddress
 from pcimgr.errors import BadInput, NotFound
-from pcimgr.model import BRIDGE_CLASSES, Host, PciDevice, SriovInfo
+from pcimgr.model import BRIDGE_CLASSES, Host, IommuGroup, PciDevice, SriovInfo
 from pcimgr.sysfs import Directory, Gone, Sysfs
 
 DEVICES = "bus/pci/devices"
@@ -16,15 +16,7 @@ _SRIOV_ATTRS = ("sriov_numvfs", "sriov_drivers_autoprobe", "sriov_offset", "srio
 
 
 def scan(sysfs: Sysfs) -> Host:
-    devices = []
-    for name in sysfs.list_dir(DEVICES):
-        try:
-            address = PciAddress.parse(name)
-        except BadInput:
-            continue
-        device = read_device(sysfs, address)
-        if device is not None:
-            devices.append(device)
+    devices = [d for d in (_read_named(sysfs, n) for n in sysfs.list_dir(DEVICES)) if d is not None]
     devices.sort(key=lambda d: d.address)
     return Host(tuple(devices), iommu_enabled=bool(sysfs.list_dir("kernel/iommu_groups")))
 
@@ -77,12 +69,33 @@ def _read(d: Directory, address: PciAddress) -> PciDevice | None:
     )
 
 
+def read_group(sysfs: Sysfs, number: int) -> IommuGroup:
+    """One IOMMU group from kernel/iommu_groups/N/devices, without scanning the bus."""
+    members = []
+    for name in sysfs.list_dir(f"kernel/iommu_groups/{number}/devices"):
+        device = _read_named(sysfs, name)
+        if device is not None:
+            members.append(device)
+    return IommuGroup(number, tuple(sorted(members, key=lambda d: d.address)))
+
+
+def read_many(sysfs: Sysfs, addresses: tuple[PciAddress, ...]) -> list[PciDevice]:
+    return [d for d in (read_device(sysfs, a) for a in addresses) if d is not None]
+
+
+def _read_named(sysfs: Sysfs, name: str) -> PciDevice | None:
+    try:
+        return read_device(sysfs, PciAddress.parse(name))
+    except BadInput:
+        return None
+
+
 def _uevent(text: str | None) -> dict[str, str]:
     return dict(line.split("=", 1) for line in (text or "").splitlines() if "=" in line)
 
 
-def require(host: Host, address: PciAddress) -> PciDevice:
-    device = host.get(address)
+def require(sysfs: Sysfs, address: PciAddress) -> PciDevice:
+    device = read_device(sysfs, address)
     if device is None:
         raise NotFound(f"no PCI function {address} on this host; "
                        "`pcimgr list --all` shows the functions there are")

@@ -82,8 +82,3 @@ class Host:
             if d.iommu_group is not None:
                 members.setdefault(d.iommu_group, []).append(d)
         return {n: IommuGroup(n, tuple(ms)) for n, ms in sorted(members.items())}
-
-    def group_of(self, device: PciDevice) -> IommuGroup | None:
-        if device.iommu_group is None:
-            return None
-        return self.groups.get(device.iommu_group)

@@ -146,7 +146,8 @@ def group_rows(host: Host, namer: Namer) -> list[list[str]]:
     return rows
 
 
-def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer, host: Host) -> str:
+def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
+              vfs: list[PciDevice]) -> str:
     names = namer(d)
     lines = [f"{d.address}  {names.device or 'unknown device'}"]
 
@@ -169,9 +170,8 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer, host: Host) 
         autoprobe = {True: "on", False: "off", None: "?"}[s.drivers_autoprobe]
         field("sr-iov", f"{s.numvfs}/{s.totalvfs} VFs, VF id {s.vf_device_id}, "
                         f"offset {s.offset}, stride {s.stride}, autoprobe {autoprobe}")
-        for vf in s.vfs:
-            vf_dev = host.get(vf)
-            field("", f"VF {vf}  {(vf_dev.driver if vf_dev else None) or 'no driver'}")
+        for vf in vfs:
+            field("", f"VF {vf.address}  {vf.driver or 'no driver'}")
     if d.physfn is not None:
         field("physical fn", str(d.physfn))
     lines.append("")

@@ -53,20 +53,7 @@ class Directory:
         os.close(self._fd)
 
     def read(self, name: str) -> str | None:
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._fd)
-        except OSError as e:
-            if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
-                return None
-            raise
-        try:
-            return os.read(fd, 4096).decode("utf-8", "replace").rstrip("\n")
-        except OSError as e:
-            if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
-                return None
-            raise
-        finally:
-            os.close(fd)
+        return _read_text(name, self._fd)
 
     def link(self, name: str) -> str | None:
         try:
@@ -108,13 +95,7 @@ class Sysfs:
 
     def read_attr(self, rel: str) -> str | None:
         """The attribute's text without its trailing newline, or None if unreadable."""
-        try:
-            with open(self.path(rel), "rb") as f:
-                return f.read().decode("utf-8", "replace").rstrip("\n")
-        except OSError as e:
-            if e.errno in _ABSENT or isinstance(e, IsADirectoryError):
-                return None
-            raise
+        return _read_text(self.path(rel))
 
     def read_link(self, rel: str) -> str | None:
         """The symlink's target as stored, or None when it is not a link."""
@@ -170,3 +151,21 @@ class Sysfs:
             from pcimgr.sim.kernel import SimulatedKernel
             self._kernel = SimulatedKernel(self.root)
         return self._kernel
+
+
+def _read_text(path: str, dir_fd: int | None = None) -> str | None:
+    """One sysfs attribute (a page at most) without its newline; None if absent or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+            return None
+        raise
+    try:
+        return os.read(fd, 4096).decode("utf-8", "replace").rstrip("\n")
+    except OSError as e:
+        if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+            return None
+        raise
+    finally:
+        os.close(fd)
