@@ -30,26 +30,33 @@ def current_override(sysfs: Sysfs, address: str) -> str | None:
 
 @dataclass(frozen=True)
 class BindDriver:
-    """Put `address` on `target` (None: leave it without driver); undo restores the original."""
+    """Put `address` on `target` with `target_override` (target None: no driver).
+
+    undo() restores the driver and override it had before.
+    """
 
     address: str
     target: str | None
+    target_override: str | None
     original_driver: str | None
     original_override: str | None
     kind: str = "bind"
 
     def describe(self) -> list[str]:
         root = "/sys/bus/pci"
-        lines = [f"echo {self.target or ''!r} > {root}/devices/{self.address}/driver_override"]
+        lines = []
+        if self.target_override != self.original_override:
+            shown = self.target_override or "\\n"
+            lines.append(f"echo '{shown}' > {root}/devices/{self.address}/driver_override")
         if self.original_driver:
             lines.append(f"echo {self.address} > {root}/drivers/{self.original_driver}/unbind")
         if self.target:
-            lines.append(f"echo {self.address} > {root}/drivers_probe   "
-                         f"# then check that driver -> {self.target}")
+            lines.append(f"echo {self.address} > {root}/drivers_probe"
+                         f"   # then check that driver -> {self.target}")
         return lines
 
     def apply(self, sysfs: Sysfs) -> None:
-        _move(sysfs, self.address, self.target, self.target)
+        _move(sysfs, self.address, self.target, self.target_override)
 
     def undo(self, sysfs: Sysfs) -> None:
         _move(sysfs, self.address, self.original_driver, self.original_override)
@@ -92,8 +99,49 @@ def _wait_for(sysfs: Sysfs, address: str, driver: str, seconds: float) -> bool:
     return True
 
 
-STEP_TYPES = {"bind": BindDriver}
+@dataclass(frozen=True)
+class Reprobe:
+    """Clear the override, unbind and let the kernel choose the native driver.
+
+    For functions pcimgr never moved, whose original driver it does not know.
+    """
+
+    address: str
+    original_driver: str | None
+    original_override: str | None
+    kind: str = "reprobe"
+
+    @property
+    def target(self) -> str:
+        return "the kernel's choice"
+
+    def describe(self) -> list[str]:
+        root = "/sys/bus/pci"
+        lines = [f"echo '\\n' > {root}/devices/{self.address}/driver_override"]
+        if self.original_driver:
+            lines.append(f"echo {self.address} > {root}/drivers/{self.original_driver}/unbind")
+        lines.append(f"echo {self.address} > {root}/drivers_probe")
+        return lines
+
+    def apply(self, sysfs: Sysfs) -> None:
+        dev = f"bus/pci/devices/{self.address}"
+        if current_override(sysfs, self.address) is not None:
+            sysfs.write_attr(f"{dev}/driver_override", CLEAR)
+        bound = current_driver(sysfs, self.address)
+        if bound is not None:
+            sysfs.write_attr(f"bus/pci/drivers/{bound}/unbind", self.address)
+        sysfs.write_attr("bus/pci/drivers_probe", self.address)
+
+    def undo(self, sysfs: Sysfs) -> None:
+        _move(sysfs, self.address, self.original_driver, self.original_override)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def step_from_json(data: dict[str, Any]) -> BindDriver:
+Step = BindDriver | Reprobe
+STEP_TYPES: dict[str, type[BindDriver] | type[Reprobe]] = {"bind": BindDriver, "reprobe": Reprobe}
+
+
+def step_from_json(data: dict[str, Any]) -> Step:
     return STEP_TYPES[data["kind"]](**data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -19,8 +20,10 @@ _verbose = False
 class Context:
     """What every command needs, built lazily so a parse error touches nothing."""
 
-    def __init__(self, sysfs_root: str) -> None:
+    def __init__(self, sysfs_root: str, state_dir: str | None, lock_timeout: float) -> None:
         self.sysfs_root = sysfs_root
+        self.state_dir = state_dir
+        self.lock_timeout = lock_timeout
         self._sysfs = None
         self._namer = None
 
@@ -92,14 +95,21 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--sysfs-root", envvar="PCIMGR_SYSFS_ROOT", default="/sys", show_default=True,
               metavar="PATH", help="Root of the sysfs tree (a simulated host's directory).")
+@click.option("--state-dir", envvar="PCIMGR_STATE_DIR", metavar="PATH",
+              help="Journal, lock and original-driver records [default: /var/lib/pcimgr, "
+                   "or inside a simulated host].")
+@click.option("--lock-timeout", envvar="PCIMGR_LOCK_TIMEOUT", type=click.FloatRange(0, 3600),
+              default=30.0, show_default=True, metavar="SECONDS",
+              help="How long a change waits for another pcimgr to finish.")
 @click.option("-v", "--verbose", is_flag=True, help="Show details (tracebacks) on errors.")
 @click.version_option(__version__, prog_name="pcimgr")
 @click.pass_context
-def cli(ctx: click.Context, sysfs_root: str, verbose: bool) -> None:
+def cli(ctx: click.Context, sysfs_root: str, state_dir: str | None, lock_timeout: float,
+        verbose: bool) -> None:
     """PCI passthrough and SR-IOV device manager for KVM/libvirt hosts."""
     global _verbose
     _verbose = verbose
-    ctx.obj = Context(sysfs_root)
+    ctx.obj = Context(sysfs_root, state_dir, lock_timeout)
 
 
 @cli.command("list")
@@ -190,6 +200,101 @@ def xml(obj: Context, address: PciAddress, unmanaged: bool) -> None:
     from pcimgr import discovery, hostdev_xml
     discovery.require(obj.sysfs, address)
     click.echo(hostdev_xml.to_string(hostdev_xml.hostdev(address, managed=not unmanaged)))
+
+
+dry_run_option = click.option("--dry-run", is_flag=True,
+                              help="Print the plan (the exact sysfs writes) and change nothing.")
+force_option = click.option("--force", is_flag=True,
+                            help="Go on although the host uses the function (network, storage).")
+
+
+def _change(obj: Context, propose: Callable[..., Any], dry_run: bool) -> None:
+    """Validate, plan, then act under the lock with journal and rollback (docs/plans.md)."""
+    from pcimgr import discovery, hostdriver, hoststate, plan
+    sysfs = obj.sysfs
+    state = hostdriver.state_dir(sysfs, obj.state_dir)
+    if dry_run:
+        proposal = propose(discovery.scan(sysfs), hoststate.read(sysfs), state)
+        if os.path.exists(plan.journal_path(state)):
+            click.echo("Note: an unfinished transaction would be rolled back first.")
+        click.echo(f"Plan for `pcimgr {proposal.plan.command}` (--dry-run: nothing changed):")
+        if proposal.module:
+            click.echo(f"0. modprobe {proposal.module}")
+        click.echo(proposal.plan.describe())
+        for note in proposal.notes:
+            click.echo(f"({note})")
+        return
+    hostdriver.needs_root(sysfs)
+
+    def work(recovered: str | None) -> None:
+        if recovered:
+            click.echo(f"pcimgr: {recovered}", err=True)
+        proposal = propose(discovery.scan(sysfs), hoststate.read(sysfs), state)
+        for note in proposal.notes:
+            click.echo(note)
+        if not proposal.plan.steps:
+            click.echo("Nothing to do.")
+            return
+        hostdriver.execute(sysfs, state, proposal)
+        from pcimgr import render
+        click.echo(render.moves(proposal.plan, discovery.scan(sysfs)))
+
+    hostdriver.locked(sysfs, state, obj.lock_timeout, work)
+
+
+@cli.command()
+@click.argument("addresses", nargs=-1, required=True, callback=_address, metavar="ADDR...")
+@click.option("--driver", default="vfio-pci", show_default=True,
+              help="The stub driver to bind (vfio-pci, or pci-stub).")
+@click.option("--group", is_flag=True,
+              help="Also detach the other functions of the IOMMU groups (all or none).")
+@dry_run_option
+@force_option
+@click.pass_obj
+def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: bool,
+           dry_run: bool, force: bool) -> None:
+    """Take functions from their host drivers and bind them to vfio-pci, as one transaction."""
+    from pcimgr import hostdriver
+    hostdriver.check_driver_name(driver)
+    _change(obj, lambda host, state, _: hostdriver.plan_detach(
+        obj.sysfs, host, state, addresses, driver, group, force), dry_run)
+
+
+@cli.command()
+@click.argument("addresses", nargs=-1, required=True, callback=_address, metavar="ADDR...")
+@dry_run_option
+@click.pass_obj
+def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> None:
+    """Give functions back to the driver they had before pcimgr moved them."""
+    from pcimgr import hostdriver
+    _change(obj, lambda host, _, state_dir: hostdriver.plan_rebind(
+        obj.sysfs, host, addresses, hostdriver.load_records(state_dir, addresses)), dry_run)
+
+
+@cli.command()
+@click.argument("address", callback=_address)
+@click.argument("driver")
+@dry_run_option
+@force_option
+@click.pass_obj
+def bind(obj: Context, address: PciAddress, driver: str, dry_run: bool, force: bool) -> None:
+    """Bind one function to DRIVER (driver_override + unbind + drivers_probe)."""
+    from pcimgr import hostdriver
+    hostdriver.check_driver_name(driver)
+    _change(obj, lambda host, state, _: hostdriver.plan_bind(
+        obj.sysfs, host, state, address, driver, force), dry_run)
+
+
+@cli.command()
+@click.argument("address", callback=_address)
+@dry_run_option
+@force_option
+@click.pass_obj
+def unbind(obj: Context, address: PciAddress, dry_run: bool, force: bool) -> None:
+    """Leave one function without a driver."""
+    from pcimgr import hostdriver
+    _change(obj, lambda host, state, _: hostdriver.plan_unbind(
+        obj.sysfs, host, state, address, force), dry_run)
 
 
 @cli.group()

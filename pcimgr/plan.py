@@ -12,12 +12,9 @@ import time
 from dataclasses import dataclass
 
 from pcimgr import statefile
-from pcimgr.binding import BindDriver, step_from_json
+from pcimgr.binding import Step, step_from_json
 from pcimgr.errors import PcimgrError, RolledBack
 from pcimgr.sysfs import Sysfs
-
-Step = BindDriver
-
 
 @dataclass(frozen=True)
 class Plan:

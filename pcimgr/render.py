@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pcimgr.address import PciAddress
 from pcimgr.model import Host, IommuGroup, PciDevice
+from pcimgr.plan import Plan
 from pcimgr.names import Namer
 from pcimgr.viability import blocks_vfio, viability
 
@@ -188,4 +190,22 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
             "this function" if m.address == d.address else "endpoint")
         lines.append(f"  {m.address}  {(m.driver or 'no driver'):<14}{device_label(m, namer)}"
                      f"  ({role})")
+    return "\n".join(lines)
+
+
+def moves(plan: Plan, host: Host) -> str:
+    """What a plan did, function by function, and what VFIO can use now."""
+    lines, groups = [], set()
+    for step in plan.steps:
+        now = host.get(PciAddress.parse(step.address))
+        driver = now.driver if now else None
+        lines.append(f"{step.address}: {step.original_driver or 'no driver'} -> "
+                     f"{driver or 'no driver'}")
+        if now is not None and driver == "vfio-pci" and now.iommu_group is not None:
+            groups.add(now.iommu_group)
+    for n in sorted(groups):
+        v = viability(host.groups[n])
+        lines.append(f"IOMMU group {n} is viable for VFIO (/dev/vfio/{n})" if v.viable else
+                     f"IOMMU group {n} is not viable yet: " +
+                     ", ".join(f"{b.address} on {b.driver}" for b in v.blockers))
     return "\n".join(lines)

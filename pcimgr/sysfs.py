@@ -114,6 +114,10 @@ class Sysfs:
                 return []
             raise
 
+    def resolve(self, rel: str) -> str:
+        """The absolute real path of rel (symlinks followed)."""
+        return os.path.realpath(self.path(rel))
+
     def exists(self, rel: str) -> bool:
         return os.path.lexists(self.path(rel))
 

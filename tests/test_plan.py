@@ -20,7 +20,7 @@ PAIR = ("0000:04:00.0", "0000:04:00.1")
 
 def detach_pair(sysfs: Sysfs) -> plan.Plan:
     return plan.Plan("detach --group 04:00.0", tuple(
-        BindDriver(a, "vfio-pci", current_driver(sysfs, a), current_override(sysfs, a))
+        BindDriver(a, "vfio-pci", "vfio-pci", current_driver(sysfs, a), current_override(sysfs, a))
         for a in PAIR))
 
 

@@ -56,13 +56,15 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
 def _write_marker(root: str, profile: Profile, iommu: bool) -> None:
     devices = {}
     for spec in profile.devices:
-        entry: dict = {"native_driver": spec.native, "netdev": spec.netdev}
+        entry: dict = {"native_driver": spec.native, "netdev": spec.netdev,
+                       "disks": list(spec.disks)}
         if spec.sriov:
             entry["sriov"] = asdict(spec.sriov) | {"configurable_by": list(spec.sriov.configurable_by)}
         devices[spec.address] = entry
     with open(os.path.join(root, SIM_MARKER), "w") as f:
         json.dump({"format": 1, "profile": profile.name, "description": profile.description,
-                   "iommu": iommu, "devices": devices}, f, indent=1, sort_keys=True)
+                   "iommu": iommu, "devices": devices, "host": asdict(profile.host)},
+                  f, indent=1, sort_keys=True)
 
 
 def _depth(spec: DeviceSpec, profile: Profile) -> int:

@@ -213,8 +213,10 @@ class SimulatedKernel:
                 or tree.read_attr(self.root, address, "driver_override") != "(null)")
 
     def _attach(self, address: PciAddress, driver: str) -> None:
-        netdev = self._netdev(address) if driver == self._native_driver(address) else None
-        tree.attach_driver(self.root, address, driver, netdev, _mac(address))
+        native = driver == self._native_driver(address)
+        tree.attach_driver(self.root, address, driver, self._netdev(address) if native else None,
+                           _mac(address),
+                           tuple(self._static(address).get("disks", ())) if native else ())
         self._refresh_totalvfs(address, driver)
         self._refresh_vfio_node(address)
 

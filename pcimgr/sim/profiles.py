@@ -37,6 +37,7 @@ class DeviceSpec:
     netdev: str | None = None       # interface name while a NIC driver is bound
     sriov: SriovSpec | None = None
     boot_vga: bool | None = None
+    disks: tuple[str, ...] = ()     # block devices while the native driver is bound: disk, partitions
 
     @property
     def native(self) -> str | None:
@@ -48,12 +49,24 @@ class DeviceSpec:
 
 
 @dataclass(frozen=True)
+class HostFacts:
+    """What a real host reads from netlink and /proc, declared for a simulated one."""
+
+    addresses: dict[str, list[str]] = field(default_factory=dict)  # ifname -> CIDRs
+    routes: dict[str, list[str]] = field(default_factory=dict)     # ifname -> destinations
+    masters: dict[str, str] = field(default_factory=dict)          # ifname -> bond/bridge/team
+    mounts: dict[str, str] = field(default_factory=dict)           # block device -> mount point
+    swaps: list[str] = field(default_factory=list)                 # block devices used as swap
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     devices: tuple[DeviceSpec, ...]
     drivers: tuple[str, ...]        # loaded driver modules (directories under bus/pci/drivers)
     iommu: bool = True
+    host: HostFacts = HostFacts()
 
 
 NET = 0x020000
@@ -82,7 +95,8 @@ def demo() -> Profile:
                    subsystem=("1028", "0869"), numa_node=0, boot_vga=True),
         rp("0000:00:1b.0", 3, "a340"),
         DeviceSpec("0000:02:00.0", "144d", "a808", 0x010802, "nvme", 3,
-                   subsystem=("144d", "a801"), parent="0000:00:1b.0", numa_node=0),
+                   subsystem=("144d", "a801"), parent="0000:00:1b.0", numa_node=0,
+                   disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3")),
         rp("0000:00:1c.0", 4, "a338"),
         DeviceSpec("0000:04:00.0", "8086", "105e", 0x020000, "e1000e", 5,
                    subsystem=("8086", "115e"), revision=0x06, parent="0000:00:1c.0",
@@ -120,8 +134,12 @@ def demo() -> Profile:
     )
     drivers = ("pcieport", "skl_uncore", "nouveau", "snd_hda_intel", "i915", "nvme",
                "i801_smbus") + NET_DRIVERS + STUBS
+    host = HostFacts(addresses={"eno1": ["192.0.2.10/24"]},
+                     routes={"eno1": ["default", "192.0.2.0/24"]},
+                     mounts={"nvme0n1p2": "/", "nvme0n1p1": "/boot/efi"}, swaps=["nvme0n1p3"])
     return Profile("demo", "Dual-port 82571EB at 04:00.0/04:00.1, 82576, X710, ConnectX-5, "
-                   "GPU with audio, NVMe, chipset with management NIC", devices, drivers)
+                   "GPU with audio, NVMe, chipset with management NIC", devices, drivers,
+                   host=host)
 
 
 def lab() -> Profile:
@@ -163,6 +181,7 @@ def lab() -> Profile:
                "igb", "igbvf", "e1000", "e1000e", "vfio-pci")
     return Profile("lab", "The QEMU lab guest: igb (SR-IOV) behind a root port, two e1000 "
                    "behind a PCIe-to-PCI bridge, dual-function e1000e", devices, drivers)
+
 
 
 _SCALE = re.compile(r"scale:(\d+)x(\d+)")

@@ -197,7 +197,7 @@ def driver_of(root: str, address: PciAddress) -> str | None:
 
 
 def attach_driver(root: str, address: PciAddress, driver: str, netdev: str | None,
-                  mac: str = "52:54:00:00:00:00") -> None:
+                  mac: str = "52:54:00:00:00:00", disks: tuple[str, ...] = ()) -> None:
     path = device_dir(root, address)
     ddir = os.path.join(root, DRIVERS, driver)
     _link(ddir, os.path.join(path, "driver"))
@@ -211,6 +211,15 @@ def attach_driver(root: str, address: PciAddress, driver: str, netdev: str | Non
         cls = os.path.join(root, "class/net")
         os.makedirs(cls, exist_ok=True)
         _link(ndir, os.path.join(cls, netdev))
+    if disks:
+        # a storage driver's disk and partitions, found through class/block as on Linux
+        disk_dir = os.path.join(path, "host0", "block", disks[0])
+        for minor, name in enumerate(disks):
+            bdir = disk_dir if minor == 0 else os.path.join(disk_dir, name)
+            os.makedirs(os.path.join(bdir, "holders"))
+            _write(os.path.join(bdir, "dev"), f"259:{minor}\n")
+            os.makedirs(os.path.join(root, "class/block"), exist_ok=True)
+            _link(bdir, os.path.join(root, "class/block", name))
 
 
 def detach_driver(root: str, address: PciAddress) -> None:
@@ -228,6 +237,13 @@ def detach_driver(root: str, address: PciAddress) -> None:
             if os.path.islink(link):
                 os.unlink(link)
         shutil.rmtree(net)
+    host = os.path.join(path, "host0")
+    if os.path.isdir(host):
+        for name in os.listdir(os.path.join(root, "class/block")):
+            link = os.path.join(root, "class/block", name)
+            if os.path.realpath(link).startswith(host + os.sep):
+                os.unlink(link)
+        shutil.rmtree(host)
 
 
 def read_attr(root: str, address: PciAddress, name: str) -> str:

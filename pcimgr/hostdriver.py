@@ -1,0 +1,214 @@
+"""Host-driver control: plans for detach, rebind, bind and unbind, and running them safely.
+
+Every command validates everything, then plans, then acts: under the lock, after
+undoing any transaction a killed run left, with rollback on failure, and with a
+record of each function's original driver so that `rebind` can give it back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pcimgr import lock, plan as plans, statefile
+from pcimgr.address import PciAddress
+from pcimgr.binding import BindDriver, Reprobe, Step
+from pcimgr.errors import BadInput, KernelError, NeedsRoot, NotFound, Refused
+from pcimgr.hoststate import HostState
+from pcimgr.model import Host, PciDevice
+from pcimgr.safety import concerns
+from pcimgr.sysfs import Sysfs
+from pcimgr.viability import HARMLESS_DRIVERS, blocks_vfio
+
+_DRIVER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+DEFAULT_STATE_DIR = "/var/lib/pcimgr"
+
+
+def state_dir(sysfs: Sysfs, explicit: str | None) -> str:
+    """--state-dir, else inside a simulated host, else /var/lib/pcimgr."""
+    if explicit:
+        return os.path.abspath(explicit)
+    return os.path.join(sysfs.root, ".pcimgr-state") if sysfs.simulated else DEFAULT_STATE_DIR
+
+
+def check_driver_name(name: str) -> str:
+    if not _DRIVER_NAME.fullmatch(name):
+        raise BadInput(f"not a driver name: {name!r}; use a module's driver name such as "
+                       "vfio-pci or pci-stub")
+    return name
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A plan and what it needs before its first step."""
+
+    plan: plans.Plan
+    module: str | None       # driver to load first (modprobe), if it is not loaded
+    notes: tuple[str, ...]   # no-ops worth telling
+
+
+def _require(host: Host, address: PciAddress) -> PciDevice:
+    device = host.get(address)
+    if device is None:
+        raise NotFound(f"no PCI function {address} on this host; "
+                       "`pcimgr list --all` shows the functions there are")
+    return device
+
+
+def _module_for(sysfs: Sysfs, driver: str) -> str | None:
+    if sysfs.exists(f"bus/pci/drivers/{driver}"):
+        return None
+    if sysfs.simulated:
+        raise NotFound(f"driver {driver} is not loaded on this simulated host")
+    return driver
+
+
+def _refuse_unsafe(sysfs: Sysfs, host: Host, state: HostState, leaving: list[PciDevice],
+                   force: bool) -> None:
+    found = concerns(sysfs, host, leaving, state)
+    hard = any(not c.forceable for c in found)
+    if not found or (force and not hard):
+        return
+    by_address: dict[str, list[str]] = {}
+    for c in found:
+        by_address.setdefault(c.address, []).append(c.reason)
+    reasons = "; ".join(f"{a}: {', '.join(r)}" for a, r in by_address.items())
+    raise Refused(f"refusing: {reasons}; " + (
+        "a chipset function cannot be given away, not even with --force" if hard else
+        "pass --force if the host can really do without it"))
+
+
+def plan_detach(sysfs: Sysfs, host: Host, state: HostState, addresses: tuple[PciAddress, ...],
+                driver: str, group: bool, force: bool) -> Proposal:
+    check_driver_name(driver)
+    targets = {d.address: d for d in (_require(host, a) for a in addresses)}
+    if driver == "vfio-pci" and not host.iommu_enabled:
+        raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; add "
+                      "intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel command line "
+                      "and reboot")
+    for d in list(targets.values()):
+        if d.is_bridge:
+            raise Refused(f"refusing: {d.address} is a PCI bridge; pass the endpoints behind it")
+        grp = host.groups.get(d.iommu_group) if d.iommu_group is not None else None
+        mates = [m for m in (grp.members if grp else ()) if m.address not in targets
+                 and blocks_vfio(m)]
+        if mates and not group:
+            raise Refused(
+                f"refusing: {d.address} shares IOMMU group {d.iommu_group} with "
+                + ", ".join(f"{m.address} (on {m.driver})" for m in mates)
+                + f"; VFIO can use the group only when they leave their drivers too: pass "
+                "--group to detach them in the same transaction")
+        targets.update((m.address, m) for m in mates)
+    moving = [d for d in sorted(targets.values(), key=lambda d: d.address) if d.driver != driver]
+    _refuse_unsafe(sysfs, host, state, [d for d in moving if d.driver not in HARMLESS_DRIVERS],
+                   force)
+    notes = tuple(f"{d.address} is already on {driver}" for d in targets.values()
+                  if d.driver == driver)
+    steps = tuple(BindDriver(str(d.address), driver, driver, d.driver, d.driver_override)
+                  for d in moving)
+    return Proposal(plans.Plan(f"detach {' '.join(str(a) for a in addresses)}", steps),
+                    _module_for(sysfs, driver) if steps else None, notes)
+
+
+def plan_bind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress, driver: str,
+              force: bool) -> Proposal:
+    check_driver_name(driver)
+    d = _require(host, address)
+    if d.driver == driver:
+        return Proposal(plans.Plan(f"bind {address} {driver}", ()), None,
+                        (f"{address} is already on {driver}",))
+    if d.driver not in HARMLESS_DRIVERS and d.driver is not None:
+        _refuse_unsafe(sysfs, host, state, [d], force)
+    step = BindDriver(str(address), driver, driver, d.driver, d.driver_override)
+    return Proposal(plans.Plan(f"bind {address} {driver}", (step,)), _module_for(sysfs, driver), ())
+
+
+def plan_unbind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
+                force: bool) -> Proposal:
+    d = _require(host, address)
+    if d.driver is None:
+        return Proposal(plans.Plan(f"unbind {address}", ()), None, (f"{address} has no driver",))
+    if d.driver not in HARMLESS_DRIVERS:
+        _refuse_unsafe(sysfs, host, state, [d], force)
+    step = BindDriver(str(address), None, d.driver_override, d.driver, d.driver_override)
+    return Proposal(plans.Plan(f"unbind {address}", (step,)), None, ())
+
+
+def plan_rebind(sysfs: Sysfs, host: Host, addresses: tuple[PciAddress, ...],
+                records: dict[str, dict]) -> Proposal:
+    steps: list[Step] = []
+    notes = []
+    for address in addresses:
+        d = _require(host, address)
+        a = str(address)
+        record = records.get(a)
+        if record is not None:
+            if d.driver == record["driver"] and d.driver_override == record["override"]:
+                notes.append(f"{a} is already on its original driver {d.driver}")
+                continue
+            steps.append(BindDriver(a, record["driver"], record["override"], d.driver,
+                                    d.driver_override))
+        elif d.driver not in HARMLESS_DRIVERS and d.driver_override is None:
+            notes.append(f"{a} is on its host driver {d.driver}; nothing to give back")
+        else:
+            steps.append(Reprobe(a, d.driver, d.driver_override))
+    return Proposal(plans.Plan(f"rebind {' '.join(str(a) for a in addresses)}", tuple(steps)),
+                    None, tuple(notes))
+
+
+# -- running a proposal --------------------------------------------------
+
+def records_path(state: str, address: str) -> str:
+    return os.path.join(state, "devices", f"{address}.json")
+
+
+def load_records(state: str, addresses: tuple[PciAddress, ...]) -> dict[str, dict]:
+    found = {}
+    for a in addresses:
+        data = statefile.read(records_path(state, str(a)))
+        if data is not None:
+            found[str(a)] = data
+    return found
+
+
+def needs_root(sysfs: Sysfs) -> None:
+    if not sysfs.simulated and os.geteuid() != 0:
+        raise NeedsRoot("changing drivers writes to /sys and needs root; run it with sudo "
+                        "(add --dry-run to see the plan without root)")
+
+
+def execute(sysfs: Sysfs, state: str, proposal: Proposal) -> None:
+    """Apply the plan (the caller holds the lock), then update the original-driver records."""
+    if proposal.module:
+        _modprobe(sysfs, proposal.module)
+    plans.execute(proposal.plan, sysfs, state)
+    for step in proposal.plan.steps:
+        path = records_path(state, step.address)
+        record = statefile.read(path)
+        if isinstance(step, Reprobe) or (record is not None and step.target == record["driver"]):
+            statefile.remove(path)  # given back
+        elif record is None and step.original_driver not in HARMLESS_DRIVERS:
+            # the first time pcimgr moves it: remember where it came from (None: no driver)
+            statefile.write(path, {"driver": step.original_driver,
+                                   "override": step.original_override})
+
+
+def locked(sysfs: Sysfs, state: str, wait: float,
+           work: Callable[[str | None], None]) -> None:
+    """Run work(recovery message) under the lock, after finishing what a killed run left."""
+    with lock.exclusive(state, wait):
+        work(plans.recover(sysfs, state))
+
+
+def _modprobe(sysfs: Sysfs, module: str) -> None:
+    try:
+        r = subprocess.run(["modprobe", module], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise KernelError(f"cannot load {module}: modprobe failed ({e}); install the module "
+                          "or load it by hand") from e
+    if r.returncode != 0 or not sysfs.exists(f"bus/pci/drivers/{module}"):
+        why = r.stderr.strip() or "no such driver after modprobe"
+        raise KernelError(f"cannot load {module}: {why}; check that the kernel has the module")
