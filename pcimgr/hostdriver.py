@@ -99,7 +99,7 @@ def plan_detach(sysfs: Sysfs, host: Host, state: HostState, addresses: tuple[Pci
             raise Refused(
                 f"refusing: {d.address} shares IOMMU group {d.iommu_group} with "
                 + ", ".join(f"{m.address} (on {m.driver})" for m in mates)
-                + f"; VFIO can use the group only when they leave their drivers too: pass "
+                + "; VFIO can use the group only when they leave their drivers too: pass "
                 "--group to detach them in the same transaction")
         targets.update((m.address, m) for m in mates)
     moving = [d for d in sorted(targets.values(), key=lambda d: d.address) if d.driver != driver]
