@@ -208,13 +208,14 @@ force_option = click.option("--force", is_flag=True,
                             help="Go on although the host uses the function (network, storage).")
 
 
-def _change(obj: Context, propose: Callable[..., Any], dry_run: bool) -> None:
+def _change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..., Any],
+            dry_run: bool) -> None:
     """Validate, plan, then act under the lock with journal and rollback (docs/plans.md)."""
     from pcimgr import discovery, hostdriver, hoststate, plan
     sysfs = obj.sysfs
     state = hostdriver.state_dir(sysfs, obj.state_dir)
     if dry_run:
-        proposal = propose(discovery.scan(sysfs), hoststate.read(sysfs), state)
+        proposal = propose(discovery.scan_related(sysfs, addresses), hoststate.read(sysfs), state)
         if os.path.exists(plan.journal_path(state)):
             click.echo("Note: an unfinished transaction would be rolled back first.")
         click.echo(f"Plan for `pcimgr {proposal.plan.command}` (--dry-run: nothing changed):")
@@ -229,7 +230,7 @@ def _change(obj: Context, propose: Callable[..., Any], dry_run: bool) -> None:
     def work(recovered: str | None) -> None:
         if recovered:
             click.echo(f"pcimgr: {recovered}", err=True)
-        proposal = propose(discovery.scan(sysfs), hoststate.read(sysfs), state)
+        proposal = propose(discovery.scan_related(sysfs, addresses), hoststate.read(sysfs), state)
         for note in proposal.notes:
             click.echo(note)
         if not proposal.plan.steps:
@@ -237,7 +238,8 @@ def _change(obj: Context, propose: Callable[..., Any], dry_run: bool) -> None:
             return
         hostdriver.execute(sysfs, state, proposal)
         from pcimgr import render
-        click.echo(render.moves(proposal.plan, discovery.scan(sysfs)))
+        moved = tuple(PciAddress.parse(s.address) for s in proposal.plan.steps)
+        click.echo(render.moves(proposal.plan, discovery.scan_related(sysfs, moved)))
 
     hostdriver.locked(sysfs, state, obj.lock_timeout, work)
 
@@ -256,7 +258,7 @@ def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: 
     """Take functions from their host drivers and bind them to vfio-pci, as one transaction."""
     from pcimgr import hostdriver
     hostdriver.check_driver_name(driver)
-    _change(obj, lambda host, state, _: hostdriver.plan_detach(
+    _change(obj, addresses, lambda host, state, _: hostdriver.plan_detach(
         obj.sysfs, host, state, addresses, driver, group, force), dry_run)
 
 
@@ -267,7 +269,7 @@ def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: 
 def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> None:
     """Give functions back to the driver they had before pcimgr moved them."""
     from pcimgr import hostdriver
-    _change(obj, lambda host, _, state_dir: hostdriver.plan_rebind(
+    _change(obj, addresses, lambda host, _, state_dir: hostdriver.plan_rebind(
         obj.sysfs, host, addresses, hostdriver.load_records(state_dir, addresses)), dry_run)
 
 
@@ -281,7 +283,7 @@ def bind(obj: Context, address: PciAddress, driver: str, dry_run: bool, force: b
     """Bind one function to DRIVER (driver_override + unbind + drivers_probe)."""
     from pcimgr import hostdriver
     hostdriver.check_driver_name(driver)
-    _change(obj, lambda host, state, _: hostdriver.plan_bind(
+    _change(obj, (address,), lambda host, state, _: hostdriver.plan_bind(
         obj.sysfs, host, state, address, driver, force), dry_run)
 
 
@@ -293,7 +295,7 @@ def bind(obj: Context, address: PciAddress, driver: str, dry_run: bool, force: b
 def unbind(obj: Context, address: PciAddress, dry_run: bool, force: bool) -> None:
     """Leave one function without a driver."""
     from pcimgr import hostdriver
-    _change(obj, lambda host, state, _: hostdriver.plan_unbind(
+    _change(obj, (address,), lambda host, state, _: hostdriver.plan_unbind(
         obj.sysfs, host, state, address, force), dry_run)
 
 

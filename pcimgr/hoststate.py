@@ -11,42 +11,75 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass
+from functools import cached_property
 
 from pcimgr.sysfs import Sysfs
 
 
-@dataclass(frozen=True)
 class HostState:
-    addresses: dict[str, list[str]]   # ifname -> CIDRs
-    routes: dict[str, list[str]]      # ifname -> destinations ("default" among them)
-    masters: dict[str, str]           # ifname -> bond/bridge/team it is enslaved to
-    mounts: dict[str, str]            # block device name -> mount point
-    swaps: frozenset[str]             # block device names used as swap
+    """Read lazily: a command about a function without interfaces never runs `ip`,
+    one without disks never reads /proc/self/mountinfo (each costs a process start
+    or a parse, which on a slow host or the emulated lab is felt)."""
+
+    def __init__(self, sysfs: Sysfs) -> None:
+        self._sysfs = sysfs
+
+    @cached_property
+    def _facts(self) -> dict:
+        from pcimgr.sim.tree import marker
+        return marker(self._sysfs.root).get("host", {})
+
+    @cached_property
+    def _net(self) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str]]:
+        if self._sysfs.simulated:
+            f = self._facts
+            return f.get("addresses", {}), f.get("routes", {}), f.get("masters", {})
+        addresses: dict[str, list[str]] = {}
+        masters: dict[str, str] = {}
+        for link in _ip_json("addr", "show"):
+            cidrs = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])]
+            if cidrs:
+                addresses[link["ifname"]] = cidrs
+            if link.get("master"):
+                masters[link["ifname"]] = link["master"]
+        routes: dict[str, list[str]] = {}
+        for route in _ip_json("route", "show", "table", "all"):
+            # local/broadcast entries exist for every address; the address check covers them
+            if route.get("type", "unicast") == "unicast" and route.get("dev"):
+                routes.setdefault(route["dev"], []).append(route["dst"])
+        return addresses, routes, masters
+
+    @property
+    def addresses(self) -> dict[str, list[str]]:
+        """ifname -> CIDRs"""
+        return self._net[0]
+
+    @property
+    def routes(self) -> dict[str, list[str]]:
+        """ifname -> destinations ("default" among them)"""
+        return self._net[1]
+
+    @property
+    def masters(self) -> dict[str, str]:
+        """ifname -> the bond, bridge or team it is enslaved to"""
+        return self._net[2]
+
+    @cached_property
+    def mounts(self) -> dict[str, str]:
+        """block device name -> mount point"""
+        if self._sysfs.simulated:
+            return self._facts.get("mounts", {})
+        return _mounts(_block_names_by_number(self._sysfs))
+
+    @cached_property
+    def swaps(self) -> frozenset[str]:
+        if self._sysfs.simulated:
+            return frozenset(self._facts.get("swaps", ()))
+        return _swaps()
 
 
 def read(sysfs: Sysfs) -> HostState:
-    if sysfs.simulated:
-        from pcimgr.sim.tree import marker
-        facts = marker(sysfs.root).get("host", {})
-        return HostState(facts.get("addresses", {}), facts.get("routes", {}),
-                         facts.get("masters", {}), facts.get("mounts", {}),
-                         frozenset(facts.get("swaps", ())))
-    addresses: dict[str, list[str]] = {}
-    masters: dict[str, str] = {}
-    for link in _ip_json("addr", "show"):
-        cidrs = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])]
-        if cidrs:
-            addresses[link["ifname"]] = cidrs
-        if link.get("master"):
-            masters[link["ifname"]] = link["master"]
-    routes: dict[str, list[str]] = {}
-    for route in _ip_json("route", "show", "table", "all"):
-        # local/broadcast entries exist for every address; the address check covers them
-        if route.get("type", "unicast") == "unicast" and route.get("dev"):
-            routes.setdefault(route["dev"], []).append(route["dst"])
-    names = _block_names_by_number(sysfs)
-    return HostState(addresses, routes, masters, _mounts(names), _swaps())
+    return HostState(sysfs)
 
 
 def block_devices(sysfs: Sysfs, address: str) -> list[str]:
