@@ -18,6 +18,15 @@ STEPS: tuple[tuple[str, list[str]], ...] = (
     ("Just the <hostdev> element, ready for `virsh attach-device`:", ["xml", "04:00.0"]),
     ("The same data as JSON for scripts, here for the ConnectX-5 and its two VFs:",
      ["list", "--json", "--vendor", "15b3"]),
+    ("Taking one port alone would leave its group unusable, so pcimgr refuses (exit 4):",
+     ["detach", "04:00.0"]),
+    ("The management NIC eno1 carries the host's default route and shares its group with "
+     "the chipset: refused, whatever you say:", ["detach", "00:1f.6", "--group", "--force"]),
+    ("What detaching the whole group would write, without writing it:",
+     ["detach", "04:00.0", "--group", "--dry-run"]),
+    ("Now for real: both ports go to vfio-pci in one transaction (rolled back on any error):",
+     ["detach", "04:00.0", "--group"]),
+    ("And back to the driver they had before:", ["rebind", "04:00.0", "04:00.1"]),
 )
 
 
@@ -43,5 +52,5 @@ def _tour(root: str, invoke: Callable[[list[str]], object]) -> None:
     for text, args in STEPS:
         click.echo(text)
         click.secho("$ " + shlex.join(["pcimgr"] + args), fg="cyan")
-        invoke(["--sysfs-root", root] + args)
+        invoke(["--sysfs-root", root] + args)  # a refusal prints its line and returns its code
         click.echo("")

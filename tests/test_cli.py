@@ -169,7 +169,12 @@ def test_demo_walks_through_the_commands(run, tmp_path: Path) -> None:
     for cmd in ("$ pcimgr list", "$ pcimgr groups", "$ pcimgr show 04:00.0", "$ pcimgr xml 04:00.0"):
         assert cmd in r.output
     assert "IOMMU group 5: not viable" in r.output
+    assert "shares IOMMU group 5 with 0000:04:00.1" in r.output
+    assert "not even with --force" in r.output
+    assert "IOMMU group 5 is viable for VFIO (/dev/vfio/5)" in r.output
+    assert "0000:04:00.1: vfio-pci -> e1000e" in r.output
     assert (tmp_path / "d/bus/pci/devices/0000:04:00.0").is_symlink()
+    assert os.path.basename(os.readlink(tmp_path / "d/bus/pci/devices/0000:04:00.0/driver")) == "e1000e"
 
 
 def test_internal_error_is_one_line(run, demo_root: Path, mocker) -> None:
