@@ -46,8 +46,7 @@ class BindDriver:
         root = "/sys/bus/pci"
         lines = []
         if self.target_override != self.original_override:
-            shown = self.target_override or "\\n"
-            lines.append(f"echo '{shown}' > {root}/devices/{self.address}/driver_override")
+            lines.append(_override_line(self.address, self.target_override))
         if self.original_driver:
             lines.append(f"echo {self.address} > {root}/drivers/{self.original_driver}/unbind")
         if self.target:
@@ -63,6 +62,12 @@ class BindDriver:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _override_line(address: str, override: str | None) -> str:
+    path = f"/sys/bus/pci/devices/{address}/driver_override"
+    # a bare `echo` writes the newline that clears it
+    return f"echo '{override}' > {path}" if override else f"echo > {path}"
 
 
 def _move(sysfs: Sysfs, address: str, driver: str | None, override: str | None) -> None:
@@ -117,7 +122,7 @@ class Reprobe:
 
     def describe(self) -> list[str]:
         root = "/sys/bus/pci"
-        lines = [f"echo '\\n' > {root}/devices/{self.address}/driver_override"]
+        lines = [_override_line(self.address, None)]
         if self.original_driver:
             lines.append(f"echo {self.address} > {root}/drivers/{self.original_driver}/unbind")
         lines.append(f"echo {self.address} > {root}/drivers_probe")
