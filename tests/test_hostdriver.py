@@ -264,3 +264,27 @@ def test_concurrent_runs_serialise(demo_root: Path) -> None:
     assert driver_of(demo_root, "0000:06:00.0") == "pci-stub"
     assert sum("Nothing to do." in o for o in outputs[:2]) == 1
     assert not (demo_root / ".pcimgr-state/journal.json").exists()
+
+
+@pytest.mark.parametrize("fail_on", ["driver_override", "unbind", "drivers_probe"])
+def test_failed_rebind_of_an_untouched_function_rolls_back(run, demo_root: Path, mocker,
+                                                           fail_on: str) -> None:
+    sysfs = Sysfs(str(demo_root))
+    for rel, value in (("bus/pci/devices/0000:05:00.0/driver_override", "vfio-pci"),
+                       ("bus/pci/drivers/igb/unbind", "0000:05:00.0"),
+                       ("bus/pci/drivers_probe", "0000:05:00.0")):
+        sysfs.write_attr(rel, value)
+    real = Sysfs.write_attr
+    failed = []
+
+    def failing(self, rel: str, value: str) -> None:  # type: ignore[no-untyped-def]
+        if rel.endswith(fail_on) and not failed:
+            failed.append(rel)
+            raise KernelError("injected EPERM", 1)
+        real(self, rel, value)
+
+    mocker.patch.object(Sysfs, "write_attr", failing)
+    r = run("--sysfs-root", demo_root, "rebind", "05:00.0")
+    assert r.exit_code == 7 and "rolled back" in r.output
+    assert driver_of(demo_root, "0000:05:00.0") == "vfio-pci"
+    assert override(demo_root, "0000:05:00.0") == "vfio-pci"
