@@ -42,6 +42,9 @@ class BindDriver:
     original_override: str | None
     kind: str = "bind"
 
+    def summary(self) -> str:
+        return f"{self.address}: {self.original_driver or 'no driver'} -> {self.target or 'no driver'}"
+
     def describe(self) -> list[str]:
         root = "/sys/bus/pci"
         lines = []
@@ -55,10 +58,10 @@ class BindDriver:
         return lines
 
     def apply(self, sysfs: Sysfs) -> None:
-        _move(sysfs, self.address, self.target, self.target_override)
+        move(sysfs, self.address, self.target, self.target_override)
 
     def undo(self, sysfs: Sysfs) -> None:
-        _move(sysfs, self.address, self.original_driver, self.original_override)
+        move(sysfs, self.address, self.original_driver, self.original_override)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +73,7 @@ def _override_line(address: str, override: str | None) -> str:
     return f"echo '{override}' > {path}" if override else f"echo > {path}"
 
 
-def _move(sysfs: Sysfs, address: str, driver: str | None, override: str | None) -> None:
+def move(sysfs: Sysfs, address: str, driver: str | None, override: str | None) -> None:
     """Idempotent: from whatever state the function is in, end on `driver` with `override`."""
     dev = f"bus/pci/devices/{address}"
     if current_override(sysfs, address) != override:
@@ -120,6 +123,9 @@ class Reprobe:
     def target(self) -> str:
         return "the kernel's choice"
 
+    def summary(self) -> str:
+        return f"{self.address}: {self.original_driver or 'no driver'} -> {self.target}"
+
     def describe(self) -> list[str]:
         root = "/sys/bus/pci"
         lines = [_override_line(self.address, None)]
@@ -138,15 +144,7 @@ class Reprobe:
         sysfs.write_attr("bus/pci/drivers_probe", self.address)
 
     def undo(self, sysfs: Sysfs) -> None:
-        _move(sysfs, self.address, self.original_driver, self.original_override)
+        move(sysfs, self.address, self.original_driver, self.original_override)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-Step = BindDriver | Reprobe
-STEP_TYPES: dict[str, type[BindDriver] | type[Reprobe]] = {"bind": BindDriver, "reprobe": Reprobe}
-
-
-def step_from_json(data: dict[str, Any]) -> Step:
-    return STEP_TYPES[data["kind"]](**data)

@@ -209,7 +209,7 @@ force_option = click.option("--force", is_flag=True,
 
 
 def _change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..., Any],
-            dry_run: bool) -> None:
+            dry_run: bool, report: Callable[[Any], str] | None = None) -> None:
     """Validate, plan, then act under the lock with journal and rollback (docs/plans.md)."""
     from pcimgr import discovery, hostdriver, hoststate, plan
     sysfs = obj.sysfs
@@ -236,7 +236,10 @@ def _change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[.
         if not proposal.plan.steps:
             click.echo("Nothing to do.")
             return
-        hostdriver.execute(sysfs, state, proposal)
+        hostdriver.execute(sysfs, state, proposal, _progress())
+        if report is not None:
+            click.echo(report(proposal))
+            return
         from pcimgr import render
         moved = tuple(PciAddress.parse(s.address) for s in proposal.plan.steps)
         click.echo(render.moves(proposal.plan, discovery.scan_related(sysfs, moved)))
@@ -297,6 +300,121 @@ def unbind(obj: Context, address: PciAddress, dry_run: bool, force: bool) -> Non
     from pcimgr import hostdriver
     _change(obj, (address,), lambda host, state, _: hostdriver.plan_unbind(
         obj.sysfs, host, state, address, force), dry_run)
+
+
+def _progress() -> Callable[[int, int, Any], None] | None:
+    """Step by step on a terminal (VFs appearing and binding take seconds); silent on pipes."""
+    if not sys.stderr.isatty() or not sys.stdout.isatty():
+        return None
+
+    def show(done: int, total: int, step: Any) -> None:
+        click.echo(f"  [{done}/{total}] {step.summary()}", err=True)
+    return show
+
+
+@cli.group()
+def vfs() -> None:
+    """SR-IOV virtual functions: list, create, destroy, and set MAC/VLAN/trust."""
+
+
+timeout_option = click.option(
+    "--timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
+    metavar="SECONDS", help="How long to wait for VFs to appear and bind (and for a VF in reset).")
+
+
+@vfs.command("list")
+@click.argument("pf", required=False, callback=_address)
+@json_option
+@click.pass_obj
+def vfs_list(obj: Context, pf: PciAddress | None, as_json: bool) -> None:
+    """SR-IOV capable PFs, their VF counts and each VF: driver, group, MAC, VLAN, holder."""
+    from pcimgr import discovery, render, sriov
+    host = discovery.scan_related(obj.sysfs, (pf,)) if pf else obj.host()
+    views = sriov.survey(obj.sysfs, host, pf)
+    if as_json:
+        _emit_json([render.vfs_json(v, obj.namer) for v in views])
+        return
+    click.echo(render.vfs_text(views, obj.namer))
+
+
+def _vfs_report(obj: Context, pf: PciAddress) -> Callable[[Any], str]:
+    def report(_: Any) -> str:
+        from pcimgr import discovery, render, sriov
+        views = sriov.survey(obj.sysfs, discovery.scan_related(obj.sysfs, (pf,)), pf)
+        return render.vfs_text(views, obj.namer)
+    return report
+
+
+@vfs.command("create")
+@click.argument("pf", callback=_address)
+@click.argument("count", type=click.IntRange(0, 0xFFFF))
+@click.option("--driver", type=click.Choice(["vfio-pci", "host"]), default="vfio-pci",
+              show_default=True,
+              help="vfio-pci: for guests, no host driver ever touches the VFs; "
+                   "host: leave them to the native VF driver (igbvf, iavf, ...).")
+@click.option("--pf-up", is_flag=True, help="Bring the PF's interface up first (igb gives VFs "
+                                            "of a PF that is down no carrier).")
+@timeout_option
+@dry_run_option
+@force_option
+@click.pass_obj
+def vfs_create(obj: Context, pf: PciAddress, count: int, driver: str, pf_up: bool,
+               timeout: float, dry_run: bool, force: bool) -> None:
+    """Create COUNT VFs on PF (an existing other count goes through 0, in one transaction)."""
+    from pcimgr import sriov
+    _change(obj, (pf,), lambda host, state, _: sriov.plan_create(
+        obj.sysfs, host, state, pf, count, driver, pf_up, timeout, force), dry_run,
+        _vfs_report(obj, pf))
+
+
+@vfs.command("destroy")
+@click.argument("pf", callback=_address)
+@timeout_option
+@dry_run_option
+@force_option
+@click.pass_obj
+def vfs_destroy(obj: Context, pf: PciAddress, timeout: float, dry_run: bool,
+                force: bool) -> None:
+    """Remove all VFs of PF; refused while a guest or process holds one."""
+    from pcimgr import sriov
+    _change(obj, (pf,), lambda host, state, _: sriov.plan_destroy(
+        obj.sysfs, host, state, pf, timeout, force), dry_run, _vfs_report(obj, pf))
+
+
+def _on_off(ctx: click.Context, param: click.Parameter, value: str | None) -> bool | None:
+    return None if value is None else value == "on"
+
+
+def _mac(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from pcimgr import vfinfo
+    return None if value is None else vfinfo.check_mac(value)
+
+
+@vfs.command("set")
+@click.argument("pf", callback=_address)
+@click.argument("index", type=click.IntRange(0, 0xFFFF))
+@click.option("--mac", callback=_mac, help="The VF's MAC address (what the guest sees).")
+@click.option("--vlan", type=click.IntRange(0, 4095), help="Port VLAN id; 0 removes it.")
+@click.option("--qos", type=click.IntRange(0, 7), help="802.1p priority of --vlan.")
+@click.option("--trust", type=click.Choice(["on", "off"]), callback=_on_off,
+              help="Let the guest change its MAC and use promiscuous mode.")
+@click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=_on_off,
+              help="Drop frames the guest sends with another source MAC.")
+@click.option("--state", "link_state", type=click.Choice(["auto", "enable", "disable"]),
+              help="The VF's link: follow the PF, always up, or down.")
+@timeout_option
+@dry_run_option
+@click.pass_obj
+def vfs_set(obj: Context, pf: PciAddress, index: int, mac: str | None, vlan: int | None,
+            qos: int | None, trust: bool | None, spoofchk: bool | None, link_state: str | None,
+            timeout: float, dry_run: bool) -> None:
+    """Set VF INDEX's MAC, VLAN, trust, spoof check or link state through the PF."""
+    from pcimgr import sriov
+    given = {"mac": mac, "vlan": vlan, "qos": qos, "trust": trust, "spoofchk": spoofchk,
+             "link_state": link_state}
+    settings = {k: v for k, v in given.items() if v is not None}
+    _change(obj, (pf,), lambda host, _, __: sriov.plan_set(
+        obj.sysfs, host, pf, index, settings, timeout), dry_run, _vfs_report(obj, pf))
 
 
 @cli.group()

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from pcimgr import lock, plan as plans, statefile
 from pcimgr.address import PciAddress
-from pcimgr.binding import BindDriver, Reprobe, Step
+from pcimgr.binding import BindDriver, Reprobe
+from pcimgr.sriov_steps import SetNumVfs
+from pcimgr.steps import Step
 from pcimgr.errors import BadInput, KernelError, NeedsRoot, NotFound, Refused
 from pcimgr.hoststate import HostState
 from pcimgr.model import Host, PciDevice
@@ -58,7 +60,7 @@ def _require(host: Host, address: PciAddress) -> PciDevice:
     return device
 
 
-def _module_for(sysfs: Sysfs, driver: str) -> str | None:
+def module_for(sysfs: Sysfs, driver: str) -> str | None:
     if sysfs.exists(f"bus/pci/drivers/{driver}"):
         return None
     if sysfs.simulated:
@@ -66,7 +68,7 @@ def _module_for(sysfs: Sysfs, driver: str) -> str | None:
     return driver
 
 
-def _refuse_unsafe(sysfs: Sysfs, host: Host, state: HostState, leaving: list[PciDevice],
+def refuse_unsafe(sysfs: Sysfs, host: Host, state: HostState, leaving: list[PciDevice],
                    force: bool) -> None:
     found = concerns(sysfs, host, leaving, state)
     hard = any(not c.forceable for c in found)
@@ -103,14 +105,14 @@ def plan_detach(sysfs: Sysfs, host: Host, state: HostState, addresses: tuple[Pci
                 "--group to detach them in the same transaction")
         targets.update((m.address, m) for m in mates)
     moving = [d for d in sorted(targets.values(), key=lambda d: d.address) if d.driver != driver]
-    _refuse_unsafe(sysfs, host, state, [d for d in moving if d.driver not in HARMLESS_DRIVERS],
+    refuse_unsafe(sysfs, host, state, [d for d in moving if d.driver not in HARMLESS_DRIVERS],
                    force)
     notes = tuple(f"{d.address} is already on {driver}" for d in targets.values()
                   if d.driver == driver)
     steps = tuple(BindDriver(str(d.address), driver, driver, d.driver, d.driver_override)
                   for d in moving)
     return Proposal(plans.Plan(f"detach {' '.join(str(a) for a in addresses)}", steps),
-                    _module_for(sysfs, driver) if steps else None, notes)
+                    module_for(sysfs, driver) if steps else None, notes)
 
 
 def plan_bind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress, driver: str,
@@ -121,9 +123,9 @@ def plan_bind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress, d
         return Proposal(plans.Plan(f"bind {address} {driver}", ()), None,
                         (f"{address} is already on {driver}",))
     if d.driver not in HARMLESS_DRIVERS and d.driver is not None:
-        _refuse_unsafe(sysfs, host, state, [d], force)
+        refuse_unsafe(sysfs, host, state, [d], force)
     step = BindDriver(str(address), driver, driver, d.driver, d.driver_override)
-    return Proposal(plans.Plan(f"bind {address} {driver}", (step,)), _module_for(sysfs, driver), ())
+    return Proposal(plans.Plan(f"bind {address} {driver}", (step,)), module_for(sysfs, driver), ())
 
 
 def plan_unbind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
@@ -132,7 +134,7 @@ def plan_unbind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
     if d.driver is None:
         return Proposal(plans.Plan(f"unbind {address}", ()), None, (f"{address} has no driver",))
     if d.driver not in HARMLESS_DRIVERS:
-        _refuse_unsafe(sysfs, host, state, [d], force)
+        refuse_unsafe(sysfs, host, state, [d], force)
     step = BindDriver(str(address), None, d.driver_override, d.driver, d.driver_override)
     return Proposal(plans.Plan(f"unbind {address}", (step,)), None, ())
 
@@ -180,12 +182,23 @@ def needs_root(sysfs: Sysfs) -> None:
                         "(add --dry-run to see the plan without root)")
 
 
-def execute(sysfs: Sysfs, state: str, proposal: Proposal) -> None:
+def execute(sysfs: Sysfs, state: str, proposal: Proposal,
+            progress: plans.Progress | None = None) -> None:
     """Apply the plan (the caller holds the lock), then update the original-driver records."""
     if proposal.module:
         _modprobe(sysfs, proposal.module)
-    plans.execute(proposal.plan, sysfs, state)
+    plans.execute(proposal.plan, sysfs, state, progress)
+    created = set()
     for step in proposal.plan.steps:
+        if isinstance(step, SetNumVfs):
+            # VFs made or removed: records about earlier VFs at these addresses are void,
+            # and a VF pcimgr created has no host driver to give back
+            created.update(step.expect)
+            for a in [vf["address"] for vf in step.original_vfs] + list(step.expect):
+                statefile.remove(records_path(state, a))
+    for step in proposal.plan.steps:
+        if not isinstance(step, (BindDriver, Reprobe)) or step.address in created:
+            continue
         path = records_path(state, step.address)
         record = statefile.read(path)
         if isinstance(step, Reprobe) or (record is not None and step.target == record["driver"]):

@@ -82,6 +82,43 @@ def read(sysfs: Sysfs) -> HostState:
     return HostState(sysfs)
 
 
+def vfio_holders(sysfs: Sysfs) -> dict[int, list[str]]:
+    """IOMMU group -> the processes that have /dev/vfio/<group> open, as "comm[pid]".
+
+    QEMU keeps the group open for as long as it uses a device of the group, and
+    the kernel cannot remove such a device (`echo 0 > sriov_numvfs` blocks).
+    """
+    if sysfs.simulated:
+        return sysfs.kernel().vfio_holders()
+    found: dict[int, list[str]] = {}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone, or another user's process without root
+        groups = set()
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/dev/vfio/") and target[10:].isdigit():
+                groups.add(int(target[10:]))
+        if groups:
+            who = f"{_comm(pid)}[{pid}]"
+            for g in groups:
+                found.setdefault(g, []).append(who)
+    return found
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def block_devices(sysfs: Sysfs, address: str) -> list[str]:
     """Disks and partitions whose device lies below the function (class/block links)."""
     below = sysfs.resolve(f"bus/pci/devices/{address}") + os.sep

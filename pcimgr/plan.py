@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pcimgr import statefile
-from pcimgr.binding import Step, step_from_json
+from pcimgr.steps import Step, from_json
 from pcimgr.errors import PcimgrError, RolledBack
 from pcimgr.sysfs import Sysfs
 
@@ -26,8 +27,7 @@ class Plan:
             return "Nothing to do."
         lines = []
         for n, step in enumerate(self.steps, 1):
-            lines.append(f"{n}. {step.address}: {step.original_driver or 'no driver'} -> "
-                         f"{step.target or 'no driver'}")
+            lines.append(f"{n}. {step.summary()}")
             lines += [f"     {w}" for w in step.describe()]
         return "\n".join(lines)
 
@@ -36,7 +36,11 @@ def journal_path(state_dir: str) -> str:
     return os.path.join(state_dir, "journal.json")
 
 
-def execute(plan: Plan, sysfs: Sysfs, state_dir: str) -> None:
+Progress = Callable[[int, int, Step], None]
+
+
+def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None = None) -> None:
+    """Apply every step; progress(done, total, step) after each one."""
     path = journal_path(state_dir)
     entries = [{"step": s.to_json(), "state": "pending"} for s in plan.steps]
     journal = {"command": plan.command, "pid": os.getpid(), "started": time.time(),
@@ -54,6 +58,8 @@ def execute(plan: Plan, sysfs: Sysfs, state_dir: str) -> None:
                              f"{report}") from failure
         entries[i]["state"] = "applied"
         statefile.write(path, journal)
+        if progress is not None:
+            progress(i + 1, len(plan.steps), step)
     statefile.remove(path)
 
 
@@ -63,7 +69,7 @@ def recover(sysfs: Sysfs, state_dir: str) -> str | None:
     journal = statefile.read(path)
     if journal is None:
         return None
-    started = [step_from_json(e["step"]) for e in journal["steps"] if e["state"] != "pending"]
+    started = [from_json(e["step"]) for e in journal["steps"] if e["state"] != "pending"]
     report = _roll_back(tuple(started), sysfs)
     statefile.remove(path)
     return (f"found an unfinished `{journal['command']}` (pid {journal['pid']}) and undid its "
@@ -79,4 +85,4 @@ def _roll_back(steps: tuple[Step, ...], sysfs: Sysfs) -> str:
             failed.append(f"{step.address} ({e})")
     if failed:
         return ("ROLLBACK INCOMPLETE, restore by hand: " + "; ".join(failed))
-    return "rolled back: every function is on its original driver"
+    return "rolled back: the host is as it was before"

@@ -5,12 +5,15 @@ The JSON shapes are a public interface: add keys, never rename or drop them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcimgr.address import PciAddress
 from pcimgr.model import Host, IommuGroup, PciDevice
 from pcimgr.plan import Plan
 from pcimgr.names import Namer
+
+if TYPE_CHECKING:
+    from pcimgr.sriov import PfView
 from pcimgr.viability import blocks_vfio, viability
 
 NAME_WIDTH = 44
@@ -209,3 +212,79 @@ def moves(plan: Plan, host: Host) -> str:
                      f"IOMMU group {n} is not viable yet: " +
                      ", ".join(f"{b.address} on {b.driver}" for b in v.blockers))
     return "\n".join(lines)
+
+
+# -- SR-IOV (`pcimgr vfs list`) ---------------------------------------------------
+
+VF_HEADERS = ["VF", "ADDRESS", "DRIVER", "IOMMU", "NETDEVS", "MAC", "VLAN", "QOS", "TRUST",
+              "SPOOFCHK", "OPEN BY"]
+
+
+def vfs_json(view: PfView, namer: Namer) -> dict[str, Any]:
+    pf, s = view.pf, view.pf.sriov
+    assert s is not None
+    return {
+        "address": str(pf.address),
+        "vendor_id": pf.vendor_id,
+        "device_id": pf.device_id,
+        "device": namer(pf).device,
+        "driver": pf.driver,
+        "netdevs": list(pf.netdevs),
+        "link_up": view.link_up,
+        "totalvfs": s.totalvfs,
+        "numvfs": s.numvfs,
+        "vf_device_id": s.vf_device_id,
+        "drivers_autoprobe": s.drivers_autoprobe,
+        "offset": s.offset,
+        "stride": s.stride,
+        "vfs": [_vf_json(i, vf, view) for i, vf in enumerate(view.vfs)],
+    }
+
+
+def _vf_json(index: int, vf: PciDevice, view: PfView) -> dict[str, Any]:
+    config = view.configs[index] if index < len(view.configs) else {}
+    return {
+        "index": index,
+        "address": str(vf.address),
+        "driver": vf.driver,
+        "driver_override": vf.driver_override,
+        "iommu_group": vf.iommu_group,
+        "netdevs": list(vf.netdevs),
+        "mac": config.get("mac"),
+        "vlan": config.get("vlan"),
+        "qos": config.get("qos"),
+        "spoofchk": config.get("spoofchk"),
+        "trust": config.get("trust"),
+        "link_state": config.get("link_state"),
+        "open_by": view.holders.get(vf.iommu_group, []) if vf.iommu_group is not None else [],
+    }
+
+
+def vfs_text(views: list[PfView], namer: Namer) -> str:
+    if not views:
+        return "No SR-IOV capable functions on this host."
+    blocks = []
+    for view in views:
+        data = vfs_json(view, namer)
+        link = {None: "", True: ", link up", False: ", link DOWN"}[view.link_up]
+        autoprobe = {None: "", True: ", autoprobe on", False: ", autoprobe off"}[
+            data["drivers_autoprobe"]]
+        head = (f"{data['address']}  {device_label(view.pf, namer)}  "
+                f"{data['driver'] or 'no driver'}  {','.join(data['netdevs']) or '-'}\n"
+                f"  {data['numvfs']}/{data['totalvfs']} VFs (VF device {data['vf_device_id']})"
+                f"{autoprobe}{link}")
+        rows = [[str(v["index"]), v["address"], v["driver"] or "-", _opt(v["iommu_group"]),
+                 ",".join(v["netdevs"]) or "-", v["mac"] or "-",
+                 _opt(v["vlan"]) if v["vlan"] else "-", _opt(v["qos"]) if v["vlan"] else "-",
+                 _onoff(v["trust"]), _onoff(v["spoofchk"]), ", ".join(v["open_by"]) or "-"]
+                for v in data["vfs"]]
+        blocks.append(head + ("\n" + _indent(table(rows, VF_HEADERS)) if rows else ""))
+    return "\n\n".join(blocks)
+
+
+def _onoff(value: bool | None) -> str:
+    return "-" if value is None else ("on" if value else "off")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

@@ -133,7 +133,7 @@ class Sysfs:
         path = self.path(rel)
         try:
             if self.simulated:
-                self._simulated_kernel().write(rel, value, self._raw_write)
+                self.kernel().write(rel, value, self._raw_write)
             else:
                 self._raw_write(path, value)
         except OSError as e:
@@ -150,7 +150,8 @@ class Sysfs:
         finally:
             os.close(fd)
 
-    def _simulated_kernel(self):  # type: ignore[no-untyped-def]
+    def kernel(self):  # type: ignore[no-untyped-def]
+        """The simulated kernel of a simulated host (its netlink side included)."""
         if self._kernel is None:
             from pcimgr.sim.kernel import SimulatedKernel
             self._kernel = SimulatedKernel(self.root)

@@ -63,7 +63,7 @@ def test_failure_at_any_write_rolls_back(demo_root: Path, demo_sysfs: Sysfs, tmp
     mocker.patch.object(demo_sysfs, "write_attr", side_effect=flaky)
     with pytest.raises(RolledBack) as e:
         plan.execute(detach_pair(demo_sysfs), demo_sysfs, str(tmp_path / "state"))
-    assert "rolled back: every function is on its original driver" in str(e.value)
+    assert "rolled back: the host is as it was before" in str(e.value)
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
     assert [current_override(demo_sysfs, a) for a in PAIR] == [None, None]
     assert not (tmp_path / "state/journal.json").exists()

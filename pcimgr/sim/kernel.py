@@ -248,6 +248,10 @@ class SimulatedKernel:
             os.symlink(os.path.relpath(vf_dir, pf_dir), os.path.join(pf_dir, f"virtfn{index}"))
             vfs.append(vf)
         self._set_numvfs(pf, count)
+        seeded = [dict(zip(("mac", "vlan"), c)) for c in spec.get("vf_config", ())]
+        self._state().setdefault("vfinfo", {})[str(pf)] = [
+            _new_vf_config() | (seeded[i] if i < len(seeded) else {}) for i in range(count)]
+        self._save_state()
         for vf in vfs:
             self.probe(vf)
 
@@ -255,6 +259,12 @@ class SimulatedKernel:
         pf_dir = tree.device_dir(self.root, pf)
         links = sorted((n for n in os.listdir(pf_dir) if n.startswith("virtfn")),
                        key=lambda n: int(n[6:]), reverse=True)
+        vfs = [PciAddress.parse(os.path.basename(os.readlink(os.path.join(pf_dir, n))))
+               for n in links]
+        if any(str(tree.group_of(self.root, vf)) in self._state().get("open", {}) for vf in vfs):
+            # The kernel blocks in vfio-pci's remove until the holder closes the device
+            # (seen in the lab); the simulator answers instead of hanging its caller.
+            raise _fail(errno.EBUSY)
         for name in links:
             vf = PciAddress.parse(os.path.basename(os.readlink(os.path.join(pf_dir, name))))
             tree.detach_driver(self.root, vf)
@@ -264,6 +274,8 @@ class SimulatedKernel:
             if group is not None:
                 self._refresh_vfio_group(group)
         self._set_numvfs(pf, 0)
+        self._state().get("vfinfo", {}).pop(str(pf), None)
+        self._save_state()
 
     def _set_numvfs(self, pf: PciAddress, count: int) -> None:
         tree.set_attr(self.root, pf, "sriov_numvfs", str(count))
@@ -297,6 +309,55 @@ class SimulatedKernel:
             open(node, "w").close()
         elif not held and os.path.exists(node):
             os.unlink(node)
+
+    # -- rtnetlink: VF properties and link state, as the PF's driver keeps them --
+
+    def vf_configs(self, pf: str) -> list[dict]:
+        return [dict(c) for c in self._state().get("vfinfo", {}).get(pf, [])]
+
+    def set_vf(self, pf: str, index: int, settings: dict) -> None:
+        """do_setvfinfo(): needs the PF's netdev; an index beyond numvfs is EINVAL."""
+        address = PciAddress.parse(pf)
+        if not self._netdev_of(address):
+            raise _fail(errno.ENODEV)
+        configs = self._state().get("vfinfo", {}).get(pf, [])
+        if not 0 <= index < len(configs):
+            raise _fail(errno.EINVAL)
+        supported = self._pf_spec(address).get("vf_settings", list(VF_SETTINGS))
+        if any(key not in supported for key in settings if key != "qos"):
+            raise _fail(errno.EOPNOTSUPP)  # e.g. igb has no ndo_set_vf_link_state
+        configs[index].update(settings)
+        self._save_state()
+
+    def set_link(self, pf: str, netdev: str, up: bool) -> None:
+        ndir = os.path.join(tree.device_dir(self.root, PciAddress.parse(pf)), "net", netdev)
+        if not os.path.isdir(ndir):
+            raise _fail(errno.ENODEV)
+        for name, text in (("flags", "0x1003" if up else "0x1002"),
+                           ("operstate", "up" if up else "down")):
+            with open(os.path.join(ndir, name), "w") as f:
+                f.write(text + "\n")
+
+    def _netdev_of(self, address: PciAddress) -> str | None:
+        names = os.listdir(os.path.join(tree.device_dir(self.root, address), "net")) \
+            if os.path.isdir(os.path.join(tree.device_dir(self.root, address), "net")) else []
+        return names[0] if names else None
+
+    # -- processes holding /dev/vfio/N open ----------------------------------
+
+    def hold_vfio(self, group: int, holder: str) -> None:
+        """A process opens /dev/vfio/<group> (a test or the demo plays QEMU)."""
+        if not os.path.exists(os.path.join(self.root, "dev/vfio", str(group))):
+            raise _fail(errno.ENOENT)
+        self._state().setdefault("open", {}).setdefault(str(group), []).append(holder)
+        self._save_state()
+
+    def release_vfio(self, group: int) -> None:
+        self._state().get("open", {}).pop(str(group), None)
+        self._save_state()
+
+    def vfio_holders(self) -> dict[int, list[str]]:
+        return {int(g): list(who) for g, who in self._state().get("open", {}).items()}
 
     # -- facts about functions ---------------------------------------------
 
@@ -371,6 +432,15 @@ class SimulatedKernel:
         with open(tmp, "w") as f:
             json.dump(self._state(), f)
         os.replace(tmp, os.path.join(self.root, STATE))
+
+
+VF_SETTINGS = ("mac", "vlan", "spoofchk", "trust", "link_state")
+
+
+def _new_vf_config() -> dict:
+    """What igb reports for a new VF: no MAC (the VF driver picks a random one), no VLAN."""
+    return {"mac": "00:00:00:00:00:00", "vlan": 0, "qos": 0, "spoofchk": True, "trust": False,
+            "link_state": "auto"}
 
 
 def _strtobool(value: str) -> bool | None:

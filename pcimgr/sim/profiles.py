@@ -19,6 +19,8 @@ class SriovSpec:
     driver_total: dict[str, int] = field(default_factory=dict)  # a PF driver's own limit
     numvfs: int = 0                 # VFs present when the host is built
     configurable_by: tuple[str, ...] = ()  # PF drivers that implement sriov_configure
+    vf_config: tuple[tuple[str, int], ...] = ()  # (MAC, VLAN) of the VFs present at build
+    vf_settings: tuple[str, ...] = ("mac", "vlan", "spoofchk", "trust", "link_state")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class Profile:
 NET = 0x020000
 NET_DRIVERS = ("e1000e", "igb", "igbvf", "i40e", "iavf", "mlx5_core", "e1000")
 STUBS = ("vfio-pci", "pci-stub")
+# igb has no ndo_set_vf_link_state: `ip link set PF vf N state ...` is EOPNOTSUPP (lab)
+IGB_VF_SETTINGS = ("mac", "vlan", "spoofchk", "trust")
 
 
 def _root_port(address: str, group: int, device: str = "a110") -> DeviceSpec:
@@ -110,7 +114,8 @@ def demo() -> Profile:
                    numa_node=0, netdev="enp5s0f0",
                    sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
                                    vf_device="10ca", vf_driver="igbvf",
-                                   configurable_by=("igb",))),
+                                   configurable_by=("igb",),
+                                   vf_settings=IGB_VF_SETTINGS)),
         rp("0000:00:1d.0", 8, "a330"),
         DeviceSpec("0000:06:00.0", "8086", "1572", 0x020000, "i40e", 9,
                    subsystem=("8086", "0000"), revision=0x02, parent="0000:00:1d.0",
@@ -123,7 +128,9 @@ def demo() -> Profile:
                    netdev="enp7s0f0np0",
                    sriov=SriovSpec(total=8, offset=2, stride=1, vf_device="1018",
                                    vf_driver="mlx5_core", numvfs=2,
-                                   configurable_by=("mlx5_core",))),
+                                   configurable_by=("mlx5_core",),
+                                   vf_config=(("52:54:00:6b:3c:01", 100),
+                                              ("52:54:00:6b:3c:02", 0)))),
         # The chipset: LPC, SMBus and the management NIC share one group.
         DeviceSpec("0000:00:1f.0", "8086", "a306", 0x060100, None, 12,
                    subsystem=("1028", "0869"), revision=0x10, numa_node=0),
@@ -157,7 +164,8 @@ def lab() -> Profile:
                    parent="0000:00:03.0", netdev="enp1s0",
                    sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
                                    vf_device="10ca", vf_driver="igbvf",
-                                   configurable_by=("igb",))),
+                                   configurable_by=("igb",),
+                                   vf_settings=IGB_VF_SETTINGS)),
         # pcie-pci-bridge: no driver binds it; its group holds both e1000
         DeviceSpec("0000:00:04.0", "1b36", "000e", 0x060400, None, 4),
         DeviceSpec("0000:02:01.0", "8086", "100e", NET, "e1000", 4, subsystem=rh,
@@ -204,7 +212,8 @@ def scale(pfs: int, vfs: int) -> Profile:
             subsystem=("8086", "a03c"), revision=0x01, parent=port, numa_node=i % 2,
             netdev=f"enp{bus}s0d{domain}" if domain else f"enp{bus}s0",
             sriov=SriovSpec(total=63, offset=0x80, stride=1, vf_device="10ca",
-                            vf_driver="igbvf", numvfs=vfs, configurable_by=("igb",))))
+                            vf_driver="igbvf", numvfs=vfs, configurable_by=("igb",),
+                            vf_settings=IGB_VF_SETTINGS)))
     return Profile(f"scale:{pfs}x{vfs}", f"{pfs} PFs with {vfs} VFs each", tuple(devices),
                    ("pcieport", "igb", "igbvf") + STUBS)
 

@@ -208,6 +208,7 @@ def attach_driver(root: str, address: PciAddress, driver: str, netdev: str | Non
         os.makedirs(ndir)
         _write(os.path.join(ndir, "address"), mac + "\n")
         _write(os.path.join(ndir, "operstate"), "up\n")
+        _write(os.path.join(ndir, "flags"), "0x1003\n")  # IFF_UP | IFF_BROADCAST | IFF_MULTICAST
         cls = os.path.join(root, "class/net")
         os.makedirs(cls, exist_ok=True)
         _link(ndir, os.path.join(cls, netdev))
