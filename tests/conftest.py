@@ -166,3 +166,15 @@ def golden(name: str, actual: str) -> None:
 def driver_of(root: Path, address: str) -> str | None:
     link = root / "bus/pci/devices" / address / "driver"
     return os.path.basename(os.readlink(link)) if link.is_symlink() else None
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file's content and link's target below root, but pcimgr's own state."""
+    out = {}
+    for p in root.rglob("*"):
+        rel = str(p.relative_to(root))
+        if rel.startswith(".pcimgr-state"):
+            continue
+        out[rel] = ("-> " + os.readlink(p)) if p.is_symlink() else (
+            p.read_bytes().hex() if p.is_file() else "dir")
+    return out

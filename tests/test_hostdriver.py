@@ -12,22 +12,10 @@ import pytest
 from pcimgr import lock
 from pcimgr.errors import KernelError
 from pcimgr.sysfs import Sysfs
-from tests.conftest import driver_of
+from tests.conftest import driver_of, tree
 from tests.test_address import BAD
 
 PAIR = ("0000:04:00.0", "0000:04:00.1")
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every file's content and link's target below root, but pcimgr's own state."""
-    out = {}
-    for p in root.rglob("*"):
-        rel = str(p.relative_to(root))
-        if rel.startswith(".pcimgr-state"):
-            continue
-        out[rel] = ("-> " + os.readlink(p)) if p.is_symlink() else (
-            p.read_bytes().hex() if p.is_file() else "dir")
-    return out
 
 
 def override(root: Path, address: str) -> str:

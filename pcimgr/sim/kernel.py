@@ -19,6 +19,7 @@ from pcimgr.model import BRIDGE_CLASSES
 from pcimgr.sim import configspace, tree
 
 STATE = ".pcimgr-sim-state.json"
+WRITE_ONLY = frozenset({"bind", "unbind", "new_id", "remove_id", "drivers_probe", "rescan"})
 VFIO = "vfio-pci"
 
 
@@ -47,6 +48,8 @@ class SimulatedKernel:
 
         def commit() -> None:
             raw_write(path, value)
+            if attr in WRITE_ONLY:  # nothing to read back from these on Linux
+                os.truncate(path, 0)
 
         if parent == self._bus:
             if attr == "drivers_probe":
