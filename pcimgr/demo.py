@@ -27,6 +27,17 @@ STEPS: tuple[tuple[str, list[str]], ...] = (
     ("Now for real: both ports go to vfio-pci in one transaction (rolled back on any error):",
      ["detach", "04:00.0", "--group"]),
     ("And back to the driver they had before:", ["rebind", "04:00.0", "04:00.1"]),
+    ("SR-IOV: the 82576 can split into up to 7 virtual functions. For guests, pcimgr turns "
+     "sriov_drivers_autoprobe off while it creates them, so no host driver or interface ever "
+     "appears, binds each VF to vfio-pci, and turns autoprobe back on. The plan:",
+     ["vfs", "create", "05:00.0", "3", "--dry-run"]),
+    ("Now for real; each VF lands in its own IOMMU group:", ["vfs", "create", "05:00.0", "3"]),
+    ("Give VF 0 a fixed MAC and VLAN, set through the PF (what `ip link set DEV vf 0 ...` "
+     "does):", ["vfs", "set", "05:00.0", "0", "--mac", "52:54:00:5e:00:01", "--vlan", "100"]),
+    ("The limit is sriov_totalvfs, checked before anything is written (exit 2):",
+     ["vfs", "create", "05:00.0", "8"]),
+    ("And the VFs go away again (refused while a guest or process holds one):",
+     ["vfs", "destroy", "05:00.0"]),
 )
 
 
