@@ -45,10 +45,10 @@ def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None 
     entries = [{"step": s.to_json(), "state": "pending"} for s in plan.steps]
     journal = {"command": plan.command, "pid": os.getpid(), "started": time.time(),
                "steps": entries}
-    statefile.write(path, journal)
+    statefile.write(path, journal, readable=False)
     for i, step in enumerate(plan.steps):
         entries[i]["state"] = "applying"
-        statefile.write(path, journal)
+        statefile.write(path, journal, readable=False)
         try:
             step.apply(sysfs)
         except (PcimgrError, OSError) as failure:
@@ -57,7 +57,7 @@ def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None 
             raise RolledBack(f"{plan.command} failed at step {i + 1} ({step.address}: {failure}); "
                              f"{report}") from failure
         entries[i]["state"] = "applied"
-        statefile.write(path, journal)
+        statefile.write(path, journal, readable=False)
         if progress is not None:
             progress(i + 1, len(plan.steps), step)
     statefile.remove(path)

@@ -7,13 +7,16 @@ import os
 from typing import Any
 
 
-def write(path: str, data: Any) -> None:
+def write(path: str, data: Any, readable: bool = True) -> None:
+    """readable=False: one line, by json's C encoder (the journal is rewritten at every
+    step, and the indenting encoder is pure Python: seconds under the emulated lab)."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+        text = json.dumps(data, indent=1, sort_keys=True) if readable else json.dumps(data)
+        os.write(fd, (text + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -1,7 +1,8 @@
 """Waiting for the kernel to finish what a write started (VFs appearing, drivers binding).
 
-On a real host a kernel-uevent monitor (pyudev, netlink) wakes the wait as soon
-as a PCI device is added, removed, bound or unbound; where there is no udev
+On a real host a kernel-uevent monitor (pyudev, netlink), started when a wait
+does not succeed at once, wakes it as soon as a PCI device is added, removed,
+bound or unbound; where there is no udev
 netlink (a simulated root, a minimal host, pyudev missing) the condition is
 polled. Either way the condition is read from sysfs, so an event missed or
 unrelated only costs a re-check, never a wrong answer.
@@ -21,10 +22,13 @@ EVENT_SLICE = 0.1  # even with a monitor, re-check this often (an event may be f
 
 
 class Watcher:
-    """Start watching *before* the write, so no event is lost between write and wait."""
+    """The monitor starts only when a condition is not met at once (most sysfs writes
+    finish synchronously, and importing pyudev costs a second under the emulated lab);
+    the condition is re-read once it runs, so an event before the start is not lost."""
 
     def __init__(self, sysfs: Sysfs) -> None:
-        self._monitor: Any = None if sysfs.simulated else _kernel_monitor()
+        self._can_monitor = not sysfs.simulated
+        self._monitor: Any = None
 
     def __enter__(self) -> Watcher:
         return self
@@ -35,10 +39,19 @@ class Watcher:
 
     @property
     def uses_uevents(self) -> bool:
+        self._start()
         return self._monitor is not None
+
+    def _start(self) -> None:
+        if self._can_monitor and self._monitor is None:
+            self._monitor = _kernel_monitor()
+            self._can_monitor = self._monitor is not None
 
     def wait(self, condition: Callable[[], bool], timeout: float) -> bool:
         """True as soon as condition() holds; False if it still does not after timeout."""
+        if condition():
+            return True
+        self._start()
         deadline = time.monotonic() + timeout
         while not condition():
             remaining = deadline - time.monotonic()

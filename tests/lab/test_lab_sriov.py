@@ -156,6 +156,22 @@ def test_destroy_refused_while_a_vf_device_is_open(clean_pf: None) -> None:
     assert numvfs() == 0
 
 
+def test_a_wait_is_woken_by_the_kernel_uevent(clean_pf: None, monkeypatch) -> None:
+    from pcimgr import uevents
+    assert pcimgr("vfs", "create", PF, "1").exit_code == 0
+    (Path("/sys/bus/pci/drivers/vfio-pci/unbind")).write_text(VFS[0])  # override stays
+    monkeypatch.setattr(uevents, "EVENT_SLICE", 1000.0)  # only an event can end a poll early
+    timer = threading.Timer(0.5, lambda: (Path("/sys/bus/pci/drivers/vfio-pci/bind")
+                                          .write_text(VFS[0])))
+    import time
+    start = time.monotonic()
+    timer.start()
+    with uevents.Watcher(Sysfs()) as w:
+        assert w.wait(lambda: driver(VFS[0]) == "vfio-pci", 60.0)
+        assert w.uses_uevents
+    assert time.monotonic() - start < 30  # woken by the bind uevent, not by the 60 s timeout
+
+
 KILL_AFTER_NUMVFS = """
 import os, sys
 from pcimgr.sysfs import Sysfs
