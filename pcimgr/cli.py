@@ -20,12 +20,52 @@ _verbose = False
 class Context:
     """What every command needs, built lazily so a parse error touches nothing."""
 
-    def __init__(self, sysfs_root: str, state_dir: str | None, lock_timeout: float) -> None:
+    def __init__(self, sysfs_root: str, state_dir: str | None, lock_timeout: float,
+                 connect: str | None) -> None:
         self.sysfs_root = sysfs_root
         self.state_dir = state_dir
         self.lock_timeout = lock_timeout
+        self.connect = connect
         self._sysfs = None
         self._namer = None
+        self._holdings: Any = False  # not asked yet
+        self.holdings_problem: str | None = None
+
+    @property
+    def uri(self) -> str:
+        from pcimgr import libvirt_adapter
+        return libvirt_adapter.default_uri(self.connect)
+
+    def libvirt(self):  # type: ignore[no-untyped-def]
+        from pcimgr import libvirt_adapter
+        return libvirt_adapter.connect(self.uri)
+
+    def holdings(self):  # type: ignore[no-untyped-def]
+        """Which domains hold which functions, or None when libvirt cannot be asked.
+
+        A simulated host asks libvirt only when told which one (--connect or
+        LIBVIRT_DEFAULT_URI): the host's own libvirtd knows nothing about it.
+        """
+        if self._holdings is False:
+            self._holdings = None
+            if not self.sysfs.simulated or self.connect or os.environ.get("LIBVIRT_DEFAULT_URI"):
+                from pcimgr import guests
+                try:
+                    self._holdings = guests.scan(self.libvirt())
+                except PcimgrError as e:
+                    self.holdings_problem = f"(guests unknown: {e})"
+        return self._holdings
+
+    def holdings_or_fail(self):  # type: ignore[no-untyped-def]
+        """For changes: every domain's devices, or the error that prevented reading them."""
+        from pcimgr import guests
+        if self._holdings is False or self._holdings is None:
+            self._holdings = guests.scan(self.libvirt())
+        return self._holdings
+
+    def holders(self, address: PciAddress) -> list[str] | None:
+        from pcimgr import guests
+        return guests.names(self.holdings(), address)
 
     @property
     def sysfs(self):  # type: ignore[no-untyped-def]
@@ -101,15 +141,17 @@ class _Group(click.Group):
 @click.option("--lock-timeout", envvar="PCIMGR_LOCK_TIMEOUT", type=click.FloatRange(0, 3600),
               default=30.0, show_default=True, metavar="SECONDS",
               help="How long a change waits for another pcimgr to finish.")
+@click.option("-c", "--connect", metavar="URI",
+              help="libvirt connection [env LIBVIRT_DEFAULT_URI; default qemu:///system].")
 @click.option("-v", "--verbose", is_flag=True, help="Show details (tracebacks) on errors.")
 @click.version_option(__version__, prog_name="pcimgr")
 @click.pass_context
 def cli(ctx: click.Context, sysfs_root: str, state_dir: str | None, lock_timeout: float,
-        verbose: bool) -> None:
+        connect: str | None, verbose: bool) -> None:
     """PCI passthrough and SR-IOV device manager for KVM/libvirt hosts."""
     global _verbose
     _verbose = verbose
-    ctx.obj = Context(sysfs_root, state_dir, lock_timeout)
+    ctx.obj = Context(sysfs_root, state_dir, lock_timeout, connect)
 
 
 @cli.command("list")
@@ -139,7 +181,7 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
     host = obj.host()
     devices = filters.select(host.devices, predicates)
     if as_json:
-        _emit_json([render.device_json(d, obj.namer) for d in devices])
+        _emit_json([render.device_json(d, obj.namer, obj.holders(d.address)) for d in devices])
         return
     notice = render.iommu_off_notice(host)
     if notice:
@@ -147,7 +189,11 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
     if not devices:
         click.echo("No matching PCI functions (try --all).")
         return
-    click.echo(render.table(render.list_rows(devices, obj.namer), render.LIST_HEADERS))
+    known = obj.holdings() is not None
+    click.echo(render.table(render.list_rows(devices, obj.namer, obj.holders if known else None),
+                            render.LIST_HEADERS + ([render.HOLDER_HEADER] if known else [])))
+    if obj.holdings_problem:
+        click.echo(obj.holdings_problem)
 
 
 @cli.command()
@@ -162,12 +208,17 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
                                                                          device.iommu_group)
     xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address))
     if as_json:
-        _emit_json(render.device_json(device, obj.namer)
+        _emit_json(render.device_json(device, obj.namer, obj.holders(device.address))
                    | {"group": render.group_json(group, obj.namer) if group else None,
                       "hostdev_xml": xml})
         return
     vfs = discovery.read_many(obj.sysfs, device.sriov.vfs) if device.sriov else []
     click.echo(render.show_text(device, group, obj.namer, vfs))
+    holders = obj.holders(device.address)
+    if holders is not None:
+        click.echo(f"Guests:        {', '.join(holders) or 'none'}")
+    elif obj.holdings_problem:
+        click.echo(obj.holdings_problem)
     click.echo("")
     click.echo("libvirt hostdev XML (`pcimgr xml` prints it alone):")
     click.echo(xml)
@@ -190,16 +241,36 @@ def groups(obj: Context, as_json: bool) -> None:
     click.echo(render.table(render.group_rows(host, obj.namer), render.GROUP_HEADERS))
 
 
+def _mac(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from pcimgr import vfinfo
+    return None if value is None else vfinfo.check_mac(value)
+
+
+mac_option = click.option("--mac", callback=_mac, help="The MAC address the guest sees.")
+vlan_option = click.option("--vlan", type=click.IntRange(1, 4094),
+                           help="VLAN tag applied by the PF to the VF's traffic.")
+
+
 @cli.command()
 @click.argument("address", callback=_address)
 @click.option("--unmanaged", is_flag=True,
               help="managed='no': libvirt leaves host driver binding to you (or pcimgr).")
+@click.option("--interface", is_flag=True,
+              help="<interface type='hostdev'> (an SR-IOV VF as a NIC) instead of <hostdev>.")
+@mac_option
+@vlan_option
 @click.pass_obj
-def xml(obj: Context, address: PciAddress, unmanaged: bool) -> None:
-    """libvirt <hostdev> XML for a function on this host."""
+def xml(obj: Context, address: PciAddress, unmanaged: bool, interface: bool, mac: str | None,
+        vlan: int | None) -> None:
+    """libvirt <hostdev> (or <interface type='hostdev'>) XML for a function on this host."""
     from pcimgr import discovery, hostdev_xml
+    from pcimgr.errors import BadInput
     discovery.require(obj.sysfs, address)
-    click.echo(hostdev_xml.to_string(hostdev_xml.hostdev(address, managed=not unmanaged)))
+    if (mac or vlan) and not interface:
+        raise BadInput("--mac and --vlan belong to the interface form; add --interface")
+    element = (hostdev_xml.interface(address, not unmanaged, mac, vlan) if interface
+               else hostdev_xml.hostdev(address, managed=not unmanaged))
+    click.echo(hostdev_xml.to_string(element))
 
 
 dry_run_option = click.option("--dry-run", is_flag=True,
@@ -312,6 +383,60 @@ def _progress() -> Callable[[int, int, Any], None] | None:
     return show
 
 
+@cli.command()
+@click.argument("address", callback=_address)
+@click.argument("vm")
+@click.option("--live/--no-live", default=None,
+              help="Hot-plug into the running guest [default: if it is running].")
+@click.option("--config/--no-config", default=None,
+              help="Add to the persistent configuration [default: if it has one].")
+@click.option("--group", is_flag=True,
+              help="Also detach the other functions of the IOMMU group (VFIO needs all).")
+@click.option("--managed/--unmanaged", default=False,
+              help="managed='yes' hands host binding to libvirt; by default pcimgr binds and "
+                   "remembers the original driver (managed='no').")
+@mac_option
+@vlan_option
+@dry_run_option
+@force_option
+@click.pass_obj
+def assign(obj: Context, address: PciAddress, vm: str, live: bool | None, config: bool | None,
+           group: bool, managed: bool, mac: str | None, vlan: int | None, dry_run: bool,
+           force: bool) -> None:
+    """Give a function to guest VM: detach it to vfio-pci, then attach it through libvirt.
+
+    An SR-IOV VF of a NIC with --mac/--vlan goes in as <interface type='hostdev'>.
+    """
+    from pcimgr import assign as assigning
+
+    def propose(host: Any, state: Any, _: str) -> Any:
+        return assigning.plan_assign(obj.sysfs, host, state, obj.libvirt(), obj.holdings_or_fail(),
+                                     address, vm, live, config, group, managed, mac, vlan, force)
+    _change(obj, (address,), propose, dry_run)
+
+
+@cli.command()
+@click.argument("address", callback=_address)
+@click.option("--keep-detached", is_flag=True,
+              help="Leave the function (and its group mates) on vfio-pci.")
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
+              metavar="SECONDS", help="How long a running guest may take to release it.")
+@dry_run_option
+@click.pass_obj
+def release(obj: Context, address: PciAddress, keep_detached: bool, timeout: float,
+            dry_run: bool) -> None:
+    """Take a function back from every guest that has it, then rebind its host driver."""
+    from pcimgr import assign as assigning, hostdriver, statefile
+
+    def propose(host: Any, _: Any, state_dir: str) -> Any:
+        record = statefile.read(assigning.record_path(state_dir, str(address)))
+        names = tuple(PciAddress.parse(a) for a in (record or {}).get("functions", []))
+        return assigning.plan_release(
+            obj.sysfs, host, obj.libvirt(), obj.holdings_or_fail(), address, record,
+            hostdriver.load_records(state_dir, (address, *names)), keep_detached, timeout)
+    _change(obj, (address,), propose, dry_run)
+
+
 @cli.group()
 def vfs() -> None:
     """SR-IOV virtual functions: list, create, destroy, and set MAC/VLAN/trust."""
@@ -332,9 +457,11 @@ def vfs_list(obj: Context, pf: PciAddress | None, as_json: bool) -> None:
     host = discovery.scan_related(obj.sysfs, (pf,)) if pf else obj.host()
     views = sriov.survey(obj.sysfs, host, pf)
     if as_json:
-        _emit_json([render.vfs_json(v, obj.namer) for v in views])
+        _emit_json([render.vfs_json(v, obj.namer, obj.holders) for v in views])
         return
-    click.echo(render.vfs_text(views, obj.namer))
+    click.echo(render.vfs_text(views, obj.namer, obj.holders))
+    if obj.holdings_problem:
+        click.echo(obj.holdings_problem)
 
 
 def _vfs_report(obj: Context, pf: PciAddress) -> Callable[[Any], str]:
@@ -385,15 +512,10 @@ def _on_off(ctx: click.Context, param: click.Parameter, value: str | None) -> bo
     return None if value is None else value == "on"
 
 
-def _mac(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from pcimgr import vfinfo
-    return None if value is None else vfinfo.check_mac(value)
-
-
 @vfs.command("set")
 @click.argument("pf", callback=_address)
 @click.argument("index", type=click.IntRange(0, 0xFFFF))
-@click.option("--mac", callback=_mac, help="The VF's MAC address (what the guest sees).")
+@mac_option
 @click.option("--vlan", type=click.IntRange(0, 4095), help="Port VLAN id; 0 removes it.")
 @click.option("--qos", type=click.IntRange(0, 7), help="802.1p priority of --vlan.")
 @click.option("--trust", type=click.Choice(["on", "off"]), callback=_on_off,

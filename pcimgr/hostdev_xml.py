@@ -27,3 +27,41 @@ def hostdev(address: PciAddress, managed: bool = True) -> ET.Element:
 def to_string(element: ET.Element) -> str:
     ET.indent(element, space="  ")
     return ET.tostring(element, encoding="unicode")
+
+
+def interface(address: PciAddress, managed: bool = True, mac: str | None = None,
+              vlan: int | None = None) -> ET.Element:
+    """<interface type='hostdev'>: an SR-IOV VF given to the guest as a NIC, so that libvirt
+    sets its MAC and VLAN through the PF before the guest starts (a stable MAC in the guest)."""
+    element = ET.Element("interface", {"type": "hostdev", "managed": "yes" if managed else "no"})
+    if mac:
+        ET.SubElement(element, "mac", {"address": mac})
+    source = ET.SubElement(element, "source")
+    source.append(address_element(address))
+    source[0].set("type", "pci")
+    if vlan:
+        ET.SubElement(ET.SubElement(element, "vlan"), "tag", {"id": str(vlan)})
+    return element
+
+
+def pci_devices(domain_xml: str) -> list[tuple[PciAddress, ET.Element]]:
+    """Host PCI functions a domain's XML gives to the guest, each with its element
+    (<hostdev> or <interface type='hostdev'>) as libvirt needs it to detach that device."""
+    try:
+        root = ET.fromstring(domain_xml)
+    except ET.ParseError:
+        return []
+    found = []
+    elements = root.findall("./devices/hostdev[@type='pci']") + \
+        root.findall("./devices/interface[@type='hostdev']")
+    for element in elements:
+        a = element.find("./source/address")
+        if a is None or a.get("type", "pci") != "pci":
+            continue
+        try:
+            address = PciAddress(int(a.get("domain", "0"), 0), int(a.get("bus", "0"), 0),
+                                 int(a.get("slot", "0"), 0), int(a.get("function", "0"), 0))
+        except (TypeError, ValueError):
+            continue
+        found.append((address, element))
+    return found

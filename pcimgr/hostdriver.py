@@ -50,9 +50,11 @@ class Proposal:
     plan: plans.Plan
     module: str | None       # driver to load first (modprobe), if it is not loaded
     notes: tuple[str, ...]   # no-ops worth telling
+    # state files to write (data) or remove (None) once the plan succeeded; relative paths
+    records: tuple[tuple[str, dict | None], ...] = ()
 
 
-def _require(host: Host, address: PciAddress) -> PciDevice:
+def require(host: Host, address: PciAddress) -> PciDevice:
     device = host.get(address)
     if device is None:
         raise NotFound(f"no PCI function {address} on this host; "
@@ -86,7 +88,7 @@ def refuse_unsafe(sysfs: Sysfs, host: Host, state: HostState, leaving: list[PciD
 def plan_detach(sysfs: Sysfs, host: Host, state: HostState, addresses: tuple[PciAddress, ...],
                 driver: str, group: bool, force: bool) -> Proposal:
     check_driver_name(driver)
-    targets = {d.address: d for d in (_require(host, a) for a in addresses)}
+    targets = {d.address: d for d in (require(host, a) for a in addresses)}
     if driver == "vfio-pci" and not host.iommu_enabled:
         raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; add "
                       "intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel command line "
@@ -118,7 +120,7 @@ def plan_detach(sysfs: Sysfs, host: Host, state: HostState, addresses: tuple[Pci
 def plan_bind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress, driver: str,
               force: bool) -> Proposal:
     check_driver_name(driver)
-    d = _require(host, address)
+    d = require(host, address)
     if d.driver == driver:
         return Proposal(plans.Plan(f"bind {address} {driver}", ()), None,
                         (f"{address} is already on {driver}",))
@@ -130,7 +132,7 @@ def plan_bind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress, d
 
 def plan_unbind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
                 force: bool) -> Proposal:
-    d = _require(host, address)
+    d = require(host, address)
     if d.driver is None:
         return Proposal(plans.Plan(f"unbind {address}", ()), None, (f"{address} has no driver",))
     if d.driver not in HARMLESS_DRIVERS:
@@ -144,7 +146,7 @@ def plan_rebind(sysfs: Sysfs, host: Host, addresses: tuple[PciAddress, ...],
     steps: list[Step] = []
     notes = []
     for address in addresses:
-        d = _require(host, address)
+        d = require(host, address)
         a = str(address)
         record = records.get(a)
         if record is not None:
@@ -188,6 +190,11 @@ def execute(sysfs: Sysfs, state: str, proposal: Proposal,
     if proposal.module:
         _modprobe(sysfs, proposal.module)
     plans.execute(proposal.plan, sysfs, state, progress)
+    for rel, data in proposal.records:
+        if data is None:
+            statefile.remove(os.path.join(state, rel))
+        else:
+            statefile.write(os.path.join(state, rel), data)
     created = set()
     for step in proposal.plan.steps:
         if isinstance(step, SetNumVfs):

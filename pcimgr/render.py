@@ -5,6 +5,7 @@ The JSON shapes are a public interface: add keys, never rename or drop them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pcimgr.address import PciAddress
@@ -19,7 +20,8 @@ from pcimgr.viability import blocks_vfio, viability
 NAME_WIDTH = 44
 
 
-def device_json(d: PciDevice, namer: Namer) -> dict[str, Any]:
+def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None) -> dict[str, Any]:
+    """holders: the domains that have the function; None when libvirt was not asked."""
     names = namer(d)
     s = d.sriov
     return {
@@ -49,6 +51,7 @@ def device_json(d: PciDevice, namer: Namer) -> dict[str, Any]:
             "vfs": [str(a) for a in s.vfs],
         },
         "physfn": str(d.physfn) if d.physfn else None,
+        "holders": holders,
     }
 
 
@@ -86,8 +89,10 @@ def sriov_cell(d: PciDevice) -> str:
     return ""
 
 
-def list_rows(devices: list[PciDevice], namer: Namer) -> list[list[str]]:
-    """Rows in address order, each VF right under its PF when both are shown."""
+def list_rows(devices: list[PciDevice], namer: Namer,
+              holders: Callable[[PciAddress], list[str] | None] | None = None) -> list[list[str]]:
+    """Rows in address order, each VF right under its PF when both are shown; with
+    holders, a last column of the domains that have each function."""
     shown = {d.address for d in devices}
     children: dict[Any, list[PciDevice]] = {}
     top = []
@@ -100,10 +105,14 @@ def list_rows(devices: list[PciDevice], namer: Namer) -> list[list[str]]:
     for d in top:
         rows.append(_row(d, namer, ""))
         rows += [_row(vf, namer, "  ") for vf in children.get(d.address, [])]
+    if holders is not None:
+        for row in rows:
+            row.append(", ".join(holders(PciAddress.parse(row[0].strip())) or []) or "-")
     return rows
 
 
 LIST_HEADERS = ["ADDRESS", "DEVICE", "DRIVER", "IOMMU", "NUMA", "NETDEVS", "SR-IOV"]
+HOLDER_HEADER = "GUEST"
 
 
 def _row(d: PciDevice, namer: Namer, indent: str) -> list[str]:
@@ -217,10 +226,11 @@ def moves(plan: Plan, host: Host) -> str:
 # -- SR-IOV (`pcimgr vfs list`) ---------------------------------------------------
 
 VF_HEADERS = ["VF", "ADDRESS", "DRIVER", "IOMMU", "NETDEVS", "MAC", "VLAN", "QOS", "TRUST",
-              "SPOOFCHK", "OPEN BY"]
+              "SPOOFCHK", "HELD BY"]
 
 
-def vfs_json(view: PfView, namer: Namer) -> dict[str, Any]:
+def vfs_json(view: PfView, namer: Namer,
+             holders: Callable[[PciAddress], list[str] | None] = lambda a: None) -> dict[str, Any]:
     pf, s = view.pf, view.pf.sriov
     assert s is not None
     return {
@@ -237,7 +247,8 @@ def vfs_json(view: PfView, namer: Namer) -> dict[str, Any]:
         "drivers_autoprobe": s.drivers_autoprobe,
         "offset": s.offset,
         "stride": s.stride,
-        "vfs": [_vf_json(i, vf, view) for i, vf in enumerate(view.vfs)],
+        "vfs": [_vf_json(i, vf, view) | {"holders": holders(vf.address)}
+                for i, vf in enumerate(view.vfs)],
     }
 
 
@@ -260,12 +271,13 @@ def _vf_json(index: int, vf: PciDevice, view: PfView) -> dict[str, Any]:
     }
 
 
-def vfs_text(views: list[PfView], namer: Namer) -> str:
+def vfs_text(views: list[PfView], namer: Namer,
+             holders: Callable[[PciAddress], list[str] | None] = lambda a: None) -> str:
     if not views:
         return "No SR-IOV capable functions on this host."
     blocks = []
     for view in views:
-        data = vfs_json(view, namer)
+        data = vfs_json(view, namer, holders)
         link = {None: "", True: ", link up", False: ", link DOWN"}[view.link_up]
         autoprobe = {None: "", True: ", autoprobe on", False: ", autoprobe off"}[
             data["drivers_autoprobe"]]
@@ -276,7 +288,8 @@ def vfs_text(views: list[PfView], namer: Namer) -> str:
         rows = [[str(v["index"]), v["address"], v["driver"] or "-", _opt(v["iommu_group"]),
                  ",".join(v["netdevs"]) or "-", v["mac"] or "-",
                  _opt(v["vlan"]) if v["vlan"] else "-", _opt(v["qos"]) if v["vlan"] else "-",
-                 _onoff(v["trust"]), _onoff(v["spoofchk"]), ", ".join(v["open_by"]) or "-"]
+                 _onoff(v["trust"]), _onoff(v["spoofchk"]),
+                 ", ".join((v["holders"] or []) + v["open_by"]) or "-"]
                 for v in data["vfs"]]
         blocks.append(head + ("\n" + _indent(table(rows, VF_HEADERS)) if rows else ""))
     return "\n\n".join(blocks)

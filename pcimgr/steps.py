@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from pcimgr.binding import BindDriver, Reprobe
+from pcimgr.guest_steps import AttachDevice, DetachDevice
 from pcimgr.sriov_steps import ConfigureVf, SetAutoprobe, SetLink, SetNumVfs
 
-Step = BindDriver | Reprobe | SetAutoprobe | SetNumVfs | ConfigureVf | SetLink
+Step = (BindDriver | Reprobe | SetAutoprobe | SetNumVfs | ConfigureVf | SetLink | AttachDevice
+        | DetachDevice)
 _KINDS: dict[str, Any] = {c.kind: c for c in (BindDriver, Reprobe, SetAutoprobe, SetNumVfs,
-                                              ConfigureVf, SetLink)}
+                                              ConfigureVf, SetLink, AttachDevice, DetachDevice)}
 
 
 def from_json(data: dict[str, Any]) -> Step:

@@ -154,7 +154,9 @@ def golden(name: str, actual: str) -> None:
     path = GOLDEN / name
     if os.environ.get("PCIMGR_REGEN_GOLDEN"):
         path.parent.mkdir(exist_ok=True)
-        path.write_text(actual)
+        # JSON goldens indented, so that a change reads as a small diff
+        path.write_text(json.dumps(json.loads(actual), indent=2) + "\n"
+                        if name.endswith(".json") else actual)
     assert path.exists(), f"missing golden file {path}; run with PCIMGR_REGEN_GOLDEN=1"
     expected = path.read_text()
     if name.endswith(".json"):

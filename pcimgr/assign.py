@@ -1,0 +1,106 @@
+"""Plans for `pcimgr assign` (host driver -> vfio-pci -> guest) and `pcimgr release` (back).
+
+pcimgr owns the host side by default (managed='no' in the XML): it detaches the
+function, and with --group its group mates, through the host-driver plans,
+remembers their original drivers, and gives them back on release. Each
+assignment leaves a record (STATE_DIR/assignments/<address>.json) naming the
+domain and the functions moved with it; release also scans every domain, so
+a device attached by hand or by another tool is found as well.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pcimgr import hostdev_xml, hostdriver, plan as plans
+from pcimgr.address import PciAddress
+from pcimgr.errors import BadInput, Refused
+from pcimgr.guest_steps import AttachDevice, DetachDevice
+from pcimgr.guests import Holdings
+from pcimgr.hostdriver import Proposal
+from pcimgr.hoststate import HostState
+from pcimgr.libvirt_adapter import Libvirt
+from pcimgr.model import Host
+from pcimgr.steps import Step
+from pcimgr.sysfs import Sysfs
+
+DEFAULT_RELEASE_TIMEOUT = 30.0
+
+
+def record_path(state: str, address: str) -> str:
+    """state "": the path relative to the state directory, as Proposal.records wants it."""
+    return os.path.join(state, "assignments", f"{address}.json")
+
+
+def plan_assign(sysfs: Sysfs, host: Host, state: HostState, lv: Libvirt, holdings: Holdings,
+                address: PciAddress, vm: str, live: bool | None, config: bool | None,
+                group: bool, managed: bool, mac: str | None, vlan: int | None,
+                force: bool) -> Proposal:
+    device = hostdriver.require(host, address)
+    domain = lv.domain(vm)
+    live = domain.active if live is None else live
+    config = domain.persistent if config is None else config
+    if live and not domain.active:
+        raise BadInput(f"{domain.name} is not running, so there is no live guest to attach to; "
+                       "drop --live (the persistent configuration is changed by default)")
+    if config and not domain.persistent:
+        raise BadInput(f"{domain.name} is transient (it has no persistent configuration); "
+                       "drop --config")
+    if not (live or config):
+        raise BadInput("neither --live nor --config: nothing would be attached")
+    if (mac or vlan) and (device.physfn is None or device.base_class != 0x02):
+        raise BadInput(f"--mac and --vlan give a NIC's SR-IOV VF to the guest as "
+                       f"<interface type='hostdev'>, and {address} is not a VF of a NIC; "
+                       "assign it without them")
+    detach = hostdriver.plan_detach(sysfs, host, state, (address,), "vfio-pci", group, force)
+    moving = [PciAddress.parse(s.address) for s in detach.plan.steps]
+    for a in sorted({address, *moving}):
+        held = holdings.get(a, [])
+        if held:
+            raise Refused(f"refusing: {a} is already assigned to "
+                          + ", ".join(f"{h.domain} ({h.where})" for h in held)
+                          + f"; `pcimgr release {a}` first")
+    element = (hostdev_xml.interface(address, managed, mac, vlan) if mac or vlan
+               else hostdev_xml.hostdev(address, managed))
+    attach = AttachDevice(str(address), lv.uri, domain.name, domain.uuid,
+                          hostdev_xml.to_string(element), live, config)
+    steps: list[Step] = [] if managed else list(detach.plan.steps)
+    steps.append(attach)
+    record = {"domain": domain.name, "uuid": domain.uuid, "uri": lv.uri, "managed": managed,
+              "functions": [str(a) for a in sorted({address, *moving})] if not managed
+              else [str(address)]}
+    return Proposal(plans.Plan(f"assign {address} {domain.name}", tuple(steps)),
+                    None if managed else detach.module, detach.notes,
+                    ((record_path("", str(address)), record),))
+
+
+def plan_release(sysfs: Sysfs, host: Host, lv: Libvirt, holdings: Holdings,
+                 address: PciAddress, assignment: dict | None, originals: dict[str, dict],
+                 keep_detached: bool, timeout: float) -> Proposal:
+    hostdriver.require(host, address)
+    steps: list[Step] = []
+    notes: list[str] = []
+    for h in holdings.get(address, []):
+        live = h.live_xml if h.running else None
+        if live is None and h.config_xml is None:
+            continue
+        steps.append(DetachDevice(str(address), lv.uri, h.domain, h.uuid, live, h.config_xml,
+                                  timeout))
+    if not steps:
+        notes.append(f"no domain on {lv.uri} holds {address}")
+    managed = bool(assignment and assignment.get("managed"))
+    if not keep_detached and not managed:
+        functions = [PciAddress.parse(a) for a in (assignment or {}).get("functions", [])]
+        targets = []
+        for a in sorted({address, *functions}):
+            others = [h.domain for h in holdings.get(a, [])] if a != address else []
+            if others:
+                notes.append(f"{a} stays on its driver: {', '.join(others)} holds it")
+            else:
+                targets.append(a)
+        rebind = hostdriver.plan_rebind(sysfs, host, tuple(targets), originals)
+        steps += rebind.plan.steps
+        notes += rebind.notes
+    return Proposal(plans.Plan(f"release {address}", tuple(steps)), None, tuple(notes),
+                    ((record_path("", str(address)), None),))
+
