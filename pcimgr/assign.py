@@ -60,15 +60,26 @@ def plan_assign(sysfs: Sysfs, host: Host, state: HostState, lv: Libvirt, holding
             raise Refused(f"refusing: {a} is already assigned to "
                           + ", ".join(f"{h.domain} ({h.where})" for h in held)
                           + f"; `pcimgr release {a}` first")
+    # VFIO gives a whole group to one guest: a mate in another domain rules it out
+    group_of = host.groups.get(device.iommu_group) if device.iommu_group is not None else None
+    for mate in (group_of.members if group_of else ()):
+        others = [h for h in holdings.get(mate.address, []) if h.uuid != domain.uuid]
+        if others:
+            raise Refused(f"refusing: {address} shares IOMMU group {device.iommu_group} with "
+                          f"{mate.address}, which "
+                          + ", ".join(f"{h.domain} ({h.where})" for h in others)
+                          + " has, and a group can go to one guest only; "
+                          f"`pcimgr release {mate.address}` first")
     element = (hostdev_xml.interface(address, managed, mac, vlan) if mac or vlan
                else hostdev_xml.hostdev(address, managed))
     attach = AttachDevice(str(address), lv.uri, domain.name, domain.uuid,
                           hostdev_xml.to_string(element), live, config)
     steps: list[Step] = [] if managed else list(detach.plan.steps)
     steps.append(attach)
+    # the functions pcimgr moves, and so gives back on release (one already on
+    # vfio-pci, e.g. a VF created for guests, stays there)
     record = {"domain": domain.name, "uuid": domain.uuid, "uri": lv.uri, "managed": managed,
-              "functions": [str(a) for a in sorted({address, *moving})] if not managed
-              else [str(address)]}
+              "moved": [] if managed else [str(a) for a in moving]}
     return Proposal(plans.Plan(f"assign {address} {domain.name}", tuple(steps)),
                     None if managed else detach.module, detach.notes,
                     ((record_path("", str(address)), record),))
@@ -88,11 +99,13 @@ def plan_release(sysfs: Sysfs, host: Host, lv: Libvirt, holdings: Holdings,
                                   timeout))
     if not steps:
         notes.append(f"no domain on {lv.uri} holds {address}")
-    managed = bool(assignment and assignment.get("managed"))
-    if not keep_detached and not managed:
-        functions = [PciAddress.parse(a) for a in (assignment or {}).get("functions", [])]
+    if not keep_detached:
+        # what the assignment moved; without a record (attached by hand or by another
+        # tool), the function itself
+        functions = ([PciAddress.parse(a) for a in assignment["moved"]] if assignment
+                     else [address])
         targets = []
-        for a in sorted({address, *functions}):
+        for a in functions:
             others = [h.domain for h in holdings.get(a, [])] if a != address else []
             if others:
                 notes.append(f"{a} stays on its driver: {', '.join(others)} holds it")

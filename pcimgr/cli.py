@@ -430,7 +430,7 @@ def release(obj: Context, address: PciAddress, keep_detached: bool, timeout: flo
 
     def propose(host: Any, _: Any, state_dir: str) -> Any:
         record = statefile.read(assigning.record_path(state_dir, str(address)))
-        names = tuple(PciAddress.parse(a) for a in (record or {}).get("functions", []))
+        names = tuple(PciAddress.parse(a) for a in (record or {}).get("moved", []))
         return assigning.plan_release(
             obj.sysfs, host, obj.libvirt(), obj.holdings_or_fail(), address, record,
             hostdriver.load_records(state_dir, (address, *names)), keep_detached, timeout)

@@ -54,7 +54,11 @@ def _holdings(domain: Domain) -> dict[PciAddress, Holding]:
 
 
 def _text(element: ET.Element | None) -> str | None:
-    return None if element is None else ET.tostring(element, encoding="unicode")
+    if element is None:
+        return None
+    element.tail = None
+    ET.indent(element, space="  ")
+    return ET.tostring(element, encoding="unicode")
 
 
 def names(holdings: Holdings | None, address: PciAddress) -> list[str] | None:

@@ -209,6 +209,9 @@ def moves(plan: Plan, host: Host) -> str:
     """What a plan did, function by function, and what VFIO can use now."""
     lines, groups = [], set()
     for step in plan.steps:
+        if not hasattr(step, "original_driver"):  # a guest step: its summary says it all
+            lines.append(step.summary())
+            continue
         now = host.get(PciAddress.parse(step.address))
         driver = now.driver if now else None
         lines.append(f"{step.address}: {step.original_driver or 'no driver'} -> "

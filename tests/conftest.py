@@ -1,7 +1,8 @@
 import json
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,43 @@ def tree(root: Path) -> dict[str, str]:
         out[rel] = ("-> " + os.readlink(p)) if p.is_symlink() else (
             p.read_bytes().hex() if p.is_file() else "dir")
     return out
+
+
+@pytest.fixture(scope="session")
+def libvirt_uri() -> Iterator[str]:
+    """A real libvirtd (qemu:///system), started for the session when none answers."""
+    from tests import libvirtd
+    why = libvirtd.unavailable()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"a real libvirtd is required under CI: {why}")
+        pytest.skip(why)
+    started = libvirtd.start()
+    yield libvirtd.URI
+    libvirtd.stop(started)
+
+
+@pytest.fixture
+def make_domain(libvirt_uri: str) -> Iterator[Callable[..., str]]:
+    """Define (and optionally start) small TCG domains; all are removed afterwards."""
+    from tests import libvirtd
+    made: list[str] = []
+
+    def make(name: str, running: bool = False) -> str:
+        name = f"pcimgr-test-{name}"
+        libvirtd.virsh("destroy", name)
+        libvirtd.virsh("undefine", name)
+        with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+            f.write(libvirtd.domain_xml(name))
+            f.flush()
+            r = libvirtd.virsh("define", f.name)
+        assert r.returncode == 0, r.stderr
+        made.append(name)
+        if running:
+            r = libvirtd.virsh("start", name)
+            assert r.returncode == 0, r.stderr
+        return name
+    yield make
+    for name in made:
+        libvirtd.virsh("destroy", name)
+        libvirtd.virsh("undefine", name)
