@@ -7,6 +7,7 @@ that says what to do; libvirt's own printing to stderr is switched off.
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from dataclasses import dataclass
@@ -25,8 +26,18 @@ def default_uri(explicit: str | None) -> str:
 def connect(uri: str) -> Libvirt:
     """One connection per URI for the life of the process (steps reuse it)."""
     if uri not in _connections:
+        if not _connections:
+            # closed before the interpreter tears libvirt's module down, which
+            # would otherwise print "Exception ignored in virConnect.__del__"
+            atexit.register(_close_all)
         _connections[uri] = Libvirt(uri)
     return _connections[uri]
+
+
+def _close_all() -> None:
+    while _connections:
+        _, lv = _connections.popitem()
+        lv.close()
 
 
 def _libvirt() -> Any:
@@ -59,6 +70,12 @@ class Libvirt:
             raise LibvirtFailure(f"cannot connect to {uri}: {_message(e)}; is libvirtd (or "
                                  "virtqemud) running, and may this user use it? (--connect "
                                  "URI chooses another)") from e
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except self._lv.libvirtError:
+            pass
 
     def domain(self, name_or_uuid: str) -> Domain:
         try:
