@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from pcimgr import hostdev_xml, hostdriver, plan as plans
+from pcimgr import discovery, hostdev_xml, hostdriver, plan as plans, vfinfo
 from pcimgr.address import PciAddress
 from pcimgr.errors import BadInput, Refused
 from pcimgr.guest_steps import AttachDevice, DetachDevice
@@ -74,6 +74,9 @@ def plan_assign(sysfs: Sysfs, host: Host, state: HostState, lv: Libvirt, holding
                else hostdev_xml.hostdev(address, managed))
     attach = AttachDevice(str(address), lv.uri, domain.name, domain.uuid,
                           hostdev_xml.to_string(element), live, config)
+    notes = list(detach.notes)
+    if mac or vlan:
+        notes += _pf_link_warning(sysfs, device.physfn)
     steps: list[Step] = [] if managed else list(detach.plan.steps)
     steps.append(attach)
     # the functions pcimgr moves, and so gives back on release (one already on
@@ -81,8 +84,21 @@ def plan_assign(sysfs: Sysfs, host: Host, state: HostState, lv: Libvirt, holding
     record = {"domain": domain.name, "uuid": domain.uuid, "uri": lv.uri, "managed": managed,
               "moved": [] if managed else [str(a) for a in moving]}
     return Proposal(plans.Plan(f"assign {address} {domain.name}", tuple(steps)),
-                    None if managed else detach.module, detach.notes,
+                    None if managed else detach.module, tuple(notes),
                     ((record_path("", str(address)), record),))
+
+
+def _pf_link_warning(sysfs: Sysfs, pf: PciAddress | None) -> list[str]:
+    """libvirt sets an <interface type='hostdev'>'s MAC/VLAN through the PF when the guest
+    starts, and refuses to start it while the PF is down (seen in the lab)."""
+    device = discovery.read_device(sysfs, pf) if pf is not None else None
+    if device is None or not device.netdevs:
+        return []
+    netdev = device.netdevs[0]
+    if vfinfo.link_is_up(sysfs, str(pf), netdev):
+        return []
+    return [f"warning: {netdev}, the PF, is down: libvirt will refuse to start the guest "
+            f"with this interface until it is up (`ip link set {netdev} up`)"]
 
 
 def plan_release(sysfs: Sysfs, host: Host, lv: Libvirt, holdings: Holdings,

@@ -97,8 +97,8 @@ def plan_create(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
             steps.append(SetLink(a, netdev, True))
         else:
             notes.append(f"warning: {netdev} (the PF) is down; VFs created now get no carrier "
-                         "on igb and a random MAC in the guest; pass --pf-up to bring it up "
-                         "first, or set a MAC with `pcimgr vfs set`")
+                         "on igb, and libvirt will not start a guest with one as <interface "
+                         "type='hostdev'>; pass --pf-up to bring it up first")
     if s.numvfs == count:
         notes.append(f"{a} already has {count} VF(s)")
         steps += _rebind_existing(host, s.vfs, driver)
