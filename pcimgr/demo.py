@@ -38,6 +38,11 @@ STEPS: tuple[tuple[str, list[str]], ...] = (
      ["vfs", "create", "05:00.0", "8"]),
     ("And the VFs go away again (refused while a guest or process holds one):",
      ["vfs", "destroy", "05:00.0"]),
+    ("Giving the 82571EB to a guest: `pcimgr assign 04:00.0 vm1` detaches the group to "
+     "vfio-pci, then attaches the <hostdev> through libvirt (live if the guest runs, to its "
+     "configuration if it has one). Here against libvirt's built-in test driver and its "
+     "running guest `test`, as a dry run:",
+     ["--connect", "test:///default", "assign", "04:00.0", "test", "--group", "--dry-run"]),
 )
 
 
