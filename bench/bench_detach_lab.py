@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.medians import print_table  # noqa: E402
 from tests.lab import harness  # noqa: E402
 
 A, B = "0000:02:01.0", "0000:02:02.0"
@@ -65,12 +65,7 @@ def main() -> int:
             times.setdefault(name, []).append(float(value))
         except ValueError:
             print(line)
-    base = statistics.median(times["pcimgr"])
-    print(f"{'tool':<12}{'median s':>9}{'vs pcimgr':>11}   (round trip of the e1000 pair, "
-          f"{args.rounds} rounds)")
-    for name, values in times.items():
-        m = statistics.median(values)
-        print(f"{name:<12}{m:>9.2f}{m / base:>10.2f}x")
+    print_table(times, "pcimgr", f"round trip of the e1000 pair, {args.rounds} rounds", 12)
     return 0
 
 

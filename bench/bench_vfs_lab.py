@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.medians import print_table  # noqa: E402
 from tests.lab import harness  # noqa: E402
 
 SCRIPT = r"""
@@ -74,12 +74,7 @@ def main() -> int:
         if bound != "7":
             print(f"{name}: only {bound} of 7 VFs ended on vfio-pci")
         times.setdefault(name, []).append(float(seconds))
-    base = statistics.median(times["pcimgr_create"])
-    print(f"{'way':<20}{'median s':>9}{'vs pcimgr':>11}   (7 VFs onto vfio-pci, "
-          f"{args.rounds} rounds)")
-    for name, values in times.items():
-        m = statistics.median(values)
-        print(f"{name:<20}{m:>9.2f}{m / base:>10.2f}x")
+    print_table(times, "pcimgr_create", f"7 VFs onto vfio-pci, {args.rounds} rounds", 20)
     return 0
 
 

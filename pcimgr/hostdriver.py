@@ -195,7 +195,7 @@ def execute(sysfs: Sysfs, state: str, proposal: Proposal,
             statefile.remove(os.path.join(state, rel))
         else:
             statefile.write(os.path.join(state, rel), data)
-    created = set()
+    created: set[str] = set()
     for step in proposal.plan.steps:
         if isinstance(step, SetNumVfs):
             # VFs made or removed: records about earlier VFs at these addresses are void,

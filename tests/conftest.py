@@ -1,7 +1,6 @@
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -205,17 +204,8 @@ def make_domain(libvirt_uri: str) -> Iterator[Callable[..., str]]:
 
     def make(name: str, running: bool = False) -> str:
         name = f"pcimgr-test-{name}"
-        libvirtd.virsh("destroy", name)
-        libvirtd.virsh("undefine", name)
-        with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
-            f.write(libvirtd.domain_xml(name))
-            f.flush()
-            r = libvirtd.virsh("define", f.name)
-        assert r.returncode == 0, r.stderr
         made.append(name)
-        if running:
-            r = libvirtd.virsh("start", name)
-            assert r.returncode == 0, r.stderr
+        libvirtd.define(name, running)
         return name
     yield make
     for name in made:

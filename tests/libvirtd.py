@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid as uuidlib
 
@@ -81,6 +82,20 @@ def domain_xml(name: str, root_ports: int = 3) -> str:
             "<devices><controller type='pci' index='0' model='pcie-root'/>"
             f"{ports}<controller type='usb' model='none'/><memballoon model='none'/>"
             "</devices></domain>")
+
+
+def define(name: str, running: bool) -> None:
+    """A fresh domain of that name (an old one is removed first), started if asked."""
+    virsh("destroy", name)
+    virsh("undefine", name)
+    with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+        f.write(domain_xml(name))
+        f.flush()
+        r = virsh("define", f.name)
+    assert r.returncode == 0, r.stderr
+    if running:
+        r = virsh("start", name)
+        assert r.returncode == 0, r.stderr
 
 
 def virsh(*args: str) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ are proven in the lab (tests/lab/test_lab_assign.py).
 """
 
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET

@@ -13,6 +13,7 @@ from pcimgr import uevents
 from pcimgr.sim.kernel import SimulatedKernel
 from pcimgr.sysfs import Sysfs
 from tests.conftest import driver_of, golden, tree
+from tests.killed import run_killed_after
 
 IGB = "0000:05:00.0"
 IGB_VFS = ("0000:05:10.0", "0000:05:10.2", "0000:05:10.4")
@@ -207,20 +208,8 @@ def test_vfs_that_never_appear_time_out_and_roll_back(run, demo_root: Path, mock
 def test_killed_create_is_undone_by_the_next_run(demo_root: Path) -> None:
     before = tree(demo_root)
     # killed right after the VFs appeared, before any was bound
-    script = """
-import os, sys
-from pcimgr.sysfs import Sysfs
-real = Sysfs.write_attr
-def write(self, rel, value):
-    real(self, rel, value)
-    if rel.endswith("sriov_numvfs"):
-        os._exit(9)
-Sysfs.write_attr = write
-from pcimgr.cli import main
-main(["--sysfs-root", sys.argv[1], "vfs", "create", "05:00.0", "3"])
-"""
-    p = subprocess.run([sys.executable, "-c", script, str(demo_root)])
-    assert p.returncode == 9
+    assert run_killed_after("sriov_numvfs", "--sysfs-root", str(demo_root), "vfs", "create",
+                            "05:00.0", "3") == 9
     assert attr(demo_root, IGB, "sriov_numvfs") == "3"
     assert attr(demo_root, IGB, "sriov_drivers_autoprobe") == "0"
     journal = json.loads((demo_root / ".pcimgr-state/journal.json").read_text())

@@ -7,7 +7,6 @@ and small L2 domains: TCG, q35, no OS, spare pcie-root-ports for hot-plug.
 import json
 import os
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,15 +47,8 @@ def domains(guest_libvirtd: None) -> Iterator[list[str]]:
     made: list[str] = []
 
     def make(name: str, running: bool) -> str:
-        with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
-            f.write(libvirtd.domain_xml(name))
-            f.flush()
-            r = libvirtd.virsh("define", f.name)
-        assert r.returncode == 0, r.stderr
         made.append(name)
-        if running:
-            r = libvirtd.virsh("start", name)
-            assert r.returncode == 0, r.stderr
+        libvirtd.define(name, running)
         return name
     yield make  # type: ignore[misc]
     for name in made:

@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pcimgr.cli import cli
+from tests.killed import run_killed_after
 from tests.lab.test_lab_kernel import E1000, E1000E, by_hand_back, driver
 
 pytestmark = pytest.mark.lab
@@ -83,22 +83,8 @@ def test_nic_with_address_and_default_route_is_refused(restore: None) -> None:
     assert [driver(a) for a in E1000E] == ["e1000e", "e1000e"]
 
 
-KILL_AFTER_FIRST_WRITE = """
-import os, sys
-from pcimgr.sysfs import Sysfs
-real = Sysfs.write_attr
-def write(self, rel, value):
-    real(self, rel, value)
-    os._exit(9)
-Sysfs.write_attr = write
-from pcimgr.cli import main
-main(["detach", sys.argv[1], "--group"])
-"""
-
-
 def test_killed_detach_is_undone_by_the_next_run(restore: None) -> None:
-    p = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_WRITE, E1000[0]])
-    assert p.returncode == 9
+    assert run_killed_after("", "detach", E1000[0], "--group") == 9  # after the first write
     assert os.path.exists("/var/lib/pcimgr/journal.json")
     r = pcimgr("rebind", E1000[0])
     assert "found an unfinished" in r.output, r.output

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from pcimgr.cli import cli
 from pcimgr.sysfs import Sysfs
 from pcimgr.uevents import Watcher
+from tests.killed import run_killed_after
 from tests.lab.test_lab_kernel import driver
 
 pytestmark = pytest.mark.lab
@@ -172,23 +173,8 @@ def test_a_wait_is_woken_by_the_kernel_uevent(clean_pf: None, monkeypatch) -> No
     assert time.monotonic() - start < 30  # woken by the bind uevent, not by the 60 s timeout
 
 
-KILL_AFTER_NUMVFS = """
-import os, sys
-from pcimgr.sysfs import Sysfs
-real = Sysfs.write_attr
-def write(self, rel, value):
-    real(self, rel, value)
-    if rel.endswith("sriov_numvfs"):
-        os._exit(9)
-Sysfs.write_attr = write
-from pcimgr.cli import main
-main(["vfs", "create", sys.argv[1], "2"])
-"""
-
-
 def test_killed_create_is_undone_by_the_next_run(clean_pf: None) -> None:
-    p = subprocess.run([sys.executable, "-c", KILL_AFTER_NUMVFS, PF])
-    assert p.returncode == 9
+    assert run_killed_after("sriov_numvfs", "vfs", "create", PF, "2") == 9
     assert numvfs() == 2 and autoprobe() == "0"
     assert [driver(v) for v in VFS[:2]] == [None, None]  # autoprobe off: nobody probed them
     r = pcimgr("vfs", "destroy", PF)
