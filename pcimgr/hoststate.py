@@ -26,8 +26,7 @@ class HostState:
 
     @cached_property
     def _facts(self) -> dict:
-        from pcimgr.sim.tree import marker
-        return marker(self._sysfs.root).get("host", {})
+        return _sim_facts(self._sysfs)
 
     @cached_property
     def _net(self) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str]]:
@@ -80,6 +79,46 @@ class HostState:
 
 def read(sysfs: Sysfs) -> HostState:
     return HostState(sysfs)
+
+
+def kernel_cmdline(sysfs: Sysfs) -> str:
+    if sysfs.simulated:
+        return _sim_facts(sysfs).get("cmdline", "")
+    try:
+        with open("/proc/cmdline") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def interrupt_remapping(sysfs: Sysfs) -> bool:
+    """Whether MSIs go through the IOMMU's remapping: its irqchips are named IR-*."""
+    if sysfs.simulated:
+        return bool(_sim_facts(sysfs).get("interrupt_remapping"))
+    try:
+        with open("/proc/interrupts") as f:
+            return any(" IR-" in line for line in f)
+    except OSError:
+        return False
+
+
+def module_available(sysfs: Sysfs, name: str) -> bool:
+    """Loaded, built in (both show under /sys/module) or installed for the running kernel."""
+    if sysfs.simulated:
+        return name in _sim_facts(sysfs).get("modules", [])
+    if sysfs.exists(f"module/{name.replace('-', '_')}"):
+        return True
+    try:
+        with open(f"/lib/modules/{os.uname().release}/modules.dep") as f:
+            wanted = (f"/{name}.ko", f"/{name.replace('-', '_')}.ko")
+            return any(any(w in line.split(":", 1)[0] for w in wanted) for line in f)
+    except OSError:
+        return False
+
+
+def _sim_facts(sysfs: Sysfs) -> dict:
+    from pcimgr.sim.tree import marker
+    return marker(sysfs.root).get("host", {})
 
 
 def vfio_holders(sysfs: Sysfs) -> dict[int, list[str]]:

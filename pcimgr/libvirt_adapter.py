@@ -77,6 +77,14 @@ class Libvirt:
         except self._lv.libvirtError:
             pass
 
+    def version(self) -> str:
+        """The daemon's libvirt version, as 9.0.0."""
+        try:
+            n = self._conn.getLibVersion()
+        except self._lv.libvirtError as e:
+            raise self._failure("asking for the version", e) from e
+        return f"{n // 1000000}.{n // 1000 % 1000}.{n % 1000}"
+
     def domain(self, name_or_uuid: str) -> Domain:
         try:
             dom = self._conn.lookupByName(name_or_uuid)

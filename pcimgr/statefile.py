@@ -1,4 +1,7 @@
-"""Atomic JSON files in the state directory: temporary file, fsync, rename, never through a symlink."""
+"""Atomic JSON (or text) files in the state and configuration directories.
+
+Temporary file, fsync, rename, directory fsync; never through a symlink.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,19 @@ import os
 from typing import Any
 
 
-def write(path: str, data: Any, readable: bool = True) -> None:
-    """readable=False: one line, by json's C encoder (the journal is rewritten at every
+def write(path: str, data: Any, readable: bool = True, mode: int = 0o600) -> None:
+    """data as JSON, or a str written as it is; mode 0o644 for files others may read.
+
+    readable=False: one line, by json's C encoder (the journal is rewritten at every
     step, and the indenting encoder is pure Python: seconds under the emulated lab)."""
     directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.makedirs(directory, mode=0o700 if mode == 0o600 else 0o755, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        text = json.dumps(data, indent=1, sort_keys=True) if readable else json.dumps(data)
-        os.write(fd, (text + "\n").encode())
+        text = data if isinstance(data, str) else (
+            json.dumps(data, indent=1, sort_keys=True) if readable else json.dumps(data))
+        os.write(fd, (text.rstrip("\n") + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)

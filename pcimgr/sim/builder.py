@@ -29,6 +29,10 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
         tree.create_driver(root, driver)
     if "vfio-pci" in profile.drivers:
         open(os.path.join(root, "dev/vfio/vfio"), "w").close()
+    if profile.host.vhost_net:
+        open(os.path.join(root, "dev/vhost-net"), "w").close()
+    if iommu:
+        os.makedirs(os.path.join(root, "class/iommu/dmar0"), exist_ok=True)
     _write_marker(root, profile, iommu)
 
     specs = sorted(profile.devices, key=lambda s: _depth(s, profile))
@@ -63,8 +67,18 @@ def _write_marker(root: str, profile: Profile, iommu: bool) -> None:
         devices[spec.address] = entry
     with open(os.path.join(root, SIM_MARKER), "w") as f:
         json.dump({"format": 1, "profile": profile.name, "description": profile.description,
-                   "iommu": iommu, "devices": devices, "host": asdict(profile.host)},
+                   "iommu": iommu, "devices": devices, "host": _host_facts(profile, iommu)},
                   f, indent=1, sort_keys=True)
+
+
+def _host_facts(profile: Profile, iommu: bool) -> dict:
+    """Booted without the IOMMU: no intel_iommu=on on the command line, no remapping."""
+    facts = asdict(profile.host)
+    if not iommu:
+        facts["cmdline"] = " ".join(w for w in facts["cmdline"].split()
+                                    if not w.startswith(("intel_iommu", "amd_iommu", "iommu=")))
+        facts["interrupt_remapping"] = False
+    return facts
 
 
 def _depth(spec: DeviceSpec, profile: Profile) -> int:

@@ -59,6 +59,11 @@ class HostFacts:
     masters: dict[str, str] = field(default_factory=dict)          # ifname -> bond/bridge/team
     mounts: dict[str, str] = field(default_factory=dict)           # block device -> mount point
     swaps: list[str] = field(default_factory=list)                 # block devices used as swap
+    cmdline: str = ("BOOT_IMAGE=/boot/vmlinuz-6.1.0-26-amd64 root=/dev/nvme0n1p2 ro quiet "
+                    "intel_iommu=on iommu=pt")                       # /proc/cmdline
+    interrupt_remapping: bool = True                                # IR-* irqchips
+    modules: tuple[str, ...] = ("vfio-pci", "vfio_iommu_type1", "vhost_net", "pci-stub")
+    vhost_net: bool = True                                          # /dev/vhost-net
 
 
 @dataclass(frozen=True)
