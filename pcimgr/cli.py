@@ -21,7 +21,8 @@ class Context:
     """What every command needs, built lazily so a parse error touches nothing."""
 
     def __init__(self, sysfs_root: str, state_dir: str | None, lock_timeout: float,
-                 connect: str | None) -> None:
+                 connect: str | None, config_dir: str | None = None) -> None:
+        self.config_dir_option = config_dir
         self.sysfs_root = sysfs_root
         self.state_dir = state_dir
         self.lock_timeout = lock_timeout
@@ -30,6 +31,18 @@ class Context:
         self._namer = None
         self._holdings: Any = False  # not asked yet
         self.holdings_problem: str | None = None
+
+    @property
+    def config_dir(self) -> str:
+        from pcimgr import definitions
+        return definitions.config_dir(self.sysfs, self.config_dir_option)
+
+    @property
+    def asked_uri(self) -> str | None:
+        """The libvirt URI to ask, or None on a simulated host without one given."""
+        if self.sysfs.simulated and not (self.connect or os.environ.get("LIBVIRT_DEFAULT_URI")):
+            return None
+        return self.uri
 
     @property
     def uri(self) -> str:
@@ -48,7 +61,7 @@ class Context:
         """
         if self._holdings is False:
             self._holdings = None
-            if not self.sysfs.simulated or self.connect or os.environ.get("LIBVIRT_DEFAULT_URI"):
+            if self.asked_uri is not None:
                 from pcimgr import guests
                 try:
                     self._holdings = guests.scan(self.libvirt())
@@ -141,17 +154,19 @@ class _Group(click.Group):
 @click.option("--lock-timeout", envvar="PCIMGR_LOCK_TIMEOUT", type=click.FloatRange(0, 3600),
               default=30.0, show_default=True, metavar="SECONDS",
               help="How long a change waits for another pcimgr to finish.")
+@click.option("--config-dir", envvar="PCIMGR_CONFIG_DIR", metavar="PATH",
+              help="Device definitions [default: /etc/pcimgr, or inside a simulated host].")
 @click.option("-c", "--connect", metavar="URI",
               help="libvirt connection [env LIBVIRT_DEFAULT_URI; default qemu:///system].")
 @click.option("-v", "--verbose", is_flag=True, help="Show details (tracebacks) on errors.")
 @click.version_option(__version__, prog_name="pcimgr")
 @click.pass_context
 def cli(ctx: click.Context, sysfs_root: str, state_dir: str | None, lock_timeout: float,
-        connect: str | None, verbose: bool) -> None:
+        config_dir: str | None, connect: str | None, verbose: bool) -> None:
     """PCI passthrough and SR-IOV device manager for KVM/libvirt hosts."""
     global _verbose
     _verbose = verbose
-    ctx.obj = Context(sysfs_root, state_dir, lock_timeout, connect)
+    ctx.obj = Context(sysfs_root, state_dir, lock_timeout, connect, config_dir)
 
 
 @cli.command("list")
@@ -252,19 +267,35 @@ vlan_option = click.option("--vlan", type=click.IntRange(1, 4094),
 
 
 @cli.command()
-@click.argument("address", callback=_address)
+@click.argument("address", required=False, callback=_address)
 @click.option("--unmanaged", is_flag=True,
               help="managed='no': libvirt leaves host driver binding to you (or pcimgr).")
 @click.option("--interface", is_flag=True,
               help="<interface type='hostdev'> (an SR-IOV VF as a NIC) instead of <hostdev>.")
+@click.option("--mode", type=click.Choice(["e1000", "virtio", "vhost", "macvtap"]),
+              help="An emulated or paravirtual NIC instead (no ADDRESS): e1000, virtio, "
+                   "vhost (virtio + vhost_net), macvtap.")
+@click.option("--bridge", metavar="BR", help="Host bridge for e1000, virtio and vhost.")
+@click.option("--source-dev", metavar="DEV", help="Host NIC for macvtap.")
 @mac_option
 @vlan_option
 @click.pass_obj
-def xml(obj: Context, address: PciAddress, unmanaged: bool, interface: bool, mac: str | None,
+def xml(obj: Context, address: PciAddress | None, unmanaged: bool, interface: bool,
+        mode: str | None, bridge: str | None, source_dev: str | None, mac: str | None,
         vlan: int | None) -> None:
-    """libvirt <hostdev> (or <interface type='hostdev'>) XML for a function on this host."""
+    """libvirt XML for a guest NIC: <hostdev> or <interface type='hostdev'> for a function
+    on this host, or with --mode the <interface> of an emulated/paravirtual mode."""
     from pcimgr import discovery, hostdev_xml
     from pcimgr.errors import BadInput
+    if mode is not None:
+        from pcimgr import netmodes
+        if address is not None or vlan or interface or unmanaged:
+            raise BadInput("--mode takes no ADDRESS and no --interface/--unmanaged/--vlan; "
+                           "give --bridge BR (or --source-dev DEV for macvtap) and --mac")
+        click.echo(hostdev_xml.to_string(netmodes.interface(mode, bridge, source_dev, mac)))
+        return
+    if address is None:
+        raise BadInput("give the ADDRESS of a function, or --mode for an emulated NIC")
     discovery.require(obj.sysfs, address)
     if (mac or vlan) and not interface:
         raise BadInput("--mac and --vlan belong to the interface form; add --interface")
@@ -537,6 +568,249 @@ def vfs_set(obj: Context, pf: PciAddress, index: int, mac: str | None, vlan: int
     settings = {k: v for k, v in given.items() if v is not None}
     _change(obj, (pf,), lambda host, _, __: sriov.plan_set(
         obj.sysfs, host, pf, index, settings, timeout), dry_run, _vfs_report(obj, pf))
+
+
+# -- definitions, applied at boot --------------------------------------------------
+
+def _needs_root_for_config(obj: Context) -> None:
+    from pcimgr.errors import NeedsRoot
+    if not obj.sysfs.simulated and os.geteuid() != 0 and not os.access(
+            os.path.dirname(obj.config_dir.rstrip("/")) or "/", os.W_OK):
+        raise NeedsRoot(f"definitions live in {obj.config_dir} and need root to change; run "
+                        "it with sudo (or give --config-dir)")
+
+
+@cli.command()
+@click.argument("address", callback=_address)
+@click.option("--driver", help="Bind this driver (e.g. vfio-pci) whenever the function appears.")
+@click.option("--vfs", type=click.IntRange(1, 0xFFFF), help="A PF: create this many VFs.")
+@click.option("--vf-driver", type=click.Choice(["vfio-pci", "host"]),
+              help="The VFs' driver [default: vfio-pci].")
+@click.option("--vf", "vf_index", type=click.IntRange(0, 0xFFFF), metavar="INDEX",
+              help="Settings for one VF of the PF (with --mac, --vlan, --trust, --spoofchk).")
+@mac_option
+@click.option("--vlan", type=click.IntRange(0, 4095), help="The VF's port VLAN (0: none).")
+@click.option("--qos", type=click.IntRange(0, 7), help="802.1p priority of --vlan.")
+@click.option("--trust", type=click.Choice(["on", "off"]), callback=_on_off)
+@click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=_on_off)
+@click.pass_obj
+def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | None,
+           vf_driver: str | None, vf_index: int | None, mac: str | None, vlan: int | None,
+           qos: int | None, trust: bool | None, spoofchk: bool | None) -> None:
+    """Record what a function should be across reboots; `apply` (and udev) make it so."""
+    from pcimgr import definitions, discovery, persist
+    settings = {k: v for k, v in (("mac", mac), ("vlan", vlan), ("qos", qos), ("trust", trust),
+                                  ("spoofchk", spoofchk)) if v is not None}
+    if "qos" in settings and "vlan" not in settings:
+        from pcimgr.errors import BadInput
+        raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
+    host = discovery.scan_related(obj.sysfs, (address,))
+    cfg = obj.config_dir
+    d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
+                       vf_driver, vf_index, settings)
+    _needs_root_for_config(obj)
+    definitions.save(cfg, d)
+    click.echo(f"Defined {d.address} ({d.ids}, IOMMU group {d.iommu_group}): {d.describe()}")
+    click.echo(f"`pcimgr apply` makes it so now; at boot the udev rules do "
+               f"(`pcimgr install-udev` once).")
+
+
+@cli.command()
+@click.argument("address", callback=_address)
+@click.option("--vf", "vf_index", type=click.IntRange(0, 0xFFFF), metavar="INDEX",
+              help="Drop only this VF's settings.")
+@click.pass_obj
+def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
+    """Forget a definition (the function stays as it is now)."""
+    from pcimgr import definitions, persist
+    from pcimgr.errors import NotFound
+    cfg = obj.config_dir
+    d = definitions.load(cfg, str(address))
+    if d is None:
+        raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
+    kept = persist.without_vf(d, vf_index)
+    _needs_root_for_config(obj)
+    if kept is None:
+        definitions.remove(cfg, str(address))
+        click.echo(f"Undefined {address}; it stays as it is now (`pcimgr rebind` gives it back)")
+    else:
+        definitions.save(cfg, kept)
+        click.echo(f"{address}: {kept.describe()}")
+
+
+@cli.command()
+@click.option("--device", "device", callback=_address, metavar="ADDR",
+              help="Only this function's definition (what the udev rules run).")
+@timeout_option
+@dry_run_option
+@click.option("--quiet", is_flag=True, help="Print only changes and problems.")
+@click.pass_obj
+def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool,
+          quiet: bool) -> None:
+    """Make the host match the definitions, through the usual plans and refusals."""
+    from pcimgr import definitions, discovery, hostdriver, hoststate, persist
+    from pcimgr.errors import Mismatch
+    sysfs = obj.sysfs
+    chosen = persist.select(definitions.load_all(obj.config_dir), device)
+    addresses = tuple(PciAddress.parse(d.address) for d in chosen)
+    state = hostdriver.state_dir(sysfs, obj.state_dir)
+
+    def propose() -> Any:
+        host = discovery.scan_related(sysfs, addresses)
+        return persist.plan_apply(sysfs, host, hoststate.read(sysfs), chosen, timeout)
+
+    def report(planned: Any) -> None:
+        for line in planned.skipped:
+            click.echo(f"skipped {line}", err=True)
+        for note in planned.proposal.notes:
+            if not quiet or note.startswith("warning"):
+                click.echo(note)
+
+    if dry_run:
+        planned = propose()
+        report(planned)
+        click.echo("Plan for `pcimgr apply` (--dry-run: nothing changed):")
+        if planned.proposal.module:
+            click.echo(f"0. modprobe {planned.proposal.module}")
+        click.echo(planned.proposal.plan.describe())
+        for d in planned.settings:
+            click.echo(f"then VF settings of {d.address}: {d.describe()}")
+        return
+    hostdriver.needs_root(sysfs)
+
+    def work(recovered: str | None) -> None:
+        if recovered:
+            click.echo(f"pcimgr: {recovered}", err=True)
+        planned = propose()
+        report(planned)
+        if planned.proposal.plan.steps:
+            hostdriver.execute(sysfs, state, planned.proposal, _progress())
+            for step in planned.proposal.plan.steps:
+                click.echo(step.summary())
+        for d in planned.settings:
+            host = discovery.scan_related(sysfs, (PciAddress.parse(d.address),))
+            settings = persist.plan_vf_settings(sysfs, host, d, timeout)
+            if settings.plan.steps:
+                hostdriver.execute(sysfs, state, settings)
+                for step in settings.plan.steps:
+                    click.echo(step.summary())
+        if planned.skipped:
+            raise Mismatch(f"{len(planned.skipped)} definition(s) not applied (see above)")
+        if not quiet and not planned.proposal.plan.steps:
+            click.echo("The host matches the definitions." if chosen else "No definitions.")
+
+    hostdriver.locked(sysfs, state, obj.lock_timeout, work)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> None:
+    """Compare the definitions with the host: what drifted (exit 10 if anything did)."""
+    from pcimgr import definitions, discovery, persist
+    from pcimgr.errors import Mismatch
+    defs = definitions.load_all(obj.config_dir)
+    host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
+    findings = persist.status(obj.sysfs, host, defs)
+    if as_json:
+        _emit_json([{"address": f.definition.address, "ids": f.definition.ids,
+                     "iommu_group": f.definition.iommu_group,
+                     "defined": f.definition.describe(), "ok": f.ok, "drift": list(f.drift)}
+                    for f in findings])
+    elif not findings:
+        click.echo(f"No definitions in {obj.config_dir} (`pcimgr define` adds one).")
+    else:
+        for f in findings:
+            click.echo(f"{f.definition.address}  {f.definition.ids}  {f.definition.describe()}: "
+                       + ("ok" if f.ok else "DRIFT"))
+            for line in f.drift:
+                click.echo(f"  - {line}")
+    if any(not f.ok for f in findings):
+        raise Mismatch(f"{sum(not f.ok for f in findings)} definition(s) drifted; "
+                       "`pcimgr apply` puts back what it can")
+
+
+@cli.command("install-udev")
+@click.option("--prefix", default="/", show_default=True, type=click.Path(file_okay=False),
+              help="Install below this directory (packaging, tests); / also reloads udev.")
+@click.pass_obj
+def install_udev(obj: Context, prefix: str) -> None:
+    """Install the udev rules and the boot-time unit that apply the definitions."""
+    import shutil
+    from pcimgr import udev_files
+    # the rules run this very program: the one the user ran, else the one on PATH
+    ran = os.path.abspath(sys.argv[0])
+    exe = ran if os.path.basename(ran) == "pcimgr" else (shutil.which("pcimgr") or ran)
+    for path in udev_files.install(prefix, exe, obj.config_dir):
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def doctor(obj: Context, as_json: bool) -> None:
+    """Can this host pass devices through? Each check with its fix (exit 10 if one fails)."""
+    from pcimgr import doctor as doc
+    from pcimgr.errors import Mismatch
+    checks = doc.run(obj.sysfs, obj.host(), obj.asked_uri)
+    possible = doc.passthrough_possible(checks)
+    if as_json:
+        _emit_json({"passthrough_possible": possible, "checks": [c.to_json() for c in checks]})
+    else:
+        for c in checks:
+            click.echo(f"[{c.status.upper():4}] {c.name:<20} {c.detail}")
+            if c.fix and c.status != "pass":
+                click.echo(f"       {'':<20} fix: {c.fix}")
+        click.echo("Passthrough can work on this host." if possible else
+                   "Passthrough cannot work on this host until the failed checks are fixed.")
+    if not possible:
+        raise Mismatch("a check failed")
+
+
+@cli.command()
+@click.option("--guest-os", type=click.Choice(["linux", "windows"]), default="linux",
+              show_default=True)
+@click.option("--load", type=click.Choice(["low", "high"]), default="high", show_default=True,
+              help="The guest's expected network load.")
+@click.option("--bridge", default="br0", show_default=True, help="Host bridge for the XML.")
+@click.option("--source-dev", metavar="DEV", help="Host NIC for macvtap XML.")
+@json_option
+@click.pass_obj
+def advise(obj: Context, guest_os: str, load: str, bridge: str, source_dev: str | None,
+           as_json: bool) -> None:
+    """Which network mode suits a guest on this host, why, and the XML to use."""
+    from pcimgr import doctor as doc, hoststate, netmodes, safety
+    host = obj.host()
+    checks = {c.name: c for c in doc.run(obj.sysfs, host, None)}
+    holdings = obj.holdings() or {}
+    free = [d for d in host.devices if d.base_class == 0x02 and not holdings.get(d.address)]
+    vfs = sorted((d for d in free if d.physfn is not None), key=lambda d: d.driver != "vfio-pci")
+    free_vf = str(vfs[0].address) if vfs else None
+    state = hoststate.read(obj.sysfs)
+    # a whole NIC: one already on vfio-pci, else one the host does not use
+    nics = sorted((d for d in free if d.physfn is None and d.sriov is None),
+                  key=lambda d: d.driver != "vfio-pci")
+    free_nic = next((str(d.address) for d in nics if d.driver == "vfio-pci"
+                     or not safety.concerns(obj.sysfs, host, [d], state)), None)
+    abilities = netmodes.HostAbilities(
+        vhost_net=checks["vhost-net"].status == "pass",
+        passthrough=all(checks[n].status == "pass" for n in ("iommu", "interrupt-remapping",
+                                                            "vfio")),
+        free_vf=free_vf, free_nic=free_nic)
+    advice = netmodes.advise(guest_os, load, abilities, bridge, source_dev)
+    if as_json:
+        _emit_json({"guest_os": guest_os, "load": load,
+                    "recommendation": advice[0].to_json(),
+                    "alternatives": [a.to_json() for a in advice[1:]]})
+        return
+    for n, a in enumerate(advice):
+        click.echo(("Recommended: " if n == 0 else "Alternative: ") + a.mode)
+        click.echo(f"  why: {a.why}")
+        for caveat in a.caveats:
+            click.echo(f"  note: {caveat}")
+        if a.xml:
+            click.echo("  " + a.xml.replace("\n", "\n  "))
+        click.echo("")
 
 
 @cli.group()

@@ -61,3 +61,10 @@ class KernelError(PcimgrError):
         super().__init__(message)
         self.errno = errno
 
+
+
+class Mismatch(PcimgrError):
+    """The host is not what it should be: status found drift, apply skipped a definition,
+    doctor found a check that fails. The findings were printed before."""
+
+    exit_code = 10
