@@ -611,8 +611,8 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
     _needs_root_for_config(obj)
     definitions.save(cfg, d)
     click.echo(f"Defined {d.address} ({d.ids}, IOMMU group {d.iommu_group}): {d.describe()}")
-    click.echo(f"`pcimgr apply` makes it so now; at boot the udev rules do "
-               f"(`pcimgr install-udev` once).")
+    click.echo("`pcimgr apply` makes it so now; at boot the udev rules do "
+               "(`pcimgr install-udev` once).")
 
 
 @cli.command()

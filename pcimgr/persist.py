@@ -22,9 +22,6 @@ from pcimgr.steps import Step
 from pcimgr.sysfs import Sysfs
 from pcimgr.address import PciAddress
 
-VF_DRIVERS = ("vfio-pci", "host")
-
-
 # -- define ----------------------------------------------------------------------
 
 def define(host: Host, existing: Definition | None, address: PciAddress, driver: str | None,
@@ -33,11 +30,11 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
     device = hostdriver.require(host, address)
     if driver is not None and (vfs is not None or vf_index is not None):
         raise BadInput("a definition is either --driver, or --vfs/--vf for a PF; not both")
+    if vf_index is None and vf_settings:
+        raise BadInput("--mac/--vlan/--trust/--spoofchk belong to a VF: add --vf INDEX")
     if driver is None and vfs is None and vf_index is None:
         raise BadInput("nothing to define; give --driver DRIVER, or --vfs N (and --vf INDEX "
                        "--mac/--vlan) for an SR-IOV PF")
-    if vf_index is None and vf_settings:
-        raise BadInput("--mac/--vlan/--trust/--spoofchk belong to a VF: add --vf INDEX")
     if driver is not None:
         hostdriver.check_driver_name(driver)
         return identify(device, driver=driver)

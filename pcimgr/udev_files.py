@@ -46,7 +46,6 @@ def unit(pcimgr: str, cfg: str) -> str:
     return f"""\
 [Unit]
 Description=Apply pcimgr device definitions (drivers, SR-IOV VFs)
-Documentation=man:pcimgr(1)
 After=systemd-udev-settle.service systemd-modules-load.service
 Wants=systemd-udev-settle.service
 Before=libvirtd.service virtqemud.service

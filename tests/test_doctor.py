@@ -1,0 +1,148 @@
+"""doctor and advise: findings on simulated hosts and on this very machine (no IOMMU)."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pcimgr import netmodes
+from tests.conftest import golden
+from tests.test_hostdriver import set_host_facts
+
+
+def checks(run, root, *extra: str) -> tuple[int, dict]:
+    r = run("--sysfs-root", root, *extra, "doctor", "--json")
+    data = json.loads(r.output.split("\npcimgr:")[0])
+    return r.exit_code, data | {"by_name": {c["name"]: c for c in data["checks"]}}
+
+
+def test_demo_host_can_pass_through(run, demo_root: Path) -> None:
+    r = run("--sysfs-root", demo_root, "doctor")
+    assert r.exit_code == 0
+    golden("doctor_demo.txt", r.output)
+    code, data = checks(run, demo_root)
+    assert data["passthrough_possible"] is True
+    assert data["by_name"]["groups"]["status"] == "warn"
+    assert "5: 0000:04:00.0, 0000:04:00.1" in data["by_name"]["groups"]["detail"]
+
+
+def test_host_booted_without_the_iommu(run, make_host) -> None:
+    root = make_host("demo", iommu=False)
+    code, data = checks(run, root)
+    assert code == 10 and data["passthrough_possible"] is False
+    iommu = data["by_name"]["iommu"]
+    assert iommu["status"] == "fail" and "intel_iommu=on" in iommu["fix"]
+    assert "update-grub" in iommu["fix"]
+    assert data["by_name"]["interrupt-remapping"]["status"] == "fail"
+
+
+def test_iommu_asked_for_but_off_in_the_firmware(run, make_host) -> None:
+    root = make_host("demo", iommu=False)
+    set_host_facts(root, cmdline="root=/dev/sda1 intel_iommu=on")
+    fix = checks(run, root)[1]["by_name"]["iommu"]["fix"]
+    assert "firmware" in fix and "grub" not in fix
+
+
+def test_missing_vfio_and_vhost(run, demo_root: Path) -> None:
+    shutil.rmtree(demo_root / "bus/pci/drivers/vfio-pci")
+    (demo_root / "dev/vfio/vfio").unlink()
+    (demo_root / "dev/vhost-net").unlink()
+    set_host_facts(demo_root, modules=[])
+    code, data = checks(run, demo_root)
+    assert code == 10
+    assert data["by_name"]["vfio"]["status"] == "fail"
+    assert data["by_name"]["vhost-net"] == {
+        "name": "vhost-net", "status": "warn",
+        "detail": "/dev/vhost-net is missing: virtio NICs fall back to QEMU's userspace data path",
+        "fix": "modprobe vhost_net, and add vhost_net to /etc/modules"}
+
+
+def test_no_remapping(run, demo_root: Path) -> None:
+    set_host_facts(demo_root, interrupt_remapping=False)
+    code, data = checks(run, demo_root)
+    assert code == 10 and "allow_unsafe_interrupts" in data["by_name"]["interrupt-remapping"]["fix"]
+
+
+def test_libvirt_is_asked_with_a_uri(run, demo_root: Path) -> None:
+    lv = checks(run, demo_root, "--connect", "test:///default")[1]["by_name"]["libvirt"]
+    assert lv["status"] == "pass" and lv["detail"].startswith("libvirt ")
+
+
+def test_this_machine(run) -> None:
+    """The real /sys here: the IOMMU check must agree with /sys/kernel/iommu_groups."""
+    groups = os.listdir("/sys/kernel/iommu_groups") if os.path.isdir("/sys/kernel/iommu_groups") else []
+    r = run("doctor", "--json")
+    data = json.loads(r.output.split("\npcimgr:")[0])
+    iommu = {c["name"]: c for c in data["checks"]}["iommu"]
+    if groups:
+        assert iommu["status"] == "pass"
+    else:
+        assert iommu["status"] == "fail" and r.exit_code == 10 and "intel_iommu=on" in iommu["fix"]
+
+
+# -- network modes ------------------------------------------------------------
+
+@pytest.mark.parametrize("args, expected", [
+    (("--mode", "e1000", "--bridge", "br0"),
+     '<interface type="bridge">\n  <source bridge="br0" />\n  <model type="e1000" />\n</interface>\n'),
+    (("--mode", "virtio", "--bridge", "br0"),
+     '<interface type="bridge">\n  <source bridge="br0" />\n  <model type="virtio" />\n'
+     '  <driver name="qemu" />\n</interface>\n'),
+    (("--mode", "vhost", "--bridge", "br0", "--mac", "52:54:00:5e:00:07"),
+     '<interface type="bridge">\n  <mac address="52:54:00:5e:00:07" />\n  <source bridge="br0" />\n'
+     '  <model type="virtio" />\n  <driver name="vhost" />\n</interface>\n'),
+    (("--mode", "macvtap", "--source-dev", "enp5s0f0"),
+     '<interface type="direct">\n  <source dev="enp5s0f0" mode="bridge" />\n'
+     '  <model type="virtio" />\n</interface>\n'),
+])
+def test_xml_modes(run, demo_root: Path, args, expected) -> None:
+    r = run("--sysfs-root", demo_root, "xml", *args)
+    assert r.exit_code == 0 and r.output == expected
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--mode", "macvtap"), "needs --source-dev"),
+    (("--mode", "vhost"), "needs --bridge"),
+    (("04:00.0", "--mode", "vhost", "--bridge", "br0"), "--mode takes no ADDRESS"),
+    ((), "give the ADDRESS"),
+])
+def test_xml_mode_errors(run, demo_root: Path, args, words) -> None:
+    r = run("--sysfs-root", demo_root, "xml", *args)
+    assert r.exit_code == 2 and words in r.output
+
+
+EVERYTHING = netmodes.HostAbilities(vhost_net=True, passthrough=True, free_vf="0000:05:10.0",
+                                    free_nic="0000:04:00.0")
+
+
+@pytest.mark.parametrize("guest, load, host, modes", [
+    ("linux", "low", EVERYTHING, ["vhost", "macvtap"]),
+    ("linux", "high", EVERYTHING, ["vhost", "sr-iov", "macvtap"]),
+    ("linux", "high", netmodes.HostAbilities(False, False, None, None), ["virtio", "macvtap"]),
+    ("windows", "low", EVERYTHING, ["e1000", "vhost"]),
+    ("windows", "high", EVERYTHING, ["sr-iov", "passthrough", "vhost", "macvtap"]),
+    ("windows", "high", netmodes.HostAbilities(True, False, "0000:05:10.0", None),
+     ["vhost", "macvtap"]),
+])
+def test_advice_table(guest, load, host, modes) -> None:
+    advice = netmodes.advise(guest, load, host, "br0", "enp5s0f0")
+    assert [a.mode for a in advice] == modes
+    for a in advice:
+        if a.mode == "macvtap" and guest == "windows":
+            assert a.xml is None and "poor choice" in a.why
+        if a.mode == "sr-iov" and guest == "windows":
+            assert any("VF driver" in c for c in a.caveats)
+        if a.mode in ("vhost", "virtio") and a.xml:
+            assert '<model type="virtio" />' in a.xml  # vhost_net only with virtio
+
+
+def test_advise_on_the_demo_host(run, demo_root: Path) -> None:
+    r = run("--sysfs-root", demo_root, "advise", "--guest-os", "windows", "--load", "low",
+            "--json")
+    data = json.loads(r.output)
+    assert data["recommendation"]["mode"] == "e1000"
+    assert '<model type="e1000" />' in data["recommendation"]["xml"]
+    r = run("--sysfs-root", demo_root, "advise")
+    assert r.output.startswith("Recommended: vhost")

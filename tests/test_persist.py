@@ -1,0 +1,159 @@
+"""define / undefine / apply / status on simulated hosts: files, drift, refusals, idempotence."""
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from pcimgr.sysfs import Sysfs
+from tests.conftest import driver_of, tree
+
+IGB = "0000:05:00.0"
+
+
+def cfg(root: Path) -> Path:
+    return root / ".pcimgr-config"
+
+
+def status(run, root: Path):
+    r = run("--sysfs-root", root, "status", "--json")
+    return r.exit_code, {e["address"]: e for e in json.loads(r.output.split("\npcimgr:")[0])}
+
+
+def edit(root: Path, address: str, **changes: object) -> None:
+    path = cfg(root) / "devices" / f"{address}.json"
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_define_writes_readable_files_for_people_and_udev(run, demo_root: Path) -> None:
+    r = run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci")
+    assert r.exit_code == 0, r.output
+    assert "Defined 0000:04:00.0 (8086:105e, IOMMU group 5): driver vfio-pci" in r.output
+    path = cfg(demo_root) / "devices/0000:04:00.0.json"
+    assert json.loads(path.read_text()) == {
+        "format": 1, "address": "0000:04:00.0", "vendor_id": "8086", "device_id": "105e",
+        "subsystem_vendor_id": "8086", "subsystem_device_id": "115e", "iommu_group": 5,
+        "driver": "vfio-pci", "vfs": None, "vf_driver": None, "vf": {}}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    env = cfg(demo_root) / "udev/0000:04:00.0_8086:105E.env"  # %k and the uevent's PCI_ID
+    assert env.read_text() == "PCIMGR_DRIVER=vfio-pci\n"
+    assert driver_of(demo_root, "0000:04:00.0") == "e1000e"  # defining changes nothing yet
+
+
+def test_apply_then_status_then_drift_then_apply(run, demo_root: Path) -> None:
+    for args in (("04:00.0", "--driver", "vfio-pci"), ("05:00.0", "--vfs", "2"),
+                 ("05:00.0", "--vf", "0", "--mac", "52:54:00:5e:00:01", "--vlan", "100")):
+        assert run("--sysfs-root", demo_root, "define", *args).exit_code == 0
+    code, found = status(run, demo_root)
+    assert code == 10
+    assert found["0000:04:00.0"]["drift"] == ["driver is e1000e, defined vfio-pci"]
+    assert found[IGB]["drift"] == ["0 VF(s), defined 2"]
+
+    r = run("--sysfs-root", demo_root, "apply")
+    assert r.exit_code == 0, r.output
+    assert driver_of(demo_root, "0000:04:00.0") == "vfio-pci"
+    assert [driver_of(demo_root, v) for v in ("0000:05:10.0", "0000:05:10.2")] == ["vfio-pci"] * 2
+    vf0 = json.loads(run("--sysfs-root", demo_root, "vfs", "list", IGB, "--json").output)[0]["vfs"][0]
+    assert (vf0["mac"], vf0["vlan"]) == ("52:54:00:5e:00:01", 100)
+    code, found = status(run, demo_root)
+    assert code == 0 and all(e["ok"] for e in found.values())
+
+    again = run("--sysfs-root", demo_root, "apply")
+    assert again.exit_code == 0 and "The host matches the definitions." in again.output
+
+    # behind pcimgr's back: the count and a MAC change
+    Sysfs(str(demo_root)).write_attr(f"bus/pci/devices/{IGB}/sriov_numvfs", "0")
+    code, found = status(run, demo_root)
+    assert code == 10 and found[IGB]["drift"] == ["0 VF(s), defined 2"]
+    assert run("--sysfs-root", demo_root, "apply", "--device", "05:00.0").exit_code == 0
+    assert run("--sysfs-root", demo_root, "vfs", "set", IGB, "0", "--mac",
+               "52:54:00:5e:00:09").exit_code == 0
+    code, found = status(run, demo_root)
+    assert found[IGB]["drift"] == ["VF 0 mac is 52:54:00:5e:00:09, defined 52:54:00:5e:00:01"]
+    assert run("--sysfs-root", demo_root, "apply").exit_code == 0
+    assert status(run, demo_root)[0] == 0
+
+
+def test_moved_hardware_is_reported_and_never_applied(run, demo_root: Path) -> None:
+    assert run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci").exit_code == 0
+    edit(demo_root, "0000:04:00.0", device_id="10d3")  # the card defined there was an 82574L
+    code, found = status(run, demo_root)
+    assert code == 10
+    assert found["0000:04:00.0"]["drift"] == ["different hardware: 8086:105e here, 8086:10d3 defined"]
+    before = tree(demo_root)
+    r = run("--sysfs-root", demo_root, "apply")
+    assert r.exit_code == 10 and "skipped 0000:04:00.0: different hardware" in r.output
+    assert tree(demo_root) == before
+
+
+@pytest.mark.parametrize("changes, drift", [
+    ({"iommu_group": 9}, "IOMMU group changed: 5, defined in 9"),
+    ({"subsystem_device_id": "0000"}, "different subsystem: 8086:115e here, 8086:0000 defined"),
+    ({"address": "0000:44:00.0"}, "missing: no function at this address"),
+])
+def test_drift_kinds(run, demo_root: Path, changes, drift) -> None:
+    assert run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci").exit_code == 0
+    if "address" in changes:
+        src = cfg(demo_root) / "devices/0000:04:00.0.json"
+        data = json.loads(src.read_text()) | changes
+        src.unlink()
+        (cfg(demo_root) / "devices/0000:44:00.0.json").write_text(json.dumps(data))
+    else:
+        edit(demo_root, "0000:04:00.0", **changes)
+    code, found = status(run, demo_root)
+    assert code == 10 and drift in next(iter(found.values()))["drift"]
+
+
+def test_apply_keeps_the_safety_refusals(run, demo_root: Path) -> None:
+    # the management NIC carries the default route and sits in the chipset's group
+    assert run("--sysfs-root", demo_root, "define", "00:1f.6", "--driver", "vfio-pci").exit_code == 0
+    r = run("--sysfs-root", demo_root, "apply")
+    assert r.exit_code == 10
+    assert "skipped 0000:00:1f.6: refusing:" in r.output and "default route" in r.output
+    assert driver_of(demo_root, "0000:00:1f.6") == "e1000e"
+
+
+@pytest.mark.parametrize("args, words", [
+    (("04:00.0", "--driver", "vfio-pci", "--vfs", "2"), "not both"),
+    (("04:00.0",), "nothing to define"),
+    (("04:00.0", "--vfs", "2"), "not SR-IOV capable"),
+    ((IGB, "--vfs", "8"), "supports 1 to 7 VFs"),
+    ((IGB, "--vf", "0", "--mac", "52:54:00:5e:00:01"), "define the VF count first"),
+    ((IGB, "--mac", "52:54:00:5e:00:01"), "add --vf INDEX"),
+    ((IGB, "--vfs", "2", "--vf", "2", "--vlan", "5"), "indexes run from 0 to 1"),
+    (("04:00.0", "--driver", "vfio pci"), "not a driver name"),
+    (("09:00.0", "--driver", "vfio-pci"), "no PCI function 0000:09:00.0"),
+])
+def test_define_refusals(run, demo_root: Path, args, words) -> None:
+    r = run("--sysfs-root", demo_root, "define", *args)
+    assert r.exit_code in (2, 3) and words in r.output, r.output
+    assert not (cfg(demo_root) / "devices").exists()
+
+
+def test_undefine_whole_or_one_vf(run, demo_root: Path) -> None:
+    assert run("--sysfs-root", demo_root, "define", IGB, "--vfs", "2").exit_code == 0
+    assert run("--sysfs-root", demo_root, "define", IGB, "--vf", "1", "--vlan", "7").exit_code == 0
+    r = run("--sysfs-root", demo_root, "undefine", IGB, "--vf", "1")
+    assert r.exit_code == 0 and "2 VF(s) on vfio-pci" in r.output and "VF 1" not in r.output
+    assert run("--sysfs-root", demo_root, "undefine", IGB).exit_code == 0
+    assert os.listdir(cfg(demo_root) / "devices") == []
+    assert os.listdir(cfg(demo_root) / "udev") == []
+    r = run("--sysfs-root", demo_root, "undefine", IGB)
+    assert r.exit_code == 3 and "has no definition" in r.output
+
+
+def test_apply_of_one_device_without_definition(run, demo_root: Path) -> None:
+    r = run("--sysfs-root", demo_root, "apply", "--device", "04:00.1")
+    assert r.exit_code == 3 and "has no definition" in r.output
+
+
+def test_apply_dry_run_changes_nothing(run, demo_root: Path) -> None:
+    assert run("--sysfs-root", demo_root, "define", IGB, "--vfs", "3").exit_code == 0
+    before = tree(demo_root)
+    r = run("--sysfs-root", demo_root, "apply", "--dry-run")
+    assert r.exit_code == 0 and f"echo 3 > /sys/bus/pci/devices/{IGB}/sriov_numvfs" in r.output
+    assert tree(demo_root) == before
