@@ -1,0 +1,106 @@
+"""Definitions applied by udev on the real kernel, status drift and doctor (issue 7), in the lab."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from pcimgr.cli import cli
+from tests.lab.test_lab_kernel import E1000, by_hand_back, driver
+
+pytestmark = pytest.mark.lab
+
+PF = "0000:01:00.0"
+PF_DIR = Path("/sys/bus/pci/devices") / PF
+RULES = Path("/etc/udev/rules.d/70-pcimgr.rules")
+PCIMGR = str(Path(sys.executable).parent / "pcimgr")  # what the rules will run
+
+
+def pcimgr(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def eventually(check: Callable[[], bool], seconds: float = 90) -> bool:
+    """udev runs pcimgr (a Python start of seconds in this guest): poll, do not sleep blindly."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def vfs_on_vfio() -> list[str | None]:
+    links = sorted(n for n in os.listdir(PF_DIR) if n.startswith("virtfn"))
+    return [driver(os.path.basename(os.readlink(PF_DIR / n))) for n in links]
+
+
+@pytest.fixture
+def rules() -> Iterator[None]:
+    subprocess.run(["modprobe", "vfio-pci"], check=True)
+    r = subprocess.run([PCIMGR, "install-udev"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert RULES.exists()
+    yield
+    RULES.unlink()
+    subprocess.run(["udevadm", "control", "--reload"], check=True)
+    subprocess.run(["udevadm", "settle"], check=True)
+    for d in json.loads(pcimgr("status", "--json").output.split("\npcimgr:")[0]):
+        pcimgr("undefine", d["address"])
+    (PF_DIR / "sriov_numvfs").write_text("0")
+    for address in E1000:
+        if driver(address) != "e1000" or (Path("/sys/bus/pci/devices") / address /
+                                          "driver_override").read_text().strip() != "(null)":
+            by_hand_back(address)
+
+
+def test_udev_binds_a_defined_function_without_pcimgr_being_run(rules: None) -> None:
+    r = pcimgr("define", E1000[0], "--driver", "vfio-pci")
+    assert r.exit_code == 0, r.output
+    test = subprocess.run(["udevadm", "test", "--action=add", f"/sys/bus/pci/devices/{E1000[0]}"],
+                          capture_output=True, text=True)
+    out = test.stdout + test.stderr
+    assert "70-pcimgr.rules" in out and "driver_override" in out, out[-3000:]
+    assert not [line for line in out.splitlines()
+                if "70-pcimgr.rules" in line and "invalid" in line.lower()], out[-3000:]
+    assert driver(E1000[0]) == "e1000"
+
+    subprocess.run(["udevadm", "trigger", "--action=add", f"/sys/bus/pci/devices/{E1000[0]}"],
+                   check=True)
+    assert eventually(lambda: driver(E1000[0]) == "vfio-pci"), driver(E1000[0])
+    assert driver(E1000[1]) == "e1000"  # only what was defined
+    assert pcimgr("status").exit_code == 0
+
+
+def test_vfs_come_back_after_the_pf_driver_is_rebound(rules: None) -> None:
+    r = pcimgr("define", PF, "--vfs", "2", "--vf-driver", "vfio-pci")
+    assert r.exit_code == 0, r.output
+    assert pcimgr("apply").exit_code == 0
+    assert vfs_on_vfio() == ["vfio-pci", "vfio-pci"]
+
+    # unbinding the PF driver destroys the VFs; binding it again is a "bind" uevent
+    Path("/sys/bus/pci/drivers/igb/unbind").write_text(PF)
+    assert vfs_on_vfio() == []
+    Path("/sys/bus/pci/drivers/igb/bind").write_text(PF)
+    assert eventually(lambda: vfs_on_vfio() == ["vfio-pci", "vfio-pci"]), vfs_on_vfio()
+
+    # changed behind pcimgr's back: status reports it
+    (PF_DIR / "sriov_numvfs").write_text("0")
+    r = pcimgr("status")
+    assert r.exit_code == 10 and "0 VF(s), defined 2" in r.output, r.output
+
+
+def test_doctor_in_the_guest() -> None:
+    subprocess.run(["modprobe", "vfio-pci"], check=True)
+    r = pcimgr("doctor", "--json")
+    found = {c["name"]: c["status"] for c in json.loads(r.output.split("\npcimgr:")[0])["checks"]}
+    assert found["iommu"] == "pass"
+    assert found["interrupt-remapping"] == "pass"
+    assert found["vfio"] == "pass"
+    assert found["sr-iov"] == "pass"
