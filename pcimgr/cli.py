@@ -806,8 +806,8 @@ def advise(obj: Context, guest_os: str, load: str, bridge: str, source_dev: str 
     for n, a in enumerate(advice):
         click.echo(("Recommended: " if n == 0 else "Alternative: ") + a.mode)
         click.echo(f"  why: {a.why}")
-        for caveat in a.caveats:
-            click.echo(f"  note: {caveat}")
+        for note in a.notes:
+            click.echo(f"  note: {note}")
         if a.xml:
             click.echo("  " + a.xml.replace("\n", "\n  "))
         click.echo("")

@@ -48,11 +48,11 @@ class Advice:
     mode: str                  # e1000, virtio, vhost, macvtap, sr-iov, passthrough
     why: str
     xml: str | None            # what to put in the domain; None when no device fits
-    caveats: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "why": self.why, "xml": self.xml,
-                "caveats": list(self.caveats)}
+                "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)
@@ -112,14 +112,14 @@ def advise(guest_os: str, load: str, host: HostAbilities, bridge: str,
                    "load it is steady (virtio drivers on Windows have shown link flaps)",
                    xml("e1000"))
     if load == "low":
-        return [e1000, replace_caveats(virtio_fast, ("needs the virtio-win drivers in the "
+        return [e1000, with_notes(virtio_fast, ("needs the virtio-win drivers in the "
                                                      "guest",))]
     advice = []
     if hardware_ok and host.free_vf:
-        advice.append(replace_caveats(sriov, sriov.caveats + windows_vf))
+        advice.append(with_notes(sriov, sriov.notes + windows_vf))
     if hardware_ok and host.free_nic:
         advice.append(whole)
-    advice.append(replace_caveats(virtio_fast, ("needs the virtio-win drivers in the guest; "
+    advice.append(with_notes(virtio_fast, ("needs the virtio-win drivers in the guest; "
                                                 "watch for link flaps",)))
     advice.append(Advice("macvtap", "not for Windows guests: macvtap with Windows is a poor "
                          "choice (host-guest traffic over that NIC fails, and it needs virtio "
@@ -127,8 +127,8 @@ def advise(guest_os: str, load: str, host: HostAbilities, bridge: str,
     return advice
 
 
-def replace_caveats(advice: Advice, caveats: tuple[str, ...]) -> Advice:
-    return Advice(advice.mode, advice.why, advice.xml, caveats)
+def with_notes(advice: Advice, notes: tuple[str, ...]) -> Advice:
+    return Advice(advice.mode, advice.why, advice.xml, notes)
 
 
 def _text(element: ET.Element) -> str:

@@ -146,7 +146,10 @@ def plan_apply(sysfs: Sysfs, host: Host, state: HostState, definitions: list[Def
                 if d.vf:
                     later.append(d)
         except PcimgrError as e:
-            skipped.append(f"{d.address}: {e}")
+            why = str(e).split("; pass --force")[0]
+            if why != str(e):  # there is nobody to pass --force when udev runs apply
+                why += "; apply never forces (run the command by hand with --force)"
+            skipped.append(f"{d.address}: {why}")
             continue
         steps += p.plan.steps
         notes += p.notes

@@ -133,7 +133,7 @@ def test_advice_table(guest, load, host, modes) -> None:
         if a.mode == "macvtap" and guest == "windows":
             assert a.xml is None and "poor choice" in a.why
         if a.mode == "sr-iov" and guest == "windows":
-            assert any("VF driver" in c for c in a.caveats)
+            assert any("VF driver" in c for c in a.notes)
         if a.mode in ("vhost", "virtio") and a.xml:
             assert '<model type="virtio" />' in a.xml  # vhost_net only with virtio
 
@@ -144,5 +144,7 @@ def test_advise_on_the_demo_host(run, demo_root: Path) -> None:
     data = json.loads(r.output)
     assert data["recommendation"]["mode"] == "e1000"
     assert '<model type="e1000" />' in data["recommendation"]["xml"]
-    r = run("--sysfs-root", demo_root, "advise")
-    assert r.output.startswith("Recommended: vhost")
+    r = run("--sysfs-root", demo_root, "advise", "--guest-os", "windows")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("Recommended: sr-iov")
+    assert "note: Windows needs the NIC vendor's VF driver" in r.output
