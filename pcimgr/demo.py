@@ -11,6 +11,7 @@ import click
 
 STEPS: tuple[tuple[str, list[str]], ...] = (
     ("The network functions, their drivers, IOMMU groups and SR-IOV state:", ["list"]),
+    ("Can this host pass devices through at all? Each check with its fix:", ["doctor"]),
     ("Every IOMMU group, and whether VFIO could use it right now. The two ports of the "
      "82571EB share group 5, so they can only go to a guest together:", ["groups"]),
     ("One function in detail, with its group mates and the XML libvirt needs:",
@@ -43,6 +44,12 @@ STEPS: tuple[tuple[str, list[str]], ...] = (
      "configuration if it has one). Here against libvirt's built-in test driver and its "
      "running guest `test`, as a dry run:",
      ["--connect", "test:///default", "assign", "04:00.0", "test", "--group", "--dry-run"]),
+    ("Which network mode suits a Windows guest with heavy traffic on this host, and why:",
+     ["advise", "--guest-os", "windows", "--load", "high"]),
+    ("Keep a function on vfio-pci across reboots (udev applies it at boot, once "
+     "`pcimgr install-udev` has installed the rules); `status` shows what drifted (exit 10):",
+     ["define", "04:00.0", "--driver", "vfio-pci"]),
+    ("", ["status"]),
 )
 
 
@@ -66,7 +73,8 @@ def _tour(root: str, invoke: Callable[[list[str]], object]) -> None:
     click.echo(f"Simulated host in {root}; every command below runs with "
                f"PCIMGR_SYSFS_ROOT={root}\n")
     for text, args in STEPS:
-        click.echo(text)
+        if text:
+            click.echo(text)
         click.secho("$ " + shlex.join(["pcimgr"] + args), fg="cyan")
         invoke(["--sysfs-root", root] + args)  # a refusal prints its line and returns its code
         click.echo("")

@@ -173,6 +173,14 @@ def test_demo_walks_through_the_commands(run, tmp_path: Path) -> None:
     assert "not even with --force" in r.output
     assert "IOMMU group 5 is viable for VFIO (/dev/vfio/5)" in r.output
     assert "0000:04:00.1: vfio-pci -> e1000e" in r.output
+    # SR-IOV, guests, the host check, advice and definitions
+    assert "0000:05:10.4  vfio-pci" in r.output
+    assert "52:54:00:5e:00:01  100" in r.output
+    assert "at most 7 VFs under igb" in r.output
+    assert "3. 0000:04:00.0: attach to test (running guest and persistent config)" in r.output
+    assert "Passthrough can work on this host." in r.output
+    assert "Recommended: sr-iov" in r.output
+    assert "- driver is e1000e, defined vfio-pci" in r.output
     assert (tmp_path / "d/bus/pci/devices/0000:04:00.0").is_symlink()
     assert os.path.basename(os.readlink(tmp_path / "d/bus/pci/devices/0000:04:00.0/driver")) == "e1000e"
 
