@@ -77,8 +77,11 @@ class Context:
         return self._holdings
 
     def holders(self, address: PciAddress) -> list[str] | None:
+        holdings = self.holdings()
+        if holdings is None:
+            return None  # and no import of the libvirt side at all
         from pcimgr import guests
-        return guests.names(self.holdings(), address)
+        return guests.names(holdings, address)
 
     @property
     def sysfs(self):  # type: ignore[no-untyped-def]

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from pcimgr.address import PciAddress
 from pcimgr.model import Host, IommuGroup, PciDevice
-from pcimgr.plan import Plan
 from pcimgr.names import Namer
 
 if TYPE_CHECKING:
+    from pcimgr.plan import Plan
     from pcimgr.sriov import PfView
 from pcimgr.viability import blocks_vfio, viability
 
