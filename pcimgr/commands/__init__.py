@@ -1,0 +1,1 @@
+"""The CLI's commands, one module per subject; pcimgr.cli imports them all."""

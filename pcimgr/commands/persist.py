@@ -1,0 +1,189 @@
+"""Across reboots: define, undefine, apply, status, install-udev."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from pcimgr.address import PciAddress
+from pcimgr.cli import (
+    Context, address_arg, cli, dry_run_option, emit_json, json_option, mac_option, on_off,
+    progress, timeout_option)
+
+
+# -- definitions, applied at boot --------------------------------------------------
+
+def _needs_root_for_config(obj: Context) -> None:
+    from pcimgr.errors import NeedsRoot
+    if not obj.sysfs.simulated and os.geteuid() != 0 and not os.access(
+            os.path.dirname(obj.config_dir.rstrip("/")) or "/", os.W_OK):
+        raise NeedsRoot(f"definitions live in {obj.config_dir} and need root to change; run "
+                        "it with sudo (or give --config-dir)")
+
+
+@cli.command()
+@click.argument("address", callback=address_arg)
+@click.option("--driver", help="Bind this driver (e.g. vfio-pci) whenever the function appears.")
+@click.option("--vfs", type=click.IntRange(1, 0xFFFF), help="A PF: create this many VFs.")
+@click.option("--vf-driver", type=click.Choice(["vfio-pci", "host"]),
+              help="The VFs' driver [default: vfio-pci].")
+@click.option("--vf", "vf_index", type=click.IntRange(0, 0xFFFF), metavar="INDEX",
+              help="Settings for one VF of the PF (with --mac, --vlan, --trust, --spoofchk).")
+@mac_option
+@click.option("--vlan", type=click.IntRange(0, 4095), help="The VF's port VLAN (0: none).")
+@click.option("--qos", type=click.IntRange(0, 7), help="802.1p priority of --vlan.")
+@click.option("--trust", type=click.Choice(["on", "off"]), callback=on_off)
+@click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=on_off)
+@click.pass_obj
+def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | None,
+           vf_driver: str | None, vf_index: int | None, mac: str | None, vlan: int | None,
+           qos: int | None, trust: bool | None, spoofchk: bool | None) -> None:
+    """Record what a function should be across reboots; `apply` (and udev) make it so."""
+    from pcimgr import definitions, discovery, persist
+    settings = {k: v for k, v in (("mac", mac), ("vlan", vlan), ("qos", qos), ("trust", trust),
+                                  ("spoofchk", spoofchk)) if v is not None}
+    if "qos" in settings and "vlan" not in settings:
+        from pcimgr.errors import BadInput
+        raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
+    host = discovery.scan_related(obj.sysfs, (address,))
+    cfg = obj.config_dir
+    d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
+                       vf_driver, vf_index, settings)
+    _needs_root_for_config(obj)
+    definitions.save(cfg, d)
+    click.echo(f"Defined {d.address} ({d.ids}, IOMMU group {d.iommu_group}): {d.describe()}")
+    click.echo("`pcimgr apply` makes it so now; at boot the udev rules do "
+               "(`pcimgr install-udev` once).")
+
+
+@cli.command()
+@click.argument("address", callback=address_arg)
+@click.option("--vf", "vf_index", type=click.IntRange(0, 0xFFFF), metavar="INDEX",
+              help="Drop only this VF's settings.")
+@click.pass_obj
+def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
+    """Forget a definition (the function stays as it is now)."""
+    from pcimgr import definitions, persist
+    from pcimgr.errors import NotFound
+    cfg = obj.config_dir
+    d = definitions.load(cfg, str(address))
+    if d is None:
+        raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
+    kept = persist.without_vf(d, vf_index)
+    _needs_root_for_config(obj)
+    if kept is None:
+        definitions.remove(cfg, str(address))
+        click.echo(f"Undefined {address}; it stays as it is now (`pcimgr rebind` gives it back)")
+    else:
+        definitions.save(cfg, kept)
+        click.echo(f"{address}: {kept.describe()}")
+
+
+@cli.command()
+@click.option("--device", "device", callback=address_arg, metavar="ADDR",
+              help="Only this function's definition (what the udev rules run).")
+@timeout_option
+@dry_run_option
+@click.option("--quiet", is_flag=True, help="Print only changes and problems.")
+@click.pass_obj
+def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool,
+          quiet: bool) -> None:
+    """Make the host match the definitions, through the usual plans and refusals."""
+    from pcimgr import definitions, discovery, hostdriver, hoststate, persist
+    from pcimgr.errors import Mismatch
+    sysfs = obj.sysfs
+    chosen = persist.select(definitions.load_all(obj.config_dir), device)
+    addresses = tuple(PciAddress.parse(d.address) for d in chosen)
+    state = hostdriver.state_dir(sysfs, obj.state_dir)
+
+    def propose() -> Any:
+        host = discovery.scan_related(sysfs, addresses)
+        return persist.plan_apply(sysfs, host, hoststate.read(sysfs), chosen, timeout)
+
+    def report(planned: Any) -> None:
+        for line in planned.skipped:
+            click.echo(f"skipped {line}", err=True)
+        for note in planned.proposal.notes:
+            if not quiet or note.startswith("warning"):
+                click.echo(note)
+
+    if dry_run:
+        planned = propose()
+        report(planned)
+        click.echo("Plan for `pcimgr apply` (--dry-run: nothing changed):")
+        if planned.proposal.module:
+            click.echo(f"0. modprobe {planned.proposal.module}")
+        click.echo(planned.proposal.plan.describe())
+        for d in planned.settings:
+            click.echo(f"then VF settings of {d.address}: {d.describe()}")
+        return
+    hostdriver.needs_root(sysfs)
+
+    def work(recovered: str | None) -> None:
+        if recovered:
+            click.echo(f"pcimgr: {recovered}", err=True)
+        planned = propose()
+        report(planned)
+        if planned.proposal.plan.steps:
+            hostdriver.execute(sysfs, state, planned.proposal, progress())
+            for step in planned.proposal.plan.steps:
+                click.echo(step.summary())
+        for d in planned.settings:
+            host = discovery.scan_related(sysfs, (PciAddress.parse(d.address),))
+            settings = persist.plan_vf_settings(sysfs, host, d, timeout)
+            if settings.plan.steps:
+                hostdriver.execute(sysfs, state, settings)
+                for step in settings.plan.steps:
+                    click.echo(step.summary())
+        if planned.skipped:
+            raise Mismatch(f"{len(planned.skipped)} definition(s) not applied (see above)")
+        if not quiet and not planned.proposal.plan.steps:
+            click.echo("The host matches the definitions." if chosen else "No definitions.")
+
+    hostdriver.locked(sysfs, state, obj.lock_timeout, work)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> None:
+    """Compare the definitions with the host: what drifted (exit 10 if anything did)."""
+    from pcimgr import definitions, discovery, persist
+    from pcimgr.errors import Mismatch
+    defs = definitions.load_all(obj.config_dir)
+    host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
+    findings = persist.status(obj.sysfs, host, defs)
+    if as_json:
+        emit_json([{"address": f.definition.address, "ids": f.definition.ids,
+                     "iommu_group": f.definition.iommu_group,
+                     "defined": f.definition.describe(), "ok": f.ok, "drift": list(f.drift)}
+                    for f in findings])
+    elif not findings:
+        click.echo(f"No definitions in {obj.config_dir} (`pcimgr define` adds one).")
+    else:
+        for f in findings:
+            click.echo(f"{f.definition.address}  {f.definition.ids}  {f.definition.describe()}: "
+                       + ("ok" if f.ok else "DRIFT"))
+            for line in f.drift:
+                click.echo(f"  - {line}")
+    if any(not f.ok for f in findings):
+        raise Mismatch(f"{sum(not f.ok for f in findings)} definition(s) drifted; "
+                       "`pcimgr apply` puts back what it can")
+
+
+@cli.command("install-udev")
+@click.option("--prefix", default="/", show_default=True, type=click.Path(file_okay=False),
+              help="Install below this directory (packaging, tests); / also reloads udev.")
+@click.pass_obj
+def install_udev(obj: Context, prefix: str) -> None:
+    """Install the udev rules and the boot-time unit that apply the definitions."""
+    import shutil
+    from pcimgr import udev_files
+    # the rules run this very program: the one the user ran, else the one on PATH
+    ran = os.path.abspath(sys.argv[0])
+    exe = ran if os.path.basename(ran) == "pcimgr" else (shutil.which("pcimgr") or ran)
+    for path in udev_files.install(prefix, exe, obj.config_dir):
+        click.echo(f"wrote {path}")
