@@ -70,6 +70,9 @@ def test_udev_binds_a_defined_function_without_pcimgr_being_run(rules: None) -> 
     assert not [line for line in out.splitlines()
                 if "70-pcimgr.rules" in line and "invalid" in line.lower()], out[-3000:]
     assert driver(E1000[0]) == "e1000"
+    other = subprocess.run(["udevadm", "test", "--action=add",
+                            f"/sys/bus/pci/devices/{E1000[1]}"], capture_output=True, text=True)
+    assert "driver_override" not in other.stdout + other.stderr  # not defined: not matched
 
     subprocess.run(["udevadm", "trigger", "--action=add", f"/sys/bus/pci/devices/{E1000[0]}"],
                    check=True)
