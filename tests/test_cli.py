@@ -206,3 +206,12 @@ def test_broken_pipe_is_quiet(demo_root: Path) -> None:
     p = subprocess.run(f"{sys.executable} -m pcimgr --sysfs-root {demo_root} list --all | head -1",
                        shell=True, capture_output=True, text=True)
     assert p.stdout.startswith("ADDRESS") and p.stderr == ""
+
+
+def test_every_command_is_found_by_its_module() -> None:
+    """The lazy loader's map and the commands the modules define agree."""
+    import importlib
+    from pcimgr import cli as cli_module
+    for module in set(cli_module.COMMAND_MODULES.values()):
+        importlib.import_module(f"pcimgr.commands.{module}")
+    assert sorted(cli_module.cli.commands) == sorted(cli_module.COMMAND_MODULES)
