@@ -10,6 +10,7 @@ ever appears for them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,8 @@ def survey(sysfs: Sysfs, host: Host, only: PciAddress | None = None) -> list[PfV
 # -- create ------------------------------------------------------------------
 
 def plan_create(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress, count: int,
-                driver: str, pf_up: bool, timeout: float, force: bool) -> Proposal:
+                driver: str, pf_up: bool, timeout: float, force: bool,
+                guests: Mapping[PciAddress, list[Any]] | None = None) -> Proposal:
     pf = require_pf(host, address)
     s = pf.sriov
     assert s is not None
@@ -104,7 +106,7 @@ def plan_create(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
         steps += _rebind_existing(host, s.vfs, driver)
         return _proposal(sysfs, f"vfs create {a} {count}", steps, driver, notes)
     if s.numvfs:
-        _refuse_busy_vfs(sysfs, host, state, pf, force)
+        _refuse_busy_vfs(sysfs, host, state, pf, force, guests)
         steps.append(_remove(sysfs, host, pf, timeout))
     autoprobe = s.drivers_autoprobe
     want_autoprobe = driver != VFIO  # host VF driver: it must probe; vfio-pci: nothing may
@@ -166,14 +168,15 @@ def _proposal(sysfs: Sysfs, command: str, steps: list[Step], driver: str,
 # -- destroy -------------------------------------------------------------------
 
 def plan_destroy(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
-                 timeout: float, force: bool) -> Proposal:
+                 timeout: float, force: bool,
+                 guests: Mapping[PciAddress, list[Any]] | None = None) -> Proposal:
     pf = require_pf(host, address)
     assert pf.sriov is not None
     if not pf.sriov.numvfs:
         return Proposal(plans.Plan(f"vfs destroy {address}", ()), None,
                         (f"{address} has no VFs",))
     _require_pf_driver(pf)
-    _refuse_busy_vfs(sysfs, host, state, pf, force)
+    _refuse_busy_vfs(sysfs, host, state, pf, force, guests)
     return Proposal(plans.Plan(f"vfs destroy {address}", (_remove(sysfs, host, pf, timeout),)),
                     None, ())
 
@@ -194,10 +197,16 @@ def _remove(sysfs: Sysfs, host: Host, pf: PciDevice, timeout: float) -> SetNumVf
 
 
 def _refuse_busy_vfs(sysfs: Sysfs, host: Host, state: HostState, pf: PciDevice,
-                     force: bool) -> None:
-    """Removing a VF a process holds would block the kernel until it lets go: never start."""
+                     force: bool, guests: Mapping[PciAddress, list[Any]] | None) -> None:
+    """Removing a VF a process holds would block the kernel until it lets go: never start.
+    Nor remove one a guest's configuration names (guests: the libvirt holdings, if known)."""
     assert pf.sriov is not None
     vfs = [vf for vf in (host.get(a) for a in pf.sriov.vfs) if vf is not None]
+    assigned = [f"{vf.address} ({', '.join(f'{h.domain}, {h.where}' for h in guests[vf.address])})"
+                for vf in vfs if guests and guests.get(vf.address)]
+    if assigned:
+        raise Refused(f"refusing: VFs of {pf.address} are assigned to guests: "
+                      f"{'; '.join(assigned)}; `pcimgr release VF` each of them first")
     holders = hoststate.vfio_holders(sysfs) if any(vf.driver == VFIO for vf in vfs) else {}
     busy = [f"{vf.address} (IOMMU group {vf.iommu_group}, /dev/vfio/{vf.iommu_group} open by "
             f"{', '.join(holders[vf.iommu_group])})"

@@ -106,6 +106,11 @@ def test_a_vf_with_mac_and_vlan_becomes_an_interface(run, demo_root, libvirt_uri
     vf = json.loads(pcimgr(run, demo_root, libvirt_uri, "vfs", "list", "05:00.0",
                            "--json").output)[0]["vfs"][1]
     assert vf["holders"] == [vm]
+    for args in (("vfs", "destroy", "05:00.0"), ("vfs", "create", "05:00.0", "3")):
+        r = pcimgr(run, demo_root, libvirt_uri, *args)
+        assert r.exit_code == 4, r.output
+        assert f"0000:05:10.2 ({vm}, persistent config)" in r.output
+    assert (demo_root / "bus/pci/devices/0000:05:10.2").exists()
     r = pcimgr(run, demo_root, libvirt_uri, "release", "05:10.2")
     assert r.exit_code == 0, r.output
     assert hostdevs(vm) == []

@@ -61,8 +61,8 @@ def vfs_create(obj: Context, pf: PciAddress, count: int, driver: str, pf_up: boo
     """Create COUNT VFs on PF (an existing other count goes through 0, in one transaction)."""
     from pcimgr import sriov
     change(obj, (pf,), lambda host, state, _: sriov.plan_create(
-        obj.sysfs, host, state, pf, count, driver, pf_up, timeout, force), dry_run,
-        _vfs_report(obj, pf))
+        obj.sysfs, host, state, pf, count, driver, pf_up, timeout, force, obj.holdings()),
+        dry_run, _vfs_report(obj, pf))
 
 
 @vfs.command("destroy")
@@ -76,7 +76,8 @@ def vfs_destroy(obj: Context, pf: PciAddress, timeout: float, dry_run: bool,
     """Remove all VFs of PF; refused while a guest or process holds one."""
     from pcimgr import sriov
     change(obj, (pf,), lambda host, state, _: sriov.plan_destroy(
-        obj.sysfs, host, state, pf, timeout, force), dry_run, _vfs_report(obj, pf))
+        obj.sysfs, host, state, pf, timeout, force, obj.holdings()),
+        dry_run, _vfs_report(obj, pf))
 
 
 @vfs.command("set")
