@@ -213,20 +213,26 @@ force_option = click.option("--force", is_flag=True,
                             help="Go on although the host uses the function (network, storage).")
 
 
+def print_plan(proposal: Any, state: str) -> None:
+    """What --dry-run shows: the plan's writes and calls, and a pending recovery."""
+    from pcimgr import plan
+    if os.path.exists(plan.journal_path(state)):
+        click.echo("Note: an unfinished transaction would be rolled back first.")
+    click.echo(f"Plan for `pcimgr {proposal.plan.command}` (--dry-run: nothing changed):")
+    if proposal.module:
+        click.echo(f"0. modprobe {proposal.module}")
+    click.echo(proposal.plan.describe())
+
+
 def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..., Any],
             dry_run: bool, report: Callable[[Any], str] | None = None) -> None:
     """Validate, plan, then act under the lock with journal and rollback (docs/plans.md)."""
-    from pcimgr import discovery, hostdriver, hoststate, plan
+    from pcimgr import discovery, hostdriver, hoststate
     sysfs = obj.sysfs
     state = hostdriver.state_dir(sysfs, obj.state_dir)
     if dry_run:
         proposal = propose(discovery.scan_related(sysfs, addresses), hoststate.read(sysfs), state)
-        if os.path.exists(plan.journal_path(state)):
-            click.echo("Note: an unfinished transaction would be rolled back first.")
-        click.echo(f"Plan for `pcimgr {proposal.plan.command}` (--dry-run: nothing changed):")
-        if proposal.module:
-            click.echo(f"0. modprobe {proposal.module}")
-        click.echo(proposal.plan.describe())
+        print_plan(proposal, state)
         for note in proposal.notes:
             click.echo(f"({note})")
         return

@@ -11,7 +11,7 @@ import click
 from pcimgr.address import PciAddress
 from pcimgr.cli import (
     Context, address_arg, cli, dry_run_option, emit_json, json_option, mac_option, on_off,
-    progress, timeout_option)
+    print_plan, progress, timeout_option)
 
 
 # -- definitions, applied at boot --------------------------------------------------
@@ -113,10 +113,7 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
     if dry_run:
         planned = propose()
         report(planned)
-        click.echo("Plan for `pcimgr apply` (--dry-run: nothing changed):")
-        if planned.proposal.module:
-            click.echo(f"0. modprobe {planned.proposal.module}")
-        click.echo(planned.proposal.plan.describe())
+        print_plan(planned.proposal, state)
         for d in planned.settings:
             click.echo(f"then VF settings of {d.address}: {d.describe()}")
         return
