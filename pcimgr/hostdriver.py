@@ -10,20 +10,22 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from typing import TYPE_CHECKING
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pcimgr import lock, plan as plans, statefile
 from pcimgr.address import PciAddress
 from pcimgr.binding import BindDriver, Reprobe
-from pcimgr.sriov_steps import SetNumVfs
-from pcimgr.steps import Step
 from pcimgr.errors import BadInput, KernelError, NeedsRoot, NotFound, Refused
 from pcimgr.hoststate import HostState
 from pcimgr.model import Host, PciDevice
 from pcimgr.safety import concerns
 from pcimgr.sysfs import Sysfs
 from pcimgr.viability import HARMLESS_DRIVERS, blocks_vfio
+
+if TYPE_CHECKING:
+    from pcimgr.steps import Step
 
 _DRIVER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 DEFAULT_STATE_DIR = "/var/lib/pcimgr"
@@ -197,7 +199,9 @@ def execute(sysfs: Sysfs, state: str, proposal: Proposal,
             statefile.write(os.path.join(state, rel), data)
     created: set[str] = set()
     for step in proposal.plan.steps:
-        if isinstance(step, SetNumVfs):
+        if step.kind == "numvfs":
+            from pcimgr.sriov_steps import SetNumVfs  # imported only where VFs change
+            assert isinstance(step, SetNumVfs)
             # VFs made or removed: records about earlier VFs at these addresses are void,
             # and a VF pcimgr created has no host driver to give back
             created.update(step.expect)

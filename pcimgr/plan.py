@@ -11,11 +11,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pcimgr import statefile
-from pcimgr.steps import Step, from_json
 from pcimgr.errors import PcimgrError, RolledBack
 from pcimgr.sysfs import Sysfs
+
+if TYPE_CHECKING:  # every step module: imported only when a journal is read back
+    from pcimgr.steps import Step
 
 @dataclass(frozen=True)
 class Plan:
@@ -36,7 +39,7 @@ def journal_path(state_dir: str) -> str:
     return os.path.join(state_dir, "journal.json")
 
 
-Progress = Callable[[int, int, Step], None]
+Progress = Callable[[int, int, "Step"], None]
 
 
 def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None = None) -> None:
@@ -69,6 +72,7 @@ def recover(sysfs: Sysfs, state_dir: str) -> str | None:
     journal = statefile.read(path)
     if journal is None:
         return None
+    from pcimgr.steps import from_json
     started = [from_json(e["step"]) for e in journal["steps"] if e["state"] != "pending"]
     report = _roll_back(tuple(started), sysfs)
     statefile.remove(path)
