@@ -9,6 +9,7 @@ address now.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -125,7 +126,9 @@ class ApplyPlan:
 
 
 def plan_apply(sysfs: Sysfs, host: Host, state: HostState, definitions: list[Definition],
-               timeout: float) -> ApplyPlan:
+               timeout: float, guests: Mapping[PciAddress, list[Any]] | None = None) -> ApplyPlan:
+    """guests: libvirt's holdings when it could be asked (not at early boot): a VF a domain
+    names is not removed to reach a defined count."""
     steps: list[Step] = []
     notes: list[str] = []
     skipped: list[str] = []
@@ -142,7 +145,7 @@ def plan_apply(sysfs: Sysfs, host: Host, state: HostState, definitions: list[Def
             else:
                 assert d.vfs is not None and d.vf_driver is not None
                 p = sriov.plan_create(sysfs, host, state, device.address, d.vfs, d.vf_driver,
-                                      False, timeout, False)
+                                      False, timeout, False, guests)
                 if d.vf:
                     later.append(d)
         except PcimgrError as e:

@@ -111,6 +111,11 @@ def test_a_vf_with_mac_and_vlan_becomes_an_interface(run, demo_root, libvirt_uri
         assert r.exit_code == 4, r.output
         assert f"0000:05:10.2 ({vm}, persistent config)" in r.output
     assert (demo_root / "bus/pci/devices/0000:05:10.2").exists()
+    # nor does a definition with another count remove it
+    assert run("--sysfs-root", demo_root, "define", "05:00.0", "--vfs", "3").exit_code == 0
+    r = pcimgr(run, demo_root, libvirt_uri, "apply")
+    assert r.exit_code == 10 and f"0000:05:10.2 ({vm}, persistent config)" in r.output
+    assert (demo_root / "bus/pci/devices/0000:05:10.2").exists()
     r = pcimgr(run, demo_root, libvirt_uri, "release", "05:10.2")
     assert r.exit_code == 0, r.output
     assert hostdevs(vm) == []

@@ -101,7 +101,8 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
 
     def propose() -> Any:
         host = discovery.scan_related(sysfs, addresses)
-        return persist.plan_apply(sysfs, host, hoststate.read(sysfs), chosen, timeout)
+        return persist.plan_apply(sysfs, host, hoststate.read(sysfs), chosen, timeout,
+                                  obj.holdings())
 
     def report(planned: Any) -> None:
         for line in planned.skipped:
