@@ -7,7 +7,6 @@ and small L2 domains: TCG, q35, no OS, spare pcie-root-ports for hot-plug.
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,12 +105,12 @@ def test_group_hot_plugged_live_and_released_after_the_guest_stops(domains) -> N
     assert [driver(a) for a in E1000E] == ["vfio-pci", "vfio-pci"]
     assert len(hostdevs(vm, inactive=False)) == 1 and qemu_holds(vm, E1000E[0])
 
-    # no OS in the guest: nothing acknowledges the unplug; release gives up cleanly
-    start = time.monotonic()
+    # no OS in the guest: nothing acknowledges the unplug; release gives up cleanly (a
+    # hang would be caught by the lab's own timeout)
     r = pcimgr("release", E1000E[0], "--timeout", "5")
     assert r.exit_code == 7, r.output
-    assert "has not released" in r.output and "virsh destroy" in r.output
-    assert time.monotonic() - start < 120
+    assert "has not released 0000:03:00.0 5 s after the unplug request" in r.output
+    assert "virsh destroy" in r.output
     assert [driver(a) for a in E1000E] == ["vfio-pci", "vfio-pci"]
 
     assert libvirtd.virsh("destroy", vm).returncode == 0
