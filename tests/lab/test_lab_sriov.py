@@ -164,21 +164,25 @@ def test_a_wait_is_woken_by_the_kernel_uevent(clean_pf: None, monkeypatch) -> No
     woken_by: list[str] = []
     real_monitor = uevents._kernel_monitor
 
+    def bind_later() -> None:
+        Path("/sys/bus/pci/drivers/vfio-pci/bind").write_text(VFS[0])
+
     class Recording:
-        """The real monitor, noting which events ended its polls."""
+        """The real monitor, noting which events ended its polls; the bind happens only
+        once the wait is polling, so it cannot be over before the wait begins."""
 
         def __init__(self) -> None:
             self.monitor = real_monitor()
+            self.timer = threading.Timer(0.2, bind_later)
 
         def poll(self, timeout: float):  # type: ignore[no-untyped-def]
+            if not self.timer.is_alive() and not self.timer.finished.is_set():
+                self.timer.start()
             device = self.monitor.poll(timeout=timeout)
             if device is not None:
                 woken_by.append(f"{device.action} {device.sys_name}")
             return device
     monkeypatch.setattr(uevents, "_kernel_monitor", Recording)
-    timer = threading.Timer(0.5, lambda: (Path("/sys/bus/pci/drivers/vfio-pci/bind")
-                                          .write_text(VFS[0])))
-    timer.start()
     with uevents.Watcher(Sysfs()) as w:
         assert w.wait(lambda: driver(VFS[0]) == "vfio-pci", 60.0)
     assert f"bind {VFS[0]}" in woken_by, woken_by
