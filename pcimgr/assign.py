@@ -24,9 +24,6 @@ from pcimgr.model import Host
 from pcimgr.steps import Step
 from pcimgr.sysfs import Sysfs
 
-DEFAULT_RELEASE_TIMEOUT = 30.0
-
-
 def record_path(state: str, address: str) -> str:
     """state "": the path relative to the state directory, as Proposal.records wants it."""
     return os.path.join(state, "assignments", f"{address}.json")

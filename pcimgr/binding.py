@@ -7,12 +7,12 @@ override the function had before.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from pcimgr.errors import KernelError
+from pcimgr.journaled import Journaled
 from pcimgr.sysfs import Sysfs
+from pcimgr.uevents import Watcher
 
 BIND_TIMEOUT = 5.0
 CLEAR = "\n"  # an empty write never reaches the kernel; a newline clears the override
@@ -29,7 +29,7 @@ def current_override(sysfs: Sysfs, address: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class BindDriver:
+class BindDriver(Journaled):
     """Put `address` on `target` with `target_override` (target None: no driver).
 
     undo() restores the driver and override it had before.
@@ -62,9 +62,6 @@ class BindDriver:
 
     def undo(self, sysfs: Sysfs) -> None:
         move(sysfs, self.address, self.original_driver, self.original_override)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _override_line(address: str, override: str | None) -> str:
@@ -99,16 +96,12 @@ def move(sysfs: Sysfs, address: str, driver: str | None, override: str | None) -
 
 
 def _wait_for(sysfs: Sysfs, address: str, driver: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while current_driver(sysfs, address) != driver:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    with Watcher(sysfs) as watcher:
+        return watcher.wait(lambda: current_driver(sysfs, address) == driver, seconds)
 
 
 @dataclass(frozen=True)
-class Reprobe:
+class Reprobe(Journaled):
     """Clear the override, unbind and let the kernel choose the native driver.
 
     For functions pcimgr never moved, whose original driver it does not know.
@@ -145,6 +138,3 @@ class Reprobe:
 
     def undo(self, sysfs: Sysfs) -> None:
         move(sysfs, self.address, self.original_driver, self.original_override)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)

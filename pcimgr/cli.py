@@ -236,11 +236,8 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
         for note in proposal.notes:
             click.echo(f"({note})")
         return
-    hostdriver.needs_root(sysfs)
 
-    def work(recovered: str | None) -> None:
-        if recovered:
-            click.echo(f"pcimgr: {recovered}", err=True)
+    def work() -> None:
         proposal = propose(discovery.scan_related(sysfs, addresses), hoststate.read(sysfs), state)
         for note in proposal.notes:
             click.echo(note)
@@ -255,7 +252,19 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
         moved = tuple(PciAddress.parse(s.address) for s in proposal.plan.steps)
         click.echo(render.moves(proposal.plan, discovery.scan_related(sysfs, moved)))
 
-    hostdriver.locked(sysfs, state, obj.lock_timeout, work)
+    run_locked(obj, state, work)
+
+
+def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
+    """Act as root under the lock, after undoing (and saying so) what a killed run left."""
+    from pcimgr import hostdriver
+    hostdriver.needs_root(obj.sysfs)
+
+    def after_recovery(recovered: str | None) -> None:
+        if recovered:
+            click.echo(f"pcimgr: {recovered}", err=True)
+        work()
+    hostdriver.locked(obj.sysfs, state, obj.lock_timeout, after_recovery)
 
 
 def progress() -> Callable[[int, int, Any], None] | None:
@@ -270,7 +279,9 @@ def progress() -> Callable[[int, int, Any], None] | None:
 
 timeout_option = click.option(
     "--timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
-    metavar="SECONDS", help="How long to wait for VFs to appear and bind (and for a VF in reset).")
+    metavar="SECONDS",
+    help="How long to wait for the kernel or a guest (VFs appearing and binding, a VF in "
+         "reset, a guest letting go of a device).")
 
 
 def on_off(ctx: click.Context, param: click.Parameter, value: str | None) -> bool | None:

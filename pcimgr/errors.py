@@ -25,9 +25,19 @@ class NotFound(PcimgrError):
 
 
 class Refused(PcimgrError):
-    """The request is understood but unsafe; --force or another step is needed."""
+    """The request is understood but unsafe; --force or another step is needed.
+
+    forceable: --force would go on. The message then ends with FORCE_HINT, which
+    a caller that cannot pass --force (apply, run by udev) replaces via `problem`.
+    """
 
     exit_code = 4
+    FORCE_HINT = "pass --force if the host can really do without it"
+
+    def __init__(self, problem: str, forceable: bool = False) -> None:
+        super().__init__(f"{problem}; {self.FORCE_HINT}" if forceable else problem)
+        self.problem = problem
+        self.forceable = forceable
 
 
 class NeedsRoot(PcimgrError):

@@ -7,12 +7,14 @@ it is now and changes only what is still different.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pcimgr import hostdev_xml, libvirt_adapter
 from pcimgr.address import PciAddress
 from pcimgr.errors import LibvirtFailure
+from pcimgr.journaled import Journaled
 from pcimgr.sysfs import Sysfs
 
 
@@ -25,13 +27,23 @@ def _flags(live: bool, config: bool) -> str:
     return " ".join(f for f, on in (("--live", live), ("--config", config)) if on)
 
 
+def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    """Polling the live XML: libvirt's DEVICE_REMOVED event would need an event loop thread."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def _holds(xml: str | None, address: str) -> bool:
     wanted = PciAddress.parse(address)
     return any(a == wanted for a, _ in hostdev_xml.pci_devices(xml or ""))
 
 
 @dataclass(frozen=True)
-class AttachDevice:
+class AttachDevice(Journaled):
     address: str
     uri: str
     domain: str
@@ -59,12 +71,9 @@ class AttachDevice:
         if live or config:
             lv.detach(self.uuid, self.xml, live, config)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class DetachDevice:
+class DetachDevice(Journaled):
     """Take the device out of a domain; a live unplug is waited for, since the guest
     must acknowledge it (and one without an OS or driver never does)."""
 
@@ -99,7 +108,7 @@ class DetachDevice:
             def released() -> bool:
                 now = lv.domain(self.uuid)
                 return not now.active or not _holds(now.live_xml, self.address)
-            if not libvirt_adapter.wait_until(released, self.timeout):
+            if not _wait_until(released, self.timeout):
                 raise LibvirtFailure(
                     f"{self.domain} has not released {self.address} {self.timeout:g} s after "
                     "the unplug request (a guest without an OS or driver for it never "
@@ -115,6 +124,3 @@ class DetachDevice:
             lv.attach(self.uuid, self.config_xml, False, True)
         if self.live_xml is not None and now.active and not _holds(now.live_xml, self.address):
             lv.attach(self.uuid, self.live_xml, True, False)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)

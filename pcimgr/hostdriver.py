@@ -82,9 +82,10 @@ def refuse_unsafe(sysfs: Sysfs, host: Host, state: HostState, leaving: list[PciD
     for c in found:
         by_address.setdefault(c.address, []).append(c.reason)
     reasons = "; ".join(f"{a}: {', '.join(r)}" for a, r in by_address.items())
-    raise Refused(f"refusing: {reasons}; " + (
-        "a chipset function cannot be given away, not even with --force" if hard else
-        "pass --force if the host can really do without it"))
+    if hard:
+        raise Refused(f"refusing: {reasons}; a chipset function cannot be given away, not "
+                      "even with --force")
+    raise Refused(f"refusing: {reasons}", forceable=True)
 
 
 def plan_detach(sysfs: Sysfs, host: Host, state: HostState, addresses: tuple[PciAddress, ...],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,11 +161,3 @@ class Libvirt:
 def _message(e: Any) -> str:
     return (e.get_error_message() or str(e)).strip()
 
-
-def wait_until(check: Any, timeout: float, pause: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(pause)
-    return True

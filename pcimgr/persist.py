@@ -15,7 +15,7 @@ from typing import Any
 
 from pcimgr import hostdriver, plan as plans, sriov, vfinfo
 from pcimgr.definitions import Definition, identify
-from pcimgr.errors import BadInput, NotFound, PcimgrError
+from pcimgr.errors import BadInput, NotFound, PcimgrError, Refused
 from pcimgr.hostdriver import Proposal
 from pcimgr.hoststate import HostState
 from pcimgr.model import Host, PciDevice
@@ -148,11 +148,14 @@ def plan_apply(sysfs: Sysfs, host: Host, state: HostState, definitions: list[Def
                                       False, timeout, False, guests)
                 if d.vf:
                     later.append(d)
+        except Refused as e:
+            # there is nobody to pass --force when udev runs apply
+            skipped.append(f"{d.address}: " + (
+                f"{e.problem}; apply never forces (run the command by hand with --force)"
+                if e.forceable else str(e)))
+            continue
         except PcimgrError as e:
-            why = str(e).split("; pass --force")[0]
-            if why != str(e):  # there is nobody to pass --force when udev runs apply
-                why += "; apply never forces (run the command by hand with --force)"
-            skipped.append(f"{d.address}: {why}")
+            skipped.append(f"{d.address}: {e}")
             continue
         steps += p.plan.steps
         notes += p.notes

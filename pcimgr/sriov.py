@@ -26,7 +26,6 @@ from pcimgr.steps import Step
 from pcimgr.sysfs import Sysfs
 from pcimgr.viability import HARMLESS_DRIVERS
 
-DEFAULT_TIMEOUT = 30.0
 VFIO = "vfio-pci"
 
 

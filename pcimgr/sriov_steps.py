@@ -7,12 +7,13 @@ VF on its previous driver and with its previous MAC/VLAN/trust settings.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pcimgr import vfinfo
-from pcimgr.binding import move
+from pcimgr.binding import current_driver, move
 from pcimgr.errors import KernelError
+from pcimgr.journaled import Journaled
 from pcimgr.sysfs import Sysfs
 from pcimgr.uevents import Watcher
 
@@ -34,11 +35,6 @@ def vf_links(sysfs: Sysfs, pf: str) -> list[str]:
     return [a for _, a in sorted(found)]
 
 
-def _vf_driver(sysfs: Sysfs, address: str) -> str | None:
-    link = sysfs.read_link(f"bus/pci/devices/{address}/driver")
-    return link.rsplit("/", 1)[-1] if link else None
-
-
 def set_count(sysfs: Sysfs, pf: str, count: int, timeout: float, wait_drivers: bool,
               expect: tuple[str, ...] = ()) -> None:
     """Write sriov_numvfs and wait until exactly `count` VFs are there (and bound, if asked)."""
@@ -54,11 +50,11 @@ def set_count(sysfs: Sysfs, pf: str, count: int, timeout: float, wait_drivers: b
                               f"{', '.join(expect)} as sriov_offset/sriov_stride promised")
         if wait_drivers:
             # the native VF driver may be missing: the caller reports unbound VFs
-            watcher.wait(lambda: all(_vf_driver(sysfs, a) for a in found), timeout)
+            watcher.wait(lambda: all(current_driver(sysfs, a) for a in found), timeout)
 
 
 @dataclass(frozen=True)
-class SetAutoprobe:
+class SetAutoprobe(Journaled):
     address: str  # the PF
     value: bool
     original: bool
@@ -78,16 +74,13 @@ class SetAutoprobe:
         sysfs.write_attr(f"bus/pci/devices/{self.address}/sriov_drivers_autoprobe",
                          str(int(self.original)))
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class SetNumVfs:
+class SetNumVfs(Journaled):
     """Change the VF count (one of them zero: the kernel refuses N -> M with EBUSY).
 
     original_vfs: per VF of the original count, its address, driver, override and
-    properties (vfinfo.FIELDS), so that undo can rebuild them.
+    properties (as vfinfo.read gives them), so that undo can rebuild them.
     """
 
     address: str  # the PF
@@ -127,9 +120,6 @@ class SetNumVfs:
             _restore_config(sysfs, self.address, self.netdev, index, vf.get("config"),
                             self.timeout)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SetNumVfs:
         return cls(**(data | {"original_vfs": tuple(data["original_vfs"]),
@@ -150,7 +140,7 @@ def _restore_config(sysfs: Sysfs, pf: str, netdev: str | None, index: int,
 
 
 @dataclass(frozen=True)
-class ConfigureVf:
+class ConfigureVf(Journaled):
     address: str  # the PF
     netdev: str
     index: int
@@ -174,12 +164,9 @@ class ConfigureVf:
         _restore_config(sysfs, self.address, self.netdev, self.index, self.original,
                         self.timeout)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class SetLink:
+class SetLink(Journaled):
     """Bring the PF's interface up, so that new VFs get a carrier (igb)."""
 
     address: str
@@ -198,6 +185,3 @@ class SetLink:
 
     def undo(self, sysfs: Sysfs) -> None:
         vfinfo.set_link(sysfs, self.address, self.netdev, not self.up)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)

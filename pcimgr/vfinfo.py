@@ -19,8 +19,6 @@ from typing import Any
 from pcimgr.errors import BadInput, KernelError
 from pcimgr.sysfs import Sysfs
 
-FIELDS = ("mac", "vlan", "qos", "spoofchk", "trust", "link_state")
-LINK_STATES = ("auto", "enable", "disable")
 IFF_UP = 0x1
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _RETRY_PAUSE = 0.2
@@ -37,7 +35,8 @@ def check_mac(text: str) -> str:
 
 
 def read(sysfs: Sysfs, pf: str, netdev: str | None) -> list[dict[str, Any]]:
-    """One dict per VF index with FIELDS; empty when the PF has no netdev to ask."""
+    """One dict per VF index (mac, vlan, qos, spoofchk, trust, link_state); empty when the
+    PF has no netdev to ask."""
     if netdev is None:
         return []
     if sysfs.simulated:
@@ -68,7 +67,7 @@ def _from_ip(vf: dict[str, Any]) -> dict[str, Any]:
 
 def configure(sysfs: Sysfs, pf: str, netdev: str, index: int, settings: dict[str, Any],
               timeout: float) -> None:
-    """Set some of FIELDS on VF `index`, retrying while the driver says the VF is in reset."""
+    """Set some of read()'s keys on VF `index`, retrying while the driver says the VF is in reset."""
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -8,7 +8,8 @@ import click
 
 from pcimgr.address import PciAddress
 from pcimgr.cli import (
-    Context, address_arg, change, cli, dry_run_option, force_option, mac_option, vlan_option)
+    Context, address_arg, change, cli, dry_run_option, force_option, mac_option, timeout_option,
+    vlan_option)
 
 
 @cli.command()
@@ -47,8 +48,7 @@ def assign(obj: Context, address: PciAddress, vm: str, live: bool | None, config
 @click.argument("address", callback=address_arg)
 @click.option("--keep-detached", is_flag=True,
               help="Leave the function (and its group mates) on vfio-pci.")
-@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
-              metavar="SECONDS", help="How long a running guest may take to release it.")
+@timeout_option
 @dry_run_option
 @click.pass_obj
 def release(obj: Context, address: PciAddress, keep_detached: bool, timeout: float,

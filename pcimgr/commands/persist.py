@@ -11,7 +11,7 @@ import click
 from pcimgr.address import PciAddress
 from pcimgr.cli import (
     Context, address_arg, cli, dry_run_option, emit_json, json_option, mac_option, on_off,
-    print_plan, progress, timeout_option)
+    print_plan, progress, run_locked, timeout_option)
 
 
 # -- definitions, applied at boot --------------------------------------------------
@@ -118,11 +118,8 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
         for d in planned.settings:
             click.echo(f"then VF settings of {d.address}: {d.describe()}")
         return
-    hostdriver.needs_root(sysfs)
 
-    def work(recovered: str | None) -> None:
-        if recovered:
-            click.echo(f"pcimgr: {recovered}", err=True)
+    def work() -> None:
         planned = propose()
         report(planned)
         if planned.proposal.plan.steps:
@@ -141,7 +138,7 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
         if not quiet and not planned.proposal.plan.steps:
             click.echo("The host matches the definitions." if chosen else "No definitions.")
 
-    hostdriver.locked(sysfs, state, obj.lock_timeout, work)
+    run_locked(obj, state, work)
 
 
 @cli.command()

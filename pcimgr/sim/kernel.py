@@ -326,7 +326,7 @@ class SimulatedKernel:
         configs = self._state().get("vfinfo", {}).get(pf, [])
         if not 0 <= index < len(configs):
             raise _fail(errno.EINVAL)
-        supported = self._pf_spec(address).get("vf_settings", list(VF_SETTINGS))
+        supported = self._pf_spec(address)["vf_settings"]
         if any(key not in supported for key in settings if key != "qos"):
             raise _fail(errno.EOPNOTSUPP)  # e.g. igb has no ndo_set_vf_link_state
         configs[index].update(settings)
@@ -435,9 +435,6 @@ class SimulatedKernel:
         with open(tmp, "w") as f:
             json.dump(self._state(), f)
         os.replace(tmp, os.path.join(self.root, STATE))
-
-
-VF_SETTINGS = ("mac", "vlan", "spoofchk", "trust", "link_state")
 
 
 def _new_vf_config() -> dict:
