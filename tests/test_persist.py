@@ -114,6 +114,7 @@ def test_apply_keeps_the_safety_refusals(run, demo_root: Path) -> None:
     r = run("--sysfs-root", demo_root, "apply")
     assert r.exit_code == 10
     assert "skipped 0000:00:1f.6: refusing:" in r.output and "default route" in r.output
+    assert "apply never forces" in r.output and "pass --force" not in r.output
     assert driver_of(demo_root, "0000:00:1f.6") == "e1000e"
 
 
