@@ -1,15 +1,18 @@
-"""What the host uses a function for: interface addresses, routes and masters, mounted or
-swapped block devices and their holders.
+"""The facts about the host's own use of its devices that sysfs does not hold: interface
+addresses and routes, the interface that reaches a server, mounts (network filesystems
+among them), swaps, and block devices open by processes.
 
 A real host answers through `ip -j` (netlink) and /proc; a simulated host
-declares the same facts in its profile. Block devices and holders are sysfs
-for both.
+declares the same facts in its profile. What sysfs holds (stacks of interfaces
+and block devices, where each device sits) is read by hostuse.py for both.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import subprocess
 from functools import cached_property
 
@@ -29,24 +32,30 @@ class HostState:
         return _sim_facts(self._sysfs)
 
     @cached_property
-    def _net(self) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str]]:
+    def _net(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         if self._sysfs.simulated:
             f = self._facts
-            return f.get("addresses", {}), f.get("routes", {}), f.get("masters", {})
+            return f.get("addresses", {}), f.get("routes", {})
         addresses: dict[str, list[str]] = {}
-        masters: dict[str, str] = {}
         for link in _ip_json("addr", "show"):
-            cidrs = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])]
+            # the loopback's addresses are no device's business, and the kernel gives
+            # every IPv6 interface that is up an fe80:: address whether it is used or not
+            cidrs = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                     if a.get("scope") != "host"
+                     and not (a.get("family") == "inet6" and a.get("scope") == "link")]
             if cidrs:
                 addresses[link["ifname"]] = cidrs
-            if link.get("master"):
-                masters[link["ifname"]] = link["master"]
         routes: dict[str, list[str]] = {}
-        for route in _ip_json("route", "show", "table", "all"):
-            # local/broadcast entries exist for every address; the address check covers them
-            if route.get("type", "unicast") == "unicast" and route.get("dev"):
+        for family in ("-4", "-6"):
+            for route in _ip_json(family, "route", "show", "table", "all"):
+                if route.get("type", "unicast") != "unicast" or not route.get("dev"):
+                    continue
+                # the kernel's own routes come with an address (named by the address
+                # check) or are fe80::/64, present on every IPv6 interface
+                if route.get("protocol") == "kernel" and route.get("dst") != "default":
+                    continue
                 routes.setdefault(route["dev"], []).append(route["dst"])
-        return addresses, routes, masters
+        return addresses, routes
 
     @property
     def addresses(self) -> dict[str, list[str]]:
@@ -58,17 +67,42 @@ class HostState:
         """ifname -> destinations ("default" among them)"""
         return self._net[1]
 
-    @property
-    def masters(self) -> dict[str, str]:
-        """ifname -> the bond, bridge or team it is enslaved to"""
-        return self._net[2]
-
     @cached_property
+    def _mountinfo(self) -> tuple[dict[str, str], dict[str, str]]:
+        if self._sysfs.simulated:
+            return self._facts.get("mounts", {}), self._facts.get("network_mounts", {})
+        return _mounts(_block_names_by_number(self._sysfs))
+
+    @property
     def mounts(self) -> dict[str, str]:
         """block device name -> mount point"""
+        return self._mountinfo[0]
+
+    @property
+    def network_mounts(self) -> dict[str, str]:
+        """server address -> what is mounted from it ("NFS export 192.0.2.1:/srv on /")"""
+        return self._mountinfo[1]
+
+    def route_to(self, server: str) -> str | None:
+        """The interface the host reaches an address through (`ip route get`)."""
+        if server not in self._routes_to:
+            if self._sysfs.simulated:
+                self._routes_to[server] = self._facts.get("routes_to", {}).get(server)
+            else:
+                found = _ip_json("route", "get", server)
+                self._routes_to[server] = found[0].get("dev") if found else None
+        return self._routes_to[server]
+
+    @cached_property
+    def _routes_to(self) -> dict[str, str | None]:
+        return {}
+
+    @cached_property
+    def open_blocks(self) -> dict[str, list[str]]:
+        """block device name -> the processes that have it open, as "comm[pid]"."""
         if self._sysfs.simulated:
-            return self._facts.get("mounts", {})
-        return _mounts(_block_names_by_number(self._sysfs))
+            return self._facts.get("open_blocks", {})
+        return _open_blocks(_block_names_by_number(self._sysfs))
 
     @cached_property
     def swaps(self) -> frozenset[str]:
@@ -158,18 +192,6 @@ def _comm(pid: str) -> str:
         return "?"
 
 
-def block_devices(sysfs: Sysfs, address: str) -> list[str]:
-    """Disks and partitions whose device lies below the function (class/block links)."""
-    below = sysfs.resolve(f"bus/pci/devices/{address}") + os.sep
-    return [name for name in sysfs.list_dir("class/block")
-            if sysfs.resolve(f"class/block/{name}").startswith(below)]
-
-
-def holders(sysfs: Sysfs, block: str) -> list[str]:
-    """dm, md or LVM devices built on a block device."""
-    return sysfs.list_dir(f"class/block/{block}/holders")
-
-
 def _ip_json(*args: str) -> list[dict]:
     try:
         out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True,
@@ -188,8 +210,14 @@ def _block_names_by_number(sysfs: Sysfs) -> dict[str, str]:
     return names
 
 
-def _mounts(names: dict[str, str]) -> dict[str, str]:
+# Filesystems whose device is a server: mountinfo's super options name its address.
+_NETWORK_FS = {"nfs": "NFS", "nfs4": "NFS", "cifs": "SMB", "smb3": "SMB", "ceph": "Ceph",
+               "glusterfs": "GlusterFS", "fuse.glusterfs": "GlusterFS", "9p": "9P"}
+
+
+def _mounts(names: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     mounts: dict[str, str] = {}
+    network: dict[str, str] = {}
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
@@ -197,9 +225,52 @@ def _mounts(names: dict[str, str]) -> dict[str, str]:
                 name = names.get(fields[2])
                 if name is not None:
                     mounts.setdefault(name, fields[4])
-    except OSError:
+                    continue
+                # after the " - " separator: fstype, source, super options
+                rest = fields[fields.index("-") + 1:] if "-" in fields else []
+                if len(rest) >= 3 and rest[0] in _NETWORK_FS:
+                    server = _server(rest[1], rest[2])
+                    if server:
+                        root = " (the root filesystem)" if fields[4] == "/" else ""
+                        network.setdefault(server, f"{_NETWORK_FS[rest[0]]} {rest[1]} on "
+                                                   f"{fields[4]}{root}")
+    except (OSError, ValueError):
         pass
-    return mounts
+    return mounts, network
+
+
+def _server(source: str, options: str) -> str | None:
+    for option in options.split(","):
+        if option.startswith("addr="):
+            return option[5:]
+    host = source.lstrip("/").split(":", 1)[0].split("/", 1)[0].strip("[]")
+    return host if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", host) else None
+
+
+def _open_blocks(names: dict[str, str]) -> dict[str, list[str]]:
+    """A /proc/*/fd scan for block device nodes (a raw disk a guest or a tool holds open)."""
+    by_rdev = {}
+    for number, name in names.items():
+        major, _, minor = number.partition(":")
+        if major.isdigit() and minor.isdigit():
+            by_rdev[os.makedev(int(major), int(minor))] = name
+    found: dict[str, list[str]] = {}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        hit = set()
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if stat.S_ISBLK(st.st_mode) and st.st_rdev in by_rdev:
+                hit.add(by_rdev[st.st_rdev])
+        for name in hit:
+            found.setdefault(name, []).append(f"{_comm(pid)}[{pid}]")
+    return found
 
 
 def _swaps() -> frozenset[str]:

@@ -17,7 +17,7 @@ from pcimgr import hostdriver, plan as plans, sriov, vfinfo
 from pcimgr.definitions import Definition, identify
 from pcimgr.errors import BadInput, NotFound, PcimgrError, Refused
 from pcimgr.hostdriver import Proposal
-from pcimgr.hoststate import HostState
+from pcimgr.hostuse import Survey
 from pcimgr.model import Host, PciDevice
 from pcimgr.steps import Step
 from pcimgr.sysfs import Sysfs
@@ -125,7 +125,7 @@ class ApplyPlan:
     settings: tuple[Definition, ...]  # PFs whose VF settings follow once the VFs are there
 
 
-def plan_apply(sysfs: Sysfs, host: Host, state: HostState, definitions: list[Definition],
+def plan_apply(sysfs: Sysfs, host: Host, survey: Survey, definitions: list[Definition],
                timeout: float, guests: Mapping[PciAddress, list[Any]] | None = None) -> ApplyPlan:
     """guests: libvirt's holdings when it could be asked (not at early boot): a VF a domain
     names is not removed to reach a defined count."""
@@ -141,10 +141,10 @@ def plan_apply(sysfs: Sysfs, host: Host, state: HostState, definitions: list[Def
             continue
         try:
             if d.driver is not None:
-                p = hostdriver.plan_bind(sysfs, host, state, device.address, d.driver, False)
+                p = hostdriver.plan_bind(sysfs, host, survey, device.address, d.driver, False)
             else:
                 assert d.vfs is not None and d.vf_driver is not None
-                p = sriov.plan_create(sysfs, host, state, device.address, d.vfs, d.vf_driver,
+                p = sriov.plan_create(sysfs, host, survey, device.address, d.vfs, d.vf_driver,
                                       False, timeout, False, guests)
                 if d.vf:
                     later.append(d)

@@ -92,7 +92,7 @@ def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
 def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool,
           quiet: bool) -> None:
     """Make the host match the definitions, through the usual plans and refusals."""
-    from pcimgr import definitions, discovery, hostdriver, hoststate, persist
+    from pcimgr import definitions, discovery, hostdriver, hostuse, persist
     from pcimgr.errors import Mismatch
     sysfs = obj.sysfs
     chosen = persist.select(definitions.load_all(obj.config_dir), device)
@@ -101,7 +101,7 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
 
     def propose() -> Any:
         host = discovery.scan_related(sysfs, addresses)
-        return persist.plan_apply(sysfs, host, hoststate.read(sysfs), chosen, timeout,
+        return persist.plan_apply(sysfs, host, hostuse.survey(sysfs), chosen, timeout,
                                   obj.holdings())
 
     def report(planned: Any) -> None:

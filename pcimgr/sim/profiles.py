@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from pcimgr.errors import NotFound
 from pcimgr.model import BRIDGE_CLASSES
+from pcimgr.sim.tree import NVME_SUBSYSTEM
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class DeviceSpec:
     sriov: SriovSpec | None = None
     boot_vga: bool | None = None
     disks: tuple[str, ...] = ()     # block devices while the native driver is bound: disk, partitions
+    # devices between the function and its interface or disk (sim/tree.py Children)
+    net_via: tuple[str, ...] = ()
+    disk_via: tuple[str, ...] = ("host0",)
+    framebuffer: str | None = None  # fbN while the native driver is bound
 
     @property
     def native(self) -> str | None:
@@ -56,9 +61,15 @@ class HostFacts:
 
     addresses: dict[str, list[str]] = field(default_factory=dict)  # ifname -> CIDRs
     routes: dict[str, list[str]] = field(default_factory=dict)     # ifname -> destinations
-    masters: dict[str, str] = field(default_factory=dict)          # ifname -> bond/bridge/team
     mounts: dict[str, str] = field(default_factory=dict)           # block device -> mount point
     swaps: list[str] = field(default_factory=list)                 # block devices used as swap
+    open_blocks: dict[str, list[str]] = field(default_factory=dict)  # block -> "comm[pid]"
+    network_mounts: dict[str, str] = field(default_factory=dict)   # server -> what is mounted
+    routes_to: dict[str, str] = field(default_factory=dict)        # server -> `ip route get` dev
+    # stacks the builder lays out in sysfs, in order (a bond before the bridge on it):
+    # name -> (kind, lower interfaces); dm device -> (its /dev/mapper name, slaves)
+    net_stacks: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    block_stacks: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     cmdline: str = ("BOOT_IMAGE=/boot/vmlinuz-6.1.0-26-amd64 root=/dev/nvme0n1p2 ro quiet "
                     "intel_iommu=on iommu=pt")                       # /proc/cmdline
     interrupt_remapping: bool = True                                # IR-* irqchips
@@ -105,7 +116,8 @@ def demo() -> Profile:
         rp("0000:00:1b.0", 3, "a340"),
         DeviceSpec("0000:02:00.0", "144d", "a808", 0x010802, "nvme", 3,
                    subsystem=("144d", "a801"), parent="0000:00:1b.0", numa_node=0,
-                   disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3")),
+                   disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3"),
+                   disk_via=(NVME_SUBSYSTEM,)),
         rp("0000:00:1c.0", 4, "a338"),
         DeviceSpec("0000:04:00.0", "8086", "105e", 0x020000, "e1000e", 5,
                    subsystem=("8086", "115e"), revision=0x06, parent="0000:00:1c.0",
@@ -165,7 +177,7 @@ def lab() -> Profile:
                    subsystem=("1af4", "0009")),
         DeviceSpec("0000:00:03.0", "1b36", "000c", 0x060400, "pcieport", 3,
                    subsystem=("1b36", "0000")),
-        DeviceSpec("0000:01:00.0", "8086", "10c9", NET, "igb", 7, subsystem=rh, revision=0x01,
+        DeviceSpec("0000:01:00.0", "8086", "10c9", NET, "igb", 11, subsystem=rh, revision=0x01,
                    parent="0000:00:03.0", netdev="enp1s0",
                    sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
                                    vf_device="10ca", vf_driver="igbvf",
@@ -179,21 +191,34 @@ def lab() -> Profile:
                    revision=0x03, parent="0000:00:04.0", netdev="ens2"),
         DeviceSpec("0000:00:05.0", "1b36", "000c", 0x060400, "pcieport", 5,
                    subsystem=("1b36", "0000")),
-        DeviceSpec("0000:03:00.0", "8086", "10d3", NET, "e1000e", 8, subsystem=("8086", "0000"),
+        DeviceSpec("0000:03:00.0", "8086", "10d3", NET, "e1000e", 12, subsystem=("8086", "0000"),
                    parent="0000:00:05.0", netdev="enp3s0f0"),
-        DeviceSpec("0000:03:00.1", "8086", "10d3", NET, "e1000e", 8, subsystem=("8086", "0000"),
+        DeviceSpec("0000:03:00.1", "8086", "10d3", NET, "e1000e", 12, subsystem=("8086", "0000"),
                    parent="0000:00:05.0", netdev="enp3s0f1"),
-        DeviceSpec("0000:00:1f.0", q35, "2918", 0x060100, "lpc_ich", 6, subsystem=rh,
+        # the shapes of a host's own network and disks (tests/lab/test_lab_hostuse.py)
+        DeviceSpec("0000:00:06.0", "1af4", "1000", NET, "virtio-pci", 6,
+                   subsystem=("1af4", "0001"), netdev="enp0s6", net_via=("virtio2",)),
+        DeviceSpec("0000:00:07.0", "1b36", "000d", 0x0c0330, "xhci_hcd", 7, subsystem=rh,
+                   revision=0x01, netdev="enx40540012345c", net_via=("usb1", "1-1", "1-1:1.0")),
+        DeviceSpec("0000:00:08.0", "1b36", "0010", 0x010802, "nvme", 8, subsystem=rh,
+                   revision=0x02, disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3"),
+                   disk_via=(NVME_SUBSYSTEM,)),
+        DeviceSpec("0000:00:09.0", "1af4", "1004", 0x010000, "virtio-pci", 9,
+                   subsystem=("1af4", "0008"), disks=("sda", "sda1"),
+                   disk_via=("virtio3", "host0", "target0:0:0", "0:0:0:0")),
+        DeviceSpec("0000:00:1f.0", q35, "2918", 0x060100, "lpc_ich", 10, subsystem=rh,
                    revision=0x02),
-        DeviceSpec("0000:00:1f.2", q35, "2922", 0x010601, "ahci", 6, subsystem=rh, revision=0x02),
-        DeviceSpec("0000:00:1f.3", q35, "2930", 0x0c0500, "i801_smbus", 6, subsystem=rh,
+        DeviceSpec("0000:00:1f.2", q35, "2922", 0x010601, "ahci", 10, subsystem=rh,
+                   revision=0x02),
+        DeviceSpec("0000:00:1f.3", q35, "2930", 0x0c0500, "i801_smbus", 10, subsystem=rh,
                    revision=0x02),
     )
     # vfio-pci as after `modprobe vfio-pci`, which the lab does first
     drivers = ("pcieport", "shpchp", "virtio-pci", "lpc_ich", "ahci", "i801_smbus",
-               "igb", "igbvf", "e1000", "e1000e", "vfio-pci")
+               "igb", "igbvf", "e1000", "e1000e", "xhci_hcd", "nvme", "vfio-pci")
     return Profile("lab", "The QEMU lab guest: igb (SR-IOV) behind a root port, two e1000 "
-                   "behind a PCIe-to-PCI bridge, dual-function e1000e", devices, drivers)
+                   "behind a PCIe-to-PCI bridge, dual-function e1000e, virtio-net, a USB NIC "
+                   "on xHCI, NVMe (native multipath), virtio-scsi disk", devices, drivers)
 
 
 
