@@ -61,9 +61,10 @@ def boot_display(sysfs: Sysfs, device: PciDevice) -> bool:
         sysfs.read_attr(f"bus/pci/devices/{device.address}/boot_vga") == "1"
 
 
-def host_use(sysfs: Sysfs, device: PciDevice, survey: Survey) -> list[str]:
-    """What `list` and `show` say the host uses a function for (JSON `host_use`)."""
-    uses = [use.short for use in survey.of(device.address)]
+def host_use(sysfs: Sysfs, device: PciDevice, survey: Survey, long: bool = False) -> list[str]:
+    """What `list` and `show` say the host uses a function for: short forms for JSON
+    `host_use` and the table, whole sentences with their chain for `show`."""
+    uses = [str(use) if long else use.short for use in survey.of(device.address)]
     part = chipset(device)
     if part:
         uses.insert(0, f"chipset {part}")
