@@ -150,6 +150,11 @@ def module_available(sysfs: Sysfs, name: str) -> bool:
         return False
 
 
+def driver_available(sysfs: Sysfs, name: str) -> bool:
+    """A PCI driver that is registered now, or a module that would register it."""
+    return sysfs.exists(f"bus/pci/drivers/{name}") or module_available(sysfs, name)
+
+
 def _sim_facts(sysfs: Sysfs) -> dict:
     from pcimgr.sim.tree import marker
     return marker(sysfs.root).get("host", {})

@@ -37,12 +37,19 @@ def _needs_root_for_config(obj: Context) -> None:
 @click.option("--qos", type=click.IntRange(0, 7), help="802.1p priority of --vlan.")
 @click.option("--trust", type=click.Choice(["on", "off"]), callback=on_off)
 @click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=on_off)
+@click.option("--group", is_flag=True,
+              help="With --driver vfio-pci: define the other functions of the IOMMU group too.")
+@timeout_option
 @click.pass_obj
 def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | None,
            vf_driver: str | None, vf_index: int | None, mac: str | None, vlan: int | None,
-           qos: int | None, trust: bool | None, spoofchk: bool | None) -> None:
-    """Record what a function should be across reboots; `apply` (and udev) make it so."""
-    from pcimgr import definitions, discovery, persist
+           qos: int | None, trust: bool | None, spoofchk: bool | None, group: bool,
+           timeout: float) -> None:
+    """Record what a function should be across reboots; `apply` (and udev) make it so.
+
+    The same checks as the change itself run first (the host's use of the function, the
+    IOMMU group, the driver's existence): a definition is applied at every boot."""
+    from pcimgr import definitions, discovery, hostuse, persist
     settings = {k: v for k, v in (("mac", mac), ("vlan", vlan), ("qos", qos), ("trust", trust),
                                   ("spoofchk", spoofchk)) if v is not None}
     if "qos" in settings and "vlan" not in settings:
@@ -52,9 +59,14 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
     cfg = obj.config_dir
     d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
                        vf_driver, vf_index, settings)
+    existing = {e.address: e for e in definitions.load_all(cfg)}
+    new = persist.with_group(host, d, existing) if group and driver else [d]
+    persist.check(obj.sysfs, host, hostuse.survey(obj.sysfs), new, existing, timeout)
     _needs_root_for_config(obj)
-    definitions.save(cfg, d)
-    click.echo(f"Defined {d.address} ({d.ids}, IOMMU group {d.iommu_group}): {d.describe()}")
+    for each in new:
+        definitions.save(cfg, each)
+        click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
+                   f"{each.describe()}")
     click.echo("`pcimgr apply` makes it so now; at boot the udev rules do "
                "(`pcimgr install-udev` once).")
 
@@ -146,11 +158,11 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
     """Compare the definitions with the host: what drifted (exit 10 if anything did)."""
-    from pcimgr import definitions, discovery, persist
+    from pcimgr import definitions, discovery, hostuse, persist
     from pcimgr.errors import Mismatch
     defs = definitions.load_all(obj.config_dir)
     host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
-    findings = persist.status(obj.sysfs, host, defs)
+    findings = persist.status(obj.sysfs, host, hostuse.survey(obj.sysfs, deep=False), defs)
     if as_json:
         emit_json([{"address": f.definition.address, "ids": f.definition.ids,
                      "iommu_group": f.definition.iommu_group,
