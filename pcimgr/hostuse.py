@@ -161,8 +161,9 @@ class Survey:
         needs: dict[str, list[_Need]] = {}
 
         def need(block: str, why: str, short: str) -> None:
-            needs.setdefault(block, []).append(_Need(f"block device {self._label(block)}", why,
-                                                     short))
+            # a dm device by the name an administrator knows (/dev/mapper/NAME)
+            name = self._dm_name(block) or block
+            needs.setdefault(block, []).append(_Need(f"block device {name}", why, short))
 
         for block, where in state.mounts.items():
             root = " (the root filesystem)" if where == "/" else ""
@@ -180,7 +181,8 @@ class Survey:
 
     def _storage(self) -> Iterable[Use]:
         for block, wants in self._used_blocks.items():
-            for hops, address in self._block_functions(block, ()):
+            start = (block,) if self._dm_name(block) else ()
+            for hops, address in self._block_functions(block, start):
                 for w in wants:
                     yield Use(address, w.subject, hops, w.why, w.short)
 
@@ -194,7 +196,7 @@ class Survey:
         slaves = self._sysfs.list_dir(f"{rel}/slaves")
         if slaves:
             for lower in slaves:
-                yield from self._block_functions(lower, (*hops, self._label(lower)), depth + 1)
+                yield from self._block_functions(lower, (*hops, lower), depth + 1)
             return
         if self._sysfs.exists(f"{rel}/partition"):
             disk = os.path.basename(os.path.dirname(self._sysfs.resolve(rel)))
@@ -216,9 +218,11 @@ class Survey:
                     if controller is not None:
                         yield (*hops, subsys, name), controller[0]
 
+    def _dm_name(self, block: str) -> str | None:
+        return self._sysfs.read_attr(f"class/block/{block}/dm/name")
+
     def _label(self, block: str) -> str:
-        """dm devices by the name an administrator knows (/dev/mapper/NAME)."""
-        name = self._sysfs.read_attr(f"class/block/{block}/dm/name")
+        name = self._dm_name(block)
         return f"{block} ({name})" if name else block
 
     # -- consoles ----------------------------------------------------------

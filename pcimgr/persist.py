@@ -100,9 +100,8 @@ def check(sysfs: Sysfs, host: Host, survey: Survey, new: list[Definition],
         except Refused as e:
             if not e.forceable:
                 raise
-            raise Refused(f"refusing to define {d.address}: {e.problem}; the host depends on "
-                          "it, and a definition is applied at every boot: stop using it "
-                          "first") from None
+            raise Refused(f"{e.problem.replace('refusing:', 'refusing to define:', 1)}; a "
+                          "definition is applied at every boot: stop using it first") from None
 
 
 def _check_driver(sysfs: Sysfs, host: Host, survey: Survey, device: PciDevice, d: Definition,
