@@ -13,10 +13,9 @@ import json
 import os
 import re
 import stat
-import subprocess
 from functools import cached_property
 
-from pcimgr.sysfs import Sysfs
+from pcimgr.sysfs import SIM_MARKER, Sysfs
 
 
 class HostState:
@@ -36,8 +35,9 @@ class HostState:
         if self._sysfs.simulated:
             f = self._facts
             return f.get("addresses", {}), f.get("routes", {})
+        links, routes4 = _ip_batch("addr show", "route show table all")
         addresses: dict[str, list[str]] = {}
-        for link in _ip_json("addr", "show"):
+        for link in links:
             # the loopback's addresses are no device's business, and the kernel gives
             # every IPv6 interface that is up an fe80:: address whether it is used or not
             cidrs = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
@@ -45,16 +45,18 @@ class HostState:
                      and not (a.get("family") == "inet6" and a.get("scope") == "link")]
             if cidrs:
                 addresses[link["ifname"]] = cidrs
+        found: list[tuple[str, str]] = []
+        for route in routes4:
+            if route.get("type", "unicast") != "unicast" or not route.get("dev"):
+                continue
+            # the kernel's own routes come with an address, which the address check names
+            if route.get("protocol") == "kernel" and route.get("dst") != "default":
+                continue
+            found.append((route["dev"], route["dst"]))
         routes: dict[str, list[str]] = {}
-        for family in ("-4", "-6"):
-            for route in _ip_json(family, "route", "show", "table", "all"):
-                if route.get("type", "unicast") != "unicast" or not route.get("dev"):
-                    continue
-                # the kernel's own routes come with an address (named by the address
-                # check) or are fe80::/64, present on every IPv6 interface
-                if route.get("protocol") == "kernel" and route.get("dst") != "default":
-                    continue
-                routes.setdefault(route["dev"], []).append(route["dst"])
+        for dev, dst in found + _ipv6_routes():
+            if dst not in routes.get(dev, ()):  # "default" once, whatever its family or table
+                routes.setdefault(dev, []).append(dst)
         return addresses, routes
 
     @property
@@ -156,8 +158,9 @@ def driver_available(sysfs: Sysfs, name: str) -> bool:
 
 
 def _sim_facts(sysfs: Sysfs) -> dict:
-    from pcimgr.sim.tree import marker
-    return marker(sysfs.root).get("host", {})
+    # the marker is plain JSON: no need to import the simulator to read it
+    with open(os.path.join(sysfs.root, SIM_MARKER)) as f:
+        return json.load(f).get("host", {})
 
 
 def vfio_holders(sysfs: Sysfs) -> dict[int, list[str]]:
@@ -197,7 +200,59 @@ def _comm(pid: str) -> str:
         return "?"
 
 
+def _ip_batch(*commands: str) -> list[list[dict]]:
+    """Several `ip -j` commands in one process (each start costs milliseconds)."""
+    import subprocess
+    try:
+        out = subprocess.run(["ip", "-j", "-batch", "-"], input="\n".join(commands) + "\n",
+                             capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return [[] for _ in commands]
+    found: list[list[dict]] = []
+    decoder, i = json.JSONDecoder(), 0
+    while len(found) < len(commands):
+        while i < len(out) and out[i].isspace():
+            i += 1
+        if i >= len(out):
+            break
+        value, i = decoder.raw_decode(out, i)
+        found.append(value)
+    return found + [[] for _ in range(len(commands) - len(found))]
+
+
+_RTF_GATEWAY, _RTF_REJECT = 0x2, 0x200
+
+
+def _ipv6_routes() -> list[tuple[str, str]]:
+    """(device, destination) of the IPv6 routes that show use: the default route and routes
+    through a gateway, in every table (/proc/net/ipv6_route; `ip -6` cannot join a batch).
+    The prefix routes the kernel adds for an address are left to the address check."""
+    found = []
+    try:
+        with open("/proc/net/ipv6_route") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 10 or fields[9] == "lo":
+                    continue
+                flags, length = int(fields[8], 16), int(fields[1], 16)
+                if flags & _RTF_REJECT:
+                    continue
+                if length == 0 and int(fields[0], 16) == 0:
+                    found.append((fields[9], "default"))
+                elif flags & _RTF_GATEWAY:
+                    found.append((fields[9], f"{_ipv6(fields[0])}/{length}"))
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _ipv6(hex32: str) -> str:
+    import ipaddress
+    return str(ipaddress.IPv6Address(bytes.fromhex(hex32)))
+
+
 def _ip_json(*args: str) -> list[dict]:
+    import subprocess
     try:
         out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True,
                              timeout=10).stdout

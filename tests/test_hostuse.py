@@ -259,3 +259,34 @@ def test_vf_count_definition_checks_like_vfs_create(run, server: Path) -> None:
     r = run("--sysfs-root", server, "define", "03:00.0", "--vfs", "2")
     assert r.exit_code == 0, r.output
     assert (server / ".pcimgr-config/devices/0000:03:00.0.json").exists()
+
+
+def _default_route_function() -> tuple[str, str] | None:
+    """This machine's own default-route interface and the PCI function above it, found
+    independently of pcimgr (the first PCI address in its sysfs path, from the bottom)."""
+    import re
+    import subprocess
+    routes = json.loads(subprocess.run(["ip", "-j", "route", "show", "default"],
+                                       capture_output=True, text=True).stdout or "[]")
+    for route in routes:
+        path = Path(f"/sys/class/net/{route.get('dev')}").resolve()
+        for part in reversed(path.parts):
+            if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", part):
+                return route["dev"], part
+    return None
+
+
+@pytest.mark.skipif(_default_route_function() is None,
+                    reason="this machine's default route is on no PCI function")
+def test_this_machine_keeps_its_own_network(run) -> None:
+    """The real /sys and netlink of the machine the tests run on (a VM with virtio-net here):
+    a dry run to take its NIC is refused with the chain, as is any definition of it."""
+    found = _default_route_function()
+    assert found is not None
+    ifname, address = found
+    for args in (["unbind", address, "--dry-run"], ["detach", address, "--dry-run"]):
+        r = run(*args)
+        assert r.exit_code == 4 and f"interface {ifname}" in r.output, r.output
+        assert "carries the default route" in r.output
+    shown = json.loads(run("show", address, "--json").output)
+    assert f"{ifname}: default route" in shown["host_use"]

@@ -163,3 +163,29 @@ def test_boot_path_leaves_a_function_the_host_uses(rules: None) -> None:  # noqa
     assert eventually(lambda: [driver(a) for a in E1000] == ["vfio-pci", "vfio-pci"]), \
         [driver(a) for a in E1000]
     assert os.path.exists(f"/dev/vfio/{os.path.basename(os.readlink(DEVICES / E1000[0] / 'iommu_group'))}")
+
+
+def test_vf_the_host_uses_keeps_its_pf_and_count() -> None:
+    """A VF on igbvf with an address: vfs destroy/recreate and unbinding the PF are refused."""
+    pf = "0000:01:00.0"
+    r = pcimgr("vfs", "create", pf, "1", "--driver", "host")
+    assert r.exit_code == 0, r.output
+    vf = os.path.basename(os.readlink(DEVICES / pf / "virtfn0"))
+    try:
+        assert eventually(lambda: driver(vf) == "igbvf", 30)
+        assert eventually(lambda: bool(_names(vf)), 30)
+        name = interface(vf)
+        sh(f"ip link set {name} up", f"ip addr add 192.0.2.61/24 dev {name}")
+        used = f"{vf}: interface {name} has address 192.0.2.61/24"
+        refused(["vfs", "destroy", pf], used)
+        refused(["vfs", "create", pf, "2"], used)
+        refused(["unbind", pf], f"its VF {used}")
+        assert (DEVICES / pf / "sriov_numvfs").read_text().strip() == "1"
+        assert driver(pf) == "igb" and driver(vf) == "igbvf"
+    finally:
+        (DEVICES / pf / "sriov_numvfs").write_text("0")
+
+
+def _names(address: str) -> list[str]:
+    net = DEVICES / address / "net"
+    return os.listdir(net) if net.is_dir() else []
