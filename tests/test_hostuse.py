@@ -284,7 +284,7 @@ def test_this_machine_keeps_its_own_network(run) -> None:
     found = _default_route_function()
     assert found is not None
     ifname, address = found
-    for args in (["unbind", address, "--dry-run"], ["detach", address, "--dry-run"]):
+    for args in (["unbind", address, "--dry-run"], ["bind", address, "pci-stub", "--dry-run"]):
         r = run(*args)
         assert r.exit_code == 4 and f"interface {ifname}" in r.output, r.output
         assert "carries the default route" in r.output
