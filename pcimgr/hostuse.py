@@ -101,9 +101,9 @@ class Survey:
                 need(ifname, f"carries routes to {', '.join(routes)}",
                      f"{ifname}: routes to {routes[0]}")
         for server, what in state.network_mounts.items():
-            ifname = state.route_to(server)
-            if ifname is not None:
-                need(ifname, f"is the path to {what}", f"{ifname}: path to {what}")
+            path = state.route_to(server)
+            if path is not None:
+                need(path, f"is the path to {what}", f"{path}: path to {what}")
         for ifname, server, disk in self._network_disks():
             if disk in self._used_blocks:
                 need(ifname, f"is the path to iSCSI target {server} of {disk} "

@@ -122,8 +122,8 @@ def _check_driver(sysfs: Sysfs, host: Host, survey: Survey, device: PciDevice, d
         if gaps:
             raise Refused(f"refusing: {device.address} shares IOMMU group {device.iommu_group} "
                           "with " + ", ".join(f"{m.address} (on {m.driver})" for m in gaps)
-                          + f", and VFIO can use the group only when they leave their drivers "
-                          f"too: pass --group to define them together")
+                          + ", and VFIO can use the group only when they leave their drivers "
+                          "too: pass --group to define them together")
 
 
 # -- status --------------------------------------------------------------------------

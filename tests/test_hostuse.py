@@ -94,7 +94,7 @@ def test_list_and_show_say_what_the_host_uses(run, server: Path) -> None:
     assert uses["0000:01:00.0"][0] == "dm-0: mounted on /"
     assert uses["0000:04:00.0"] == [] and uses["0000:00:1f.0"] == ["chipset ISA/LPC bridge"]
     r = run("--sysfs-root", server, "show", "00:03.0")
-    assert f"  host use        interface eth0 (via virtio0) has address" in r.output
+    assert "  host use        interface eth0 (via virtio0) has address" in r.output
     assert f"                  {VIRTIO_ROUTE}\n" in r.output
     assert "  netdevs         eth0\n" in r.output  # virtio's interface is one level lower
     text = run("--sysfs-root", server, "list").output

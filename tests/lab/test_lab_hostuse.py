@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.test_lab_kernel import E1000, E1000E, driver
-from tests.lab.test_lab_persist import eventually, pcimgr, rules  # noqa: F401 - fixture
+from tests.lab.test_lab_persist import eventually, pcimgr
 
 pytestmark = pytest.mark.lab
 
@@ -141,7 +141,8 @@ def test_driverless_chipset_function_refused_even_forced() -> None:
     assert (DEVICES / HOST_BRIDGE / "driver_override").read_text().strip() == "(null)"
 
 
-def test_boot_path_leaves_a_function_the_host_uses(rules: None) -> None:  # noqa: F811
+@pytest.mark.usefixtures("rules")
+def test_boot_path_leaves_a_function_the_host_uses() -> None:
     """Defined while free; the host takes it into use; an add event must not take it away.
     Once free again, the same event moves the pair: the rule is live, the check held it."""
     r = pcimgr("define", E1000[0], "--driver", "vfio-pci", "--group")

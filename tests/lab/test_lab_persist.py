@@ -41,25 +41,6 @@ def vfs_on_vfio() -> list[str | None]:
     return [driver(os.path.basename(os.readlink(PF_DIR / n))) for n in links]
 
 
-@pytest.fixture
-def rules() -> Iterator[None]:
-    subprocess.run(["modprobe", "vfio-pci"], check=True)
-    r = subprocess.run([PCIMGR, "install-udev"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert RULES.exists()
-    yield
-    RULES.unlink()
-    subprocess.run(["udevadm", "control", "--reload"], check=True)
-    subprocess.run(["udevadm", "settle"], check=True)
-    for d in json.loads(pcimgr("status", "--json").output.split("\npcimgr:")[0]):
-        pcimgr("undefine", d["address"])
-    (PF_DIR / "sriov_numvfs").write_text("0")
-    for address in E1000:
-        if driver(address) != "e1000" or (Path("/sys/bus/pci/devices") / address /
-                                          "driver_override").read_text().strip() != "(null)":
-            by_hand_back(address)
-
-
 def test_udev_binds_a_defined_function_without_pcimgr_being_run(rules: None) -> None:
     # the e1000 pair shares a group: defined together, applied together
     r = pcimgr("define", E1000[0], "--driver", "vfio-pci", "--group")
