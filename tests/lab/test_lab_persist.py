@@ -5,14 +5,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from pcimgr.cli import cli
-from tests.lab.test_lab_kernel import E1000, E1000E, by_hand_back, driver
+from tests.lab.test_lab_kernel import E1000, E1000E, driver
 
 pytestmark = pytest.mark.lab
 
