@@ -101,19 +101,22 @@ class Survey:
                 need(ifname, f"carries routes to {', '.join(routes)}",
                      f"{ifname}: routes to {routes[0]}")
         for server, what in state.network_mounts.items():
-            path = state.route_to(server)
-            if path is not None:
-                need(path, f"is the path to {what}", f"{path}: path to {what}")
-        for ifname, server, disk in self._network_disks():
-            if disk in self._used_blocks:
-                need(ifname, f"is the path to iSCSI target {server} of {disk} "
-                             f"({self._used_blocks[disk][0].why})",
-                     f"{ifname}: path to iSCSI {disk}")
+            way = state.route_to(server)
+            if way is not None:
+                need(way, f"is the path to {what}", f"{way}: path to {what}")
+        for block, wants in self._used_blocks.items():
+            for _, rel in self._block_leaves(block, ()):
+                target = self._iscsi_server(rel)
+                via = state.route_to(target) if target else None
+                if via is not None:
+                    need(via, f"is the path to iSCSI target {target} of {block}, which "
+                              f"{wants[0].why}", f"{via}: path to iSCSI {block}")
         # an interface enslaved to a bond, bridge, team or OVS is in use even when the
         # master carries nothing yet: guests' taps or later addresses depend on it
         for upper in self._sysfs.list_dir("devices/virtual/net"):
             for lower in self._lowers(upper):
-                if self._sysfs.exists(f"class/net/{lower}/master"):
+                master = self._sysfs.read_link(f"class/net/{lower}/master")
+                if master is not None and os.path.basename(master) == upper:
                     need(lower, f"is enslaved to {upper}", f"{lower}: port of {upper}")
         for ifname, wants in needs.items():
             for hops, address in self._net_functions(ifname, ()):
@@ -137,20 +140,16 @@ class Survey:
         if found is not None:
             yield (*hops, *found[1]), found[0]
 
-    def _network_disks(self) -> Iterable[tuple[str, str, str]]:
-        """(interface, server, disk) for every iSCSI disk: its session's connection address."""
-        for disk in self._sysfs.list_dir("class/block"):
-            rel = self._relative(self._sysfs.resolve(f"class/block/{disk}"))
-            session = next((p for p in rel.split("/") if _ISCSI_SESSION.fullmatch(p)), None)
-            if session is None:
-                continue
-            for conn in self._sysfs.list_dir("class/iscsi_connection"):
-                if conn.startswith(f"connection{session[7:]}:"):
-                    server = self._sysfs.read_attr(
-                        f"class/iscsi_connection/{conn}/persistent_address")
-                    ifname = self._state.route_to(server) if server else None
-                    if ifname is not None and server is not None:
-                        yield ifname, server, disk
+    def _iscsi_server(self, rel: str) -> str | None:
+        """The target address of the iSCSI session a disk belongs to, if it does."""
+        parts = self._relative(self._sysfs.resolve(rel)).split("/")
+        session = next((p for p in parts if _ISCSI_SESSION.fullmatch(p)), None)
+        if session is None:
+            return None
+        for conn in self._sysfs.list_dir("class/iscsi_connection"):
+            if conn.startswith(f"connection{session[7:]}:"):
+                return self._sysfs.read_attr(f"class/iscsi_connection/{conn}/persistent_address")
+        return None
 
     # -- storage -----------------------------------------------------------
 
@@ -186,37 +185,39 @@ class Survey:
                 for w in wants:
                     yield Use(address, w.subject, hops, w.why, w.short)
 
-    def _block_functions(self, block: str, hops: tuple[str, ...],
-                         depth: int = 0) -> Iterable[tuple[tuple[str, ...], PciAddress]]:
-        if depth > 16:
-            return
+    def _block_leaves(self, block: str, hops: tuple[str, ...],
+                      depth: int = 0) -> Iterable[tuple[tuple[str, ...], str]]:
+        """(hops, sysfs path) of the devices at the bottom of a block device's stack."""
         rel = f"class/block/{block}"
-        if not self._sysfs.exists(rel):
+        if depth > 16 or not self._sysfs.exists(rel):
             return
         slaves = self._sysfs.list_dir(f"{rel}/slaves")
         if slaves:
             for lower in slaves:
-                yield from self._block_functions(lower, (*hops, lower), depth + 1)
-            return
-        if self._sysfs.exists(f"{rel}/partition"):
+                yield from self._block_leaves(lower, (*hops, lower), depth + 1)
+        elif self._sysfs.exists(f"{rel}/partition"):
             disk = os.path.basename(os.path.dirname(self._sysfs.resolve(rel)))
-            yield from self._block_functions(disk, (*hops, disk), depth + 1)
-            return
-        found = self._pci_ancestor(rel)
-        if found is not None:
-            yield (*hops, *found[1]), found[0]
-            return
-        # native NVMe multipath: the namespace hangs below a virtual nvme-subsystem,
-        # whose controller links lead to the PCI functions (one per path)
-        path = self._relative(self._sysfs.resolve(rel))
-        parent = os.path.dirname(path)
-        if os.path.basename(os.path.dirname(parent)) == "nvme-subsystem":
-            subsys = os.path.basename(parent)
-            for name in self._sysfs.list_dir(parent):
-                if _NVME_CONTROLLER.fullmatch(name):
-                    controller = self._pci_ancestor(f"{parent}/{name}")
-                    if controller is not None:
-                        yield (*hops, subsys, name), controller[0]
+            yield from self._block_leaves(disk, (*hops, disk), depth + 1)
+        else:
+            yield hops, rel
+
+    def _block_functions(self, block: str,
+                         hops: tuple[str, ...]) -> Iterable[tuple[tuple[str, ...], PciAddress]]:
+        for below, rel in self._block_leaves(block, hops):
+            found = self._pci_ancestor(rel)
+            if found is not None:
+                yield (*below, *found[1]), found[0]
+                continue
+            # native NVMe multipath: the namespace hangs below a virtual nvme-subsystem,
+            # whose controller links lead to the PCI functions (one per path)
+            parent = os.path.dirname(self._relative(self._sysfs.resolve(rel)))
+            if os.path.basename(os.path.dirname(parent)) == "nvme-subsystem":
+                subsys = os.path.basename(parent)
+                for name in self._sysfs.list_dir(parent):
+                    if _NVME_CONTROLLER.fullmatch(name):
+                        controller = self._pci_ancestor(f"{parent}/{name}")
+                        if controller is not None:
+                            yield (*below, subsys, name), controller[0]
 
     def _dm_name(self, block: str) -> str | None:
         return self._sysfs.read_attr(f"class/block/{block}/dm/name")

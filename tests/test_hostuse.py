@@ -3,6 +3,7 @@ change command refuses, names the chain, and writes nothing; list/show say what 
 uses each function for; define, apply and status hold the same line."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,33 @@ def test_this_machine_keeps_its_own_network(run) -> None:
         assert "carries the default route" in r.output
     shown = json.loads(run("show", address, "--json").output)
     assert f"{ifname}: default route" in shown["host_use"]
+
+
+def test_iscsi_disk_leads_to_the_interface_that_reaches_its_target(run, server: Path) -> None:
+    """An iSCSI disk has no PCI function; the NIC that reaches its target is what it needs."""
+    session = server / "devices/platform/host3/session1/target3:0:0/3:0:0:0/block/sdb"
+    (session / "sdb1").mkdir(parents=True)
+    (session / "sdb1/partition").write_text("1\n")
+    for d in (session, session / "sdb1"):
+        (d / "slaves").mkdir()
+        (d / "holders").mkdir()
+    for name, target in (("sdb", session), ("sdb1", session / "sdb1")):
+        (server / "class/block" / name).symlink_to(os.path.relpath(target, server / "class/block"))
+    conn = server / "class/iscsi_connection/connection1:0"
+    conn.mkdir(parents=True)
+    (conn / "persistent_address").write_text("192.0.2.200\n")
+    set_host_facts(server, mounts={"sdb1": "/var/lib/libvirt/images"},
+                   routes_to={"192.0.2.200": "enp4s0f0"})
+    r = run("--sysfs-root", server, "detach", "04:00.0", "--group")
+    assert r.exit_code == 4, r.output
+    assert ("interface enp4s0f0 is the path to iSCSI target 192.0.2.200 of sdb1, which is "
+            "mounted on /var/lib/libvirt/images") in r.output
+
+
+def test_a_vlan_on_a_bonded_port_is_not_its_master(server: Path) -> None:
+    from pcimgr.sim import tree as simtree
+    simtree.stack_net(str(server), "bond1", "bond", ["enp4s0f0"])
+    simtree.stack_net(str(server), "enp4s0f0.5", "vlan", ["enp4s0f0"])
+    survey = hostuse.survey(Sysfs(str(server)))
+    assert [str(u) for u in survey.of(PciAddress.parse("04:00.0"))] == [
+        "interface enp4s0f0 is enslaved to bond1"]
