@@ -13,7 +13,9 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from functools import cached_property
+from typing import TypeVar
 
 from pcimgr.sysfs import SIM_MARKER, Sysfs
 
@@ -171,24 +173,36 @@ def vfio_holders(sysfs: Sysfs) -> dict[int, list[str]]:
     """
     if sysfs.simulated:
         return sysfs.kernel().vfio_holders()
-    found: dict[int, list[str]] = {}
+    def group(fd: str) -> int | None:
+        target = os.readlink(fd)
+        return int(target[10:]) if target.startswith("/dev/vfio/") and target[10:].isdigit() \
+            else None
+    return _open_by(group)
+
+
+K = TypeVar("K")
+
+
+def _open_by(key: Callable[[str], K | None]) -> dict[K, list[str]]:
+    """key -> the processes ("comm[pid]") with an open file for which key(/proc/PID/fd/N)
+    names it. Other users' processes are invisible without root; vanished ones skipped."""
+    found: dict[K, list[str]] = {}
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
-            continue  # gone, or another user's process without root
-        groups = set()
+            continue
+        keys = set()
         for fd in fds:
             try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                k = key(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if target.startswith("/dev/vfio/") and target[10:].isdigit():
-                groups.add(int(target[10:]))
-        if groups:
-            who = f"{_comm(pid)}[{pid}]"
-            for g in groups:
-                found.setdefault(g, []).append(who)
+            if k is not None:
+                keys.add(k)
+        who = f"{_comm(pid)}[{pid}]"
+        for k in keys:
+            found.setdefault(k, []).append(who)
     return found
 
 
@@ -314,23 +328,10 @@ def _open_blocks(names: dict[str, str]) -> dict[str, list[str]]:
         major, _, minor = number.partition(":")
         if major.isdigit() and minor.isdigit():
             by_rdev[os.makedev(int(major), int(minor))] = name
-    found: dict[str, list[str]] = {}
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        hit = set()
-        for fd in fds:
-            try:
-                st = os.stat(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if stat.S_ISBLK(st.st_mode) and st.st_rdev in by_rdev:
-                hit.add(by_rdev[st.st_rdev])
-        for name in hit:
-            found.setdefault(name, []).append(f"{_comm(pid)}[{pid}]")
-    return found
+    def block(fd: str) -> str | None:
+        st = os.stat(fd)
+        return by_rdev.get(st.st_rdev) if stat.S_ISBLK(st.st_mode) else None
+    return _open_by(block)
 
 
 def _swaps() -> frozenset[str]:
