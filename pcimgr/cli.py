@@ -16,7 +16,7 @@ import click
 
 from pcimgr import __version__
 from pcimgr.address import PciAddress
-from pcimgr.errors import BadInput, NeedsRoot, NotFound, PcimgrError
+from pcimgr.errors import BadInput, Interrupted, NeedsRoot, NotFound, PcimgrError
 
 _verbose = False
 
@@ -272,8 +272,6 @@ def cli(ctx: click.Context, sysfs_root: str, state_dir: str | None, lock_timeout
     """PCI passthrough and SR-IOV device manager for KVM/libvirt hosts."""
     global _verbose
     _verbose = verbose
-    from pcimgr import interrupts
-    interrupts.install()
     ctx.obj = Context(sysfs_root, state_dir, lock_timeout, connect, config_dir)
 
 
@@ -339,7 +337,7 @@ def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
     """Act as root under the lock, after undoing (and saying so) what a killed run left."""
     from pcimgr import hostdriver
     hostdriver.needs_root(obj.sysfs)
-    _may_write(obj)
+    may_write(obj)
 
     def after_recovery(recovered: str | None) -> None:
         if recovered:
@@ -352,13 +350,13 @@ def run_locked_config(obj: Context, work: Callable[[], None]) -> None:
     """Change definitions (or install files) under the host's lock, which every changing
     command takes: concurrent defines of one PF would otherwise lose each other's VFs."""
     from pcimgr import lock, statefile
-    _may_write(obj)
+    may_write(obj)
     with lock.exclusive(lock.host_lock_dir(obj.sysfs), obj.lock_timeout):
         statefile.sweep(obj.config_dir, ("", "devices", "udev"))
         work()
 
 
-def _may_write(obj: Context) -> None:
+def may_write(obj: Context) -> None:
     """A simulated host made by another user: one line, not a PermissionError at the first
     write (with a half-done transaction to roll back)."""
     root = obj.sysfs.root
@@ -390,11 +388,16 @@ def on_off(ctx: click.Context, param: click.Parameter, value: str | None) -> boo
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pcimgr import interrupts
+    interrupts.install()  # SIGINT/SIGTERM: a failure that rolls back (here, not in tests' cli)
     try:
         cli.main(args=argv, prog_name="pcimgr")
-    except KeyboardInterrupt:  # before click started
+    except KeyboardInterrupt:  # before the handlers were installed
         click.echo("pcimgr: interrupted; nothing was changed", err=True)
         sys.exit(130)
+    except Interrupted as e:  # before a command ran
+        click.echo(f"pcimgr: {e}; nothing was changed", err=True)
+        sys.exit(e.exit_code)
     except BrokenPipeError:
         # `pcimgr list | head` is not an error; keep Python from complaining at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

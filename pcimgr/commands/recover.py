@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pcimgr.cli import Context, cli, dry_run_option, run_locked, run_locked_config
+from pcimgr.cli import Context, cli, dry_run_option, may_write, run_locked_config
 
 
 @cli.command()
@@ -16,7 +16,7 @@ from pcimgr.cli import Context, cli, dry_run_option, run_locked, run_locked_conf
 def recover(obj: Context, dry_run: bool, discard: bool) -> None:
     """Undo the unfinished transaction a killed pcimgr left (every changing command does
     this first); show it with --dry-run, or forget it with --discard."""
-    from pcimgr import plan, statefile
+    from pcimgr import hostdriver, plan, statefile
     from pcimgr.errors import Damaged
     state = obj.state
     try:
@@ -31,10 +31,7 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
         click.echo("It cannot be undone automatically. Functions it names: "
                    + (", ".join(named) if named else "none readable")
                    + " (check each with `pcimgr show ADDR`).")
-    elif unfinished is None:
-        click.echo("No unfinished transaction.")
-        return
-    else:
+    elif unfinished is not None:
         click.echo(f"Unfinished `{unfinished.command}` (pid {unfinished.pid}); undoing it "
                    "means, for each started step, newest first:")
         for step in reversed(unfinished.started):
@@ -42,15 +39,22 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
         if not unfinished.started:
             click.echo("  nothing: no step had started")
     if dry_run:
-        click.echo("(--dry-run: nothing changed)")
+        click.echo("No unfinished transaction." if unfinished is None and problem is None
+                   else "(--dry-run: nothing changed)")
         return
     if discard:
         def forget() -> None:
             plan.discard(state)
             click.echo(f"Discarded {plan.journal_path(state)}; nothing was undone.")
         run_locked_config(obj, forget)
-    elif problem is not None:
+        return
+    if problem is not None:
         raise Damaged(f"the journal {plan.journal_path(state)} is damaged; after checking the "
                       "functions above, `pcimgr recover --discard` forgets it")
-    else:
-        run_locked(obj, state, lambda: None)  # says what it undid, as every change does
+
+    def report(recovered: str | None) -> None:  # under the lock, temporary files removed
+        click.echo(recovered[0].upper() + recovered[1:] if recovered
+                   else "No unfinished transaction.")
+    hostdriver.needs_root(obj.sysfs)
+    may_write(obj)
+    hostdriver.locked(obj.sysfs, state, obj.lock_timeout, report)
