@@ -22,7 +22,7 @@ _verbose = False
 
 
 def _one_line(text: str) -> str:
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()).rstrip(".")
 
 
 class Seconds(click.FloatRange):

@@ -131,7 +131,7 @@ def load(path: str, shape: Callable[[Any], T], fix: str, top: str | None = None)
     try:
         return shape(json.loads(text))
     except json.JSONDecodeError as e:
-        why = f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        why = f"not valid JSON ({e.msg}: line {e.lineno} column {e.colno})"
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         why = str(e) if not isinstance(e, KeyError) else f"no {e}"
     raise Damaged(f"damaged state file {path}: {why}; {fix}")
