@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcimgr import interrupts, statefile
 from pcimgr.address import PciAddress
-from pcimgr.errors import BadInput, Interrupted, PcimgrError, RolledBack
+from pcimgr.errors import BadInput, Interrupted, NeedsRoot, PcimgrError, RolledBack
 from pcimgr.sysfs import Sysfs
 
 if TYPE_CHECKING:  # every step module: imported only when a journal is read back
@@ -92,6 +92,8 @@ def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None 
                 statefile.remove(path, top=state_dir)
             except (PcimgrError, OSError) as e:
                 report += f"; the journal {path} stays ({_why(e)}): the next run undoes it again"
+        if started == 0 and isinstance(failure, NeedsRoot):
+            raise  # the state directory is out of reach: nothing was done, say only that
         what = (f"interrupted by {failure.signame} at {where}" if isinstance(failure, Interrupted)
                 else f"failed at {where}: {_why(failure)}")
         raise RolledBack(f"{plan.command} {what}; {report}") from failure
