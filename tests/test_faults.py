@@ -240,3 +240,30 @@ def test_kill_at_every_write_then_recover(make_host: Callable[..., Path],
                             f"{after.returncode} {after.stdout.strip()!r}: {state}, "
                             f"left {leftovers(root)}")
     assert failures == [], "\n".join(failures)
+
+
+@needs_strace
+def test_ctrl_c_at_any_point_of_a_read_command_is_one_line(demo_root: Path,
+                                                           tmp_path: Path) -> None:
+    """SIGINT from the first import of pcimgr to the end of `list`: one line, never a
+    traceback, exit 130 (or 0 when it came too late to matter)."""
+    log = tmp_path / "trace"
+    env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1",
+                        "PYTHONPATH": str(Path(__file__).parent.parent)}
+    command = [sys.executable, "-m", "pcimgr", "--sysfs-root", str(demo_root), "list"]
+    subprocess.run([STRACE, "-f", "-qq", "-e", "trace=openat", "-o", str(log), *command],
+                   env=env, capture_output=True, check=True)
+    calls = log.read_text().splitlines()
+    # from the first file opened once pcimgr's own code runs (before it, Python itself
+    # reads __main__.py and reports a Ctrl-C there as it likes)
+    first = next(i for i, line in enumerate(calls) if "pcimgr/__main__.py" in line) + 2
+    failures = []
+    for n in range(first, len(calls) + 1, max(1, (len(calls) - first) // 12)):
+        r = subprocess.run([STRACE, "-f", "-qq", "-o", os.devnull, "-e",
+                            f"inject=openat:signal=SIGINT:when={n}", *command],
+                           env=env, capture_output=True, text=True, timeout=60)
+        if r.returncode not in (0, 130) or "Traceback" in r.stderr or (
+                r.returncode == 130 and len(r.stderr.strip().splitlines()) != 1):
+            failures.append(f"SIGINT at openat {n} ({calls[n - 1][:80]}): exit "
+                            f"{r.returncode}, stderr {r.stderr[-300:]!r}")
+    assert failures == [], "\n".join(failures)
