@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -15,9 +16,46 @@ import click
 
 from pcimgr import __version__
 from pcimgr.address import PciAddress
-from pcimgr.errors import NotFound, PcimgrError
+from pcimgr.errors import BadInput, Interrupted, NeedsRoot, NotFound, PcimgrError
 
 _verbose = False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()).rstrip(".")
+
+
+class Seconds(click.FloatRange):
+    """A duration: a finite number within the range (nan passes every comparison, inf
+    would wait forever)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not math.isfinite(_float_or(value)):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def _float_or(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0  # click's own message says it is not a number
+
+
+class Digits(click.IntRange):
+    """A count, index or VLAN id: ASCII digits 0-9 only (int() also takes '٣' and ' 3_0'),
+    within the one range the field has in every command."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+            self.fail(f"{value!r} is not a number written with the digits 0-9", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class Context:
@@ -39,6 +77,19 @@ class Context:
     def config_dir(self) -> str:
         from pcimgr import definitions
         return definitions.config_dir(self.sysfs, self.config_dir_option)
+
+    @property
+    def state(self) -> str:
+        """The state directory, refused when it overlaps the configuration directory
+        (apply would take the definitions for its own files, and the other way round)."""
+        from pcimgr import hostdriver
+        state = hostdriver.state_dir(self.sysfs, self.state_dir)
+        cfg = self.config_dir
+        real_state, real_cfg = os.path.realpath(state), os.path.realpath(cfg)
+        if os.path.commonpath([real_state, real_cfg]) in (real_state, real_cfg):
+            raise BadInput(f"--state-dir {state} and --config-dir {cfg} overlap; give them "
+                           "separate directories (defaults: /var/lib/pcimgr, /etc/pcimgr)")
+        return state
 
     @property
     def asked_uri(self) -> str | None:
@@ -138,6 +189,7 @@ COMMAND_MODULES = {
     **dict.fromkeys(("define", "undefine", "apply", "status", "install-udev"), "persist"),
     **dict.fromkeys(("doctor", "advise"), "host"),
     **dict.fromkeys(("sim", "demo"), "sim"),
+    "recover": "recover",
 }
 
 
@@ -153,9 +205,35 @@ class _Group(click.Group):
             importlib.import_module(f"pcimgr.commands.{COMMAND_MODULES[name]}")  # registers
         return super().get_command(ctx, name)
 
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """click's own handling but for the messages: a usage error is one line, as every
+        other error is (click prints usage, a hint and the error on three or four)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "pcimgr"
+            click.echo(f"pcimgr: {_one_line(e.format_message())}; see {where} --help", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"pcimgr: {_one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:  # Ctrl-C before pcimgr's own handlers were installed
+            click.echo("pcimgr: interrupted; nothing was changed", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except PermissionError as e:
+            where = e.filename or "a file pcimgr needs"
+            click.echo(f"pcimgr: permission denied on {where} ({e.strerror}); run as root "
+                       "(sudo) or as the owner of that path", err=True)
+            ctx.exit(NeedsRoot.exit_code)
         except PcimgrError as e:
             if _verbose:
                 import traceback
@@ -179,7 +257,7 @@ class _Group(click.Group):
 @click.option("--state-dir", envvar="PCIMGR_STATE_DIR", metavar="PATH",
               help="Journal, lock and original-driver records [default: /var/lib/pcimgr, "
                    "or inside a simulated host].")
-@click.option("--lock-timeout", envvar="PCIMGR_LOCK_TIMEOUT", type=click.FloatRange(0, 3600),
+@click.option("--lock-timeout", envvar="PCIMGR_LOCK_TIMEOUT", type=Seconds(0, 3600),
               default=30.0, show_default=True, metavar="SECONDS",
               help="How long a change waits for another pcimgr to finish.")
 @click.option("--config-dir", envvar="PCIMGR_CONFIG_DIR", metavar="PATH",
@@ -203,8 +281,8 @@ def mac_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 
 
 mac_option = click.option("--mac", callback=mac_arg, help="The MAC address the guest sees.")
-vlan_option = click.option("--vlan", type=click.IntRange(1, 4094),
-                           help="VLAN tag applied by the PF to the VF's traffic.")
+vlan_option = click.option("--vlan", type=Digits(1, 4094),
+                           help="VLAN tag (1-4094) applied by the PF to the VF's traffic.")
 
 
 dry_run_option = click.option("--dry-run", is_flag=True,
@@ -229,7 +307,7 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
     """Validate, plan, then act under the lock with journal and rollback (docs/plans.md)."""
     from pcimgr import discovery, hostdriver, hostuse
     sysfs = obj.sysfs
-    state = hostdriver.state_dir(sysfs, obj.state_dir)
+    state = obj.state
     if dry_run:
         proposal = propose(discovery.scan_related(sysfs, addresses), hostuse.survey(sysfs), state)
         print_plan(proposal, state)
@@ -259,12 +337,33 @@ def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
     """Act as root under the lock, after undoing (and saying so) what a killed run left."""
     from pcimgr import hostdriver
     hostdriver.needs_root(obj.sysfs)
+    may_write(obj)
 
     def after_recovery(recovered: str | None) -> None:
         if recovered:
             click.echo(f"pcimgr: {recovered}", err=True)
         work()
     hostdriver.locked(obj.sysfs, state, obj.lock_timeout, after_recovery)
+
+
+def run_locked_config(obj: Context, work: Callable[[], None]) -> None:
+    """Change definitions (or install files) under the host's lock, which every changing
+    command takes: concurrent defines of one PF would otherwise lose each other's VFs."""
+    from pcimgr import lock, statefile
+    may_write(obj)
+    with lock.exclusive(lock.host_lock_dir(obj.sysfs), obj.lock_timeout):
+        statefile.sweep(obj.config_dir, ("", "devices", "udev"))
+        work()
+
+
+def may_write(obj: Context) -> None:
+    """A simulated host made by another user: one line, not a PermissionError at the first
+    write (with a half-done transaction to roll back)."""
+    root = obj.sysfs.root
+    if obj.sysfs.simulated and not os.access(root, os.W_OK):
+        raise NeedsRoot(f"permission denied: {root} (a simulated host) is not writable by "
+                        f"uid {os.geteuid()}; run as its owner (uid {os.stat(root).st_uid}) or "
+                        "make your own with `pcimgr sim create DIR`")
 
 
 def progress() -> Callable[[int, int, Any], None] | None:
@@ -278,7 +377,7 @@ def progress() -> Callable[[int, int, Any], None] | None:
 
 
 timeout_option = click.option(
-    "--timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
+    "--timeout", type=Seconds(0.1, 3600), default=30.0, show_default=True,
     metavar="SECONDS",
     help="How long to wait for the kernel or a guest (VFs appearing and binding, a VF in "
          "reset, a guest letting go of a device).")
@@ -289,8 +388,16 @@ def on_off(ctx: click.Context, param: click.Parameter, value: str | None) -> boo
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pcimgr import interrupts
+    interrupts.install()  # SIGINT/SIGTERM: a failure that rolls back (here, not in tests' cli)
     try:
         cli.main(args=argv, prog_name="pcimgr")
+    except KeyboardInterrupt:  # before the handlers were installed
+        click.echo("pcimgr: interrupted; nothing was changed", err=True)
+        sys.exit(130)
+    except Interrupted as e:  # before a command ran
+        click.echo(f"pcimgr: {e}; nothing was changed", err=True)
+        sys.exit(e.exit_code)
     except BrokenPipeError:
         # `pcimgr list | head` is not an error; keep Python from complaining at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

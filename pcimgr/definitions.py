@@ -13,10 +13,13 @@ uevent's PCI_ID, so a different card in the same slot matches no file.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pcimgr import statefile
+from pcimgr.address import PciAddress
+from pcimgr.errors import BadInput, Damaged
 from pcimgr.model import PciDevice
 from pcimgr.sysfs import Sysfs
 
@@ -70,33 +73,58 @@ def path(cfg: str, address: str) -> str:
 
 
 def load(cfg: str, address: str) -> Definition | None:
-    data = statefile.read(path(cfg, address))
-    return None if data is None else _from_json(data)
+    """The definition, None if there is none; Damaged (naming the file and the fix) if its
+    file is malformed."""
+    def shape(data: Any) -> Definition:
+        d = _from_json(data)
+        if d.address != address:
+            raise ValueError(f"it defines {d.address}, not the function its name says")
+        return d
+    return statefile.load(path(cfg, address), shape, fix(address), top=cfg)
 
 
-def load_all(cfg: str) -> list[Definition]:
-    directory = os.path.join(cfg, "devices")
+def fix(address: str) -> str:
     try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
-    except FileNotFoundError:
-        return []
-    return [d for d in (load(cfg, n[:-5]) for n in names) if d is not None]
+        named = str(PciAddress.parse(address)) == address
+    except BadInput:
+        named = False
+    if not named:
+        return "its name is no PCI address: move it out of the devices directory"
+    return (f"correct it, or remove it with `pcimgr undefine {address}` and define the "
+            "function again")
+
+
+def load_all(cfg: str) -> tuple[list[Definition], list[Damaged]]:
+    """Every definition that reads, and the problem of each one that does not."""
+    found, damaged = [], []
+    for name in statefile.names(cfg, "devices"):
+        if not name.endswith(".json"):
+            continue
+        try:
+            d = load(cfg, name[:-5])
+        except Damaged as e:
+            damaged.append(e)
+            continue
+        if d is not None:
+            found.append(d)
+    return found, damaged
 
 
 def save(cfg: str, definition: Definition) -> None:
     statefile.write(path(cfg, definition.address), {"format": FORMAT} | asdict(definition),
-                    mode=0o644)
+                    mode=0o644, top=cfg)
     _remove_env(cfg, definition.address)
     env = []
     if definition.driver:
         env.append(f"PCIMGR_DRIVER={definition.driver}")
     if definition.vfs is not None:
         env.append(f"PCIMGR_VFS={definition.vfs}")
-    statefile.write(os.path.join(cfg, "udev", env_name(definition)), "\n".join(env), mode=0o644)
+    statefile.write(os.path.join(cfg, "udev", env_name(definition)), "\n".join(env), mode=0o644,
+                    top=cfg)
 
 
 def remove(cfg: str, address: str) -> None:
-    statefile.remove(path(cfg, address))
+    statefile.remove(path(cfg, address), top=cfg)
     _remove_env(cfg, address)
 
 
@@ -106,13 +134,44 @@ def env_name(definition: Definition) -> str:
 
 
 def _remove_env(cfg: str, address: str) -> None:
-    directory = os.path.join(cfg, "udev")
-    if os.path.isdir(directory):
-        for name in os.listdir(directory):
-            if name.startswith(f"{address}_"):
-                statefile.remove(os.path.join(directory, name))
+    for name in statefile.names(cfg, "udev"):
+        if name.startswith(f"{address}_"):
+            statefile.remove(os.path.join(cfg, "udev", name), top=cfg)
 
 
-def _from_json(data: dict[str, Any]) -> Definition:
+_ID = re.compile(r"[0-9a-f]{4}")
+_SETTINGS = {"mac": str, "vlan": int, "qos": int, "trust": bool, "spoofchk": bool}
+
+
+def _from_json(data: Any) -> Definition:
+    """A definition file's content, checked field by field (status and apply act on it)."""
+    statefile.obj(data, format=int, address=str, vendor_id=str, device_id=str,
+                  subsystem_vendor_id=(str, type(None)), subsystem_device_id=(str, type(None)),
+                  iommu_group=(int, type(None)))
+    if data["format"] != FORMAT:
+        raise ValueError(f"format {data['format']} (this pcimgr reads format {FORMAT})")
+    try:
+        PciAddress.parse(data["address"])
+    except BadInput:
+        raise ValueError(f"'address' is {data['address']!r}, not a PCI address") from None
+    for key in ("vendor_id", "device_id"):
+        if not _ID.fullmatch(data[key]):
+            raise ValueError(f"{key!r} is {data[key]!r}, not 4 hex digits")
     fields = {k: v for k, v in data.items() if k in Definition.__dataclass_fields__}
-    return Definition(**fields)
+    statefile.obj({"driver": None, "vfs": None, "vf_driver": None, "vf": {}} | fields,
+                  driver=(str, type(None)), vfs=(int, type(None)),
+                  vf_driver=(str, type(None)), vf=dict)
+    d = Definition(**fields)
+    if (d.driver is None) == (d.vfs is None):
+        raise ValueError("it needs either 'driver' or 'vfs'")
+    if d.vfs is not None and (d.vfs < 1 or d.vf_driver not in ("vfio-pci", "host")):
+        raise ValueError("'vfs' must be at least 1 with 'vf_driver' vfio-pci or host")
+    for index, settings in d.vf.items():
+        if not (index.isascii() and index.isdigit()) or d.vfs is None or int(index) >= d.vfs:
+            raise ValueError(f"VF index {index!r} is not one of the defined VFs")
+        statefile.obj(settings)
+        for key, value in settings.items():
+            if key not in _SETTINGS:
+                raise ValueError(f"VF {index} has an unknown setting {key!r}")
+            statefile.obj({key: value}, **{key: _SETTINGS[key]})
+    return d

@@ -72,9 +72,27 @@ class KernelError(PcimgrError):
         self.errno = errno
 
 
-
 class Mismatch(PcimgrError):
     """The host is not what it should be: status found drift, apply skipped a definition,
     doctor found a check that fails. The findings were printed before."""
 
     exit_code = 10
+
+
+class Damaged(PcimgrError):
+    """pcimgr's own state is unusable: a state or configuration file is malformed or not a
+    regular file, or a state/configuration directory is a symbolic link. The message names
+    the path and the way out (docs/safety.md, "What pcimgr does when its own state is
+    damaged")."""
+
+    exit_code = 11
+
+
+class Interrupted(PcimgrError):
+    """SIGINT or SIGTERM arrived; raised from the signal handler (interrupts.py)."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+        self.signame = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.signame}")
+        self.exit_code = 128 + signum  # as a shell reports a process killed by the signal

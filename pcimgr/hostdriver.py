@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pcimgr import lock, plan as plans, statefile
+from pcimgr import lock, plan as plans, records, statefile
 from pcimgr.address import PciAddress
 from pcimgr.binding import BindDriver, Reprobe
 from pcimgr.errors import BadInput, KernelError, NeedsRoot, NotFound, Refused
@@ -172,13 +172,13 @@ def plan_rebind(sysfs: Sysfs, host: Host, addresses: tuple[PciAddress, ...],
 # -- running a proposal --------------------------------------------------
 
 def records_path(state: str, address: str) -> str:
-    return os.path.join(state, "devices", f"{address}.json")
+    return records.device_path(state, address)
 
 
 def load_records(state: str, addresses: tuple[PciAddress, ...]) -> dict[str, dict]:
     found = {}
     for a in addresses:
-        data = statefile.read(records_path(state, str(a)))
+        data = records.load_driver(state, str(a))
         if data is not None:
             found[str(a)] = data
     return found
@@ -192,15 +192,11 @@ def needs_root(sysfs: Sysfs) -> None:
 
 def execute(sysfs: Sysfs, state: str, proposal: Proposal,
             progress: plans.Progress | None = None) -> None:
-    """Apply the plan (the caller holds the lock), then update the original-driver records."""
-    if proposal.module:
-        _modprobe(sysfs, proposal.module)
-    plans.execute(proposal.plan, sysfs, state, progress)
+    """Apply the plan (the caller holds the lock) and, before its journal goes, the records
+    of original drivers: worked out first, so a damaged record stops it before any write."""
+    changes = records.Changes(state)
     for rel, data in proposal.records:
-        if data is None:
-            statefile.remove(os.path.join(state, rel))
-        else:
-            statefile.write(os.path.join(state, rel), data)
+        changes.set(rel, data)
     created: set[str] = set()
     for step in proposal.plan.steps:
         if step.kind == "numvfs":
@@ -210,24 +206,29 @@ def execute(sysfs: Sysfs, state: str, proposal: Proposal,
             # and a VF pcimgr created has no host driver to give back
             created.update(step.expect)
             for a in [vf["address"] for vf in step.original_vfs] + list(step.expect):
-                statefile.remove(records_path(state, a))
+                changes.set(records.device_rel(a), None)
     for step in proposal.plan.steps:
         if not isinstance(step, (BindDriver, Reprobe)) or step.address in created:
             continue
-        path = records_path(state, step.address)
-        record = statefile.read(path)
+        rel = records.device_rel(step.address)
+        record = changes.get(rel)
         if isinstance(step, Reprobe) or (record is not None and step.target == record["driver"]):
-            statefile.remove(path)  # given back
+            changes.set(rel, None)  # given back
         elif record is None and step.original_driver not in HARMLESS_DRIVERS:
             # the first time pcimgr moves it: remember where it came from (None: no driver)
-            statefile.write(path, {"driver": step.original_driver,
-                                   "override": step.original_override})
+            changes.set(rel, {"driver": step.original_driver,
+                              "override": step.original_override})
+    if proposal.module:
+        _modprobe(sysfs, proposal.module)
+    plans.execute(proposal.plan, sysfs, state, progress, changes.commit)
 
 
 def locked(sysfs: Sysfs, state: str, wait: float,
            work: Callable[[str | None], None]) -> None:
-    """Run work(recovery message) under the lock, after finishing what a killed run left."""
-    with lock.exclusive(state, wait):
+    """Run work(recovery message) under the host's lock, after removing the temporary files
+    and finishing the transaction a killed run left."""
+    with lock.exclusive(lock.host_lock_dir(sysfs), wait):
+        statefile.sweep(state, ("", "devices", "assignments"))
         work(plans.recover(sysfs, state))
 
 

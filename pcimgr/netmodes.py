@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
+from pcimgr import ifnames
 from pcimgr.errors import BadInput
 
 MODES = ("e1000", "virtio", "vhost", "macvtap")
@@ -27,12 +28,13 @@ def interface(mode: str, bridge: str | None, source_dev: str | None,
         if not source_dev:
             raise BadInput("--mode macvtap needs --source-dev DEV, the host NIC to attach to")
         element = ET.Element("interface", {"type": "direct"})
-        ET.SubElement(element, "source", {"dev": source_dev, "mode": "bridge"})
+        ET.SubElement(element, "source", {"dev": ifnames.check(source_dev, "--source-dev"),
+                                          "mode": "bridge"})
     else:
         if not bridge:
             raise BadInput(f"--mode {mode} needs --bridge BR, the host bridge to plug into")
         element = ET.Element("interface", {"type": "bridge"})
-        ET.SubElement(element, "source", {"bridge": bridge})
+        ET.SubElement(element, "source", {"bridge": ifnames.check(bridge, "--bridge")})
     if mac:
         element.insert(0, ET.Element("mac", {"address": mac}))
     ET.SubElement(element, "model", {"type": "e1000" if mode == "e1000" else "virtio"})

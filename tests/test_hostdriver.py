@@ -232,7 +232,7 @@ def _hold(state: str, ready, release) -> None:  # type: ignore[no-untyped-def]
 def test_busy_lock_exit_8(run, demo_root: Path) -> None:
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold, args=(str(demo_root / ".pcimgr-state"), ready, release))
+    holder = ctx.Process(target=_hold, args=(str(demo_root / ".pcimgr-run"), ready, release))
     holder.start()
     assert ready.wait(10)
     try:

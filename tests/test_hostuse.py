@@ -252,7 +252,7 @@ def test_definitions_saved_only_after_checks(run, server: Path) -> None:
     set_host_facts(server, addresses={"enp4s0f1": ["192.0.2.99/24"]})
     r = run("--sysfs-root", server, "define", "04:00.0", "--driver", "vfio-pci", "--group")
     assert r.exit_code == 4 and "enp4s0f1: " not in r.output and "enp4s0f1 has address" in r.output
-    assert definitions.load_all(str(server / ".pcimgr-config")) == []
+    assert definitions.load_all(str(server / ".pcimgr-config")) == ([], [])
 
 
 def test_vf_count_definition_checks_like_vfs_create(run, server: Path) -> None:

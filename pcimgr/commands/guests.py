@@ -54,10 +54,10 @@ def assign(obj: Context, address: PciAddress, vm: str, live: bool | None, config
 def release(obj: Context, address: PciAddress, keep_detached: bool, timeout: float,
             dry_run: bool) -> None:
     """Take a function back from every guest that has it, then rebind its host driver."""
-    from pcimgr import assign as assigning, hostdriver, statefile
+    from pcimgr import assign as assigning, hostdriver, records
 
     def propose(host: Any, _: Any, state_dir: str) -> Any:
-        record = statefile.read(assigning.record_path(state_dir, str(address)))
+        record = records.load(state_dir, assigning.record_path("", str(address)))
         names = tuple(PciAddress.parse(a) for a in (record or {}).get("moved", []))
         return assigning.plan_release(
             obj.sysfs, host, obj.libvirt(), obj.holdings_or_fail(), address, record,

@@ -10,8 +10,8 @@ import click
 
 from pcimgr.address import PciAddress
 from pcimgr.cli import (
-    Context, address_arg, cli, dry_run_option, emit_json, json_option, mac_option, on_off,
-    print_plan, progress, run_locked, timeout_option)
+    Context, Digits, address_arg, cli, dry_run_option, emit_json, json_option, mac_option,
+    on_off, print_plan, progress, run_locked, run_locked_config, timeout_option)
 
 
 # -- definitions, applied at boot --------------------------------------------------
@@ -27,14 +27,14 @@ def _needs_root_for_config(obj: Context) -> None:
 @cli.command()
 @click.argument("address", callback=address_arg)
 @click.option("--driver", help="Bind this driver (e.g. vfio-pci) whenever the function appears.")
-@click.option("--vfs", type=click.IntRange(1, 0xFFFF), help="A PF: create this many VFs.")
+@click.option("--vfs", type=Digits(1, 0xFFFF), help="A PF: create this many VFs.")
 @click.option("--vf-driver", type=click.Choice(["vfio-pci", "host"]),
               help="The VFs' driver [default: vfio-pci].")
-@click.option("--vf", "vf_index", type=click.IntRange(0, 0xFFFF), metavar="INDEX",
+@click.option("--vf", "vf_index", type=Digits(0, 0xFFFF), metavar="INDEX",
               help="Settings for one VF of the PF (with --mac, --vlan, --trust, --spoofchk).")
 @mac_option
-@click.option("--vlan", type=click.IntRange(0, 4095), help="The VF's port VLAN (0: none).")
-@click.option("--qos", type=click.IntRange(0, 7), help="802.1p priority of --vlan.")
+@click.option("--vlan", type=Digits(0, 4094), help="The VF's port VLAN, 1-4094 (0: none).")
+@click.option("--qos", type=Digits(0, 7), help="802.1p priority of --vlan.")
 @click.option("--trust", type=click.Choice(["on", "off"]), callback=on_off)
 @click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=on_off)
 @click.option("--group", is_flag=True,
@@ -57,41 +57,57 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
         raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
     host = discovery.scan_related(obj.sysfs, (address,))
     cfg = obj.config_dir
-    d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
-                       vf_driver, vf_index, settings)
-    existing = {e.address: e for e in definitions.load_all(cfg)}
-    new = persist.with_group(host, d, existing) if group and driver else [d]
-    persist.check(obj.sysfs, host, hostuse.survey(obj.sysfs), new, existing, timeout)
     _needs_root_for_config(obj)
-    for each in new:
-        definitions.save(cfg, each)
-        click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
-                   f"{each.describe()}")
+
+    def work() -> None:  # read, check, merge and write under the lock: no define loses another's
+        d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
+                           vf_driver, vf_index, settings)
+        existing = {e.address: e for e in definitions.load_all(cfg)[0]}
+        new = persist.with_group(host, d, existing) if group and driver else [d]
+        persist.check(obj.sysfs, host, hostuse.survey(obj.sysfs), new, existing, timeout)
+        for each in new:
+            definitions.save(cfg, each)
+            click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
+                       f"{each.describe()}")
+    run_locked_config(obj, work)
     click.echo("`pcimgr apply` makes it so now; at boot the udev rules do "
                "(`pcimgr install-udev` once).")
 
 
 @cli.command()
 @click.argument("address", callback=address_arg)
-@click.option("--vf", "vf_index", type=click.IntRange(0, 0xFFFF), metavar="INDEX",
+@click.option("--vf", "vf_index", type=Digits(0, 0xFFFF), metavar="INDEX",
               help="Drop only this VF's settings.")
 @click.pass_obj
 def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
     """Forget a definition (the function stays as it is now)."""
     from pcimgr import definitions, persist
-    from pcimgr.errors import NotFound
+    from pcimgr.errors import Damaged, NotFound
     cfg = obj.config_dir
-    d = definitions.load(cfg, str(address))
-    if d is None:
-        raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
-    kept = persist.without_vf(d, vf_index)
     _needs_root_for_config(obj)
-    if kept is None:
-        definitions.remove(cfg, str(address))
-        click.echo(f"Undefined {address}; it stays as it is now (`pcimgr rebind` gives it back)")
-    else:
-        definitions.save(cfg, kept)
-        click.echo(f"{address}: {kept.describe()}")
+
+    def work() -> None:
+        try:
+            d = definitions.load(cfg, str(address))
+        except Damaged:
+            if vf_index is not None:
+                raise  # nothing to keep from a file that does not read
+            d = None
+            damaged = True
+        else:
+            damaged = False
+            if d is None:
+                raise NotFound(f"{address} has no definition; `pcimgr status` lists the "
+                               "definitions")
+        kept = None if d is None else persist.without_vf(d, vf_index)
+        if kept is None:
+            definitions.remove(cfg, str(address))
+            click.echo(f"Undefined {address}" + (" (its file was damaged)" if damaged else "")
+                       + "; it stays as it is now (`pcimgr rebind` gives it back)")
+        else:
+            definitions.save(cfg, kept)
+            click.echo(f"{address}: {kept.describe()}")
+    run_locked_config(obj, work)
 
 
 @cli.command()
@@ -107,9 +123,12 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
     from pcimgr import definitions, discovery, hostdriver, hostuse, persist
     from pcimgr.errors import Mismatch
     sysfs = obj.sysfs
-    chosen = persist.select(definitions.load_all(obj.config_dir), device)
+    state = obj.state
+    found, damaged = definitions.load_all(obj.config_dir)
+    if device is not None:  # a damaged definition of this very device is the answer
+        definitions.load(obj.config_dir, str(device))
+    chosen = persist.select(found, device)
     addresses = tuple(PciAddress.parse(d.address) for d in chosen)
-    state = hostdriver.state_dir(sysfs, obj.state_dir)
 
     def propose() -> Any:
         host = discovery.scan_related(sysfs, addresses)
@@ -117,6 +136,8 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
                                   obj.holdings())
 
     def report(planned: Any) -> None:
+        for e in damaged if device is None else ():
+            click.echo(f"skipped {e}", err=True)
         for line in planned.skipped:
             click.echo(f"skipped {line}", err=True)
         for note in planned.proposal.notes:
@@ -145,6 +166,7 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
                 hostdriver.execute(sysfs, state, settings)
                 for step in settings.plan.steps:
                     click.echo(step.summary())
+        _raise_damaged(damaged if device is None else [])
         if planned.skipped:
             raise Mismatch(f"{len(planned.skipped)} definition(s) not applied (see above)")
         if not quiet and not planned.proposal.plan.steps:
@@ -160,7 +182,7 @@ def status(obj: Context, as_json: bool) -> None:
     """Compare the definitions with the host: what drifted (exit 10 if anything did)."""
     from pcimgr import definitions, discovery, hostuse, persist
     from pcimgr.errors import Mismatch
-    defs = definitions.load_all(obj.config_dir)
+    defs, damaged = definitions.load_all(obj.config_dir)
     host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
     findings = persist.status(obj.sysfs, host, hostuse.survey(obj.sysfs, deep=False), defs)
     if as_json:
@@ -168,7 +190,7 @@ def status(obj: Context, as_json: bool) -> None:
                      "iommu_group": f.definition.iommu_group,
                      "defined": f.definition.describe(), "ok": f.ok, "drift": list(f.drift)}
                     for f in findings])
-    elif not findings:
+    elif not findings and not damaged:
         click.echo(f"No definitions in {obj.config_dir} (`pcimgr define` adds one).")
     else:
         for f in findings:
@@ -176,9 +198,20 @@ def status(obj: Context, as_json: bool) -> None:
                        + ("ok" if f.ok else "DRIFT"))
             for line in f.drift:
                 click.echo(f"  - {line}")
+    for e in damaged:
+        click.echo(f"DAMAGED: {e}", err=as_json)  # not in the JSON document (docs/json.md)
+    _raise_damaged(damaged)
     if any(not f.ok for f in findings):
         raise Mismatch(f"{sum(not f.ok for f in findings)} definition(s) drifted; "
                        "`pcimgr apply` puts back what it can")
+
+
+def _raise_damaged(damaged: list[Any]) -> None:
+    """Exit 11 once the readable definitions were dealt with: each damaged one was named."""
+    if damaged:
+        from pcimgr.errors import Damaged
+        raise Damaged(f"{len(damaged)} definition file(s) damaged and skipped (named above); "
+                      "correct them or remove them with `pcimgr undefine ADDR`")
 
 
 @cli.command("install-udev")
@@ -192,5 +225,5 @@ def install_udev(obj: Context, prefix: str) -> None:
     # the rules run this very program: the one the user ran, else the one on PATH
     ran = os.path.abspath(sys.argv[0])
     exe = ran if os.path.basename(ran) == "pcimgr" else (shutil.which("pcimgr") or ran)
-    for path in udev_files.install(prefix, exe, obj.config_dir):
-        click.echo(f"wrote {path}")
+    run_locked_config(obj, lambda: [click.echo(f"wrote {path}")
+                                    for path in udev_files.install(prefix, exe, obj.config_dir)])

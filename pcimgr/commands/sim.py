@@ -20,11 +20,24 @@ def sim() -> None:
 @click.option("--no-iommu", is_flag=True, help="A host booted without intel_iommu=on.")
 def sim_create(directory: str, profile: str, no_iommu: bool) -> None:
     """Write a simulated host; use it with `pcimgr --sysfs-root DIRECTORY ...`."""
+    from pcimgr.errors import BadInput, NeedsRoot
     from pcimgr.sim import builder, profiles
     spec = profiles.get(profile)
-    builder.build(directory, spec, iommu=False if no_iommu else None)
+    try:
+        builder.build(directory, spec, iommu=False if no_iommu else None)
+    except OSError as e:
+        where = _short(e.filename or directory)
+        if isinstance(e, PermissionError):
+            raise NeedsRoot(f"permission denied: cannot create {where}; choose a directory you "
+                            "may write to") from None
+        raise BadInput(f"cannot make a simulated host at {where}: {e.strerror}; choose a new "
+                       "path in a writable filesystem (e.g. /dev/shm/host or /tmp/host)") from None
     click.echo(f"Simulated host '{spec.name}' written to {os.path.abspath(directory)}")
     click.echo(f"Use it with: pcimgr --sysfs-root {os.path.abspath(directory)} list")
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= 80 else f"{path[:60]}...({len(path)} characters)"
 
 
 @sim.command("profiles")

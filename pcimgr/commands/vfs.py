@@ -9,8 +9,8 @@ import click
 
 from pcimgr.address import PciAddress
 from pcimgr.cli import (
-    Context, address_arg, change, cli, dry_run_option, emit_json, force_option, json_option,
-    mac_option, on_off, timeout_option)
+    Context, Digits, address_arg, change, cli, dry_run_option, emit_json, force_option,
+    json_option, mac_option, on_off, timeout_option)
 
 
 @cli.group()
@@ -45,7 +45,7 @@ def _vfs_report(obj: Context, pf: PciAddress) -> Callable[[Any], str]:
 
 @vfs.command("create")
 @click.argument("pf", callback=address_arg)
-@click.argument("count", type=click.IntRange(0, 0xFFFF))
+@click.argument("count", type=Digits(0, 0xFFFF))
 @click.option("--driver", type=click.Choice(["vfio-pci", "host"]), default="vfio-pci",
               show_default=True,
               help="vfio-pci: for guests, no host driver ever touches the VFs; "
@@ -82,10 +82,10 @@ def vfs_destroy(obj: Context, pf: PciAddress, timeout: float, dry_run: bool,
 
 @vfs.command("set")
 @click.argument("pf", callback=address_arg)
-@click.argument("index", type=click.IntRange(0, 0xFFFF))
+@click.argument("index", type=Digits(0, 0xFFFF))
 @mac_option
-@click.option("--vlan", type=click.IntRange(0, 4095), help="Port VLAN id; 0 removes it.")
-@click.option("--qos", type=click.IntRange(0, 7), help="802.1p priority of --vlan.")
+@click.option("--vlan", type=Digits(0, 4094), help="Port VLAN id, 1-4094; 0 removes it.")
+@click.option("--qos", type=Digits(0, 7), help="802.1p priority of --vlan.")
 @click.option("--trust", type=click.Choice(["on", "off"]), callback=on_off,
               help="Let the guest change its MAC and use promiscuous mode.")
 @click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=on_off,
