@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.cli.app import cli
 from pcimgr.sim import builder, profiles
 from pcimgr.host.sysfs import Sysfs
@@ -137,8 +138,13 @@ def demo_root(make_host: Callable[..., Path]) -> Path:
 
 
 @pytest.fixture
-def demo_sysfs(demo_root: Path) -> Sysfs:
-    return Sysfs(str(demo_root))
+def demo_machine(demo_root: Path) -> SimulatedMachine:
+    return SimulatedMachine(str(demo_root))
+
+
+@pytest.fixture
+def demo_sysfs(demo_machine: SimulatedMachine) -> Sysfs:
+    return demo_machine.sysfs
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.core.errors import LibvirtFailure
 from pcimgr.host.libvirt_adapter import Libvirt
-from pcimgr.host.sysfs import Sysfs
 from tests import libvirtd
 from tests.conftest import driver_of, tree
 
@@ -93,7 +93,7 @@ def test_a_vf_with_mac_and_vlan_becomes_an_interface(run, demo_root, libvirt_uri
                                                      make_domain) -> None:
     vm = make_domain("vf")
     assert run("--sysfs-root", demo_root, "vfs", "create", "05:00.0", "2").exit_code == 0
-    Sysfs(str(demo_root)).kernel().set_link("0000:05:00.0", "enp5s0f0", False)
+    SimulatedMachine(str(demo_root)).kernel.set_link("0000:05:00.0", "enp5s0f0", False)
     r = pcimgr(run, demo_root, libvirt_uri, "assign", "05:10.2", vm, "--mac",
                "52:54:00:5e:00:02", "--vlan", "100")
     assert r.exit_code == 0, r.output
@@ -193,7 +193,6 @@ def test_managed_leaves_binding_to_libvirt(run, demo_root, libvirt_uri, make_dom
 KILL_AFTER_ATTACH = """
 import os, sys
 from pcimgr.host.libvirt_adapter import Libvirt
-from pcimgr.host.sysfs import Sysfs
 real = Libvirt.attach
 def attach(self, *args):
     real(self, *args)

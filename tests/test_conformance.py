@@ -3,7 +3,7 @@
 
 import pytest
 
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.sim.machine import SimulatedMachine
 from tests.lab import conformance
 
 REAL = conformance.load_fixture()
@@ -14,7 +14,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     from pcimgr.sim import builder, profiles
     root = tmp_path_factory.mktemp("conformance") / "sys"
     builder.build(str(root), profiles.get("lab"))
-    return conformance.run_sequence(Sysfs(str(root)))
+    return conformance.run_sequence(SimulatedMachine(str(root)).sysfs)
 
 
 @pytest.mark.parametrize("step", range(len(REAL["observations"])),
@@ -44,4 +44,4 @@ def test_simulator_lays_out_the_host_shapes_as_linux(tmp_path) -> None:
                    block_stacks=conformance.BLOCK_STACKS)
     root = tmp_path / "sys"
     builder.build(str(root), replace(lab, host=host))
-    assert conformance.layout(Sysfs(str(root))) == REAL["layout"]
+    assert conformance.layout(SimulatedMachine(str(root)).sysfs) == REAL["layout"]

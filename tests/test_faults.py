@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.plans import interrupts, statefile
 from pcimgr.drivers.binding import current_override
 from pcimgr.host.sysfs import Sysfs
@@ -40,7 +41,7 @@ def outcome(root: Path) -> str:
     or a description of the mixed state the test then reports."""
     state = root / ".pcimgr-state"
     drivers = [driver_of(root, a) for a in PAIR]
-    overrides = [current_override(Sysfs(str(root)), a) for a in PAIR]
+    overrides = [current_override(SimulatedMachine(str(root)).sysfs, a) for a in PAIR]
     records = [json.loads((state / "devices" / f"{a}.json").read_text())
                if (state / "devices" / f"{a}.json").exists() else None for a in PAIR]
     if drivers == ["vfio-pci"] * 2 and records == [{"driver": "e1000e", "override": None}] * 2:

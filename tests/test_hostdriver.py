@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.plans import lock
 from pcimgr.core.errors import KernelError
 from pcimgr.host.sysfs import Sysfs
@@ -73,7 +74,7 @@ def test_detach_group_then_rebind_round_trip(run, demo_root: Path) -> None:
 
 
 def test_rebind_of_a_function_pcimgr_never_moved_reprobes(run, demo_root: Path) -> None:
-    sysfs = Sysfs(str(demo_root))
+    sysfs = SimulatedMachine(str(demo_root)).sysfs
     sysfs.write_attr("bus/pci/devices/0000:05:00.0/driver_override", "vfio-pci")
     sysfs.write_attr("bus/pci/drivers/igb/unbind", "0000:05:00.0")
     sysfs.write_attr("bus/pci/drivers_probe", "0000:05:00.0")
@@ -262,7 +263,7 @@ def test_concurrent_runs_serialise(demo_root: Path) -> None:
 @pytest.mark.parametrize("fail_on", ["driver_override", "unbind", "drivers_probe"])
 def test_failed_rebind_of_an_untouched_function_rolls_back(run, demo_root: Path, mocker,
                                                            fail_on: str) -> None:
-    sysfs = Sysfs(str(demo_root))
+    sysfs = SimulatedMachine(str(demo_root)).sysfs
     for rel, value in (("bus/pci/devices/0000:05:00.0/driver_override", "vfio-pci"),
                        ("bus/pci/drivers/igb/unbind", "0000:05:00.0"),
                        ("bus/pci/drivers_probe", "0000:05:00.0")):

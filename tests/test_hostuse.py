@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.drivers import planner as drivers
 from pcimgr.host import discovery, usage
 from pcimgr.persist import definitions
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import Refused
 from pcimgr.sim import builder, profiles
-from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of, golden, tree
 from tests.test_hostdriver import set_host_facts
 
@@ -212,15 +212,15 @@ def hosts(draw: st.DrawFn) -> tuple[profiles.Profile, set[str]]:
     return profile, used
 
 
-def _plans(sysfs: Sysfs, address: PciAddress, force: bool) -> list:
+def _plans(machine: SimulatedMachine, address: PciAddress, force: bool) -> list:
     """Each planner that can take a function from the host, refusals dropped."""
-    host = discovery.scan_related(sysfs, (address,))
-    survey = usage.survey(sysfs)
+    host = discovery.scan_related(machine.sysfs, (address,))
+    survey = usage.survey(machine)
     found = []
-    for plan in (lambda: drivers.plan_unbind(sysfs, host, survey, address, force),
-                 lambda: drivers.plan_bind(sysfs, host, survey, address, "vfio-pci", force),
-                 lambda: drivers.plan_detach(sysfs, host, survey, (address,), "vfio-pci",
-                                                True, force)):
+    for plan in (lambda: drivers.plan_unbind(machine, host, survey, address, force),
+                 lambda: drivers.plan_bind(machine, host, survey, address, "vfio-pci", force),
+                 lambda: drivers.plan_detach(machine, host, survey, (address,), "vfio-pci",
+                                             True, force)):
         try:
             found.append(plan())
         except Refused:
@@ -235,14 +235,14 @@ def test_no_plan_writes_to_a_function_the_host_uses(tmp_path_factory, spec) -> N
     profile, used = spec
     root = tmp_path_factory.mktemp("random") / "sys"
     builder.build(str(root), profile)
-    sysfs = Sysfs(str(root))
-    survey = usage.survey(sysfs)
+    machine = SimulatedMachine(str(root))
+    survey = usage.survey(machine)
     marked = {str(a) for a, uses in survey.uses.items() if uses}
     assert marked == used  # the survey finds exactly what the spec made the host use
     for d in profile.devices:
         address = PciAddress.parse(d.address)
         for force in (False, True):
-            for proposal in _plans(sysfs, address, force):
+            for proposal in _plans(machine, address, force):
                 touched = {s.address for s in proposal.plan.steps}
                 assert "0000:00:1f.0" not in touched  # the chipset, forced or not
                 if not force:
@@ -320,6 +320,6 @@ def test_a_vlan_on_a_bonded_port_is_not_its_master(server: Path) -> None:
     from pcimgr.sim import tree as simtree
     simtree.stack_net(str(server), "bond1", "bond", ["enp4s0f0"])
     simtree.stack_net(str(server), "enp4s0f0.5", "vlan", ["enp4s0f0"])
-    survey = usage.survey(Sysfs(str(server)))
+    survey = usage.survey(SimulatedMachine(str(server)))
     assert [str(u) for u in survey.of(PciAddress.parse("04:00.0"))] == [
         "interface enp4s0f0 is enslaved to bond1"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.sim.machine import SimulatedMachine
 from tests.conftest import driver_of, tree
 
 IGB = "0000:05:00.0"
@@ -67,7 +67,7 @@ def test_apply_then_status_then_drift_then_apply(run, demo_root: Path) -> None:
     assert again.exit_code == 0 and "The host matches the definitions." in again.output
 
     # behind pcimgr's back: the count and a MAC change
-    Sysfs(str(demo_root)).write_attr(f"bus/pci/devices/{IGB}/sriov_numvfs", "0")
+    SimulatedMachine(str(demo_root)).sysfs.write_attr(f"bus/pci/devices/{IGB}/sriov_numvfs", "0")
     code, found = status(run, demo_root)
     assert code == 10 and found[IGB]["drift"] == ["0 VF(s), defined 2"]
     assert run("--sysfs-root", demo_root, "apply", "--device", "05:00.0").exit_code == 0
@@ -120,7 +120,7 @@ def test_apply_keeps_the_safety_refusals(run, demo_root: Path) -> None:
     from pcimgr.host import discovery
     from pcimgr.persist import definitions
     from pcimgr.core.address import PciAddress
-    device = discovery.read_device(Sysfs(str(demo_root)), PciAddress.parse("00:1f.6"))
+    device = discovery.read_device(SimulatedMachine(str(demo_root)).sysfs, PciAddress.parse("00:1f.6"))
     definitions.save(str(cfg(demo_root)), definitions.identify(device, driver="vfio-pci"))
     r = run("--sysfs-root", demo_root, "apply")
     assert r.exit_code == 10

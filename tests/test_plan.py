@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.plans import lock, transaction
 from pcimgr.drivers.binding import BindDriver, current_driver, current_override
 from pcimgr.core.errors import Busy, KernelError, RolledBack
@@ -24,16 +25,16 @@ def detach_pair(sysfs: Sysfs) -> transaction.Plan:
         for a in PAIR))
 
 
-def test_plan_moves_both_and_leaves_no_journal(demo_root: Path, demo_sysfs: Sysfs,
+def test_plan_moves_both_and_leaves_no_journal(demo_root: Path, demo_machine: SimulatedMachine, demo_sysfs: Sysfs,
                                                 tmp_path: Path) -> None:
     p = detach_pair(demo_sysfs)
     assert "echo 0000:04:00.0 > /sys/bus/pci/drivers/e1000e/unbind" in p.describe()
-    transaction.execute(p, demo_sysfs, str(tmp_path / "state"))
+    transaction.execute(p, demo_machine, str(tmp_path / "state"))
     assert [driver_of(demo_root, a) for a in PAIR] == ["vfio-pci", "vfio-pci"]
     assert (demo_root / "dev/vfio/5").exists()
     assert not (tmp_path / "state/journal.json").exists()
     for step in reversed(p.steps):
-        step.undo(demo_sysfs)
+        step.undo(demo_machine)
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
     assert [current_override(demo_sysfs, a) for a in PAIR] == [None, None]
 
@@ -49,7 +50,7 @@ WRITES_PER_DETACH = 6  # per function: override, unbind, drivers_probe
 
 @pytest.mark.parametrize("code", [errno.EBUSY, errno.ENODEV, errno.EINVAL, errno.EPERM])
 @pytest.mark.parametrize("fail_at", range(WRITES_PER_DETACH))
-def test_failure_at_any_write_rolls_back(demo_root: Path, demo_sysfs: Sysfs, tmp_path: Path,
+def test_failure_at_any_write_rolls_back(demo_root: Path, demo_machine: SimulatedMachine, demo_sysfs: Sysfs, tmp_path: Path,
                                          mocker, fail_at: int, code: int) -> None:
     real = demo_sysfs.write_attr
     calls = []
@@ -62,14 +63,14 @@ def test_failure_at_any_write_rolls_back(demo_root: Path, demo_sysfs: Sysfs, tmp
 
     mocker.patch.object(demo_sysfs, "write_attr", side_effect=flaky)
     with pytest.raises(RolledBack) as e:
-        transaction.execute(detach_pair(demo_sysfs), demo_sysfs, str(tmp_path / "state"))
+        transaction.execute(detach_pair(demo_sysfs), demo_machine, str(tmp_path / "state"))
     assert "rolled back: the host is as it was before" in str(e.value)
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
     assert [current_override(demo_sysfs, a) for a in PAIR] == [None, None]
     assert not (tmp_path / "state/journal.json").exists()
 
 
-def test_bind_timeout_rolls_back(demo_root: Path, demo_sysfs: Sysfs, tmp_path: Path,
+def test_bind_timeout_rolls_back(demo_root: Path, demo_machine: SimulatedMachine, demo_sysfs: Sysfs, tmp_path: Path,
                                  mocker) -> None:
     mocker.patch("pcimgr.drivers.binding.BIND_TIMEOUT", 0.05)
     real = demo_sysfs.write_attr
@@ -82,12 +83,13 @@ def test_bind_timeout_rolls_back(demo_root: Path, demo_sysfs: Sysfs, tmp_path: P
 
     mocker.patch.object(demo_sysfs, "write_attr", side_effect=probe_does_nothing)
     with pytest.raises(RolledBack, match="did not bind to vfio-pci"):
-        transaction.execute(detach_pair(demo_sysfs), demo_sysfs, str(tmp_path / "state"))
+        transaction.execute(detach_pair(demo_sysfs), demo_machine, str(tmp_path / "state"))
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
 
 
 def _killed_after(root: str, state: str, writes: int) -> None:
-    sysfs = Sysfs(root)
+    machine = SimulatedMachine(root)
+    sysfs = machine.sysfs
     real = sysfs.write_attr
     count = [0]
 
@@ -98,7 +100,7 @@ def _killed_after(root: str, state: str, writes: int) -> None:
             os._exit(9)  # as SIGKILL: no cleanup, no exception handlers
 
     sysfs.write_attr = write  # type: ignore[method-assign]
-    transaction.execute(detach_pair(sysfs), sysfs, state)
+    transaction.execute(detach_pair(sysfs), machine, state)
 
 
 @pytest.mark.parametrize("writes", range(1, WRITES_PER_DETACH))
@@ -111,11 +113,11 @@ def test_recover_after_kill(demo_root: Path, tmp_path: Path, writes: int) -> Non
     assert child.exitcode == 9
     journal = json.loads((tmp_path / "state/journal.json").read_text())
     assert journal["command"] == "detach --group 04:00.0"
-    message = transaction.recover(Sysfs(str(demo_root)), state)
+    message = transaction.recover(SimulatedMachine(str(demo_root)), state)
     assert message is not None and "undid" in message
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
-    assert [current_override(Sysfs(str(demo_root)), a) for a in PAIR] == [None, None]
-    assert transaction.recover(Sysfs(str(demo_root)), state) is None
+    assert [current_override(SimulatedMachine(str(demo_root)).sysfs, a) for a in PAIR] == [None, None]
+    assert transaction.recover(SimulatedMachine(str(demo_root)), state) is None
 
 
 def _hold_lock(state: str, ready, release) -> None:  # type: ignore[no-untyped-def]

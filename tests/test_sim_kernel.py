@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.core.errors import KernelError
 from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of
@@ -206,7 +207,7 @@ def test_vfio_refuses_bridges(demo_root: Path, demo_sysfs: Sysfs) -> None:
 
 def test_vfio_needs_an_iommu_group(make_host) -> None:  # type: ignore[no-untyped-def]
     root = make_host("demo", iommu=False)
-    sysfs = Sysfs(str(root))
+    sysfs = SimulatedMachine(str(root)).sysfs
     sysfs.write_attr(f"bus/pci/devices/{NIC0}/driver_override", "vfio-pci")
     sysfs.write_attr("bus/pci/drivers/e1000e/unbind", NIC0)
     assert errno_of(sysfs, "bus/pci/drivers/vfio-pci/bind", NIC0) == errno.EINVAL

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.host import uevents
 from pcimgr.sim.kernel import SimulatedKernel
 from pcimgr.host.sysfs import Sysfs
@@ -36,7 +37,7 @@ def vfs_json(run, root: Path, pf: str = IGB) -> dict:
 
 def hold(root: Path, vf: str, who: str = "qemu-system-x86[4242]") -> None:
     group = int(os.path.basename(os.readlink(dev(root, vf) / "iommu_group")))
-    Sysfs(str(root)).kernel().hold_vfio(group, who)
+    SimulatedMachine(str(root)).kernel.hold_vfio(group, who)
 
 
 # -- list ------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def test_create_for_the_host_driver(run, demo_root: Path) -> None:
 
 
 def test_a_pf_that_is_down_gets_a_warning_or_is_brought_up(run, demo_root: Path) -> None:
-    Sysfs(str(demo_root)).kernel().set_link(IGB, "enp5s0f0", False)
+    SimulatedMachine(str(demo_root)).kernel.set_link(IGB, "enp5s0f0", False)
     r = run("--sysfs-root", demo_root, "vfs", "create", IGB, "1")
     assert r.exit_code == 0 and "enp5s0f0 (the PF) is down" in r.output and "--pf-up" in r.output
     assert run("--sysfs-root", demo_root, "vfs", "destroy", IGB).exit_code == 0
@@ -238,7 +239,7 @@ def test_destroy_refused_while_a_process_holds_a_vf(run, demo_root: Path) -> Non
             in r.output
         assert tree(demo_root) == before
     assert vfs_json(run, demo_root)["vfs"][1]["open_by"] == ["qemu-system-x86[4242]"]
-    Sysfs(str(demo_root)).kernel().release_vfio(16)
+    SimulatedMachine(str(demo_root)).kernel.release_vfio(16)
     r = run("--sysfs-root", demo_root, "vfs", "destroy", IGB)
     assert r.exit_code == 0 and "0/7 VFs" in r.output
     assert not any(dev(demo_root, vf).exists() for vf in IGB_VFS)
@@ -261,16 +262,16 @@ def test_undo_of_destroy_rebuilds_vfs_as_they_were(run, demo_root: Path) -> None
     from pcimgr.host import discovery, usage
     from pcimgr.sriov import planner as sriov
     from pcimgr.core.address import PciAddress
-    sysfs = Sysfs(str(demo_root))
+    machine = SimulatedMachine(str(demo_root))
     assert run("--sysfs-root", demo_root, "detach", "07:00.3").exit_code == 0
     before = vfs_json(run, demo_root, MLX)
     pf = PciAddress.parse(MLX)
-    proposal = sriov.plan_destroy(sysfs, discovery.scan_related(sysfs, (pf,)), usage.survey(sysfs),
-                                  pf, 5.0, False)
+    proposal = sriov.plan_destroy(machine, discovery.scan_related(machine.sysfs, (pf,)),
+                                  usage.survey(machine), pf, 5.0, False)
     (step,) = proposal.plan.steps
-    step.apply(sysfs)
+    step.apply(machine)
     assert vfs_json(run, demo_root, MLX)["numvfs"] == 0
-    step.undo(sysfs)
+    step.undo(machine)
     assert vfs_json(run, demo_root, MLX) == before  # drivers, overrides, MACs, VLANs
 
 
@@ -339,8 +340,8 @@ def test_set_gives_up_on_a_vf_that_stays_in_reset(run, demo_root: Path, mocker) 
 
 # -- waiting -------------------------------------------------------------------------
 
-def test_watcher_polls_where_there_are_no_uevents(demo_sysfs: Sysfs) -> None:
-    w = uevents.Watcher(demo_sysfs)
+def test_watcher_polls_where_there_are_no_uevents(demo_machine: SimulatedMachine) -> None:
+    w = uevents.Watcher(demo_machine)
     assert not w.uses_uevents
     calls = iter([False, False, True])
     assert w.wait(lambda: next(calls), 1.0)

@@ -4,7 +4,10 @@ from pathlib import Path
 import pytest
 
 from pcimgr.core.errors import BadInput, KernelError
-from pcimgr.host.sysfs import SIM_MARKER, Gone, Sysfs
+from pcimgr.cli.app import Context
+from pcimgr.host.linux import LinuxMachine
+from pcimgr.host.sysfs import Gone, Sysfs
+from pcimgr.sim.machine import SimulatedMachine
 
 
 @pytest.mark.parametrize("rel", ["../etc/passwd", "/etc/passwd", "bus/../../x"])
@@ -15,16 +18,22 @@ def test_paths_outside_the_root_are_refused(demo_sysfs: Sysfs, rel: str) -> None
         demo_sysfs.write_attr(rel, "x")
 
 
+def machine(root: str) -> object:
+    """The machine the command line chooses for a --sysfs-root."""
+    return Context(root, None, 30.0, None).machine
+
+
 def test_simulation_needs_the_marker(tmp_path: Path, demo_root: Path) -> None:
-    assert Sysfs(str(demo_root)).simulated
-    assert Sysfs(str(demo_root)).dev_root == str(demo_root / "dev")
-    assert not Sysfs(str(tmp_path)).simulated
-    assert not Sysfs("/sys").simulated and Sysfs("/sys").dev_root == "/dev"
+    assert isinstance(machine(str(demo_root)), SimulatedMachine)
+    assert machine(str(demo_root)).sysfs.dev_root == str(demo_root / "dev")
+    (tmp_path / "bus/pci/devices").mkdir(parents=True)
+    assert isinstance(machine(str(tmp_path)), LinuxMachine)
+    assert isinstance(machine("/sys"), LinuxMachine) and machine("/sys").sysfs.dev_root == "/dev"
 
 
 def test_real_root_never_simulated_even_with_marker(monkeypatch) -> None:
-    monkeypatch.setattr("os.path.isfile", lambda p: p.endswith(SIM_MARKER) or False)
-    assert not Sysfs("/sys").simulated
+    monkeypatch.setattr("pcimgr.sim.marker.is_simulated", lambda root: True)
+    assert isinstance(machine("/sys"), LinuxMachine)
 
 
 def test_plain_tree_write_is_a_plain_write(tmp_path: Path) -> None:

@@ -11,10 +11,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pcimgr.host import facts
 from pcimgr.core.errors import PcimgrError
 from pcimgr.core.model import Host
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.machine import Machine
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 GRUB_FIX = ("add intel_iommu=on (Intel) or amd_iommu=on (AMD) to GRUB_CMDLINE_LINUX in "
@@ -36,18 +35,19 @@ def passthrough_possible(checks: list[Check]) -> bool:
     return all(c.status != FAIL for c in checks)
 
 
-def run(sysfs: Sysfs, host: Host, libvirt_uri: str | None) -> list[Check]:
-    """libvirt_uri None: do not ask libvirt (a simulated host without --connect)."""
-    checks = [_iommu(sysfs, host), _interrupt_remapping(sysfs, host), _vfio(sysfs),
-              _vhost_net(sysfs), _sriov(host), _shared_groups(host),
-              _libvirt(libvirt_uri), _root(sysfs)]
+def run(machine: Machine, host: Host, libvirt_uri: str | None) -> list[Check]:
+    """libvirt_uri None: do not ask libvirt (the machine does not by default, and no
+    --connect said otherwise)."""
+    checks = [_iommu(machine, host), _interrupt_remapping(machine, host), _vfio(machine),
+              _vhost_net(machine), _sriov(host), _shared_groups(host),
+              _libvirt(machine, libvirt_uri), _root(machine)]
     return checks
 
 
-def _iommu(sysfs: Sysfs, host: Host) -> Check:
-    cmdline = facts.kernel_cmdline(sysfs).split()
+def _iommu(machine: Machine, host: Host) -> Check:
+    cmdline = machine.kernel_cmdline().split()
     asked = [w for w in cmdline if w.startswith(("intel_iommu=", "amd_iommu="))]
-    units = sysfs.list_dir("class/iommu")
+    units = machine.sysfs.list_dir("class/iommu")
     if host.iommu_enabled:
         return Check("iommu", PASS, f"{len(host.groups)} IOMMU groups, IOMMU units "
                      f"{', '.join(units) or 'none listed'}"
@@ -60,11 +60,11 @@ def _iommu(sysfs: Sysfs, host: Host) -> Check:
                  + "; VT-d/AMD-Vi must also be enabled in the firmware")
 
 
-def _interrupt_remapping(sysfs: Sysfs, host: Host) -> Check:
+def _interrupt_remapping(machine: Machine, host: Host) -> Check:
     if not host.iommu_enabled:
         return Check("interrupt-remapping", FAIL, "no IOMMU, so no interrupt remapping",
                      "enable the IOMMU first (see the iommu check)")
-    if facts.interrupt_remapping(sysfs):
+    if machine.interrupt_remapping():
         return Check("interrupt-remapping", PASS, "MSIs are remapped (IR-* interrupt chips)")
     return Check("interrupt-remapping", FAIL, "the IOMMU does not remap interrupts, and "
                  "vfio refuses such devices by default",
@@ -72,15 +72,15 @@ def _interrupt_remapping(sysfs: Sysfs, host: Host) -> Check:
                  "impossible: options vfio_iommu_type1 allow_unsafe_interrupts=1")
 
 
-def _vfio(sysfs: Sysfs) -> Check:
-    loaded = sysfs.exists("bus/pci/drivers/vfio-pci")
-    node = sysfs.dev_node_exists("vfio/vfio")
+def _vfio(machine: Machine) -> Check:
+    loaded = machine.sysfs.exists("bus/pci/drivers/vfio-pci")
+    node = machine.sysfs.dev_node_exists("vfio/vfio")
     if loaded and node:
         return Check("vfio", PASS, "vfio-pci is loaded and /dev/vfio/vfio exists")
     if loaded:
         return Check("vfio", FAIL, "vfio-pci is loaded but /dev/vfio/vfio is missing",
                      "check that udev runs and that the vfio module is loaded (modprobe vfio)")
-    if facts.module_available(sysfs, "vfio-pci"):
+    if machine.module_available("vfio-pci"):
         return Check("vfio", PASS, "vfio-pci is available (not loaded; pcimgr loads it when "
                      "needed, and /dev/vfio/vfio appears then)")
     return Check("vfio", FAIL, "no vfio-pci module for the running kernel",
@@ -88,8 +88,8 @@ def _vfio(sysfs: Sysfs) -> Check:
                  "the kernel with CONFIG_VFIO_PCI")
 
 
-def _vhost_net(sysfs: Sysfs) -> Check:
-    if sysfs.dev_node_exists("vhost-net"):
+def _vhost_net(machine: Machine) -> Check:
+    if machine.sysfs.dev_node_exists("vhost-net"):
         return Check("vhost-net", PASS, "/dev/vhost-net exists: virtio NICs can use vhost_net")
     return Check("vhost-net", WARN, "/dev/vhost-net is missing: virtio NICs fall back to "
                  "QEMU's userspace data path",
@@ -118,9 +118,9 @@ def _shared_groups(host: Host) -> Check:
                  "a card in a slot behind an ACS-capable root port gets a group of its own")
 
 
-def _libvirt(uri: str | None) -> Check:
+def _libvirt(machine: Machine, uri: str | None) -> Check:
     if uri is None:
-        return Check("libvirt", WARN, "not asked: a simulated host uses libvirt only with "
+        return Check("libvirt", WARN, f"not asked: {machine.kind} uses libvirt only with "
                      "--connect URI")
     from pcimgr.host import libvirt_adapter
     try:
@@ -131,9 +131,9 @@ def _libvirt(uri: str | None) -> Check:
     return Check("libvirt", PASS, f"libvirt {version} answers at {uri}")
 
 
-def _root(sysfs: Sysfs) -> Check:
-    if sysfs.simulated:
-        return Check("root", PASS, "not needed on a simulated host")
+def _root(machine: Machine) -> Check:
+    if not machine.needs_root:
+        return Check("root", PASS, f"not needed on {machine.kind}")
     if os.geteuid() == 0:
         return Check("root", PASS, "running as root")
     return Check("root", WARN, "not root: changes (detach, assign, vfs) will be refused",

@@ -10,13 +10,17 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pcimgr import __version__
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Interrupted, NeedsRoot, NotFound, PcimgrError
+
+if TYPE_CHECKING:
+    from pcimgr.host.machine import Machine
+    from pcimgr.host.sysfs import Sysfs
 
 _verbose = False
 
@@ -68,7 +72,7 @@ class Context:
         self.state_dir = state_dir
         self.lock_timeout = lock_timeout
         self.connect = connect
-        self._sysfs = None
+        self._machine: Machine | None = None
         self._namer = None
         self._holdings: Any = False  # not asked yet
         self.holdings_problem: str | None = None
@@ -76,14 +80,14 @@ class Context:
     @property
     def config_dir(self) -> str:
         from pcimgr.persist import definitions
-        return definitions.config_dir(self.sysfs, self.config_dir_option)
+        return definitions.config_dir(self.machine, self.config_dir_option)
 
     @property
     def state(self) -> str:
         """The state directory, refused when it overlaps the configuration directory
         (apply would take the definitions for its own files, and the other way round)."""
         from pcimgr.drivers import planner as drivers
-        state = drivers.state_dir(self.sysfs, self.state_dir)
+        state = drivers.state_dir(self.machine, self.state_dir)
         cfg = self.config_dir
         real_state, real_cfg = os.path.realpath(state), os.path.realpath(cfg)
         if os.path.commonpath([real_state, real_cfg]) in (real_state, real_cfg):
@@ -93,8 +97,10 @@ class Context:
 
     @property
     def asked_uri(self) -> str | None:
-        """The libvirt URI to ask, or None on a simulated host without one given."""
-        if self.sysfs.simulated and not (self.connect or os.environ.get("LIBVIRT_DEFAULT_URI")):
+        """The libvirt URI to ask, or None where the machine does not ask libvirt unless
+        told which one (a simulated host: the host's own libvirtd knows nothing of it)."""
+        if not (self.machine.asks_libvirt_by_default or self.connect
+                or os.environ.get("LIBVIRT_DEFAULT_URI")):
             return None
         return self.uri
 
@@ -110,8 +116,7 @@ class Context:
     def holdings(self):  # type: ignore[no-untyped-def]
         """Which domains hold which functions, or None when libvirt cannot be asked.
 
-        A simulated host asks libvirt only when told which one (--connect or
-        LIBVIRT_DEFAULT_URI): the host's own libvirtd knows nothing about it.
+        See asked_uri for when libvirt is not asked at all.
         """
         if self._holdings is False:
             self._holdings = None
@@ -138,16 +143,29 @@ class Context:
         return guests.names(holdings, address)
 
     @property
-    def sysfs(self):  # type: ignore[no-untyped-def]
-        if self._sysfs is None:
-            from pcimgr.host.sysfs import Sysfs
-            sysfs = Sysfs(self.sysfs_root)
-            if not os.path.isdir(sysfs.path("bus/pci/devices")):
-                raise NotFound(f"no PCI sysfs tree at {sysfs.root} (no bus/pci/devices); give "
+    def machine(self) -> Machine:
+        """The host pcimgr works on, chosen once: the simulated host when --sysfs-root is
+        one (its marker says so), else the Linux host whose sysfs is at that root."""
+        if self._machine is None:
+            from pcimgr.sim import marker
+            root = os.path.abspath(self.sysfs_root)
+            machine: Machine
+            if root != "/sys" and marker.is_simulated(root):
+                from pcimgr.sim.machine import SimulatedMachine
+                machine = SimulatedMachine(root)
+            else:
+                from pcimgr.host.linux import LinuxMachine
+                machine = LinuxMachine(root)
+            if not os.path.isdir(machine.sysfs.path("bus/pci/devices")):
+                raise NotFound(f"no PCI sysfs tree at {root} (no bus/pci/devices); give "
                                "--sysfs-root a directory laid out like /sys, e.g. one made by "
                                "`pcimgr sim create DIR`")
-            self._sysfs = sysfs
-        return self._sysfs
+            self._machine = machine
+        return self._machine
+
+    @property
+    def sysfs(self) -> Sysfs:
+        return self.machine.sysfs
 
     def host(self):  # type: ignore[no-untyped-def]
         from pcimgr.host import discovery
@@ -310,20 +328,22 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
     sysfs = obj.sysfs
     state = obj.state
     if dry_run:
-        proposal = propose(discovery.scan_related(sysfs, addresses), usage.survey(sysfs), state)
+        proposal = propose(discovery.scan_related(sysfs, addresses), usage.survey(obj.machine),
+                           state)
         print_plan(proposal, state)
         for note in proposal.notes:
             click.echo(f"({note})")
         return
 
     def work() -> None:
-        proposal = propose(discovery.scan_related(sysfs, addresses), usage.survey(sysfs), state)
+        proposal = propose(discovery.scan_related(sysfs, addresses), usage.survey(obj.machine),
+                           state)
         for note in proposal.notes:
             click.echo(note)
         if not proposal.plan.steps:
             click.echo("Nothing to do.")
             return
-        drivers.execute(sysfs, state, proposal, progress())
+        drivers.execute(obj.machine, state, proposal, progress())
         if report is not None:
             click.echo(report(proposal))
             return
@@ -337,34 +357,23 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
 def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
     """Act as root under the lock, after undoing (and saying so) what a killed run left."""
     from pcimgr.drivers import planner as drivers
-    drivers.needs_root(obj.sysfs)
-    may_write(obj)
+    obj.machine.require_root("changing the host (writes to /sys)")
 
     def after_recovery(recovered: str | None) -> None:
         if recovered:
             click.echo(f"pcimgr: {recovered}", err=True)
         work()
-    drivers.locked(obj.sysfs, state, obj.lock_timeout, after_recovery)
+    drivers.locked(obj.machine, state, obj.lock_timeout, after_recovery)
 
 
 def run_locked_config(obj: Context, work: Callable[[], None]) -> None:
     """Change definitions (or install files) under the host's lock, which every changing
     command takes: concurrent defines of one PF would otherwise lose each other's VFs."""
     from pcimgr.plans import lock, statefile
-    may_write(obj)
-    with lock.exclusive(lock.host_lock_dir(obj.sysfs), obj.lock_timeout):
+    obj.machine.check_writable()
+    with lock.exclusive(obj.machine.lock_dir, obj.lock_timeout):
         statefile.sweep(obj.config_dir, ("", "devices", "udev"))
         work()
-
-
-def may_write(obj: Context) -> None:
-    """A simulated host made by another user: one line, not a PermissionError at the first
-    write (with a half-done transaction to roll back)."""
-    root = obj.sysfs.root
-    if obj.sysfs.simulated and not os.access(root, os.W_OK):
-        raise NeedsRoot(f"permission denied: {root} (a simulated host) is not writable by "
-                        f"uid {os.geteuid()}; run as its owner (uid {os.stat(root).st_uid}) or "
-                        "make your own with `pcimgr sim create DIR`")
 
 
 def progress() -> Callable[[int, int, Any], None] | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pcimgr.core.errors import KernelError
 from pcimgr.plans.journaled import Journaled
+from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.host.uevents import Watcher
 
@@ -57,11 +58,11 @@ class BindDriver(Journaled):
                          f"   # then check that driver -> {self.target}")
         return lines
 
-    def apply(self, sysfs: Sysfs) -> None:
-        move(sysfs, self.address, self.target, self.target_override)
+    def apply(self, machine: Machine) -> None:
+        move(machine, self.address, self.target, self.target_override)
 
-    def undo(self, sysfs: Sysfs) -> None:
-        move(sysfs, self.address, self.original_driver, self.original_override)
+    def undo(self, machine: Machine) -> None:
+        move(machine, self.address, self.original_driver, self.original_override)
 
 
 def _override_line(address: str, override: str | None) -> str:
@@ -70,7 +71,8 @@ def _override_line(address: str, override: str | None) -> str:
     return f"echo '{override}' > {path}" if override else f"echo > {path}"
 
 
-def move(sysfs: Sysfs, address: str, driver: str | None, override: str | None) -> None:
+def move(machine: Machine, address: str, driver: str | None, override: str | None) -> None:
+    sysfs = machine.sysfs
     """Idempotent: from whatever state the function is in, end on `driver` with `override`."""
     dev = f"bus/pci/devices/{address}"
     if current_override(sysfs, address) != override:
@@ -83,21 +85,21 @@ def move(sysfs: Sysfs, address: str, driver: str | None, override: str | None) -
     if driver is None:
         return
     sysfs.write_attr("bus/pci/drivers_probe", address)
-    if not _wait_for(sysfs, address, driver, BIND_TIMEOUT / 2) and override is None:
+    if not _wait_for(machine, address, driver, BIND_TIMEOUT / 2) and override is None:
         # the probe chose another driver (the original came by an explicit bind): bind it
         chosen = current_driver(sysfs, address)
         if chosen is not None:
             sysfs.write_attr(f"bus/pci/drivers/{chosen}/unbind", address)
         sysfs.write_attr(f"bus/pci/drivers/{driver}/bind", address)
-    if not _wait_for(sysfs, address, driver, BIND_TIMEOUT / 2):
+    if not _wait_for(machine, address, driver, BIND_TIMEOUT / 2):
         raise KernelError(f"{address} did not bind to {driver} within {BIND_TIMEOUT:g} s "
                           f"(it is on {current_driver(sysfs, address) or 'no driver'}); "
                           "see `dmesg` for the driver's probe error")
 
 
-def _wait_for(sysfs: Sysfs, address: str, driver: str, seconds: float) -> bool:
-    with Watcher(sysfs) as watcher:
-        return watcher.wait(lambda: current_driver(sysfs, address) == driver, seconds)
+def _wait_for(machine: Machine, address: str, driver: str, seconds: float) -> bool:
+    with Watcher(machine) as watcher:
+        return watcher.wait(lambda: current_driver(machine.sysfs, address) == driver, seconds)
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ class Reprobe(Journaled):
         lines.append(f"echo {self.address} > {root}/drivers_probe")
         return lines
 
-    def apply(self, sysfs: Sysfs) -> None:
+    def apply(self, machine: Machine) -> None:
+        sysfs = machine.sysfs
         dev = f"bus/pci/devices/{self.address}"
         if current_override(sysfs, self.address) is not None:
             sysfs.write_attr(f"{dev}/driver_override", CLEAR)
@@ -136,5 +139,5 @@ class Reprobe(Journaled):
             sysfs.write_attr(f"bus/pci/drivers/{bound}/unbind", self.address)
         sysfs.write_attr("bus/pci/drivers_probe", self.address)
 
-    def undo(self, sysfs: Sysfs) -> None:
-        move(sysfs, self.address, self.original_driver, self.original_override)
+    def undo(self, machine: Machine) -> None:
+        move(machine, self.address, self.original_driver, self.original_override)

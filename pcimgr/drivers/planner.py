@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from typing import TYPE_CHECKING
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +16,11 @@ from dataclasses import dataclass
 from pcimgr.plans import lock, records, statefile, transaction as plans
 from pcimgr.core.address import PciAddress
 from pcimgr.drivers.binding import BindDriver, Reprobe
-from pcimgr.core.errors import BadInput, KernelError, NeedsRoot, NotFound, Refused
+from pcimgr.core.errors import BadInput, NotFound, Refused
 from pcimgr.host.usage import Survey
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.drivers.safety import concerns
+from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.core.viability import HARMLESS_DRIVERS, blocks_vfio
 
@@ -28,14 +28,11 @@ if TYPE_CHECKING:
     from pcimgr.plans.steps import Step
 
 _DRIVER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-DEFAULT_STATE_DIR = "/var/lib/pcimgr"
 
 
-def state_dir(sysfs: Sysfs, explicit: str | None) -> str:
-    """--state-dir, else inside a simulated host, else /var/lib/pcimgr."""
-    if explicit:
-        return os.path.abspath(explicit)
-    return os.path.join(sysfs.root, ".pcimgr-state") if sysfs.simulated else DEFAULT_STATE_DIR
+def state_dir(machine: Machine, explicit: str | None) -> str:
+    """--state-dir, else the machine's (/var/lib/pcimgr, or inside a simulated host)."""
+    return os.path.abspath(explicit) if explicit else machine.default_state_dir
 
 
 def check_driver_name(name: str) -> str:
@@ -64,11 +61,12 @@ def require(host: Host, address: PciAddress) -> PciDevice:
     return device
 
 
-def module_for(sysfs: Sysfs, driver: str) -> str | None:
-    if sysfs.exists(f"bus/pci/drivers/{driver}"):
+def module_for(machine: Machine, driver: str) -> str | None:
+    """The module to load before binding, or None when the driver is there already."""
+    if machine.sysfs.exists(f"bus/pci/drivers/{driver}"):
         return None
-    if sysfs.simulated:
-        raise NotFound(f"driver {driver} is not loaded on this simulated host")
+    if not machine.loads_modules:
+        machine.load_module(driver)  # says why it cannot, before anything is written
     return driver
 
 
@@ -94,7 +92,7 @@ def refuse_unsafe(sysfs: Sysfs, host: Host, survey: Survey, leaving: list[PciDev
     raise Refused(f"refusing: {reasons}", forceable=True)
 
 
-def plan_detach(sysfs: Sysfs, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
+def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
                 driver: str, group: bool, force: bool) -> Proposal:
     check_driver_name(driver)
     targets = {d.address: d for d in (require(host, a) for a in addresses)}
@@ -116,38 +114,39 @@ def plan_detach(sysfs: Sysfs, host: Host, survey: Survey, addresses: tuple[PciAd
                 "--group to detach them in the same transaction")
         targets.update((m.address, m) for m in mates)
     moving = [d for d in sorted(targets.values(), key=lambda d: d.address) if d.driver != driver]
-    refuse_unsafe(sysfs, host, survey, moving, force)
+    refuse_unsafe(machine.sysfs, host, survey, moving, force)
     notes = tuple(f"{d.address} is already on {driver}" for d in targets.values()
                   if d.driver == driver)
     steps = tuple(BindDriver(str(d.address), driver, driver, d.driver, d.driver_override)
                   for d in moving)
     return Proposal(plans.Plan(f"detach {' '.join(str(a) for a in addresses)}", steps),
-                    module_for(sysfs, driver) if steps else None, notes)
+                    module_for(machine, driver) if steps else None, notes)
 
 
-def plan_bind(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress, driver: str,
+def plan_bind(machine: Machine, host: Host, survey: Survey, address: PciAddress, driver: str,
               force: bool) -> Proposal:
     check_driver_name(driver)
     d = require(host, address)
     if d.driver == driver:
         return Proposal(plans.Plan(f"bind {address} {driver}", ()), None,
                         (f"{address} is already on {driver}",))
-    refuse_unsafe(sysfs, host, survey, [d], force)
+    refuse_unsafe(machine.sysfs, host, survey, [d], force)
     step = BindDriver(str(address), driver, driver, d.driver, d.driver_override)
-    return Proposal(plans.Plan(f"bind {address} {driver}", (step,)), module_for(sysfs, driver), ())
+    return Proposal(plans.Plan(f"bind {address} {driver}", (step,)), module_for(machine, driver),
+                    ())
 
 
-def plan_unbind(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress,
+def plan_unbind(machine: Machine, host: Host, survey: Survey, address: PciAddress,
                 force: bool) -> Proposal:
     d = require(host, address)
     if d.driver is None:
         return Proposal(plans.Plan(f"unbind {address}", ()), None, (f"{address} has no driver",))
-    refuse_unsafe(sysfs, host, survey, [d], force)
+    refuse_unsafe(machine.sysfs, host, survey, [d], force)
     step = BindDriver(str(address), None, d.driver_override, d.driver, d.driver_override)
     return Proposal(plans.Plan(f"unbind {address}", (step,)), None, ())
 
 
-def plan_rebind(sysfs: Sysfs, host: Host, addresses: tuple[PciAddress, ...],
+def plan_rebind(machine: Machine, host: Host, addresses: tuple[PciAddress, ...],
                 records: dict[str, dict]) -> Proposal:
     steps: list[Step] = []
     notes = []
@@ -184,13 +183,7 @@ def load_records(state: str, addresses: tuple[PciAddress, ...]) -> dict[str, dic
     return found
 
 
-def needs_root(sysfs: Sysfs) -> None:
-    if not sysfs.simulated and os.geteuid() != 0:
-        raise NeedsRoot("changing drivers writes to /sys and needs root; run it with sudo "
-                        "(add --dry-run to see the plan without root)")
-
-
-def execute(sysfs: Sysfs, state: str, proposal: Proposal,
+def execute(machine: Machine, state: str, proposal: Proposal,
             progress: plans.Progress | None = None) -> None:
     """Apply the plan (the caller holds the lock) and, before its journal goes, the records
     of original drivers: worked out first, so a damaged record stops it before any write."""
@@ -219,25 +212,14 @@ def execute(sysfs: Sysfs, state: str, proposal: Proposal,
             changes.set(rel, {"driver": step.original_driver,
                               "override": step.original_override})
     if proposal.module:
-        _modprobe(sysfs, proposal.module)
-    plans.execute(proposal.plan, sysfs, state, progress, changes.commit)
+        machine.load_module(proposal.module)
+    plans.execute(proposal.plan, machine, state, progress, changes.commit)
 
 
-def locked(sysfs: Sysfs, state: str, wait: float,
+def locked(machine: Machine, state: str, wait: float,
            work: Callable[[str | None], None]) -> None:
     """Run work(recovery message) under the host's lock, after removing the temporary files
     and finishing the transaction a killed run left."""
-    with lock.exclusive(lock.host_lock_dir(sysfs), wait):
+    with lock.exclusive(machine.lock_dir, wait):
         statefile.sweep(state, ("", "devices", "assignments"))
-        work(plans.recover(sysfs, state))
-
-
-def _modprobe(sysfs: Sysfs, module: str) -> None:
-    try:
-        r = subprocess.run(["modprobe", module], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise KernelError(f"cannot load {module}: modprobe failed ({e}); install the module "
-                          "or load it by hand") from e
-    if r.returncode != 0 or not sysfs.exists(f"bus/pci/drivers/{module}"):
-        why = r.stderr.strip() or "no such driver after modprobe"
-        raise KernelError(f"cannot load {module}: {why}; check that the kernel has the module")
+        work(plans.recover(machine, state))

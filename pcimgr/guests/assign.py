@@ -25,14 +25,14 @@ from pcimgr.host.usage import Survey
 from pcimgr.host.libvirt_adapter import Libvirt
 from pcimgr.core.model import Host
 from pcimgr.plans.steps import Step
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.machine import Machine
 
 def record_path(state: str, address: str) -> str:
     """state "": the path relative to the state directory, as Proposal.records wants it."""
     return os.path.join(state, "assignments", f"{address}.json")
 
 
-def plan_assign(sysfs: Sysfs, host: Host, survey: Survey, lv: Libvirt, holdings: Holdings,
+def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdings: Holdings,
                 address: PciAddress, vm: str, live: bool | None, config: bool | None,
                 group: bool, managed: bool, mac: str | None, vlan: int | None,
                 force: bool) -> Proposal:
@@ -52,7 +52,7 @@ def plan_assign(sysfs: Sysfs, host: Host, survey: Survey, lv: Libvirt, holdings:
         raise BadInput(f"--mac and --vlan give a NIC's SR-IOV VF to the guest as "
                        f"<interface type='hostdev'>, and {address} is not a VF of a NIC; "
                        "assign it without them")
-    detach = drivers.plan_detach(sysfs, host, survey, (address,), "vfio-pci", group, force)
+    detach = drivers.plan_detach(machine, host, survey, (address,), "vfio-pci", group, force)
     moving = [PciAddress.parse(s.address) for s in detach.plan.steps]
     for a in sorted({address, *moving}):
         held = holdings.get(a, [])
@@ -76,7 +76,7 @@ def plan_assign(sysfs: Sysfs, host: Host, survey: Survey, lv: Libvirt, holdings:
                           hostdev_xml.to_string(element), live, config)
     notes = list(detach.notes)
     if mac or vlan:
-        notes += _pf_link_warning(sysfs, device.physfn)
+        notes += _pf_link_warning(machine, device.physfn)
     steps: list[Step] = [] if managed else list(detach.plan.steps)
     steps.append(attach)
     # the functions pcimgr moves, and so gives back on release (one already on
@@ -88,20 +88,20 @@ def plan_assign(sysfs: Sysfs, host: Host, survey: Survey, lv: Libvirt, holdings:
                     ((record_path("", str(address)), record),))
 
 
-def _pf_link_warning(sysfs: Sysfs, pf: PciAddress | None) -> list[str]:
+def _pf_link_warning(machine: Machine, pf: PciAddress | None) -> list[str]:
     """libvirt sets an <interface type='hostdev'>'s MAC/VLAN through the PF when the guest
     starts, and refuses to start it while the PF is down (seen in the lab)."""
-    device = discovery.read_device(sysfs, pf) if pf is not None else None
+    device = discovery.read_device(machine.sysfs, pf) if pf is not None else None
     if device is None or not device.netdevs:
         return []
     netdev = device.netdevs[0]
-    if vfinfo.link_is_up(sysfs, str(pf), netdev):
+    if vfinfo.link_is_up(machine.sysfs, str(pf), netdev):
         return []
     return [f"warning: {netdev}, the PF, is down: libvirt will refuse to start the guest "
             f"with this interface until it is up (`ip link set {netdev} up`)"]
 
 
-def plan_release(sysfs: Sysfs, host: Host, lv: Libvirt, holdings: Holdings,
+def plan_release(machine: Machine, host: Host, lv: Libvirt, holdings: Holdings,
                  address: PciAddress, assignment: dict | None, originals: dict[str, dict],
                  keep_detached: bool, timeout: float) -> Proposal:
     drivers.require(host, address)
@@ -127,7 +127,7 @@ def plan_release(sysfs: Sysfs, host: Host, lv: Libvirt, holdings: Holdings,
                 notes.append(f"{a} stays on its driver: {', '.join(others)} holds it")
             else:
                 targets.append(a)
-        rebind = drivers.plan_rebind(sysfs, host, tuple(targets), originals)
+        rebind = drivers.plan_rebind(machine, host, tuple(targets), originals)
         steps += rebind.plan.steps
         notes += rebind.notes
     return Proposal(plans.Plan(f"release {address}", tuple(steps)), None, tuple(notes),

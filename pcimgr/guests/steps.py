@@ -16,7 +16,7 @@ from pcimgr.host import libvirt_adapter
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import LibvirtFailure
 from pcimgr.plans.journaled import Journaled
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.machine import Machine
 
 
 def _where(live: bool, config: bool) -> str:
@@ -61,10 +61,10 @@ class AttachDevice(Journaled):
         return [f"virsh -c {self.uri} attach-device {self.domain} /dev/stdin "
                 f"{_flags(self.live, self.config)} <<EOF", *self.xml.splitlines(), "EOF"]
 
-    def apply(self, sysfs: Sysfs) -> None:
+    def apply(self, machine: Machine) -> None:
         libvirt_adapter.connect(self.uri).attach(self.uuid, self.xml, self.live, self.config)
 
-    def undo(self, sysfs: Sysfs) -> None:
+    def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
         now = lv.domain(self.uuid)
         live = self.live and now.active and _holds(now.live_xml, self.address)
@@ -101,7 +101,7 @@ class DetachDevice(Journaled):
             lines.append(f"# then wait up to {self.timeout:g} s for the guest to release it")
         return lines
 
-    def apply(self, sysfs: Sysfs) -> None:
+    def apply(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
         if self.live_xml is not None and lv.domain(self.uuid).active:
             lv.detach(self.uuid, self.live_xml, True, False)
@@ -118,7 +118,7 @@ class DetachDevice(Journaled):
         if self.config_xml is not None:
             lv.detach(self.uuid, self.config_xml, False, True)
 
-    def undo(self, sysfs: Sysfs) -> None:
+    def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
         now = lv.domain(self.uuid)
         if self.config_xml is not None and not _holds(now.config_xml, self.address):

@@ -1,10 +1,8 @@
-"""The facts about the host's own use of its devices that sysfs does not hold: interface
-addresses and routes, the interface that reaches a server, mounts (network filesystems
-among them), swaps, and block devices open by processes.
-
-A real host answers through `ip -j` (netlink) and /proc; a simulated host
-declares the same facts in its profile. What sysfs holds (stacks of interfaces
-and block devices, where each device sits) is read by hostuse.py for both.
+"""The Linux host's facts about its own use of its devices that sysfs does not hold:
+interface addresses and routes (`ip -j`, /proc/net/ipv6_route), the interface that
+reaches a server, mounts (network filesystems among them), swaps, and block devices
+open by processes (/proc). The simulated host declares the same facts in its profile
+(sim/machine.py); what sysfs holds is read by host/usage.py for both.
 """
 
 from __future__ import annotations
@@ -17,10 +15,10 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TypeVar
 
-from pcimgr.host.sysfs import SIM_MARKER, Sysfs
+from pcimgr.host.sysfs import Sysfs
 
 
-class HostState:
+class LinuxFacts:
     """Read lazily: a command about a function without interfaces never runs `ip`,
     one without disks never reads /proc/self/mountinfo (each costs a process start
     or a parse, which on a slow host or the emulated lab is felt)."""
@@ -29,14 +27,7 @@ class HostState:
         self._sysfs = sysfs
 
     @cached_property
-    def _facts(self) -> dict:
-        return _sim_facts(self._sysfs)
-
-    @cached_property
     def _net(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        if self._sysfs.simulated:
-            f = self._facts
-            return f.get("addresses", {}), f.get("routes", {})
         links, routes4 = _ip_batch("addr show", "route show table all")
         addresses: dict[str, list[str]] = {}
         for link in links:
@@ -73,8 +64,6 @@ class HostState:
 
     @cached_property
     def _mountinfo(self) -> tuple[dict[str, str], dict[str, str]]:
-        if self._sysfs.simulated:
-            return self._facts.get("mounts", {}), self._facts.get("network_mounts", {})
         return _mounts(_block_names_by_number(self._sysfs))
 
     @property
@@ -90,11 +79,8 @@ class HostState:
     def route_to(self, server: str) -> str | None:
         """The interface the host reaches an address through (`ip route get`)."""
         if server not in self._routes_to:
-            if self._sysfs.simulated:
-                self._routes_to[server] = self._facts.get("routes_to", {}).get(server)
-            else:
-                found = _ip_json("route", "get", server)
-                self._routes_to[server] = found[0].get("dev") if found else None
+            found = _ip_json("route", "get", server)
+            self._routes_to[server] = found[0].get("dev") if found else None
         return self._routes_to[server]
 
     @cached_property
@@ -104,75 +90,19 @@ class HostState:
     @cached_property
     def open_blocks(self) -> dict[str, list[str]]:
         """block device name -> the processes that have it open, as "comm[pid]"."""
-        if self._sysfs.simulated:
-            return self._facts.get("open_blocks", {})
         return _open_blocks(_block_names_by_number(self._sysfs))
 
     @cached_property
     def swaps(self) -> frozenset[str]:
-        if self._sysfs.simulated:
-            return frozenset(self._facts.get("swaps", ()))
         return _swaps()
 
 
-def read(sysfs: Sysfs) -> HostState:
-    return HostState(sysfs)
-
-
-def kernel_cmdline(sysfs: Sysfs) -> str:
-    if sysfs.simulated:
-        return _sim_facts(sysfs).get("cmdline", "")
-    try:
-        with open("/proc/cmdline") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def interrupt_remapping(sysfs: Sysfs) -> bool:
-    """Whether MSIs go through the IOMMU's remapping: its irqchips are named IR-*."""
-    if sysfs.simulated:
-        return bool(_sim_facts(sysfs).get("interrupt_remapping"))
-    try:
-        with open("/proc/interrupts") as f:
-            return any(" IR-" in line for line in f)
-    except OSError:
-        return False
-
-
-def module_available(sysfs: Sysfs, name: str) -> bool:
-    """Loaded, built in (both show under /sys/module) or installed for the running kernel."""
-    if sysfs.simulated:
-        return name in _sim_facts(sysfs).get("modules", [])
-    if sysfs.exists(f"module/{name.replace('-', '_')}"):
-        return True
-    try:
-        with open(f"/lib/modules/{os.uname().release}/modules.dep") as f:
-            wanted = (f"/{name}.ko", f"/{name.replace('-', '_')}.ko")
-            return any(any(w in line.split(":", 1)[0] for w in wanted) for line in f)
-    except OSError:
-        return False
-
-
-def driver_available(sysfs: Sysfs, name: str) -> bool:
-    """A PCI driver that is registered now, or a module that would register it."""
-    return sysfs.exists(f"bus/pci/drivers/{name}") or module_available(sysfs, name)
-
-
-def _sim_facts(sysfs: Sysfs) -> dict:
-    # the marker is plain JSON: no need to import the simulator to read it
-    with open(os.path.join(sysfs.root, SIM_MARKER)) as f:
-        return json.load(f).get("host", {})
-
-
-def vfio_holders(sysfs: Sysfs) -> dict[int, list[str]]:
+def vfio_holders() -> dict[int, list[str]]:
     """IOMMU group -> the processes that have /dev/vfio/<group> open, as "comm[pid]".
 
     QEMU keeps the group open for as long as it uses a device of the group, and
     the kernel cannot remove such a device (`echo 0 > sriov_numvfs` blocks).
     """
-    if sysfs.simulated:
-        return sysfs.kernel().vfio_holders()
     def group(fd: str) -> int | None:
         target = os.readlink(fd)
         return int(target[10:]) if target.startswith("/dev/vfio/") and target[10:].isdigit() \

@@ -2,8 +2,8 @@
 
 All paths are relative to one root ("/sys", or a simulated host's directory) so
 that tests, the demo and rehearsals run the production code against a tree.
-A root carrying the simulated-host marker gets a simulated kernel that reacts
-to writes as Linux does; the write itself is the same code either way.
+A simulated host (sim/machine.py) hands in its kernel's reaction to writes; the
+write itself is the same code either way, and nothing here knows which it is.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 from pcimgr.core.errors import BadInput, KernelError
 
-SIM_MARKER = ".pcimgr-simulated-host.json"
 REAL_ROOT = "/sys"
 
 # Errors that mean "this attribute is not there (any more)" when reading: a
@@ -74,19 +73,16 @@ class Directory:
 
 
 WriteFn = Callable[[str, str], None]
+# what a kernel does with a write: (path relative to the root, value, the raw write)
+React = Callable[[str, str, WriteFn], None]
 
 
 class Sysfs:
-    def __init__(self, root: str = REAL_ROOT) -> None:
+    def __init__(self, root: str = REAL_ROOT, dev_root: str = "/dev",
+                 react: React | None = None) -> None:
         self.root = os.path.abspath(root)
-        self.simulated = (self.root != REAL_ROOT
-                          and os.path.isfile(os.path.join(self.root, SIM_MARKER)))
-        self._kernel: object | None = None
-
-    @property
-    def dev_root(self) -> str:
-        """Where device nodes live: /dev for the real host, DIR/dev for a simulated one."""
-        return os.path.join(self.root, "dev") if self.simulated else "/dev"
+        self.dev_root = dev_root  # where device nodes (/dev/vfio/N) live
+        self._react = react
 
     def path(self, rel: str) -> str:
         if rel.startswith("/") or ".." in rel.split("/"):
@@ -132,8 +128,8 @@ class Sysfs:
         """Write one attribute as `echo value > file` would, raising KernelError on refusal."""
         path = self.path(rel)
         try:
-            if self.simulated:
-                self.kernel().write(rel, value, self._raw_write)
+            if self._react is not None:
+                self._react(rel, value, self._raw_write)
             else:
                 self._raw_write(path, value)
         except OSError as e:
@@ -149,13 +145,6 @@ class Sysfs:
             os.write(fd, value.encode())
         finally:
             os.close(fd)
-
-    def kernel(self):  # type: ignore[no-untyped-def]
-        """The simulated kernel of a simulated host (its netlink side included)."""
-        if self._kernel is None:
-            from pcimgr.sim.kernel import SimulatedKernel
-            self._kernel = SimulatedKernel(self.root)
-        return self._kernel
 
 
 def _read_text(path: str, dir_fd: int | None = None) -> str | None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.machine import Machine
 
 POLL = 0.01        # the polling fallback's period
 EVENT_SLICE = 0.1  # even with a monitor, re-check this often (an event may be filtered out)
@@ -26,8 +26,8 @@ class Watcher:
     finish synchronously, and importing pyudev costs a second under the emulated lab);
     the condition is re-read once it runs, so an event before the start is not lost."""
 
-    def __init__(self, sysfs: Sysfs) -> None:
-        self._can_monitor = not sysfs.simulated
+    def __init__(self, machine: Machine) -> None:
+        self._can_monitor = machine.watches_uevents
         self._monitor: Any = None
 
     def __enter__(self) -> Watcher:

@@ -11,8 +11,8 @@ multipath) are all found, at any depth. Network disks (iSCSI) and network
 filesystems (NFS and friends) lead to the interface that reaches their server.
 
 Only the sysfs layer is read here; the facts sysfs does not hold (addresses,
-routes, mounts, swaps, open files, the route to a server) come from HostState,
-the one place that asks the real host or the simulated host's profile.
+routes, mounts, swaps, open files, the route to a server) come from the machine's
+Facts (host/machine.py): the Linux host's or the simulated host's.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from functools import cached_property
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
-from pcimgr.host.facts import HostState
+from pcimgr.host.machine import Facts, Machine
 from pcimgr.host.sysfs import Sysfs
 
 _PCI_NAME = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
@@ -66,7 +66,7 @@ class Survey:
     the change commands ask for it, `list` does not (it would cost every listing).
     """
 
-    def __init__(self, sysfs: Sysfs, state: HostState, deep: bool = True) -> None:
+    def __init__(self, sysfs: Sysfs, state: Facts, deep: bool = True) -> None:
         self._sysfs = sysfs
         self._state = state
         self._deep = deep
@@ -263,5 +263,5 @@ class Survey:
         return None
 
 
-def survey(sysfs: Sysfs, deep: bool = True) -> Survey:
-    return Survey(sysfs, HostState(sysfs), deep)
+def survey(machine: Machine, deep: bool = True) -> Survey:
+    return Survey(machine.sysfs, machine.facts, deep)

@@ -1,23 +1,24 @@
 """VF properties held by the PF's driver (MAC, VLAN, trust, spoof check, link state).
 
-They live in the PF's netdev and are read and set over rtnetlink, here through
-`ip` (iproute2), as `ip link show/set DEV vf N ...` does; a simulated host keeps
-them in its simulated kernel. Also the PF's link state, which decides whether new
-VFs get a carrier.
+They live in the PF's netdev; the machine reads and sets them (the Linux host over
+rtnetlink through `ip`, host/netlink.py; a simulated host in its simulated
+kernel). Here: the rules around them (MAC syntax, retries while a VF is in reset,
+how a change reads) and the PF's link state, which decides whether new VFs get a
+carrier.
 """
 
 from __future__ import annotations
 
 import errno
-import json
-import os
 import re
-import subprocess
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.errors import BadInput, KernelError
 from pcimgr.host.sysfs import Sysfs
+
+if TYPE_CHECKING:
+    from pcimgr.host.machine import Machine
 
 IFF_UP = 0x1
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -34,47 +35,19 @@ def check_mac(text: str) -> str:
     return mac
 
 
-def read(sysfs: Sysfs, pf: str, netdev: str | None) -> list[dict[str, Any]]:
+def read(machine: Machine, pf: str, netdev: str | None) -> list[dict[str, Any]]:
     """One dict per VF index (mac, vlan, qos, spoofchk, trust, link_state); empty when the
     PF has no netdev to ask."""
-    if netdev is None:
-        return []
-    if sysfs.simulated:
-        return sysfs.kernel().vf_configs(pf)
-    try:
-        out = subprocess.run(["ip", "-j", "-d", "link", "show", "dev", netdev],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    if out.returncode != 0 or not out.stdout.strip():
-        return []
-    links = json.loads(out.stdout)
-    return [_from_ip(vf) for vf in (links[0].get("vfinfo_list", []) if links else [])]
+    return [] if netdev is None else machine.vf_configs(pf, netdev)
 
 
-def _from_ip(vf: dict[str, Any]) -> dict[str, Any]:
-    # iproute2 6.1 prints "vlan_list": [{"vlan": 10, "qos": 3}], or [{}] for none
-    vlans = [v for v in vf.get("vlan_list", []) if v] or ([vf] if "vlan" in vf else [])
-    return {
-        "mac": vf.get("address"),
-        "vlan": vlans[0].get("vlan", 0) if vlans else 0,
-        "qos": vlans[0].get("qos", 0) if vlans else 0,
-        "spoofchk": vf.get("spoofchk"),
-        "trust": vf.get("trust"),
-        "link_state": vf.get("link_state"),
-    }
-
-
-def configure(sysfs: Sysfs, pf: str, netdev: str, index: int, settings: dict[str, Any],
+def configure(machine: Machine, pf: str, netdev: str, index: int, settings: dict[str, Any],
               timeout: float) -> None:
     """Set some of read()'s keys on VF `index`, retrying while the driver says the VF is in reset."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if sysfs.simulated:
-                sysfs.kernel().set_vf(pf, index, settings)
-            else:
-                _ip_set(netdev, index, settings)
+            machine.set_vf(pf, netdev, index, settings)
             return
         except OSError as e:
             if e.errno == errno.EAGAIN and time.monotonic() < deadline:
@@ -110,36 +83,10 @@ def _show(value: Any) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
-def _ip_set(netdev: str, index: int, settings: dict[str, Any]) -> None:
-    try:
-        r = subprocess.run(ip_command(netdev, index, settings), capture_output=True, text=True,
-                           timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise OSError(errno.EIO, f"ip failed: {e}") from e
-    if r.returncode != 0:
-        raise OSError(_errno_of(r.stderr), r.stderr.strip().splitlines()[-1] if r.stderr.strip()
-                      else f"ip exited with {r.returncode}")
-
-
-def _errno_of(stderr: str) -> int:
-    """`RTNETLINK answers: <strerror>` carries the kernel's errno as text."""
-    for code in (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV, errno.EPERM,
-                 errno.EBUSY):
-        if os.strerror(code) in stderr:
-            return code
-    return errno.EIO
-
-
 def link_is_up(sysfs: Sysfs, pf: str, netdev: str) -> bool:
     flags = sysfs.read_attr(f"bus/pci/devices/{pf}/net/{netdev}/flags")
     return flags is not None and bool(int(flags, 16) & IFF_UP)
 
 
-def set_link(sysfs: Sysfs, pf: str, netdev: str, up: bool) -> None:
-    if sysfs.simulated:
-        sysfs.kernel().set_link(pf, netdev, up)
-        return
-    r = subprocess.run(["ip", "link", "set", "dev", netdev, "up" if up else "down"],
-                       capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        raise KernelError(f"cannot bring {netdev} {'up' if up else 'down'}: {r.stderr.strip()}")
+def set_link(machine: Machine, pf: str, netdev: str, up: bool) -> None:
+    machine.set_link(pf, netdev, up)

@@ -21,17 +21,14 @@ from pcimgr.plans import statefile
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Damaged
 from pcimgr.core.model import PciDevice
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.machine import Machine
 
-DEFAULT_CONFIG_DIR = "/etc/pcimgr"
 FORMAT = 1
 
 
-def config_dir(sysfs: Sysfs, explicit: str | None) -> str:
-    """--config-dir, else inside a simulated host, else /etc/pcimgr."""
-    if explicit:
-        return os.path.abspath(explicit)
-    return os.path.join(sysfs.root, ".pcimgr-config") if sysfs.simulated else DEFAULT_CONFIG_DIR
+def config_dir(machine: Machine, explicit: str | None) -> str:
+    """--config-dir, else the machine's (/etc/pcimgr, or inside a simulated host)."""
+    return os.path.abspath(explicit) if explicit else machine.default_config_dir
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pcimgr.drivers import planner as drivers, safety
-from pcimgr.host import facts, vfinfo
+from pcimgr.host import vfinfo
 from pcimgr.plans import transaction as plans
 from pcimgr.sriov import planner as sriov
 from pcimgr.core.address import PciAddress
@@ -24,7 +24,7 @@ from pcimgr.drivers.planner import Proposal
 from pcimgr.host.usage import Survey
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.plans.steps import Step
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.machine import Machine
 from pcimgr.core.viability import HARMLESS_DRIVERS, VFIO_DRIVERS, blocks_vfio
 
 # -- define ----------------------------------------------------------------------
@@ -86,7 +86,7 @@ def _stubbed(d: Definition | None) -> bool:
     return d is not None and d.driver in HARMLESS_DRIVERS
 
 
-def check(sysfs: Sysfs, host: Host, survey: Survey, new: list[Definition],
+def check(machine: Machine, host: Host, survey: Survey, new: list[Definition],
           defined: Mapping[str, Definition], timeout: float) -> None:
     """The checks the change itself would run now: a definition is applied at every boot
     with nobody there to read a warning, so it is never a way around them."""
@@ -95,10 +95,10 @@ def check(sysfs: Sysfs, host: Host, survey: Survey, new: list[Definition],
         device = drivers.require(host, PciAddress.parse(d.address))
         try:
             if d.driver is not None:
-                _check_driver(sysfs, host, survey, device, d, everything)
+                _check_driver(machine, host, survey, device, d, everything)
             else:
                 assert d.vfs is not None and d.vf_driver is not None
-                sriov.plan_create(sysfs, host, survey, device.address, d.vfs, d.vf_driver,
+                sriov.plan_create(machine, host, survey, device.address, d.vfs, d.vf_driver,
                                   False, timeout, False)
         except Refused as e:
             if not e.forceable:
@@ -107,15 +107,16 @@ def check(sysfs: Sysfs, host: Host, survey: Survey, new: list[Definition],
                           "definition is applied at every boot: stop using it first") from None
 
 
-def _check_driver(sysfs: Sysfs, host: Host, survey: Survey, device: PciDevice, d: Definition,
+def _check_driver(machine: Machine, host: Host, survey: Survey, device: PciDevice, d: Definition,
                   defined: Mapping[str, Definition]) -> None:
     assert d.driver is not None
-    if not facts.driver_available(sysfs, d.driver):
+    if not (machine.sysfs.exists(f"bus/pci/drivers/{d.driver}")
+            or machine.module_available(d.driver)):
         raise BadInput(f"no driver {d.driver} on this host (not loaded, not built in, no "
                        f"module); check the name (`ls /sys/bus/pci/drivers`, `modinfo "
                        f"{d.driver}`)")
     if device.driver != d.driver:
-        drivers.refuse_unsafe(sysfs, host, survey, [device], False)
+        drivers.refuse_unsafe(machine.sysfs, host, survey, [device], False)
     if d.driver in VFIO_DRIVERS:
         if not host.iommu_enabled:
             raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; "
@@ -141,14 +142,14 @@ class Finding:
         return not self.drift
 
 
-def status(sysfs: Sysfs, host: Host, survey: Survey,
+def status(machine: Machine, host: Host, survey: Survey,
            definitions: list[Definition]) -> list[Finding]:
     defined = {d.address: d for d in definitions}
-    return [Finding(d, tuple(_drift(sysfs, host, d) + _unsafe(sysfs, host, survey, d, defined)))
+    return [Finding(d, tuple(_drift(machine, host, d) + _unsafe(machine, host, survey, d, defined)))
             for d in definitions]
 
 
-def _unsafe(sysfs: Sysfs, host: Host, survey: Survey, d: Definition,
+def _unsafe(machine: Machine, host: Host, survey: Survey, d: Definition,
             defined: Mapping[str, Definition]) -> list[str]:
     """What keeps apply from making a driver definition so: the host uses the function, or
     its group would not be viable."""
@@ -157,7 +158,7 @@ def _unsafe(sysfs: Sysfs, host: Host, survey: Survey, d: Definition,
         return []
     found = []
     if device.driver != d.driver:
-        uses = safety.host_use(sysfs, device, survey)
+        uses = safety.host_use(machine.sysfs, device, survey)
         if uses:
             found.append(f"the host uses it ({', '.join(uses)}): apply will not take it")
     if d.driver in VFIO_DRIVERS:
@@ -169,7 +170,7 @@ def _unsafe(sysfs: Sysfs, host: Host, survey: Survey, d: Definition,
     return found
 
 
-def _drift(sysfs: Sysfs, host: Host, d: Definition) -> list[str]:
+def _drift(machine: Machine, host: Host, d: Definition) -> list[str]:
     device = host.get(PciAddress.parse(d.address))
     if device is None:
         return ["missing: no function at this address"]
@@ -185,11 +186,11 @@ def _drift(sysfs: Sysfs, host: Host, d: Definition) -> list[str]:
     if d.driver is not None and device.driver != d.driver:
         found.append(f"driver is {device.driver or 'none'}, defined {d.driver}")
     if d.vfs is not None:
-        found += _vf_drift(sysfs, host, device, d)
+        found += _vf_drift(machine, host, device, d)
     return found
 
 
-def _vf_drift(sysfs: Sysfs, host: Host, pf: PciDevice, d: Definition) -> list[str]:
+def _vf_drift(machine: Machine, host: Host, pf: PciDevice, d: Definition) -> list[str]:
     numvfs = pf.sriov.numvfs if pf.sriov else 0
     if numvfs != d.vfs:
         return [f"{numvfs} VF(s), defined {d.vfs}"]
@@ -199,7 +200,7 @@ def _vf_drift(sysfs: Sysfs, host: Host, pf: PciDevice, d: Definition) -> list[st
         off = [str(vf.address) for vf in vfs if vf is not None and vf.driver != "vfio-pci"]
         if off:
             found.append(f"VF(s) not on vfio-pci: {', '.join(off)}")
-    configs = vfinfo.read(sysfs, d.address, pf.netdevs[0] if pf.netdevs else None)
+    configs = vfinfo.read(machine, d.address, pf.netdevs[0] if pf.netdevs else None)
     for index, settings in sorted(d.vf.items(), key=lambda kv: int(kv[0])):
         now = configs[int(index)] if int(index) < len(configs) else {}
         for key, want in settings.items():
@@ -217,7 +218,7 @@ class ApplyPlan:
     settings: tuple[Definition, ...]  # PFs whose VF settings follow once the VFs are there
 
 
-def plan_apply(sysfs: Sysfs, host: Host, survey: Survey, definitions: list[Definition],
+def plan_apply(machine: Machine, host: Host, survey: Survey, definitions: list[Definition],
                timeout: float, guests: Mapping[PciAddress, list[Any]] | None = None) -> ApplyPlan:
     """guests: libvirt's holdings when it could be asked (not at early boot): a VF a domain
     names is not removed to reach a defined count."""
@@ -226,14 +227,14 @@ def plan_apply(sysfs: Sysfs, host: Host, survey: Survey, definitions: list[Defin
     for d in definitions:
         device = host.get(PciAddress.parse(d.address))
         if device is None or device.ids != d.ids:
-            skipped.append(f"{d.address}: " + _drift(sysfs, host, d)[0] + "; not applied")
+            skipped.append(f"{d.address}: " + _drift(machine, host, d)[0] + "; not applied")
             continue
         try:
             if d.driver is not None:
-                p = drivers.plan_bind(sysfs, host, survey, device.address, d.driver, False)
+                p = drivers.plan_bind(machine, host, survey, device.address, d.driver, False)
             else:
                 assert d.vfs is not None and d.vf_driver is not None
-                p = sriov.plan_create(sysfs, host, survey, device.address, d.vfs, d.vf_driver,
+                p = sriov.plan_create(machine, host, survey, device.address, d.vfs, d.vf_driver,
                                       False, timeout, False, guests)
         except Refused as e:
             # there is nobody to pass --force when udev runs apply
@@ -281,11 +282,11 @@ def _drop_partial_groups(host: Host, planned: dict[str, tuple[Definition, Propos
     return skipped
 
 
-def plan_vf_settings(sysfs: Sysfs, host: Host, d: Definition, timeout: float) -> Proposal:
+def plan_vf_settings(machine: Machine, host: Host, d: Definition, timeout: float) -> Proposal:
     """The defined VF properties of one PF, once its VFs exist (a second transaction)."""
     steps: list[Step] = []
     for index, settings in sorted(d.vf.items(), key=lambda kv: int(kv[0])):
-        p = sriov.plan_set(sysfs, host, PciAddress.parse(d.address), int(index), settings,
+        p = sriov.plan_set(machine, host, PciAddress.parse(d.address), int(index), settings,
                            timeout)
         steps += p.plan.steps
     return Proposal(plans.Plan(f"apply VF settings of {d.address}", tuple(steps)), None, ())

@@ -4,7 +4,7 @@ definitions; readers never take it.
 The lock belongs to the host, not to a state directory: two runs with different
 --state-dir values still change the same functions, so they must wait for each
 other. The real host's lock is /run/pcimgr/lock (tmpfs: gone at reboot, as is every
-holder); a simulated host's is inside its root. The file is created once and kept:
+holder); a simulated host's is inside its root (Machine.lock_dir). The file is created once and kept:
 an flock file carries no content, and removing it would let a process that still
 holds the old inode and one that creates a new file both believe they hold the lock.
 """
@@ -20,15 +20,8 @@ from contextlib import contextmanager
 
 from pcimgr.plans import statefile
 from pcimgr.core.errors import Busy
-from pcimgr.host.sysfs import Sysfs
 
 DEFAULT_WAIT = 30.0
-REAL_LOCK_DIR = "/run/pcimgr"
-SIM_LOCK_DIR = ".pcimgr-run"  # inside a simulated root
-
-
-def host_lock_dir(sysfs: Sysfs) -> str:
-    return os.path.join(sysfs.root, SIM_LOCK_DIR) if sysfs.simulated else REAL_LOCK_DIR
 
 
 @contextmanager

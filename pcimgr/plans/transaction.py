@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pcimgr.plans import interrupts, statefile
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Interrupted, NeedsRoot, PcimgrError, RolledBack
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.machine import Machine
 
 if TYPE_CHECKING:  # every step module: imported only when a journal is read back
     from pcimgr.plans.steps import Step
@@ -55,7 +55,7 @@ Progress = Callable[[int, int, "Step"], None]
 Commit = Callable[[], Callable[[], None]]
 
 
-def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None = None,
+def execute(plan: Plan, machine: Machine, state_dir: str, progress: Progress | None = None,
             commit: Commit | None = None) -> None:
     """Apply every step; progress(done, total, step) after each one; RolledBack on failure."""
     path = journal_path(state_dir)
@@ -72,7 +72,7 @@ def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None 
             entries[i]["state"] = "applying"
             statefile.write(path, journal, readable=False, top=state_dir)
             started = i + 1
-            step.apply(sysfs)
+            step.apply(machine)
             entries[i]["state"] = "applied"
             statefile.write(path, journal, readable=False, top=state_dir)
             if progress is not None:
@@ -87,7 +87,7 @@ def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None 
         with interrupts.shielded():
             if uncommit is not None:
                 uncommit()
-            report = _roll_back(plan.steps[:started], sysfs)
+            report = _roll_back(plan.steps[:started], machine)
             try:
                 statefile.remove(path, top=state_dir)
             except (PcimgrError, OSError) as e:
@@ -160,13 +160,13 @@ def _step(data: dict[str, Any], from_json: Callable[[dict[str, Any]], Step]) -> 
     return step
 
 
-def recover(sysfs: Sysfs, state_dir: str) -> str | None:
+def recover(machine: Machine, state_dir: str) -> str | None:
     """Undo an unfinished transaction left by a killed run; a sentence saying so, or None."""
     unfinished = read_journal(state_dir)
     if unfinished is None:
         return None
     with interrupts.shielded():
-        report = _roll_back(unfinished.started, sysfs)
+        report = _roll_back(unfinished.started, machine)
         statefile.remove(journal_path(state_dir), top=state_dir)
     return (f"found an unfinished `{unfinished.command}` (pid {unfinished.pid}) and undid its "
             f"{len(unfinished.started)} started step(s): {report}")
@@ -183,11 +183,11 @@ def addresses_in(text: str) -> list[str]:
                                  text)))
 
 
-def _roll_back(steps: tuple[Step, ...], sysfs: Sysfs) -> str:
+def _roll_back(steps: tuple[Step, ...], machine: Machine) -> str:
     failed = []
     for step in reversed(steps):
         try:
-            step.undo(sysfs)
+            step.undo(machine)
         except (PcimgrError, OSError) as e:
             failed.append(f"{step.address} ({e})")
     if failed:

@@ -11,7 +11,7 @@ from pcimgr.core.errors import BadInput
 from pcimgr.sim import tree
 from pcimgr.sim.kernel import SimulatedKernel
 from pcimgr.sim.profiles import DeviceSpec, Profile
-from pcimgr.host.sysfs import SIM_MARKER
+from pcimgr.sim.marker import MARKER
 
 
 def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
@@ -71,7 +71,7 @@ def _write_marker(root: str, profile: Profile, iommu: bool) -> None:
         if spec.sriov:
             entry["sriov"] = asdict(spec.sriov) | {"configurable_by": list(spec.sriov.configurable_by)}
         devices[spec.address] = entry
-    with open(os.path.join(root, SIM_MARKER), "w") as f:
+    with open(os.path.join(root, MARKER), "w") as f:
         json.dump({"format": 1, "profile": profile.name, "description": profile.description,
                    "iommu": iommu, "devices": devices, "host": _host_facts(profile, iommu)},
                   f, indent=1, sort_keys=True)

@@ -6,7 +6,6 @@ state after writes), so both produce exactly the same shapes.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 
 from pcimgr.core.address import PciAddress
 from pcimgr.sim import configspace
-from pcimgr.host.sysfs import SIM_MARKER
+from pcimgr.sim import marker as sim_marker
 
 DEVICES = "bus/pci/devices"
 DRIVERS = "bus/pci/drivers"
@@ -52,8 +51,7 @@ def _link(target: str, link: str) -> None:
 
 
 def marker(root: str) -> dict:
-    with open(os.path.join(root, SIM_MARKER)) as f:
-        return json.load(f)
+    return sim_marker.read(root)
 
 
 def device_dir(root: str, address: PciAddress | str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pcimgr.host import facts, vfinfo
+from pcimgr.host import vfinfo
 from pcimgr.plans import transaction as plans
 from pcimgr.core.address import PciAddress
 from pcimgr.drivers.binding import BindDriver, Reprobe
@@ -24,7 +24,7 @@ from pcimgr.host.usage import Survey
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.sriov.steps import ConfigureVf, SetAutoprobe, SetLink, SetNumVfs
 from pcimgr.plans.steps import Step
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.machine import Machine
 from pcimgr.core.viability import HARMLESS_DRIVERS
 
 VFIO = "vfio-pci"
@@ -54,7 +54,7 @@ def require_pf(host: Host, address: PciAddress) -> PciDevice:
     return pf
 
 
-def survey(sysfs: Sysfs, host: Host, only: PciAddress | None = None) -> list[PfView]:
+def survey(machine: Machine, host: Host, only: PciAddress | None = None) -> list[PfView]:
     pfs = [require_pf(host, only)] if only else [d for d in host.devices if d.sriov]
     views = []
     holders: dict[int, list[str]] | None = None
@@ -62,17 +62,17 @@ def survey(sysfs: Sysfs, host: Host, only: PciAddress | None = None) -> list[PfV
         assert pf.sriov is not None
         vfs = tuple(vf for vf in (host.get(a) for a in pf.sriov.vfs) if vf is not None)
         if holders is None and any(vf.driver == VFIO for vf in vfs):
-            holders = facts.vfio_holders(sysfs)  # a /proc scan: only when it can matter
+            holders = machine.vfio_holders()  # a /proc scan: only when it can matter
         netdev = pf.netdevs[0] if pf.netdevs else None
-        views.append(PfView(pf, vfs, tuple(vfinfo.read(sysfs, str(pf.address), netdev)),
-                            vfinfo.link_is_up(sysfs, str(pf.address), netdev) if netdev else None,
+        views.append(PfView(pf, vfs, tuple(vfinfo.read(machine, str(pf.address), netdev)),
+                            vfinfo.link_is_up(machine.sysfs, str(pf.address), netdev) if netdev else None,
                             holders or {}))
     return views
 
 
 # -- create ------------------------------------------------------------------
 
-def plan_create(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress, count: int,
+def plan_create(machine: Machine, host: Host, survey: Survey, address: PciAddress, count: int,
                 driver: str, pf_up: bool, timeout: float, force: bool,
                 guests: Mapping[PciAddress, list[Any]] | None = None) -> Proposal:
     pf = require_pf(host, address)
@@ -94,7 +94,7 @@ def plan_create(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress, c
     netdev = pf.netdevs[0] if pf.netdevs else None
     steps: list[Step] = []
     notes: list[str] = []
-    if netdev and not vfinfo.link_is_up(sysfs, a, netdev):
+    if netdev and not vfinfo.link_is_up(machine.sysfs, a, netdev):
         if pf_up:
             steps.append(SetLink(a, netdev, True))
         else:
@@ -104,10 +104,10 @@ def plan_create(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress, c
     if s.numvfs == count:
         notes.append(f"{a} already has {count} VF(s)")
         steps += _rebind_existing(host, s.vfs, driver)
-        return _proposal(sysfs, f"vfs create {a} {count}", steps, driver, notes)
+        return _proposal(machine, f"vfs create {a} {count}", steps, driver, notes)
     if s.numvfs:
-        _refuse_busy_vfs(sysfs, host, survey, pf, force, guests)
-        steps.append(_remove(sysfs, host, pf, timeout))
+        _refuse_busy_vfs(machine, host, survey, pf, force, guests)
+        steps.append(_remove(machine, host, pf, timeout))
     autoprobe = s.drivers_autoprobe
     want_autoprobe = driver != VFIO  # host VF driver: it must probe; vfio-pci: nothing may
     switch = autoprobe is not None and autoprobe != want_autoprobe
@@ -122,7 +122,7 @@ def plan_create(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress, c
     if switch:
         assert autoprobe is not None
         steps.append(SetAutoprobe(a, autoprobe, want_autoprobe))
-    return _proposal(sysfs, f"vfs create {a} {count}", steps, driver, notes)
+    return _proposal(machine, f"vfs create {a} {count}", steps, driver, notes)
 
 
 def _require_pf_driver(pf: PciDevice) -> None:
@@ -158,16 +158,16 @@ def _rebind_existing(host: Host, vfs: tuple[PciAddress, ...], driver: str) -> li
     return steps
 
 
-def _proposal(sysfs: Sysfs, command: str, steps: list[Step], driver: str,
+def _proposal(machine: Machine, command: str, steps: list[Step], driver: str,
               notes: list[str]) -> Proposal:
     binds = any(isinstance(s, BindDriver) for s in steps)
     return Proposal(plans.Plan(command, tuple(steps)),
-                    module_for(sysfs, driver) if binds else None, tuple(notes))
+                    module_for(machine, driver) if binds else None, tuple(notes))
 
 
 # -- destroy -------------------------------------------------------------------
 
-def plan_destroy(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress,
+def plan_destroy(machine: Machine, host: Host, survey: Survey, address: PciAddress,
                  timeout: float, force: bool,
                  guests: Mapping[PciAddress, list[Any]] | None = None) -> Proposal:
     pf = require_pf(host, address)
@@ -176,16 +176,16 @@ def plan_destroy(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress,
         return Proposal(plans.Plan(f"vfs destroy {address}", ()), None,
                         (f"{address} has no VFs",))
     _require_pf_driver(pf)
-    _refuse_busy_vfs(sysfs, host, survey, pf, force, guests)
-    return Proposal(plans.Plan(f"vfs destroy {address}", (_remove(sysfs, host, pf, timeout),)),
+    _refuse_busy_vfs(machine, host, survey, pf, force, guests)
+    return Proposal(plans.Plan(f"vfs destroy {address}", (_remove(machine, host, pf, timeout),)),
                     None, ())
 
 
-def _remove(sysfs: Sysfs, host: Host, pf: PciDevice, timeout: float) -> SetNumVfs:
+def _remove(machine: Machine, host: Host, pf: PciDevice, timeout: float) -> SetNumVfs:
     """Going to 0, remembering each VF (driver, override, properties) for undo."""
     assert pf.sriov is not None
     netdev = pf.netdevs[0] if pf.netdevs else None
-    configs = vfinfo.read(sysfs, str(pf.address), netdev)
+    configs = vfinfo.read(machine, str(pf.address), netdev)
     before = []
     for index, a in enumerate(pf.sriov.vfs):
         vf = host.get(a)
@@ -196,7 +196,7 @@ def _remove(sysfs: Sysfs, host: Host, pf: PciDevice, timeout: float) -> SetNumVf
                      wait_drivers=False)
 
 
-def _refuse_busy_vfs(sysfs: Sysfs, host: Host, survey: Survey, pf: PciDevice,
+def _refuse_busy_vfs(machine: Machine, host: Host, survey: Survey, pf: PciDevice,
                      force: bool, guests: Mapping[PciAddress, list[Any]] | None) -> None:
     """Removing a VF a process holds would block the kernel until it lets go: never start.
     Nor remove one a guest's configuration names (guests: the libvirt holdings, if known)."""
@@ -207,7 +207,7 @@ def _refuse_busy_vfs(sysfs: Sysfs, host: Host, survey: Survey, pf: PciDevice,
     if assigned:
         raise Refused(f"refusing: VFs of {pf.address} are assigned to guests: "
                       f"{'; '.join(assigned)}; `pcimgr release VF` each of them first")
-    holders = facts.vfio_holders(sysfs) if any(vf.driver == VFIO for vf in vfs) else {}
+    holders = machine.vfio_holders() if any(vf.driver == VFIO for vf in vfs) else {}
     busy = [f"{vf.address} (IOMMU group {vf.iommu_group}, /dev/vfio/{vf.iommu_group} open by "
             f"{', '.join(holders[vf.iommu_group])})"
             for vf in vfs if vf.iommu_group in holders]
@@ -215,12 +215,12 @@ def _refuse_busy_vfs(sysfs: Sysfs, host: Host, survey: Survey, pf: PciDevice,
         raise Refused(f"refusing: removing the VFs of {pf.address} would block until they are "
                       f"released: {'; '.join(busy)}; stop the guests or processes using them "
                       "first")
-    refuse_unsafe(sysfs, host, survey, vfs, force)
+    refuse_unsafe(machine.sysfs, host, survey, vfs, force)
 
 
 # -- set -------------------------------------------------------------------------
 
-def plan_set(sysfs: Sysfs, host: Host, address: PciAddress, index: int,
+def plan_set(machine: Machine, host: Host, address: PciAddress, index: int,
              settings: dict[str, Any], timeout: float) -> Proposal:
     pf = require_pf(host, address)
     assert pf.sriov is not None
@@ -235,7 +235,7 @@ def plan_set(sysfs: Sysfs, host: Host, address: PciAddress, index: int,
                       f"its interface, and {address} has none (it is on "
                       f"{pf.driver or 'no driver'})")
     netdev = pf.netdevs[0]
-    configs = vfinfo.read(sysfs, str(address), netdev)
+    configs = vfinfo.read(machine, str(address), netdev)
     current = configs[index] if index < len(configs) else {}
     if "qos" in settings and "vlan" not in settings:
         raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")

@@ -14,6 +14,7 @@ from pcimgr.host import vfinfo
 from pcimgr.drivers.binding import current_driver, move
 from pcimgr.core.errors import KernelError
 from pcimgr.plans.journaled import Journaled
+from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.host.uevents import Watcher
 
@@ -35,10 +36,11 @@ def vf_links(sysfs: Sysfs, pf: str) -> list[str]:
     return [a for _, a in sorted(found)]
 
 
-def set_count(sysfs: Sysfs, pf: str, count: int, timeout: float, wait_drivers: bool,
+def set_count(machine: Machine, pf: str, count: int, timeout: float, wait_drivers: bool,
               expect: tuple[str, ...] = ()) -> None:
     """Write sriov_numvfs and wait until exactly `count` VFs are there (and bound, if asked)."""
-    with Watcher(sysfs) as watcher:
+    sysfs = machine.sysfs
+    with Watcher(machine) as watcher:
         sysfs.write_attr(f"bus/pci/devices/{pf}/sriov_numvfs", str(count))
         if not watcher.wait(lambda: len(vf_links(sysfs, pf)) == count, timeout):
             raise KernelError(f"{pf}: {len(vf_links(sysfs, pf))} of {count} VFs are there "
@@ -66,12 +68,12 @@ class SetAutoprobe(Journaled):
     def describe(self) -> list[str]:
         return [f"echo {int(self.value)} > {DEVICES}/{self.address}/sriov_drivers_autoprobe"]
 
-    def apply(self, sysfs: Sysfs) -> None:
-        sysfs.write_attr(f"bus/pci/devices/{self.address}/sriov_drivers_autoprobe",
+    def apply(self, machine: Machine) -> None:
+        machine.sysfs.write_attr(f"bus/pci/devices/{self.address}/sriov_drivers_autoprobe",
                          str(int(self.value)))
 
-    def undo(self, sysfs: Sysfs) -> None:
-        sysfs.write_attr(f"bus/pci/devices/{self.address}/sriov_drivers_autoprobe",
+    def undo(self, machine: Machine) -> None:
+        machine.sysfs.write_attr(f"bus/pci/devices/{self.address}/sriov_drivers_autoprobe",
                          str(int(self.original)))
 
 
@@ -105,19 +107,19 @@ class SetNumVfs(Journaled):
                 if self.wait_drivers else "") + f" (up to {self.timeout:g} s)")
         return [line + (wait if self.count else "")]
 
-    def apply(self, sysfs: Sysfs) -> None:
-        set_count(sysfs, self.address, self.count, self.timeout, self.wait_drivers, self.expect)
+    def apply(self, machine: Machine) -> None:
+        set_count(machine, self.address, self.count, self.timeout, self.wait_drivers, self.expect)
 
-    def undo(self, sysfs: Sysfs) -> None:
-        current = numvfs(sysfs, self.address)
+    def undo(self, machine: Machine) -> None:
+        current = numvfs(machine.sysfs, self.address)
         if current != self.original:
             if current:
-                set_count(sysfs, self.address, 0, self.timeout, False)
+                set_count(machine, self.address, 0, self.timeout, False)
             if self.original:
-                set_count(sysfs, self.address, self.original, self.timeout, False)
+                set_count(machine, self.address, self.original, self.timeout, False)
         for index, vf in enumerate(self.original_vfs):
-            move(sysfs, vf["address"], vf["driver"], vf["override"])
-            _restore_config(sysfs, self.address, self.netdev, index, vf.get("config"),
+            move(machine, vf["address"], vf["driver"], vf["override"])
+            _restore_config(machine, self.address, self.netdev, index, vf.get("config"),
                             self.timeout)
 
     @classmethod
@@ -126,17 +128,17 @@ class SetNumVfs(Journaled):
                               "expect": tuple(data["expect"])}))
 
 
-def _restore_config(sysfs: Sysfs, pf: str, netdev: str | None, index: int,
+def _restore_config(machine: Machine, pf: str, netdev: str | None, index: int,
                     config: dict[str, Any] | None, timeout: float) -> None:
     if not config or netdev is None:
         return
-    now = vfinfo.read(sysfs, pf, netdev)
+    now = vfinfo.read(machine, pf, netdev)
     current = now[index] if index < len(now) else {}
     changed = {k: v for k, v in config.items() if v is not None and current.get(k) != v}
     if "vlan" in changed or "qos" in changed:  # ip sets them together
         changed |= {"vlan": config.get("vlan", 0), "qos": config.get("qos", 0)}
     if changed:
-        vfinfo.configure(sysfs, pf, netdev, index, changed, timeout)
+        vfinfo.configure(machine, pf, netdev, index, changed, timeout)
 
 
 @dataclass(frozen=True)
@@ -156,12 +158,12 @@ class ConfigureVf(Journaled):
         return [" ".join(vfinfo.ip_command(self.netdev, self.index, self.settings))
                 + f"   # retried up to {self.timeout:g} s while the VF is in reset"]
 
-    def apply(self, sysfs: Sysfs) -> None:
-        vfinfo.configure(sysfs, self.address, self.netdev, self.index, self.settings,
+    def apply(self, machine: Machine) -> None:
+        vfinfo.configure(machine, self.address, self.netdev, self.index, self.settings,
                          self.timeout)
 
-    def undo(self, sysfs: Sysfs) -> None:
-        _restore_config(sysfs, self.address, self.netdev, self.index, self.original,
+    def undo(self, machine: Machine) -> None:
+        _restore_config(machine, self.address, self.netdev, self.index, self.original,
                         self.timeout)
 
 
@@ -180,8 +182,8 @@ class SetLink(Journaled):
     def describe(self) -> list[str]:
         return [f"ip link set dev {self.netdev} {'up' if self.up else 'down'}"]
 
-    def apply(self, sysfs: Sysfs) -> None:
-        vfinfo.set_link(sysfs, self.address, self.netdev, self.up)
+    def apply(self, machine: Machine) -> None:
+        vfinfo.set_link(machine, self.address, self.netdev, self.up)
 
-    def undo(self, sysfs: Sysfs) -> None:
-        vfinfo.set_link(sysfs, self.address, self.netdev, not self.up)
+    def undo(self, machine: Machine) -> None:
+        vfinfo.set_link(machine, self.address, self.netdev, not self.up)

@@ -23,7 +23,7 @@ def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: 
     from pcimgr.drivers import planner as drivers
     drivers.check_driver_name(driver)
     change(obj, addresses, lambda host, state, _: drivers.plan_detach(
-        obj.sysfs, host, state, addresses, driver, group, force), dry_run)
+        obj.machine, host, state, addresses, driver, group, force), dry_run)
 
 
 @cli.command()
@@ -34,7 +34,7 @@ def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> No
     """Give functions back to the driver they had before pcimgr moved them."""
     from pcimgr.drivers import planner as drivers
     change(obj, addresses, lambda host, _, state_dir: drivers.plan_rebind(
-        obj.sysfs, host, addresses, drivers.load_records(state_dir, addresses)), dry_run)
+        obj.machine, host, addresses, drivers.load_records(state_dir, addresses)), dry_run)
 
 
 @cli.command()
@@ -48,7 +48,7 @@ def bind(obj: Context, address: PciAddress, driver: str, dry_run: bool, force: b
     from pcimgr.drivers import planner as drivers
     drivers.check_driver_name(driver)
     change(obj, (address,), lambda host, state, _: drivers.plan_bind(
-        obj.sysfs, host, state, address, driver, force), dry_run)
+        obj.machine, host, state, address, driver, force), dry_run)
 
 
 @cli.command()
@@ -60,4 +60,4 @@ def unbind(obj: Context, address: PciAddress, dry_run: bool, force: bool) -> Non
     """Leave one function without a driver."""
     from pcimgr.drivers import planner as drivers
     change(obj, (address,), lambda host, state, _: drivers.plan_unbind(
-        obj.sysfs, host, state, address, force), dry_run)
+        obj.machine, host, state, address, force), dry_run)

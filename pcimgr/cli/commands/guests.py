@@ -39,7 +39,7 @@ def assign(obj: Context, address: PciAddress, vm: str, live: bool | None, config
     from pcimgr.guests import assign as assigning
 
     def propose(host: Any, state: Any, _: str) -> Any:
-        return assigning.plan_assign(obj.sysfs, host, state, obj.libvirt(), obj.holdings_or_fail(),
+        return assigning.plan_assign(obj.machine, host, state, obj.libvirt(), obj.holdings_or_fail(),
                                      address, vm, live, config, group, managed, mac, vlan, force)
     change(obj, (address,), propose, dry_run)
 
@@ -62,6 +62,6 @@ def release(obj: Context, address: PciAddress, keep_detached: bool, timeout: flo
         record = records.load(state_dir, assigning.record_path("", str(address)))
         names = tuple(PciAddress.parse(a) for a in (record or {}).get("moved", []))
         return assigning.plan_release(
-            obj.sysfs, host, obj.libvirt(), obj.holdings_or_fail(), address, record,
+            obj.machine, host, obj.libvirt(), obj.holdings_or_fail(), address, record,
             drivers.load_records(state_dir, (address, *names)), keep_detached, timeout)
     change(obj, (address,), propose, dry_run)

@@ -14,7 +14,7 @@ def doctor(obj: Context, as_json: bool) -> None:
     """Can this host pass devices through? Each check with its fix (exit 10 if one fails)."""
     from pcimgr.advice import doctor as doc
     from pcimgr.core.errors import Mismatch
-    checks = doc.run(obj.sysfs, obj.host(), obj.asked_uri)
+    checks = doc.run(obj.machine, obj.host(), obj.asked_uri)
     possible = doc.passthrough_possible(checks)
     if as_json:
         emit_json({"passthrough_possible": possible, "checks": [c.to_json() for c in checks]})
@@ -45,12 +45,12 @@ def advise(obj: Context, guest_os: str, load: str, bridge: str, source_dev: str 
     from pcimgr.drivers import safety
     from pcimgr.host import usage
     host = obj.host()
-    checks = {c.name: c for c in doc.run(obj.sysfs, host, None)}
+    checks = {c.name: c for c in doc.run(obj.machine, host, None)}
     holdings = obj.holdings() or {}
     free = [d for d in host.devices if d.base_class == 0x02 and not holdings.get(d.address)]
     vfs = sorted((d for d in free if d.physfn is not None), key=lambda d: d.driver != "vfio-pci")
     free_vf = str(vfs[0].address) if vfs else None
-    survey = usage.survey(obj.sysfs, deep=False)
+    survey = usage.survey(obj.machine, deep=False)
     # a whole NIC: one already on vfio-pci, else one the host does not use
     nics = sorted((d for d in free if d.physfn is None and d.sriov is None),
                   key=lambda d: d.driver != "vfio-pci")

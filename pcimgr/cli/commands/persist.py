@@ -18,7 +18,7 @@ from pcimgr.cli.app import (
 
 def _needs_root_for_config(obj: Context) -> None:
     from pcimgr.core.errors import NeedsRoot
-    if not obj.sysfs.simulated and os.geteuid() != 0 and not os.access(
+    if obj.machine.needs_root and os.geteuid() != 0 and not os.access(
             os.path.dirname(obj.config_dir.rstrip("/")) or "/", os.W_OK):
         raise NeedsRoot(f"definitions live in {obj.config_dir} and need root to change; run "
                         "it with sudo (or give --config-dir)")
@@ -65,7 +65,7 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
                            vf_driver, vf_index, settings)
         existing = {e.address: e for e in definitions.load_all(cfg)[0]}
         new = persist.with_group(host, d, existing) if group and driver else [d]
-        persist.check(obj.sysfs, host, usage.survey(obj.sysfs), new, existing, timeout)
+        persist.check(obj.machine, host, usage.survey(obj.machine), new, existing, timeout)
         for each in new:
             definitions.save(cfg, each)
             click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
@@ -135,7 +135,7 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
 
     def propose() -> Any:
         host = discovery.scan_related(sysfs, addresses)
-        return persist.plan_apply(sysfs, host, usage.survey(sysfs), chosen, timeout,
+        return persist.plan_apply(obj.machine, host, usage.survey(obj.machine), chosen, timeout,
                                   obj.holdings())
 
     def report(planned: Any) -> None:
@@ -159,14 +159,14 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
         planned = propose()
         report(planned)
         if planned.proposal.plan.steps:
-            drivers.execute(sysfs, state, planned.proposal, progress())
+            drivers.execute(obj.machine, state, planned.proposal, progress())
             for step in planned.proposal.plan.steps:
                 click.echo(step.summary())
         for d in planned.settings:
             host = discovery.scan_related(sysfs, (PciAddress.parse(d.address),))
-            settings = persist.plan_vf_settings(sysfs, host, d, timeout)
+            settings = persist.plan_vf_settings(obj.machine, host, d, timeout)
             if settings.plan.steps:
-                drivers.execute(sysfs, state, settings)
+                drivers.execute(obj.machine, state, settings)
                 for step in settings.plan.steps:
                     click.echo(step.summary())
         _raise_damaged(damaged if device is None else [])
@@ -188,7 +188,7 @@ def status(obj: Context, as_json: bool) -> None:
     from pcimgr.core.errors import Mismatch
     defs, damaged = definitions.load_all(obj.config_dir)
     host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
-    findings = persist.status(obj.sysfs, host, usage.survey(obj.sysfs, deep=False), defs)
+    findings = persist.status(obj.machine, host, usage.survey(obj.machine, deep=False), defs)
     if as_json:
         emit_json([{"address": f.definition.address, "ids": f.definition.ids,
                      "iommu_group": f.definition.iommu_group,

@@ -37,7 +37,7 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
         predicates.append(filters.driver_filter(driver))
     host = obj.host()
     devices = filters.select(host.devices, predicates)
-    survey = usage.survey(obj.sysfs, deep=False)  # no /proc scan for every listing
+    survey = usage.survey(obj.machine, deep=False)  # no /proc scan for every listing
 
     def uses(d: PciDevice) -> list[str]:
         return safety.host_use(obj.sysfs, d, survey)
@@ -70,7 +70,7 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     from pcimgr.drivers import safety
     from pcimgr.host import discovery, usage
     device = discovery.require(obj.sysfs, address)
-    survey = usage.survey(obj.sysfs)
+    survey = usage.survey(obj.machine)
     group = None if device.iommu_group is None else discovery.read_group(obj.sysfs,
                                                                          device.iommu_group)
     xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address))

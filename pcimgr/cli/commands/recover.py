@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pcimgr.cli.app import Context, cli, dry_run_option, may_write, run_locked_config
+from pcimgr.cli.app import Context, cli, dry_run_option, run_locked_config
 
 
 @cli.command()
@@ -56,6 +56,5 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
     def report(recovered: str | None) -> None:  # under the lock, temporary files removed
         click.echo(recovered[0].upper() + recovered[1:] if recovered
                    else "No unfinished transaction.")
-    drivers.needs_root(obj.sysfs)
-    may_write(obj)
-    drivers.locked(obj.sysfs, state, obj.lock_timeout, report)
+    obj.machine.require_root("recovering a transaction (writes to /sys)")
+    drivers.locked(obj.machine, state, obj.lock_timeout, report)

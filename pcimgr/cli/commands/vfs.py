@@ -28,7 +28,7 @@ def vfs_list(obj: Context, pf: PciAddress | None, as_json: bool) -> None:
     from pcimgr.host import discovery
     from pcimgr.sriov import planner as sriov
     host = discovery.scan_related(obj.sysfs, (pf,)) if pf else obj.host()
-    views = sriov.survey(obj.sysfs, host, pf)
+    views = sriov.survey(obj.machine, host, pf)
     if as_json:
         emit_json([render.vfs_json(v, obj.namer, obj.holders) for v in views])
         return
@@ -42,7 +42,7 @@ def _vfs_report(obj: Context, pf: PciAddress) -> Callable[[Any], str]:
         from pcimgr.cli import render
         from pcimgr.host import discovery
         from pcimgr.sriov import planner as sriov
-        views = sriov.survey(obj.sysfs, discovery.scan_related(obj.sysfs, (pf,)), pf)
+        views = sriov.survey(obj.machine, discovery.scan_related(obj.sysfs, (pf,)), pf)
         return render.vfs_text(views, obj.namer)
     return report
 
@@ -65,7 +65,7 @@ def vfs_create(obj: Context, pf: PciAddress, count: int, driver: str, pf_up: boo
     """Create COUNT VFs on PF (an existing other count goes through 0, in one transaction)."""
     from pcimgr.sriov import planner as sriov
     change(obj, (pf,), lambda host, state, _: sriov.plan_create(
-        obj.sysfs, host, state, pf, count, driver, pf_up, timeout, force, obj.holdings()),
+        obj.machine, host, state, pf, count, driver, pf_up, timeout, force, obj.holdings()),
         dry_run, _vfs_report(obj, pf))
 
 
@@ -80,7 +80,7 @@ def vfs_destroy(obj: Context, pf: PciAddress, timeout: float, dry_run: bool,
     """Remove all VFs of PF; refused while a guest or process holds one."""
     from pcimgr.sriov import planner as sriov
     change(obj, (pf,), lambda host, state, _: sriov.plan_destroy(
-        obj.sysfs, host, state, pf, timeout, force, obj.holdings()),
+        obj.machine, host, state, pf, timeout, force, obj.holdings()),
         dry_run, _vfs_report(obj, pf))
 
 
@@ -108,4 +108,4 @@ def vfs_set(obj: Context, pf: PciAddress, index: int, mac: str | None, vlan: int
              "link_state": link_state}
     settings = {k: v for k, v in given.items() if v is not None}
     change(obj, (pf,), lambda host, _, __: sriov.plan_set(
-        obj.sysfs, host, pf, index, settings, timeout), dry_run, _vfs_report(obj, pf))
+        obj.machine, host, pf, index, settings, timeout), dry_run, _vfs_report(obj, pf))

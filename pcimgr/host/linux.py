@@ -1,0 +1,86 @@
+"""The Linux host: the machine pcimgr runs on, through /sys, netlink (`ip`), /proc,
+modprobe and the root check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import cached_property
+from typing import Any
+
+from pcimgr.core.errors import KernelError, NeedsRoot
+from pcimgr.host import facts, netlink
+from pcimgr.host.sysfs import REAL_ROOT, Sysfs
+
+
+class LinuxMachine:
+    kind = "this host"
+    loads_modules = True
+    watches_uevents = True
+    needs_root = True
+    asks_libvirt_by_default = True
+    default_state_dir = "/var/lib/pcimgr"
+    default_config_dir = "/etc/pcimgr"
+    lock_dir = "/run/pcimgr"  # tmpfs: a lock file never outlives a boot
+
+    def __init__(self, root: str = REAL_ROOT) -> None:
+        self.sysfs = Sysfs(root)
+
+    @cached_property
+    def facts(self) -> facts.LinuxFacts:
+        return facts.LinuxFacts(self.sysfs)
+
+    def check_writable(self) -> None:
+        """Files are checked one by one as they are written (statefile names a denial)."""
+
+    def require_root(self, what: str) -> None:
+        if os.geteuid() != 0:
+            raise NeedsRoot(f"{what} needs root; run it with sudo (add --dry-run to see the "
+                            "plan without root)")
+
+    def vf_configs(self, pf: str, netdev: str) -> list[dict[str, Any]]:
+        return netlink.vf_configs(netdev)
+
+    def set_vf(self, pf: str, netdev: str, index: int, settings: dict[str, Any]) -> None:
+        netlink.set_vf(netdev, index, settings)
+
+    def set_link(self, pf: str, netdev: str, up: bool) -> None:
+        netlink.set_link(netdev, up)
+
+    def vfio_holders(self) -> dict[int, list[str]]:
+        return facts.vfio_holders()
+
+    def kernel_cmdline(self) -> str:
+        try:
+            with open("/proc/cmdline") as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
+    def interrupt_remapping(self) -> bool:
+        """Whether MSIs go through the IOMMU's remapping: its irqchips are named IR-*."""
+        try:
+            with open("/proc/interrupts") as f:
+                return any(" IR-" in line for line in f)
+        except OSError:
+            return False
+
+    def module_available(self, name: str) -> bool:
+        if self.sysfs.exists(f"module/{name.replace('-', '_')}"):
+            return True  # loaded or built in
+        try:
+            with open(f"/lib/modules/{os.uname().release}/modules.dep") as f:
+                wanted = (f"/{name}.ko", f"/{name.replace('-', '_')}.ko")
+                return any(any(w in line.split(":", 1)[0] for w in wanted) for line in f)
+        except OSError:
+            return False
+
+    def load_module(self, name: str) -> None:
+        try:
+            r = subprocess.run(["modprobe", name], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise KernelError(f"cannot load {name}: modprobe failed ({e}); install the module "
+                              "or load it by hand") from e
+        if r.returncode != 0 or not self.sysfs.exists(f"bus/pci/drivers/{name}"):
+            why = r.stderr.strip() or "no such driver after modprobe"
+            raise KernelError(f"cannot load {name}: {why}; check that the kernel has the module")

@@ -1,0 +1,85 @@
+"""The one seam to the host: everything pcimgr asks of the machine it runs on.
+
+Two implementations, chosen once at start-up (cli/context.py): the Linux host
+(host/linux.py) and the simulated host (sim/machine.py). No other module asks
+whether the host is real; it asks the machine, and the simulated one answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pcimgr.host.sysfs import Sysfs
+
+
+class Facts(Protocol):
+    """What the host uses its devices for that sysfs does not show (read lazily)."""
+
+    @property
+    def addresses(self) -> dict[str, list[str]]:
+        """interface -> its CIDRs (not the fe80:: every IPv6 interface has)"""
+
+    @property
+    def routes(self) -> dict[str, list[str]]:
+        """interface -> destinations of the routes through it ("default" among them)"""
+
+    @property
+    def mounts(self) -> dict[str, str]:
+        """block device -> mount point"""
+
+    @property
+    def network_mounts(self) -> dict[str, str]:
+        """server address -> what is mounted from it"""
+
+    @property
+    def swaps(self) -> frozenset[str]:
+        """block devices used as swap"""
+
+    @property
+    def open_blocks(self) -> dict[str, list[str]]:
+        """block device -> processes ("comm[pid]") that have it open"""
+
+    def route_to(self, server: str) -> str | None:
+        """The interface the host reaches an address through."""
+
+
+class Machine(Protocol):
+    sysfs: Sysfs
+    kind: str                 # how messages name it: "this host", "a simulated host"
+    loads_modules: bool       # a missing driver can be loaded (modprobe)
+    watches_uevents: bool     # a kernel uevent monitor can wake waits
+    needs_root: bool          # changes need uid 0
+    asks_libvirt_by_default: bool  # without --connect, ask the default libvirt URI
+    default_state_dir: str
+    default_config_dir: str
+    lock_dir: str             # one lock per host, whatever --state-dir says
+
+    @property
+    def facts(self) -> Facts: ...
+
+    def require_root(self, what: str) -> None:
+        """Raise NeedsRoot naming what needs it, when this host needs root for changes."""
+
+    def check_writable(self) -> None:
+        """Raise NeedsRoot when the tree pcimgr would change is not this user's to change."""
+
+    def vf_configs(self, pf: str, netdev: str) -> list[dict[str, Any]]:
+        """One dict per VF index (mac, vlan, qos, spoofchk, trust, link_state)."""
+
+    def set_vf(self, pf: str, netdev: str, index: int, settings: dict[str, Any]) -> None:
+        """Set VF properties; OSError with the kernel's errno when refused (EAGAIN: in reset)."""
+
+    def set_link(self, pf: str, netdev: str, up: bool) -> None: ...
+
+    def vfio_holders(self) -> dict[int, list[str]]:
+        """IOMMU group -> processes ("comm[pid]") that have /dev/vfio/<group> open."""
+
+    def kernel_cmdline(self) -> str: ...
+
+    def interrupt_remapping(self) -> bool: ...
+
+    def module_available(self, name: str) -> bool:
+        """Loaded, built in, or installed as a module of the running kernel."""
+
+    def load_module(self, name: str) -> None:
+        """Load a driver's module; KernelError when it cannot be had."""

@@ -1,0 +1,114 @@
+"""The simulated host: the same seam as the Linux host (host/machine.py), answered by the
+simulated kernel and the facts its profile declares. Nothing outside sim/ and the
+start-up choice (cli/context.py) knows a host is simulated."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any
+
+from pcimgr.core.errors import NeedsRoot, NotFound
+from pcimgr.host.sysfs import Sysfs
+from pcimgr.sim import marker
+from pcimgr.sim.kernel import SimulatedKernel
+
+
+class SimulatedFacts:
+    """HostFacts from the profile, as the marker keeps them."""
+
+    def __init__(self, declared: dict[str, Any]) -> None:
+        self._f = declared
+
+    @property
+    def addresses(self) -> dict[str, list[str]]:
+        return dict(self._f.get("addresses", {}))
+
+    @property
+    def routes(self) -> dict[str, list[str]]:
+        return dict(self._f.get("routes", {}))
+
+    @property
+    def mounts(self) -> dict[str, str]:
+        return dict(self._f.get("mounts", {}))
+
+    @property
+    def network_mounts(self) -> dict[str, str]:
+        return dict(self._f.get("network_mounts", {}))
+
+    @property
+    def swaps(self) -> frozenset[str]:
+        return frozenset(self._f.get("swaps", ()))
+
+    @property
+    def open_blocks(self) -> dict[str, list[str]]:
+        return dict(self._f.get("open_blocks", {}))
+
+    def route_to(self, server: str) -> str | None:
+        found: str | None = self._f.get("routes_to", {}).get(server)
+        return found
+
+
+class SimulatedMachine:
+    kind = "a simulated host"
+    loads_modules = False     # a simulated host has a driver loaded or not
+    watches_uevents = False   # no netlink: waits poll sysfs
+    needs_root = False
+    asks_libvirt_by_default = False  # the host's libvirtd knows nothing of this tree
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.sysfs = Sysfs(self.root, dev_root=os.path.join(self.root, "dev"),
+                           react=lambda rel, value, raw: self.kernel.write(rel, value, raw))
+        self.default_state_dir = os.path.join(self.root, ".pcimgr-state")
+        self.default_config_dir = os.path.join(self.root, ".pcimgr-config")
+        self.lock_dir = os.path.join(self.root, ".pcimgr-run")
+
+    @cached_property
+    def kernel(self) -> SimulatedKernel:
+        return SimulatedKernel(self.root)
+
+    @cached_property
+    def _declared(self) -> dict[str, Any]:
+        host: dict[str, Any] = marker.read(self.root).get("host", {})
+        return host
+
+    @cached_property
+    def facts(self) -> SimulatedFacts:
+        return SimulatedFacts(self._declared)
+
+    def require_root(self, what: str) -> None:
+        self.check_writable()  # no root needed: the tree's owner may change it
+
+    def check_writable(self) -> None:
+        """A tree made by another user is theirs to change: one line, not a PermissionError
+        half-way through a transaction."""
+        if not os.access(self.root, os.W_OK):
+            raise NeedsRoot(f"permission denied: {self.root} (a simulated host) is not "
+                            f"writable by uid {os.geteuid()}; run as its owner (uid "
+                            f"{os.stat(self.root).st_uid}) or make your own with "
+                            "`pcimgr sim create DIR`")
+
+    def vf_configs(self, pf: str, netdev: str) -> list[dict[str, Any]]:
+        return self.kernel.vf_configs(pf)
+
+    def set_vf(self, pf: str, netdev: str, index: int, settings: dict[str, Any]) -> None:
+        self.kernel.set_vf(pf, index, settings)
+
+    def set_link(self, pf: str, netdev: str, up: bool) -> None:
+        self.kernel.set_link(pf, netdev, up)
+
+    def vfio_holders(self) -> dict[int, list[str]]:
+        return self.kernel.vfio_holders()
+
+    def kernel_cmdline(self) -> str:
+        return str(self._declared.get("cmdline", ""))
+
+    def interrupt_remapping(self) -> bool:
+        return bool(self._declared.get("interrupt_remapping"))
+
+    def module_available(self, name: str) -> bool:
+        return name in self._declared.get("modules", [])
+
+    def load_module(self, name: str) -> None:
+        raise NotFound(f"driver {name} is not loaded on this simulated host")
