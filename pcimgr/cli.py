@@ -104,6 +104,12 @@ class Context:
         return libvirt_adapter.default_uri(self.connect)
 
     def libvirt(self):  # type: ignore[no-untyped-def]
+        """The connection changes go through. On a simulated host only when told which
+        (--connect or LIBVIRT_DEFAULT_URI): qemu:///system has the real host's guests."""
+        if self.asked_uri is None:
+            raise BadInput(f"{self.sysfs.root} is a simulated host, whose functions no guest "
+                           "of this machine's libvirt has; give --connect URI (e.g. "
+                           "test:///default) to use a libvirt with it")
         from pcimgr import libvirt_adapter
         return libvirt_adapter.connect(self.uri)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+import stat
 from collections.abc import Callable
 
-from pcimgr.errors import BadInput, KernelError
+from pcimgr.errors import BadInput, KernelError, Refused
 
 SIM_MARKER = ".pcimgr-simulated-host.json"
 REAL_ROOT = "/sys"
@@ -79,8 +80,11 @@ WriteFn = Callable[[str, str], None]
 class Sysfs:
     def __init__(self, root: str = REAL_ROOT) -> None:
         self.root = os.path.abspath(root)
-        self.simulated = (self.root != REAL_ROOT
-                          and os.path.isfile(os.path.join(self.root, SIM_MARKER)))
+        marker = os.path.join(self.root, SIM_MARKER)
+        self.simulated = self.root != REAL_ROOT and os.path.isfile(marker)
+        if self.simulated:
+            _check_trusted(self.root, marker)
+        self._real_root = os.path.realpath(self.root)
         self._kernel: object | None = None
 
     @property
@@ -131,6 +135,12 @@ class Sysfs:
     def write_attr(self, rel: str, value: str) -> None:
         """Write one attribute as `echo value > file` would, raising KernelError on refusal."""
         path = self.path(rel)
+        if self.simulated:
+            real = os.path.realpath(path)
+            if os.path.commonpath([real, self._real_root]) != self._real_root:
+                raise Refused(f"refusing to write {path}: a link takes it to {real}, outside "
+                              f"the simulated host {self.root}; rebuild the host with "
+                              "`pcimgr sim create`")
         try:
             if self.simulated:
                 self.kernel().write(rel, value, self._raw_write)
@@ -156,6 +166,23 @@ class Sysfs:
             from pcimgr.sim.kernel import SimulatedKernel
             self._kernel = SimulatedKernel(self.root)
         return self._kernel
+
+
+def _check_trusted(root: str, marker: str) -> None:
+    """A simulated host decides what pcimgr believes about the machine (its safety facts)
+    and where writes go: like ssh with ~/.ssh, take it only from its owner or root, and
+    only when nobody else may change it."""
+    for path, info in ((root, os.stat(root)), (marker, os.lstat(marker))):
+        if stat.S_ISLNK(info.st_mode):
+            problem = "is a symbolic link"
+        elif info.st_uid not in (0, os.geteuid()):
+            problem = f"belongs to uid {info.st_uid}, neither you nor root"
+        elif info.st_mode & 0o022:
+            problem = f"is writable by its group or others (`chmod go-w {path}`)"
+        else:
+            continue
+        raise Refused(f"refusing the simulated host {root}: {path} {problem}; use one you made "
+                      "(`pcimgr sim create DIR`)")
 
 
 def _read_text(path: str, dir_fd: int | None = None) -> str | None:

@@ -308,7 +308,7 @@ needs_root_to_switch = pytest.mark.skipif(
 @pytest.mark.parametrize("argv", [
     ("detach", "04:00.0", "--group"),
     ("define", "04:00.0", "--driver", "vfio-pci"),
-    ("install-udev", "--prefix", "PREFIX"),
+    ("install-udev",),
     ("recover",),
 ])
 def test_non_owner_gets_one_line_naming_the_path(demo_root: Path, tmp_path: Path,
@@ -316,7 +316,6 @@ def test_non_owner_gets_one_line_naming_the_path(demo_root: Path, tmp_path: Path
     os.chmod(tmp_path, 0o755)
     for p in (tmp_path.parent, tmp_path.parent.parent):
         os.chmod(p, os.stat(p).st_mode | stat.S_IXOTH)
-    argv = tuple(str(tmp_path / "prefix") if a == "PREFIX" else a for a in argv)
     before = tree(demo_root)
     r = _as_nobody("--sysfs-root", demo_root, *argv)
     assert r.returncode == 5, r.stderr
