@@ -357,6 +357,7 @@ def run_locked_config(obj: Context, work: Callable[[], None]) -> None:
     command takes: concurrent defines of one PF would otherwise lose each other's VFs."""
     from pcimgr import lock, statefile
     may_write(obj)
+    obj.state  # noqa: B018 - refuses a state directory overlapping the definitions
     with lock.exclusive(lock.host_lock_dir(obj.sysfs), obj.lock_timeout):
         statefile.sweep(obj.config_dir, ("", "devices", "udev"))
         work()
