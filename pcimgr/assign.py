@@ -18,7 +18,7 @@ from pcimgr.errors import BadInput, Refused
 from pcimgr.guest_steps import AttachDevice, DetachDevice
 from pcimgr.guests import Holdings
 from pcimgr.hostdriver import Proposal
-from pcimgr.hoststate import HostState
+from pcimgr.hostuse import Survey
 from pcimgr.libvirt_adapter import Libvirt
 from pcimgr.model import Host
 from pcimgr.steps import Step
@@ -29,7 +29,7 @@ def record_path(state: str, address: str) -> str:
     return os.path.join(state, "assignments", f"{address}.json")
 
 
-def plan_assign(sysfs: Sysfs, host: Host, state: HostState, lv: Libvirt, holdings: Holdings,
+def plan_assign(sysfs: Sysfs, host: Host, survey: Survey, lv: Libvirt, holdings: Holdings,
                 address: PciAddress, vm: str, live: bool | None, config: bool | None,
                 group: bool, managed: bool, mac: str | None, vlan: int | None,
                 force: bool) -> Proposal:
@@ -49,7 +49,7 @@ def plan_assign(sysfs: Sysfs, host: Host, state: HostState, lv: Libvirt, holding
         raise BadInput(f"--mac and --vlan give a NIC's SR-IOV VF to the guest as "
                        f"<interface type='hostdev'>, and {address} is not a VF of a NIC; "
                        "assign it without them")
-    detach = hostdriver.plan_detach(sysfs, host, state, (address,), "vfio-pci", group, force)
+    detach = hostdriver.plan_detach(sysfs, host, survey, (address,), "vfio-pci", group, force)
     moving = [PciAddress.parse(s.address) for s in detach.plan.steps]
     for a in sorted({address, *moving}):
         held = holdings.get(a, [])

@@ -311,18 +311,18 @@ def print_plan(proposal: Any, state: str) -> None:
 def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..., Any],
             dry_run: bool, report: Callable[[Any], str] | None = None) -> None:
     """Validate, plan, then act under the lock with journal and rollback (docs/plans.md)."""
-    from pcimgr import discovery, hostdriver, hoststate
+    from pcimgr import discovery, hostdriver, hostuse
     sysfs = obj.sysfs
     state = obj.state
     if dry_run:
-        proposal = propose(discovery.scan_related(sysfs, addresses), hoststate.read(sysfs), state)
+        proposal = propose(discovery.scan_related(sysfs, addresses), hostuse.survey(sysfs), state)
         print_plan(proposal, state)
         for note in proposal.notes:
             click.echo(f"({note})")
         return
 
     def work() -> None:
-        proposal = propose(discovery.scan_related(sysfs, addresses), hoststate.read(sysfs), state)
+        proposal = propose(discovery.scan_related(sysfs, addresses), hostuse.survey(sysfs), state)
         for note in proposal.notes:
             click.echo(note)
         if not proposal.plan.steps:

@@ -48,7 +48,7 @@ STEPS: tuple[tuple[str, list[str]], ...] = (
      ["advise", "--guest-os", "windows", "--load", "high"]),
     ("Keep a function on vfio-pci across reboots (udev applies it at boot, once "
      "`pcimgr install-udev` has installed the rules); `status` shows what drifted (exit 10):",
-     ["define", "04:00.0", "--driver", "vfio-pci"]),
+     ["define", "04:00.0", "--driver", "vfio-pci", "--group"]),
     ("", ["status"]),
 )
 

@@ -63,10 +63,18 @@ def _read(d: Directory, address: PciAddress) -> PciDevice | None:
         driver_override=_override(d.read("driver_override")),
         iommu_group=_int(_basename(d.link("iommu_group"))),
         numa_node=_numa(d.read("numa_node")),
-        netdevs=tuple(d.list("net") or ()) if has_net else (),
+        netdevs=_netdevs(d, driver) if has_net else (),
         sriov=sriov,
         physfn=physfn,
     )
+
+
+def _netdevs(d: Directory, driver: str | None) -> tuple[str, ...]:
+    """The function's interfaces; virtio-net's hang one level lower (<fn>/virtioN/net/)."""
+    if driver == "virtio-pci":
+        return tuple(n for child in d.list(".") or () if child.startswith("virtio")
+                     for n in d.list(f"{child}/net") or ())
+    return tuple(d.list("net") or ())
 
 
 def scan_related(sysfs: Sysfs, addresses: tuple[PciAddress, ...]) -> Host:

@@ -18,7 +18,7 @@ from pcimgr import lock, plan as plans, records, statefile
 from pcimgr.address import PciAddress
 from pcimgr.binding import BindDriver, Reprobe
 from pcimgr.errors import BadInput, KernelError, NeedsRoot, NotFound, Refused
-from pcimgr.hoststate import HostState
+from pcimgr.hostuse import Survey
 from pcimgr.model import Host, PciDevice
 from pcimgr.safety import concerns
 from pcimgr.sysfs import Sysfs
@@ -72,9 +72,15 @@ def module_for(sysfs: Sysfs, driver: str) -> str | None:
     return driver
 
 
-def refuse_unsafe(sysfs: Sysfs, host: Host, state: HostState, leaving: list[PciDevice],
+def refuse_unsafe(sysfs: Sysfs, host: Host, survey: Survey, leaving: list[PciDevice],
                    force: bool) -> None:
-    found = concerns(sysfs, host, leaving, state)
+    """Refuse (exit 4) when the host depends on a function that would leave its driver.
+
+    Run for every function a plan touches, with a driver or without: a chipset
+    function is refused either way, and the survey finds nothing on a function
+    that is on vfio-pci or pci-stub already.
+    """
+    found = concerns(sysfs, host, leaving, survey)
     hard = any(not c.forceable for c in found)
     if not found or (force and not hard):
         return
@@ -88,7 +94,7 @@ def refuse_unsafe(sysfs: Sysfs, host: Host, state: HostState, leaving: list[PciD
     raise Refused(f"refusing: {reasons}", forceable=True)
 
 
-def plan_detach(sysfs: Sysfs, host: Host, state: HostState, addresses: tuple[PciAddress, ...],
+def plan_detach(sysfs: Sysfs, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
                 driver: str, group: bool, force: bool) -> Proposal:
     check_driver_name(driver)
     targets = {d.address: d for d in (require(host, a) for a in addresses)}
@@ -110,8 +116,7 @@ def plan_detach(sysfs: Sysfs, host: Host, state: HostState, addresses: tuple[Pci
                 "--group to detach them in the same transaction")
         targets.update((m.address, m) for m in mates)
     moving = [d for d in sorted(targets.values(), key=lambda d: d.address) if d.driver != driver]
-    refuse_unsafe(sysfs, host, state, [d for d in moving if d.driver not in HARMLESS_DRIVERS],
-                   force)
+    refuse_unsafe(sysfs, host, survey, moving, force)
     notes = tuple(f"{d.address} is already on {driver}" for d in targets.values()
                   if d.driver == driver)
     steps = tuple(BindDriver(str(d.address), driver, driver, d.driver, d.driver_override)
@@ -120,26 +125,24 @@ def plan_detach(sysfs: Sysfs, host: Host, state: HostState, addresses: tuple[Pci
                     module_for(sysfs, driver) if steps else None, notes)
 
 
-def plan_bind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress, driver: str,
+def plan_bind(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress, driver: str,
               force: bool) -> Proposal:
     check_driver_name(driver)
     d = require(host, address)
     if d.driver == driver:
         return Proposal(plans.Plan(f"bind {address} {driver}", ()), None,
                         (f"{address} is already on {driver}",))
-    if d.driver not in HARMLESS_DRIVERS and d.driver is not None:
-        refuse_unsafe(sysfs, host, state, [d], force)
+    refuse_unsafe(sysfs, host, survey, [d], force)
     step = BindDriver(str(address), driver, driver, d.driver, d.driver_override)
     return Proposal(plans.Plan(f"bind {address} {driver}", (step,)), module_for(sysfs, driver), ())
 
 
-def plan_unbind(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
+def plan_unbind(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress,
                 force: bool) -> Proposal:
     d = require(host, address)
     if d.driver is None:
         return Proposal(plans.Plan(f"unbind {address}", ()), None, (f"{address} has no driver",))
-    if d.driver not in HARMLESS_DRIVERS:
-        refuse_unsafe(sysfs, host, state, [d], force)
+    refuse_unsafe(sysfs, host, survey, [d], force)
     step = BindDriver(str(address), None, d.driver_override, d.driver, d.driver_override)
     return Proposal(plans.Plan(f"unbind {address}", (step,)), None, ())
 

@@ -1,19 +1,23 @@
-"""What the host uses a function for: interface addresses, routes and masters, mounted or
-swapped block devices and their holders.
+"""The facts about the host's own use of its devices that sysfs does not hold: interface
+addresses and routes, the interface that reaches a server, mounts (network filesystems
+among them), swaps, and block devices open by processes.
 
 A real host answers through `ip -j` (netlink) and /proc; a simulated host
-declares the same facts in its profile. Block devices and holders are sysfs
-for both.
+declares the same facts in its profile. What sysfs holds (stacks of interfaces
+and block devices, where each device sits) is read by hostuse.py for both.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
+import re
+import stat
+from collections.abc import Callable
 from functools import cached_property
+from typing import TypeVar
 
-from pcimgr.sysfs import Sysfs
+from pcimgr.sysfs import SIM_MARKER, Sysfs
 
 
 class HostState:
@@ -29,24 +33,33 @@ class HostState:
         return _sim_facts(self._sysfs)
 
     @cached_property
-    def _net(self) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str]]:
+    def _net(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         if self._sysfs.simulated:
             f = self._facts
-            return f.get("addresses", {}), f.get("routes", {}), f.get("masters", {})
+            return f.get("addresses", {}), f.get("routes", {})
+        links, routes4 = _ip_batch("addr show", "route show table all")
         addresses: dict[str, list[str]] = {}
-        masters: dict[str, str] = {}
-        for link in _ip_json("addr", "show"):
-            cidrs = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])]
+        for link in links:
+            # the loopback's addresses are no device's business, and the kernel gives
+            # every IPv6 interface that is up an fe80:: address whether it is used or not
+            cidrs = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                     if a.get("scope") != "host"
+                     and not (a.get("family") == "inet6" and a.get("scope") == "link")]
             if cidrs:
                 addresses[link["ifname"]] = cidrs
-            if link.get("master"):
-                masters[link["ifname"]] = link["master"]
+        found: list[tuple[str, str]] = []
+        for route in routes4:
+            if route.get("type", "unicast") != "unicast" or not route.get("dev"):
+                continue
+            # the kernel's own routes come with an address, which the address check names
+            if route.get("protocol") == "kernel" and route.get("dst") != "default":
+                continue
+            found.append((route["dev"], route["dst"]))
         routes: dict[str, list[str]] = {}
-        for route in _ip_json("route", "show", "table", "all"):
-            # local/broadcast entries exist for every address; the address check covers them
-            if route.get("type", "unicast") == "unicast" and route.get("dev"):
-                routes.setdefault(route["dev"], []).append(route["dst"])
-        return addresses, routes, masters
+        for dev, dst in found + _ipv6_routes():
+            if dst not in routes.get(dev, ()):  # "default" once, whatever its family or table
+                routes.setdefault(dev, []).append(dst)
+        return addresses, routes
 
     @property
     def addresses(self) -> dict[str, list[str]]:
@@ -58,17 +71,42 @@ class HostState:
         """ifname -> destinations ("default" among them)"""
         return self._net[1]
 
-    @property
-    def masters(self) -> dict[str, str]:
-        """ifname -> the bond, bridge or team it is enslaved to"""
-        return self._net[2]
-
     @cached_property
+    def _mountinfo(self) -> tuple[dict[str, str], dict[str, str]]:
+        if self._sysfs.simulated:
+            return self._facts.get("mounts", {}), self._facts.get("network_mounts", {})
+        return _mounts(_block_names_by_number(self._sysfs))
+
+    @property
     def mounts(self) -> dict[str, str]:
         """block device name -> mount point"""
+        return self._mountinfo[0]
+
+    @property
+    def network_mounts(self) -> dict[str, str]:
+        """server address -> what is mounted from it ("NFS export 192.0.2.1:/srv on /")"""
+        return self._mountinfo[1]
+
+    def route_to(self, server: str) -> str | None:
+        """The interface the host reaches an address through (`ip route get`)."""
+        if server not in self._routes_to:
+            if self._sysfs.simulated:
+                self._routes_to[server] = self._facts.get("routes_to", {}).get(server)
+            else:
+                found = _ip_json("route", "get", server)
+                self._routes_to[server] = found[0].get("dev") if found else None
+        return self._routes_to[server]
+
+    @cached_property
+    def _routes_to(self) -> dict[str, str | None]:
+        return {}
+
+    @cached_property
+    def open_blocks(self) -> dict[str, list[str]]:
+        """block device name -> the processes that have it open, as "comm[pid]"."""
         if self._sysfs.simulated:
-            return self._facts.get("mounts", {})
-        return _mounts(_block_names_by_number(self._sysfs))
+            return self._facts.get("open_blocks", {})
+        return _open_blocks(_block_names_by_number(self._sysfs))
 
     @cached_property
     def swaps(self) -> frozenset[str]:
@@ -116,9 +154,15 @@ def module_available(sysfs: Sysfs, name: str) -> bool:
         return False
 
 
+def driver_available(sysfs: Sysfs, name: str) -> bool:
+    """A PCI driver that is registered now, or a module that would register it."""
+    return sysfs.exists(f"bus/pci/drivers/{name}") or module_available(sysfs, name)
+
+
 def _sim_facts(sysfs: Sysfs) -> dict:
-    from pcimgr.sim.tree import marker
-    return marker(sysfs.root).get("host", {})
+    # the marker is plain JSON: no need to import the simulator to read it
+    with open(os.path.join(sysfs.root, SIM_MARKER)) as f:
+        return json.load(f).get("host", {})
 
 
 def vfio_holders(sysfs: Sysfs) -> dict[int, list[str]]:
@@ -129,24 +173,36 @@ def vfio_holders(sysfs: Sysfs) -> dict[int, list[str]]:
     """
     if sysfs.simulated:
         return sysfs.kernel().vfio_holders()
-    found: dict[int, list[str]] = {}
+    def group(fd: str) -> int | None:
+        target = os.readlink(fd)
+        return int(target[10:]) if target.startswith("/dev/vfio/") and target[10:].isdigit() \
+            else None
+    return _open_by(group)
+
+
+K = TypeVar("K")
+
+
+def _open_by(key: Callable[[str], K | None]) -> dict[K, list[str]]:
+    """key -> the processes ("comm[pid]") with an open file for which key(/proc/PID/fd/N)
+    names it. Other users' processes are invisible without root; vanished ones skipped."""
+    found: dict[K, list[str]] = {}
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
-            continue  # gone, or another user's process without root
-        groups = set()
+            continue
+        keys = set()
         for fd in fds:
             try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                k = key(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if target.startswith("/dev/vfio/") and target[10:].isdigit():
-                groups.add(int(target[10:]))
-        if groups:
-            who = f"{_comm(pid)}[{pid}]"
-            for g in groups:
-                found.setdefault(g, []).append(who)
+            if k is not None:
+                keys.add(k)
+        who = f"{_comm(pid)}[{pid}]"
+        for k in keys:
+            found.setdefault(k, []).append(who)
     return found
 
 
@@ -158,19 +214,59 @@ def _comm(pid: str) -> str:
         return "?"
 
 
-def block_devices(sysfs: Sysfs, address: str) -> list[str]:
-    """Disks and partitions whose device lies below the function (class/block links)."""
-    below = sysfs.resolve(f"bus/pci/devices/{address}") + os.sep
-    return [name for name in sysfs.list_dir("class/block")
-            if sysfs.resolve(f"class/block/{name}").startswith(below)]
+def _ip_batch(*commands: str) -> list[list[dict]]:
+    """Several `ip -j` commands in one process (each start costs milliseconds)."""
+    import subprocess
+    try:
+        out = subprocess.run(["ip", "-j", "-batch", "-"], input="\n".join(commands) + "\n",
+                             capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return [[] for _ in commands]
+    found: list[list[dict]] = []
+    decoder, i = json.JSONDecoder(), 0
+    while len(found) < len(commands):
+        while i < len(out) and out[i].isspace():
+            i += 1
+        if i >= len(out):
+            break
+        value, i = decoder.raw_decode(out, i)
+        found.append(value)
+    return found + [[] for _ in range(len(commands) - len(found))]
 
 
-def holders(sysfs: Sysfs, block: str) -> list[str]:
-    """dm, md or LVM devices built on a block device."""
-    return sysfs.list_dir(f"class/block/{block}/holders")
+_RTF_GATEWAY, _RTF_REJECT = 0x2, 0x200
+
+
+def _ipv6_routes() -> list[tuple[str, str]]:
+    """(device, destination) of the IPv6 routes that show use: the default route and routes
+    through a gateway, in every table (/proc/net/ipv6_route; `ip -6` cannot join a batch).
+    The prefix routes the kernel adds for an address are left to the address check."""
+    found = []
+    try:
+        with open("/proc/net/ipv6_route") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 10 or fields[9] == "lo":
+                    continue
+                flags, length = int(fields[8], 16), int(fields[1], 16)
+                if flags & _RTF_REJECT:
+                    continue
+                if length == 0 and int(fields[0], 16) == 0:
+                    found.append((fields[9], "default"))
+                elif flags & _RTF_GATEWAY:
+                    found.append((fields[9], f"{_ipv6(fields[0])}/{length}"))
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _ipv6(hex32: str) -> str:
+    import ipaddress
+    return str(ipaddress.IPv6Address(bytes.fromhex(hex32)))
 
 
 def _ip_json(*args: str) -> list[dict]:
+    import subprocess
     try:
         out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True,
                              timeout=10).stdout
@@ -188,8 +284,14 @@ def _block_names_by_number(sysfs: Sysfs) -> dict[str, str]:
     return names
 
 
-def _mounts(names: dict[str, str]) -> dict[str, str]:
+# Filesystems whose device is a server: mountinfo's super options name its address.
+_NETWORK_FS = {"nfs": "NFS", "nfs4": "NFS", "cifs": "SMB", "smb3": "SMB", "ceph": "Ceph",
+               "glusterfs": "GlusterFS", "fuse.glusterfs": "GlusterFS", "9p": "9P"}
+
+
+def _mounts(names: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     mounts: dict[str, str] = {}
+    network: dict[str, str] = {}
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
@@ -197,9 +299,39 @@ def _mounts(names: dict[str, str]) -> dict[str, str]:
                 name = names.get(fields[2])
                 if name is not None:
                     mounts.setdefault(name, fields[4])
-    except OSError:
+                    continue
+                # after the " - " separator: fstype, source, super options
+                rest = fields[fields.index("-") + 1:] if "-" in fields else []
+                if len(rest) >= 3 and rest[0] in _NETWORK_FS:
+                    server = _server(rest[1], rest[2])
+                    if server:
+                        root = " (the root filesystem)" if fields[4] == "/" else ""
+                        network.setdefault(server, f"{_NETWORK_FS[rest[0]]} {rest[1]} on "
+                                                   f"{fields[4]}{root}")
+    except (OSError, ValueError):
         pass
-    return mounts
+    return mounts, network
+
+
+def _server(source: str, options: str) -> str | None:
+    for option in options.split(","):
+        if option.startswith("addr="):
+            return option[5:]
+    host = source.lstrip("/").split(":", 1)[0].split("/", 1)[0].strip("[]")
+    return host if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", host) else None
+
+
+def _open_blocks(names: dict[str, str]) -> dict[str, list[str]]:
+    """A /proc/*/fd scan for block device nodes (a raw disk a guest or a tool holds open)."""
+    by_rdev = {}
+    for number, name in names.items():
+        major, _, minor = number.partition(":")
+        if major.isdigit() and minor.isdigit():
+            by_rdev[os.makedev(int(major), int(minor))] = name
+    def block(fd: str) -> str | None:
+        st = os.stat(fd)
+        return by_rdev.get(st.st_rdev) if stat.S_ISBLK(st.st_mode) else None
+    return _open_by(block)
 
 
 def _swaps() -> frozenset[str]:

@@ -13,15 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pcimgr import hostdriver, plan as plans, sriov, vfinfo
+from pcimgr import hostdriver, hoststate, plan as plans, safety, sriov, vfinfo
+from pcimgr.address import PciAddress
 from pcimgr.definitions import Definition, identify
 from pcimgr.errors import BadInput, NotFound, PcimgrError, Refused
 from pcimgr.hostdriver import Proposal
-from pcimgr.hoststate import HostState
+from pcimgr.hostuse import Survey
 from pcimgr.model import Host, PciDevice
 from pcimgr.steps import Step
 from pcimgr.sysfs import Sysfs
-from pcimgr.address import PciAddress
+from pcimgr.viability import HARMLESS_DRIVERS, VFIO_DRIVERS, blocks_vfio
 
 # -- define ----------------------------------------------------------------------
 
@@ -61,6 +62,70 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
     return identify(pf, vfs=count, vf_driver=chosen, vf=settings)
 
 
+def with_group(host: Host, d: Definition, others: Mapping[str, Definition]) -> list[Definition]:
+    """define --group: the same driver for every endpoint of the group still on a host driver."""
+    device = hostdriver.require(host, PciAddress.parse(d.address))
+    found = [d]
+    for mate in group_gaps(host, device, others):
+        found.append(identify(mate, driver=d.driver))
+    return found
+
+
+def group_gaps(host: Host, device: PciDevice, defined: Mapping[str, Definition]) -> list[PciDevice]:
+    """Group mates that would keep VFIO from using the group: on a host driver, and not
+    defined onto vfio-pci or pci-stub."""
+    group = host.groups.get(device.iommu_group) if device.iommu_group is not None else None
+    return [m for m in (group.members if group else ()) if m.address != device.address
+            and blocks_vfio(m) and not _stubbed(defined.get(str(m.address)))]
+
+
+def _stubbed(d: Definition | None) -> bool:
+    return d is not None and d.driver in HARMLESS_DRIVERS
+
+
+def check(sysfs: Sysfs, host: Host, survey: Survey, new: list[Definition],
+          defined: Mapping[str, Definition], timeout: float) -> None:
+    """The checks the change itself would run now: a definition is applied at every boot
+    with nobody there to read a warning, so it is never a way around them."""
+    everything = {**defined, **{d.address: d for d in new}}
+    for d in new:
+        device = hostdriver.require(host, PciAddress.parse(d.address))
+        try:
+            if d.driver is not None:
+                _check_driver(sysfs, host, survey, device, d, everything)
+            else:
+                assert d.vfs is not None and d.vf_driver is not None
+                sriov.plan_create(sysfs, host, survey, device.address, d.vfs, d.vf_driver,
+                                  False, timeout, False)
+        except Refused as e:
+            if not e.forceable:
+                raise
+            raise Refused(f"{e.problem.replace('refusing:', 'refusing to define:', 1)}; a "
+                          "definition is applied at every boot: stop using it first") from None
+
+
+def _check_driver(sysfs: Sysfs, host: Host, survey: Survey, device: PciDevice, d: Definition,
+                  defined: Mapping[str, Definition]) -> None:
+    assert d.driver is not None
+    if not hoststate.driver_available(sysfs, d.driver):
+        raise BadInput(f"no driver {d.driver} on this host (not loaded, not built in, no "
+                       f"module); check the name (`ls /sys/bus/pci/drivers`, `modinfo "
+                       f"{d.driver}`)")
+    if device.driver != d.driver:
+        hostdriver.refuse_unsafe(sysfs, host, survey, [device], False)
+    if d.driver in VFIO_DRIVERS:
+        if not host.iommu_enabled:
+            raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; "
+                          "add intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel "
+                          "command line and reboot")
+        gaps = group_gaps(host, device, defined)
+        if gaps:
+            raise Refused(f"refusing: {device.address} shares IOMMU group {device.iommu_group} "
+                          "with " + ", ".join(f"{m.address} (on {m.driver})" for m in gaps)
+                          + ", and VFIO can use the group only when they leave their drivers "
+                          "too: pass --group to define them together")
+
+
 # -- status --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -73,8 +138,32 @@ class Finding:
         return not self.drift
 
 
-def status(sysfs: Sysfs, host: Host, definitions: list[Definition]) -> list[Finding]:
-    return [Finding(d, tuple(_drift(sysfs, host, d))) for d in definitions]
+def status(sysfs: Sysfs, host: Host, survey: Survey,
+           definitions: list[Definition]) -> list[Finding]:
+    defined = {d.address: d for d in definitions}
+    return [Finding(d, tuple(_drift(sysfs, host, d) + _unsafe(sysfs, host, survey, d, defined)))
+            for d in definitions]
+
+
+def _unsafe(sysfs: Sysfs, host: Host, survey: Survey, d: Definition,
+            defined: Mapping[str, Definition]) -> list[str]:
+    """What keeps apply from making a driver definition so: the host uses the function, or
+    its group would not be viable."""
+    device = host.get(PciAddress.parse(d.address))
+    if d.driver is None or device is None or device.ids != d.ids:
+        return []
+    found = []
+    if device.driver != d.driver:
+        uses = safety.host_use(sysfs, device, survey)
+        if uses:
+            found.append(f"the host uses it ({', '.join(uses)}): apply will not take it")
+    if d.driver in VFIO_DRIVERS:
+        gaps = group_gaps(host, device, defined)
+        if gaps:
+            found.append(f"IOMMU group {device.iommu_group} is not viable: "
+                         + ", ".join(f"{m.address} on {m.driver}" for m in gaps)
+                         + " (define them too, or undefine this one)")
+    return found
 
 
 def _drift(sysfs: Sysfs, host: Host, d: Definition) -> list[str]:
@@ -125,15 +214,12 @@ class ApplyPlan:
     settings: tuple[Definition, ...]  # PFs whose VF settings follow once the VFs are there
 
 
-def plan_apply(sysfs: Sysfs, host: Host, state: HostState, definitions: list[Definition],
+def plan_apply(sysfs: Sysfs, host: Host, survey: Survey, definitions: list[Definition],
                timeout: float, guests: Mapping[PciAddress, list[Any]] | None = None) -> ApplyPlan:
     """guests: libvirt's holdings when it could be asked (not at early boot): a VF a domain
     names is not removed to reach a defined count."""
-    steps: list[Step] = []
-    notes: list[str] = []
     skipped: list[str] = []
-    module = None
-    later = []
+    planned: dict[str, tuple[Definition, Proposal]] = {}
     for d in definitions:
         device = host.get(PciAddress.parse(d.address))
         if device is None or device.ids != d.ids:
@@ -141,13 +227,11 @@ def plan_apply(sysfs: Sysfs, host: Host, state: HostState, definitions: list[Def
             continue
         try:
             if d.driver is not None:
-                p = hostdriver.plan_bind(sysfs, host, state, device.address, d.driver, False)
+                p = hostdriver.plan_bind(sysfs, host, survey, device.address, d.driver, False)
             else:
                 assert d.vfs is not None and d.vf_driver is not None
-                p = sriov.plan_create(sysfs, host, state, device.address, d.vfs, d.vf_driver,
+                p = sriov.plan_create(sysfs, host, survey, device.address, d.vfs, d.vf_driver,
                                       False, timeout, False, guests)
-                if d.vf:
-                    later.append(d)
         except Refused as e:
             # there is nobody to pass --force when udev runs apply
             skipped.append(f"{d.address}: " + (
@@ -157,11 +241,41 @@ def plan_apply(sysfs: Sysfs, host: Host, state: HostState, definitions: list[Def
         except PcimgrError as e:
             skipped.append(f"{d.address}: {e}")
             continue
+        planned[d.address] = (d, p)
+    skipped += _drop_partial_groups(host, planned)
+    steps: list[Step] = []
+    notes: list[str] = []
+    module = None
+    for d, p in planned.values():
         steps += p.plan.steps
         notes += p.notes
         module = module or p.module
+    later = tuple(d for d, _ in planned.values() if d.vf)
     proposal = Proposal(plans.Plan("apply", tuple(steps)), module, tuple(notes))
-    return ApplyPlan(proposal, tuple(skipped), tuple(later))
+    return ApplyPlan(proposal, tuple(skipped), later)
+
+
+def _drop_partial_groups(host: Host, planned: dict[str, tuple[Definition, Proposal]]) -> list[str]:
+    """Never leave a group half on vfio-pci: a vfio-pci definition goes only with every mate
+    still on a host driver going too (a mate's skip can take others with it)."""
+    skipped = []
+    changed = True
+    while changed:
+        changed = False
+        going = {a: d for a, (d, _) in planned.items()}
+        for a, (d, _) in list(planned.items()):
+            device = host.get(PciAddress.parse(a))
+            if d.driver not in VFIO_DRIVERS or device is None or device.driver == d.driver:
+                continue
+            gaps = group_gaps(host, device, going)
+            if gaps:
+                del planned[a]
+                changed = True
+                skipped.append(
+                    f"{a}: IOMMU group {device.iommu_group} would not be viable: "
+                    + ", ".join(f"{m.address} stays on {m.driver}" for m in gaps)
+                    + f"; define them too (`pcimgr define {a} --driver {d.driver} --group`)")
+    return skipped
 
 
 def plan_vf_settings(sysfs: Sysfs, host: Host, d: Definition, timeout: float) -> Proposal:
@@ -175,12 +289,16 @@ def plan_vf_settings(sysfs: Sysfs, host: Host, d: Definition, timeout: float) ->
 
 
 def select(definitions: list[Definition], address: PciAddress | None) -> list[Definition]:
+    """One function's definition (what udev applies when it appears) with those of its IOMMU
+    group: the group is applied whole or not at all."""
     if address is None:
         return definitions
     chosen = [d for d in definitions if d.address == str(address)]
     if not chosen:
         raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
-    return chosen
+    group = chosen[0].iommu_group
+    return chosen + [d for d in definitions if group is not None and d.iommu_group == group
+                     and d.address != str(address)]
 
 
 def without_vf(d: Definition, index: int | None) -> Definition | None:

@@ -20,8 +20,10 @@ from pcimgr.viability import blocks_vfio, viability
 NAME_WIDTH = 44
 
 
-def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None) -> dict[str, Any]:
-    """holders: the domains that have the function; None when libvirt was not asked."""
+def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None,
+                host_use: list[str] | None = None) -> dict[str, Any]:
+    """holders: the domains that have the function; None when libvirt was not asked.
+    host_use: what the host uses it for (safety.host_use), [] for nothing."""
     names = namer(d)
     s = d.sriov
     return {
@@ -52,6 +54,7 @@ def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None) ->
         },
         "physfn": str(d.physfn) if d.physfn else None,
         "holders": holders,
+        "host_use": host_use or [],
     }
 
 
@@ -89,7 +92,7 @@ def sriov_cell(d: PciDevice) -> str:
     return ""
 
 
-def list_rows(devices: list[PciDevice], namer: Namer,
+def list_rows(devices: list[PciDevice], namer: Namer, uses: Callable[[PciDevice], list[str]],
               holders: Callable[[PciAddress], list[str] | None] | None = None) -> list[list[str]]:
     """Rows in address order, each VF right under its PF when both are shown; with
     holders, a last column of the domains that have each function."""
@@ -103,21 +106,29 @@ def list_rows(devices: list[PciDevice], namer: Namer,
             top.append(d)
     rows = []
     for d in top:
-        rows.append(_row(d, namer, ""))
-        rows += [_row(vf, namer, "  ") for vf in children.get(d.address, [])]
+        rows.append(_row(d, namer, "", uses(d)))
+        rows += [_row(vf, namer, "  ", uses(vf)) for vf in children.get(d.address, [])]
     if holders is not None:
         for row in rows:
             row.append(", ".join(holders(PciAddress.parse(row[0].strip())) or []) or "-")
     return rows
 
 
-LIST_HEADERS = ["ADDRESS", "DEVICE", "DRIVER", "IOMMU", "NUMA", "NETDEVS", "SR-IOV"]
+LIST_HEADERS = ["ADDRESS", "DEVICE", "DRIVER", "IOMMU", "NUMA", "NETDEVS", "SR-IOV", "HOST USE"]
 HOLDER_HEADER = "GUEST"
 
 
-def _row(d: PciDevice, namer: Namer, indent: str) -> list[str]:
+def _row(d: PciDevice, namer: Namer, indent: str, uses: list[str]) -> list[str]:
     return [indent + str(d.address), device_label(d, namer), d.driver or "-",
-            _opt(d.iommu_group), _opt(d.numa_node), ",".join(d.netdevs) or "-", sriov_cell(d)]
+            _opt(d.iommu_group), _opt(d.numa_node), ",".join(d.netdevs) or "-", sriov_cell(d),
+            use_cell(uses)]
+
+
+def use_cell(uses: list[str]) -> str:
+    """The first use, and how many more `show` lists: a table row stays one line."""
+    if not uses:
+        return "-"
+    return uses[0] + (f" (+{len(uses) - 1})" if len(uses) > 1 else "")
 
 
 def _opt(value: int | None) -> str:
@@ -161,7 +172,7 @@ def group_rows(host: Host, namer: Namer) -> list[list[str]]:
 
 
 def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
-              vfs: list[PciDevice]) -> str:
+              vfs: list[PciDevice], uses: list[str]) -> str:
     names = namer(d)
     lines = [f"{d.address}  {names.device or 'unknown device'}"]
 
@@ -188,6 +199,9 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
             field("", f"VF {vf.address}  {vf.driver or 'no driver'}")
     if d.physfn is not None:
         field("physical fn", str(d.physfn))
+    field("host use", uses[0] if uses else "none")
+    for use in uses[1:]:
+        field("", use)
     lines.append("")
     if group is None:
         lines.append("Not in an IOMMU group: the IOMMU is off (intel_iommu=on / amd_iommu=on).")

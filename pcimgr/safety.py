@@ -1,11 +1,15 @@
-"""Why a function must not leave its host driver: the refusals of detach, unbind and bind."""
+"""Why a function must not leave its host driver: the refusals of every change command.
+
+What the host uses each function for comes from one survey (hostuse.py); this
+module adds the rules that are about the function itself: the chipset, the boot
+display, and a PF whose VFs would vanish with its driver.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pcimgr import hoststate
-from pcimgr.hoststate import HostState
+from pcimgr.hostuse import Survey
 from pcimgr.model import Host, PciDevice
 from pcimgr.sysfs import Sysfs
 from pcimgr.viability import VFIO_DRIVERS
@@ -21,53 +25,49 @@ class Concern:
     forceable: bool = True
 
 
-def concerns(sysfs: Sysfs, host: Host, targets: list[PciDevice], state: HostState) -> list[Concern]:
+def chipset(device: PciDevice) -> str | None:
+    return CHIPSET.get(device.class_code >> 8)
+
+
+def concerns(sysfs: Sysfs, host: Host, targets: list[PciDevice], survey: Survey) -> list[Concern]:
+    """Everything that speaks against taking these functions from the host.
+
+    A PF's VFs go with its driver, so what the host does with them counts for the PF.
+    """
     found: list[Concern] = []
     for d in targets:
         a = str(d.address)
-        chipset = CHIPSET.get(d.class_code >> 8)
-        if chipset:
-            found.append(Concern(a, f"it is the chipset's {chipset}, which the host needs",
+        part = chipset(d)
+        if part:
+            found.append(Concern(a, f"it is the chipset's {part}, which the host needs",
                                  forceable=False))
-        for ifname in d.netdevs:
-            found += _network(a, ifname, state)
-        for block in hoststate.block_devices(sysfs, a):
-            found += _storage(sysfs, a, block, state)
+        found += [Concern(a, str(use)) for use in survey.of(d.address)]
         if d.sriov is not None:
+            for vf in d.sriov.vfs:
+                found += [Concern(a, f"its VF {vf}: {use}") for use in survey.of(vf)]
             held = [str(vf.address) for vf in (host.get(v) for v in d.sriov.vfs)
                     if vf is not None and vf.driver in VFIO_DRIVERS]
             if held:
                 found.append(Concern(a, f"its VFs {', '.join(held)} are on vfio-pci, and "
                                         "unbinding the PF driver destroys them"))
-        if sysfs.read_attr(f"bus/pci/devices/{a}/boot_vga") == "1":
+        if boot_display(sysfs, d):
             found.append(Concern(a, "it is the boot display"))
     return found
 
 
-def _network(address: str, ifname: str, state: HostState) -> list[Concern]:
-    found = []
-    if state.addresses.get(ifname):
-        found.append(Concern(address, f"interface {ifname} has address "
-                                      f"{', '.join(state.addresses[ifname])}"))
-    routes = state.routes.get(ifname, [])
-    if "default" in routes:
-        found.append(Concern(address, f"interface {ifname} carries the default route"))
-    elif routes:
-        found.append(Concern(address, f"interface {ifname} carries routes to {', '.join(routes)}"))
-    if ifname in state.masters:
-        found.append(Concern(address, f"interface {ifname} is enslaved to {state.masters[ifname]}"))
-    return found
+def boot_display(sysfs: Sysfs, device: PciDevice) -> bool:
+    # only display controllers have boot_vga: no read for the thousands of others
+    return device.base_class == 0x03 and \
+        sysfs.read_attr(f"bus/pci/devices/{device.address}/boot_vga") == "1"
 
 
-def _storage(sysfs: Sysfs, address: str, block: str, state: HostState) -> list[Concern]:
-    found = []
-    if block in state.mounts:
-        where = state.mounts[block]
-        found.append(Concern(address, f"block device {block} is mounted on {where}"
-                                      + (" (the root filesystem)" if where == "/" else "")))
-    if block in state.swaps:
-        found.append(Concern(address, f"block device {block} is used as swap"))
-    users = hoststate.holders(sysfs, block)
-    if users:
-        found.append(Concern(address, f"block device {block} is held by {', '.join(users)}"))
-    return found
+def host_use(sysfs: Sysfs, device: PciDevice, survey: Survey, long: bool = False) -> list[str]:
+    """What `list` and `show` say the host uses a function for: short forms for JSON
+    `host_use` and the table, whole sentences with their chain for `show`."""
+    uses = [str(use) if long else use.short for use in survey.of(device.address)]
+    part = chipset(device)
+    if part:
+        uses.insert(0, f"chipset {part}")
+    if boot_display(sysfs, device):
+        uses.append("boot display")
+    return uses

@@ -19,7 +19,7 @@ from pcimgr.address import PciAddress
 from pcimgr.binding import BindDriver, Reprobe
 from pcimgr.errors import BadInput, NotFound, Refused
 from pcimgr.hostdriver import Proposal, module_for, refuse_unsafe
-from pcimgr.hoststate import HostState
+from pcimgr.hostuse import Survey
 from pcimgr.model import Host, PciDevice
 from pcimgr.sriov_steps import ConfigureVf, SetAutoprobe, SetLink, SetNumVfs
 from pcimgr.steps import Step
@@ -71,7 +71,7 @@ def survey(sysfs: Sysfs, host: Host, only: PciAddress | None = None) -> list[PfV
 
 # -- create ------------------------------------------------------------------
 
-def plan_create(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress, count: int,
+def plan_create(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress, count: int,
                 driver: str, pf_up: bool, timeout: float, force: bool,
                 guests: Mapping[PciAddress, list[Any]] | None = None) -> Proposal:
     pf = require_pf(host, address)
@@ -105,7 +105,7 @@ def plan_create(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
         steps += _rebind_existing(host, s.vfs, driver)
         return _proposal(sysfs, f"vfs create {a} {count}", steps, driver, notes)
     if s.numvfs:
-        _refuse_busy_vfs(sysfs, host, state, pf, force, guests)
+        _refuse_busy_vfs(sysfs, host, survey, pf, force, guests)
         steps.append(_remove(sysfs, host, pf, timeout))
     autoprobe = s.drivers_autoprobe
     want_autoprobe = driver != VFIO  # host VF driver: it must probe; vfio-pci: nothing may
@@ -166,7 +166,7 @@ def _proposal(sysfs: Sysfs, command: str, steps: list[Step], driver: str,
 
 # -- destroy -------------------------------------------------------------------
 
-def plan_destroy(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress,
+def plan_destroy(sysfs: Sysfs, host: Host, survey: Survey, address: PciAddress,
                  timeout: float, force: bool,
                  guests: Mapping[PciAddress, list[Any]] | None = None) -> Proposal:
     pf = require_pf(host, address)
@@ -175,7 +175,7 @@ def plan_destroy(sysfs: Sysfs, host: Host, state: HostState, address: PciAddress
         return Proposal(plans.Plan(f"vfs destroy {address}", ()), None,
                         (f"{address} has no VFs",))
     _require_pf_driver(pf)
-    _refuse_busy_vfs(sysfs, host, state, pf, force, guests)
+    _refuse_busy_vfs(sysfs, host, survey, pf, force, guests)
     return Proposal(plans.Plan(f"vfs destroy {address}", (_remove(sysfs, host, pf, timeout),)),
                     None, ())
 
@@ -195,7 +195,7 @@ def _remove(sysfs: Sysfs, host: Host, pf: PciDevice, timeout: float) -> SetNumVf
                      wait_drivers=False)
 
 
-def _refuse_busy_vfs(sysfs: Sysfs, host: Host, state: HostState, pf: PciDevice,
+def _refuse_busy_vfs(sysfs: Sysfs, host: Host, survey: Survey, pf: PciDevice,
                      force: bool, guests: Mapping[PciAddress, list[Any]] | None) -> None:
     """Removing a VF a process holds would block the kernel until it lets go: never start.
     Nor remove one a guest's configuration names (guests: the libvirt holdings, if known)."""
@@ -214,8 +214,7 @@ def _refuse_busy_vfs(sysfs: Sysfs, host: Host, state: HostState, pf: PciDevice,
         raise Refused(f"refusing: removing the VFs of {pf.address} would block until they are "
                       f"released: {'; '.join(busy)}; stop the guests or processes using them "
                       "first")
-    refuse_unsafe(sysfs, host, state,
-                   [vf for vf in vfs if vf.driver not in HARMLESS_DRIVERS and vf.driver], force)
+    refuse_unsafe(sysfs, host, survey, vfs, force)
 
 
 # -- set -------------------------------------------------------------------------

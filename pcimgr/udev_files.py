@@ -4,10 +4,13 @@ The rules are static: which functions they act on comes from the env files
 that `define` writes (definitions.py), looked up by kernel name and PCI_ID, so
 neither a new definition nor a card moved to another slot needs new rules.
 
-- add: set driver_override before any driver binds (attribute writes happen
-  while udev processes the rules, before the RUN list, where 80-drivers.rules
-  loads the modules), load that driver, and run `pcimgr apply --device %k` in
-  case a built-in or already loaded driver took the function first;
+- add: run `pcimgr apply --device %k`. RUN entries run in order, so it runs
+  before 80-drivers.rules loads the host driver's module: apply checks the
+  function (the host's use of it, its IOMMU group) and only then sets
+  driver_override and binds the defined driver. The rules never write
+  driver_override themselves: a write from udev would bypass every check, and
+  a definition of a NIC or disk the host has come to depend on since would cut
+  the host off at the next boot;
 - bind (the PF's driver came back, which means its VFs are gone): apply again.
 The unit applies everything once at boot, before libvirtd starts guests.
 """
@@ -35,7 +38,7 @@ SUBSYSTEM!="pci", GOTO="pcimgr_end"
 ACTION!="add|bind", GOTO="pcimgr_end"
 TEST!="{env}", GOTO="pcimgr_end"
 IMPORT{{file}}="{env}"
-ACTION=="add", ENV{{PCIMGR_DRIVER}}=="?*", ATTR{{driver_override}}="$env{{PCIMGR_DRIVER}}", RUN{{builtin}}+="kmod load $env{{PCIMGR_DRIVER}}"
+# apply checks the function before it writes driver_override (docs/persistence.md)
 ACTION=="add", RUN+="{apply}"
 ACTION=="bind", ENV{{PCIMGR_VFS}}=="?*", RUN+="{apply}"
 LABEL="pcimgr_end"

@@ -31,3 +31,17 @@ def test_simulator_agrees_with_linux(simulated: list[dict], step: int) -> None:
 
 def test_fixture_covers_the_whole_sequence() -> None:
     assert [o["write"] for o in REAL["observations"][1:]] == [list(w) for w in conformance.SEQUENCE]
+
+
+def test_simulator_lays_out_the_host_shapes_as_linux(tmp_path) -> None:
+    """virtio and USB NICs, NVMe under native multipath, a SCSI disk, bond/bridge/VLAN/macvlan
+    and device-mapper stacks: where the real kernel put each, the simulated host puts it."""
+    from dataclasses import replace
+
+    from pcimgr.sim import builder, profiles
+    lab = profiles.get("lab")
+    host = replace(lab.host, net_stacks=conformance.NET_STACKS,
+                   block_stacks=conformance.BLOCK_STACKS)
+    root = tmp_path / "sys"
+    builder.build(str(root), replace(lab, host=host))
+    assert conformance.layout(Sysfs(str(root))) == REAL["layout"]

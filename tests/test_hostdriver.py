@@ -99,8 +99,9 @@ def test_unbind_then_rebind_and_bind(run, demo_root: Path) -> None:
 @pytest.mark.parametrize("args,reason", [
     (["detach", "00:1f.6", "--group"], "chipset's SMBus controller"),
     (["detach", "00:1f.6", "--group", "--force"], "not even with --force"),
-    (["detach", "02:00.0"], "nvme0n1p2 is mounted on / (the root filesystem)"),
-    (["detach", "02:00.0"], "nvme0n1p3 is used as swap"),
+    (["detach", "02:00.0"],
+     "nvme0n1p2 (via nvme0n1, nvme-subsys0, nvme0) is mounted on / (the root filesystem)"),
+    (["detach", "02:00.0"], "nvme0n1p3 (via nvme0n1, nvme-subsys0, nvme0) is used as swap"),
     (["detach", "00:02.0"], "it is the boot display"),
     (["unbind", "00:00.0"], "chipset's host bridge"),
 ])
@@ -115,10 +116,14 @@ def test_safety_refusals_write_nothing(run, demo_root: Path, args: list[str], re
     ({"addresses": {"enp4s0f0": ["198.51.100.7/24"]}}, "enp4s0f0 has address 198.51.100.7/24"),
     ({"routes": {"enp4s0f1": ["default"]}}, "enp4s0f1 carries the default route"),
     ({"routes": {"enp4s0f1": ["10.9.0.0/16"]}}, "enp4s0f1 carries routes to 10.9.0.0/16"),
-    ({"masters": {"enp4s0f0": "bond0"}}, "enp4s0f0 is enslaved to bond0"),
+    ({"bond0": ("bond", ["enp4s0f0"])}, "enp4s0f0 is enslaved to bond0"),
 ])
 def test_network_refusals_and_force(run, demo_root: Path, facts: dict, reason: str) -> None:
-    set_host_facts(demo_root, **facts)
+    if "bond0" in facts:
+        from pcimgr.sim import tree as simtree
+        simtree.stack_net(str(demo_root), "bond0", *facts["bond0"])
+    else:
+        set_host_facts(demo_root, **facts)
     r = run("--sysfs-root", demo_root, "detach", "04:00.0", "--group")
     assert r.exit_code == 4 and reason in r.output and "--force" in r.output
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
@@ -127,11 +132,11 @@ def test_network_refusals_and_force(run, demo_root: Path, facts: dict, reason: s
 
 
 def test_held_block_device_refused(run, demo_root: Path) -> None:
-    holders = demo_root / "class/block/nvme0n1/holders"
-    (holders / "dm-0").mkdir()
+    from pcimgr.sim import tree as simtree
+    simtree.stack_block(str(demo_root), "dm-0", "vg0-data", ["nvme0n1"])
     set_host_facts(demo_root, mounts={}, swaps=[])
     r = run("--sysfs-root", demo_root, "detach", "02:00.0")
-    assert r.exit_code == 4 and "nvme0n1 is held by dm-0" in r.output
+    assert r.exit_code == 4 and "nvme0n1 (via nvme-subsys0, nvme0) is held by dm-0" in r.output
 
 
 def test_pf_with_vfs_on_vfio_refused(run, demo_root: Path) -> None:

@@ -30,9 +30,10 @@ def edit(root: Path, address: str, **changes: object) -> None:
 
 
 def test_define_writes_readable_files_for_people_and_udev(run, demo_root: Path) -> None:
-    r = run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci")
+    r = run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci", "--group")
     assert r.exit_code == 0, r.output
     assert "Defined 0000:04:00.0 (8086:105e, IOMMU group 5): driver vfio-pci" in r.output
+    assert "Defined 0000:04:00.1 (8086:105e, IOMMU group 5): driver vfio-pci" in r.output
     path = cfg(demo_root) / "devices/0000:04:00.0.json"
     assert json.loads(path.read_text()) == {
         "format": 1, "address": "0000:04:00.0", "vendor_id": "8086", "device_id": "105e",
@@ -45,7 +46,7 @@ def test_define_writes_readable_files_for_people_and_udev(run, demo_root: Path) 
 
 
 def test_apply_then_status_then_drift_then_apply(run, demo_root: Path) -> None:
-    for args in (("04:00.0", "--driver", "vfio-pci"), ("05:00.0", "--vfs", "2"),
+    for args in (("04:00.0", "--driver", "vfio-pci", "--group"), ("05:00.0", "--vfs", "2"),
                  ("05:00.0", "--vf", "0", "--mac", "52:54:00:5e:00:01", "--vlan", "100")):
         assert run("--sysfs-root", demo_root, "define", *args).exit_code == 0
     code, found = status(run, demo_root)
@@ -79,7 +80,8 @@ def test_apply_then_status_then_drift_then_apply(run, demo_root: Path) -> None:
 
 
 def test_moved_hardware_is_reported_and_never_applied(run, demo_root: Path) -> None:
-    assert run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci").exit_code == 0
+    assert run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci",
+               "--group").exit_code == 0
     edit(demo_root, "0000:04:00.0", device_id="10d3")  # the card defined there was an 82574L
     code, found = status(run, demo_root)
     assert code == 10
@@ -96,7 +98,8 @@ def test_moved_hardware_is_reported_and_never_applied(run, demo_root: Path) -> N
     ({"address": "0000:44:00.0"}, "missing: no function at this address"),
 ])
 def test_drift_kinds(run, demo_root: Path, changes, drift) -> None:
-    assert run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci").exit_code == 0
+    assert run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci",
+               "--group").exit_code == 0
     if "address" in changes:
         src = cfg(demo_root) / "devices/0000:04:00.0.json"
         data = json.loads(src.read_text()) | changes
@@ -105,12 +108,19 @@ def test_drift_kinds(run, demo_root: Path, changes, drift) -> None:
     else:
         edit(demo_root, "0000:04:00.0", **changes)
     code, found = status(run, demo_root)
-    assert code == 10 and drift in next(iter(found.values()))["drift"]
+    assert code == 10 and drift in found[changes.get("address", "0000:04:00.0")]["drift"]
 
 
 def test_apply_keeps_the_safety_refusals(run, demo_root: Path) -> None:
-    # the management NIC carries the default route and sits in the chipset's group
-    assert run("--sysfs-root", demo_root, "define", "00:1f.6", "--driver", "vfio-pci").exit_code == 0
+    # the management NIC carries the default route and sits in the chipset's group:
+    # define refuses it, and a definition written by other means is skipped by apply
+    r = run("--sysfs-root", demo_root, "define", "00:1f.6", "--driver", "vfio-pci")
+    assert r.exit_code == 4 and "refusing" in r.output and "default route" in r.output
+    assert not (cfg(demo_root) / "devices").exists()
+    from pcimgr import definitions, discovery
+    from pcimgr.address import PciAddress
+    device = discovery.read_device(Sysfs(str(demo_root)), PciAddress.parse("00:1f.6"))
+    definitions.save(str(cfg(demo_root)), definitions.identify(device, driver="vfio-pci"))
     r = run("--sysfs-root", demo_root, "apply")
     assert r.exit_code == 10
     assert "skipped 0000:00:1f.6: refusing:" in r.output and "default route" in r.output

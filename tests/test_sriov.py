@@ -258,14 +258,13 @@ def test_destroy_refused_while_the_host_uses_a_vf_interface(run, demo_root: Path
 
 
 def test_undo_of_destroy_rebuilds_vfs_as_they_were(run, demo_root: Path) -> None:
-    from pcimgr import discovery, sriov
+    from pcimgr import discovery, hostuse, sriov
     from pcimgr.address import PciAddress
-    from pcimgr.hoststate import HostState
     sysfs = Sysfs(str(demo_root))
     assert run("--sysfs-root", demo_root, "detach", "07:00.3").exit_code == 0
     before = vfs_json(run, demo_root, MLX)
     pf = PciAddress.parse(MLX)
-    proposal = sriov.plan_destroy(sysfs, discovery.scan_related(sysfs, (pf,)), HostState(sysfs),
+    proposal = sriov.plan_destroy(sysfs, discovery.scan_related(sysfs, (pf,)), hostuse.survey(sysfs),
                                   pf, 5.0, False)
     (step,) = proposal.plan.steps
     step.apply(sysfs)

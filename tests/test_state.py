@@ -256,7 +256,7 @@ def test_eight_concurrent_defines_lose_nothing(run, demo_root: Path) -> None:
     procs = [_pcimgr("--sysfs-root", demo_root, "define", "05:00.0", "--vf", str(i),
                      "--mac", mac, script=_SLOW_DEFINE) for i, mac in enumerate(macs)]
     procs.append(_pcimgr("--sysfs-root", demo_root, "define", PAIR[0], "--driver", "vfio-pci",
-                         script=_SLOW_DEFINE))
+                         "--group", script=_SLOW_DEFINE))
     results = [(p.wait(60), p.stderr.read() if p.stderr else "") for p in procs]
     assert [code for code, _ in results] == [0] * 8, results
     data = json.loads((demo_root / ".pcimgr-config/devices/0000:05:00.0.json").read_text())
@@ -330,7 +330,7 @@ def test_non_owner_gets_one_line_naming_the_path(demo_root: Path, tmp_path: Path
                                   ("--state-dir", "/etc/pcimgr-test-x", "--sysfs-root", "ROOT",
                                    "detach", "04:00.0", "--group"),
                                   ("--config-dir", "/etc/pcimgr-test-x", "--sysfs-root", "ROOT",
-                                   "define", "04:00.0", "--driver", "vfio-pci")])
+                                   "define", "04:00.0", "--driver", "vfio-pci", "--group")])
 def test_non_root_outside_its_reach(demo_root: Path, tmp_path: Path,
                                     argv: tuple[str, ...]) -> None:
     """On a simulated host of its own, nobody still cannot write /etc or /root."""

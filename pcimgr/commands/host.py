@@ -41,19 +41,19 @@ def doctor(obj: Context, as_json: bool) -> None:
 def advise(obj: Context, guest_os: str, load: str, bridge: str, source_dev: str | None,
            as_json: bool) -> None:
     """Which network mode suits a guest on this host, why, and the XML to use."""
-    from pcimgr import doctor as doc, hoststate, netmodes, safety
+    from pcimgr import doctor as doc, hostuse, netmodes, safety
     host = obj.host()
     checks = {c.name: c for c in doc.run(obj.sysfs, host, None)}
     holdings = obj.holdings() or {}
     free = [d for d in host.devices if d.base_class == 0x02 and not holdings.get(d.address)]
     vfs = sorted((d for d in free if d.physfn is not None), key=lambda d: d.driver != "vfio-pci")
     free_vf = str(vfs[0].address) if vfs else None
-    state = hoststate.read(obj.sysfs)
+    survey = hostuse.survey(obj.sysfs, deep=False)
     # a whole NIC: one already on vfio-pci, else one the host does not use
     nics = sorted((d for d in free if d.physfn is None and d.sriov is None),
                   key=lambda d: d.driver != "vfio-pci")
     free_nic = next((str(d.address) for d in nics if d.driver == "vfio-pci"
-                     or not safety.concerns(obj.sysfs, host, [d], state)), None)
+                     or not safety.concerns(obj.sysfs, host, [d], survey)), None)
     abilities = netmodes.HostAbilities(
         vhost_net=checks["vhost-net"].status == "pass",
         passthrough=all(checks[n].status == "pass" for n in ("iommu", "interrupt-remapping",

@@ -37,12 +37,19 @@ def _needs_root_for_config(obj: Context) -> None:
 @click.option("--qos", type=Digits(0, 7), help="802.1p priority of --vlan.")
 @click.option("--trust", type=click.Choice(["on", "off"]), callback=on_off)
 @click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=on_off)
+@click.option("--group", is_flag=True,
+              help="With --driver vfio-pci: define the other functions of the IOMMU group too.")
+@timeout_option
 @click.pass_obj
 def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | None,
            vf_driver: str | None, vf_index: int | None, mac: str | None, vlan: int | None,
-           qos: int | None, trust: bool | None, spoofchk: bool | None) -> None:
-    """Record what a function should be across reboots; `apply` (and udev) make it so."""
-    from pcimgr import definitions, discovery, persist
+           qos: int | None, trust: bool | None, spoofchk: bool | None, group: bool,
+           timeout: float) -> None:
+    """Record what a function should be across reboots; `apply` (and udev) make it so.
+
+    The same checks as the change itself run first (the host's use of the function, the
+    IOMMU group, the driver's existence): a definition is applied at every boot."""
+    from pcimgr import definitions, discovery, hostuse, persist
     settings = {k: v for k, v in (("mac", mac), ("vlan", vlan), ("qos", qos), ("trust", trust),
                                   ("spoofchk", spoofchk)) if v is not None}
     if "qos" in settings and "vlan" not in settings:
@@ -52,12 +59,16 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
     cfg = obj.config_dir
     _needs_root_for_config(obj)
 
-    def work() -> None:  # read, merge and write under the lock: no define loses another's
+    def work() -> None:  # read, check, merge and write under the lock: no define loses another's
         d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
                            vf_driver, vf_index, settings)
-        definitions.save(cfg, d)
-        click.echo(f"Defined {d.address} ({d.ids}, IOMMU group {d.iommu_group}): "
-                   f"{d.describe()}")
+        existing = {e.address: e for e in definitions.load_all(cfg)[0]}
+        new = persist.with_group(host, d, existing) if group and driver else [d]
+        persist.check(obj.sysfs, host, hostuse.survey(obj.sysfs), new, existing, timeout)
+        for each in new:
+            definitions.save(cfg, each)
+            click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
+                       f"{each.describe()}")
     run_locked_config(obj, work)
     click.echo("`pcimgr apply` makes it so now; at boot the udev rules do "
                "(`pcimgr install-udev` once).")
@@ -109,7 +120,7 @@ def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
 def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool,
           quiet: bool) -> None:
     """Make the host match the definitions, through the usual plans and refusals."""
-    from pcimgr import definitions, discovery, hostdriver, hoststate, persist
+    from pcimgr import definitions, discovery, hostdriver, hostuse, persist
     from pcimgr.errors import Mismatch
     sysfs = obj.sysfs
     state = obj.state
@@ -121,7 +132,7 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
 
     def propose() -> Any:
         host = discovery.scan_related(sysfs, addresses)
-        return persist.plan_apply(sysfs, host, hoststate.read(sysfs), chosen, timeout,
+        return persist.plan_apply(sysfs, host, hostuse.survey(sysfs), chosen, timeout,
                                   obj.holdings())
 
     def report(planned: Any) -> None:
@@ -169,11 +180,11 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
     """Compare the definitions with the host: what drifted (exit 10 if anything did)."""
-    from pcimgr import definitions, discovery, persist
+    from pcimgr import definitions, discovery, hostuse, persist
     from pcimgr.errors import Mismatch
     defs, damaged = definitions.load_all(obj.config_dir)
     host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
-    findings = persist.status(obj.sysfs, host, defs)
+    findings = persist.status(obj.sysfs, host, hostuse.survey(obj.sysfs, deep=False), defs)
     if as_json:
         emit_json([{"address": f.definition.address, "ids": f.definition.ids,
                      "iommu_group": f.definition.iommu_group,

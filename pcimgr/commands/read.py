@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pcimgr.address import PciAddress
+from pcimgr.model import PciDevice
 from pcimgr.cli import Context, address_arg, cli, emit_json, json_option, mac_option, vlan_option
 
 
@@ -22,7 +23,7 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
 
     Network functions (class 02) by default; VFs are shown under their PF.
     """
-    from pcimgr import filters, render
+    from pcimgr import filters, hostuse, render, safety
     predicates = []
     if klass is not None:
         predicates.append(filters.class_filter(klass))
@@ -34,8 +35,13 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
         predicates.append(filters.driver_filter(driver))
     host = obj.host()
     devices = filters.select(host.devices, predicates)
+    survey = hostuse.survey(obj.sysfs, deep=False)  # no /proc scan for every listing
+
+    def uses(d: PciDevice) -> list[str]:
+        return safety.host_use(obj.sysfs, d, survey)
     if as_json:
-        emit_json([render.device_json(d, obj.namer, obj.holders(d.address)) for d in devices])
+        emit_json([render.device_json(d, obj.namer, obj.holders(d.address), uses(d))
+                   for d in devices])
         return
     notice = render.iommu_off_notice(host)
     if notice:
@@ -44,7 +50,8 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
         click.echo("No matching PCI functions (try --all).")
         return
     known = obj.holdings() is not None
-    click.echo(render.table(render.list_rows(devices, obj.namer, obj.holders if known else None),
+    click.echo(render.table(render.list_rows(devices, obj.namer, uses,
+                                             obj.holders if known else None),
                             render.LIST_HEADERS + ([render.HOLDER_HEADER] if known else [])))
     if obj.holdings_problem:
         click.echo(obj.holdings_problem)
@@ -56,18 +63,21 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
 @click.pass_obj
 def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     """Everything known about one function, its IOMMU group and its hostdev XML."""
-    from pcimgr import discovery, hostdev_xml, render
+    from pcimgr import discovery, hostdev_xml, hostuse, render, safety
     device = discovery.require(obj.sysfs, address)
+    survey = hostuse.survey(obj.sysfs)
     group = None if device.iommu_group is None else discovery.read_group(obj.sysfs,
                                                                          device.iommu_group)
     xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address))
     if as_json:
-        emit_json(render.device_json(device, obj.namer, obj.holders(device.address))
+        emit_json(render.device_json(device, obj.namer, obj.holders(device.address),
+                                     safety.host_use(obj.sysfs, device, survey))
                    | {"group": render.group_json(group, obj.namer) if group else None,
                       "hostdev_xml": xml})
         return
     vfs = discovery.read_many(obj.sysfs, device.sriov.vfs) if device.sriov else []
-    click.echo(render.show_text(device, group, obj.namer, vfs))
+    click.echo(render.show_text(device, group, obj.namer, vfs,
+                                safety.host_use(obj.sysfs, device, survey, long=True)))
     holders = obj.holders(device.address)
     if holders is not None:
         click.echo(f"Guests:        {', '.join(holders) or 'none'}")

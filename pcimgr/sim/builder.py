@@ -20,7 +20,8 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
         raise BadInput(f"{root} exists and is not an empty directory; "
                        "choose a new path for the simulated host")
     iommu = profile.iommu if iommu is None else iommu
-    for d in ("devices", tree.DEVICES, tree.DRIVERS, tree.GROUPS, "dev/vfio", "class/net"):
+    for d in ("devices", tree.DEVICES, tree.DRIVERS, tree.GROUPS, "dev/vfio", "class/net",
+              "class/block", "devices/virtual/net", "devices/virtual/block"):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     for attr, text in (("drivers_probe", ""), ("drivers_autoprobe", "1\n"), ("rescan", "")):
         with open(os.path.join(root, "bus/pci", attr), "w") as f:
@@ -55,13 +56,18 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
     for spec in specs:
         if spec.sriov and spec.sriov.numvfs:
             kernel._enable_vfs(PciAddress.parse(spec.address), spec.sriov.numvfs)
+    for name, (kind, lowers) in profile.host.net_stacks.items():
+        tree.stack_net(root, name, kind, lowers)
+    for name, (dm_name, slaves) in profile.host.block_stacks.items():
+        tree.stack_block(root, name, dm_name, slaves)
 
 
 def _write_marker(root: str, profile: Profile, iommu: bool) -> None:
     devices = {}
     for spec in profile.devices:
         entry: dict = {"native_driver": spec.native, "netdev": spec.netdev,
-                       "disks": list(spec.disks)}
+                       "disks": list(spec.disks), "net_via": list(spec.net_via),
+                       "disk_via": list(spec.disk_via), "framebuffer": spec.framebuffer}
         if spec.sriov:
             entry["sriov"] = asdict(spec.sriov) | {"configurable_by": list(spec.sriov.configurable_by)}
         devices[spec.address] = entry

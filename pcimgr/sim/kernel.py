@@ -217,9 +217,11 @@ class SimulatedKernel:
 
     def _attach(self, address: PciAddress, driver: str) -> None:
         native = driver == self._native_driver(address)
-        tree.attach_driver(self.root, address, driver, self._netdev(address) if native else None,
-                           _mac(address),
-                           tuple(self._static(address).get("disks", ())) if native else ())
+        static = self._static(address)
+        tree.attach_driver(self.root, address, driver, tree.Children(
+            self._netdev(address), tuple(static.get("net_via", ())), _mac(address),
+            tuple(static.get("disks", ())), tuple(static.get("disk_via", ("host0",))),
+            framebuffer=static.get("framebuffer")) if native else tree.Children())
         self._refresh_totalvfs(address, driver)
         self._refresh_vfio_node(address)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from pcimgr.errors import NotFound
 from pcimgr.model import BRIDGE_CLASSES
+from pcimgr.sim.tree import NVME_SUBSYSTEM
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class DeviceSpec:
     sriov: SriovSpec | None = None
     boot_vga: bool | None = None
     disks: tuple[str, ...] = ()     # block devices while the native driver is bound: disk, partitions
+    # devices between the function and its interface or disk (sim/tree.py Children)
+    net_via: tuple[str, ...] = ()
+    disk_via: tuple[str, ...] = ("host0",)
+    framebuffer: str | None = None  # fbN while the native driver is bound
 
     @property
     def native(self) -> str | None:
@@ -56,9 +61,15 @@ class HostFacts:
 
     addresses: dict[str, list[str]] = field(default_factory=dict)  # ifname -> CIDRs
     routes: dict[str, list[str]] = field(default_factory=dict)     # ifname -> destinations
-    masters: dict[str, str] = field(default_factory=dict)          # ifname -> bond/bridge/team
     mounts: dict[str, str] = field(default_factory=dict)           # block device -> mount point
     swaps: list[str] = field(default_factory=list)                 # block devices used as swap
+    open_blocks: dict[str, list[str]] = field(default_factory=dict)  # block -> "comm[pid]"
+    network_mounts: dict[str, str] = field(default_factory=dict)   # server -> what is mounted
+    routes_to: dict[str, str] = field(default_factory=dict)        # server -> `ip route get` dev
+    # stacks the builder lays out in sysfs, in order (a bond before the bridge on it):
+    # name -> (kind, lower interfaces); dm device -> (its /dev/mapper name, slaves)
+    net_stacks: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    block_stacks: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     cmdline: str = ("BOOT_IMAGE=/boot/vmlinuz-6.1.0-26-amd64 root=/dev/nvme0n1p2 ro quiet "
                     "intel_iommu=on iommu=pt")                       # /proc/cmdline
     interrupt_remapping: bool = True                                # IR-* irqchips
@@ -105,7 +116,8 @@ def demo() -> Profile:
         rp("0000:00:1b.0", 3, "a340"),
         DeviceSpec("0000:02:00.0", "144d", "a808", 0x010802, "nvme", 3,
                    subsystem=("144d", "a801"), parent="0000:00:1b.0", numa_node=0,
-                   disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3")),
+                   disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3"),
+                   disk_via=(NVME_SUBSYSTEM,)),
         rp("0000:00:1c.0", 4, "a338"),
         DeviceSpec("0000:04:00.0", "8086", "105e", 0x020000, "e1000e", 5,
                    subsystem=("8086", "115e"), revision=0x06, parent="0000:00:1c.0",
@@ -165,7 +177,7 @@ def lab() -> Profile:
                    subsystem=("1af4", "0009")),
         DeviceSpec("0000:00:03.0", "1b36", "000c", 0x060400, "pcieport", 3,
                    subsystem=("1b36", "0000")),
-        DeviceSpec("0000:01:00.0", "8086", "10c9", NET, "igb", 7, subsystem=rh, revision=0x01,
+        DeviceSpec("0000:01:00.0", "8086", "10c9", NET, "igb", 11, subsystem=rh, revision=0x01,
                    parent="0000:00:03.0", netdev="enp1s0",
                    sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
                                    vf_device="10ca", vf_driver="igbvf",
@@ -179,22 +191,95 @@ def lab() -> Profile:
                    revision=0x03, parent="0000:00:04.0", netdev="ens2"),
         DeviceSpec("0000:00:05.0", "1b36", "000c", 0x060400, "pcieport", 5,
                    subsystem=("1b36", "0000")),
-        DeviceSpec("0000:03:00.0", "8086", "10d3", NET, "e1000e", 8, subsystem=("8086", "0000"),
+        DeviceSpec("0000:03:00.0", "8086", "10d3", NET, "e1000e", 12, subsystem=("8086", "0000"),
                    parent="0000:00:05.0", netdev="enp3s0f0"),
-        DeviceSpec("0000:03:00.1", "8086", "10d3", NET, "e1000e", 8, subsystem=("8086", "0000"),
+        DeviceSpec("0000:03:00.1", "8086", "10d3", NET, "e1000e", 12, subsystem=("8086", "0000"),
                    parent="0000:00:05.0", netdev="enp3s0f1"),
-        DeviceSpec("0000:00:1f.0", q35, "2918", 0x060100, "lpc_ich", 6, subsystem=rh,
+        # the shapes of a host's own network and disks (tests/lab/test_lab_hostuse.py)
+        DeviceSpec("0000:00:06.0", "1af4", "1000", NET, "virtio-pci", 6,
+                   subsystem=("1af4", "0001"), netdev="enp0s6", net_via=("virtio2",)),
+        DeviceSpec("0000:00:07.0", "1b36", "000d", 0x0c0330, "xhci_hcd", 7, subsystem=rh,
+                   revision=0x01, netdev="enx40540012345c", net_via=("usb1", "1-1", "1-1:1.0")),
+        DeviceSpec("0000:00:08.0", "1b36", "0010", 0x010802, "nvme", 8, subsystem=rh,
+                   revision=0x02, disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3"),
+                   disk_via=(NVME_SUBSYSTEM,)),
+        DeviceSpec("0000:00:09.0", "1af4", "1004", 0x010000, "virtio-pci", 9,
+                   subsystem=("1af4", "0008"), disks=("sda", "sda1"),
+                   disk_via=("virtio3", "host0", "target0:0:0", "0:0:0:0")),
+        DeviceSpec("0000:00:1f.0", q35, "2918", 0x060100, "lpc_ich", 10, subsystem=rh,
                    revision=0x02),
-        DeviceSpec("0000:00:1f.2", q35, "2922", 0x010601, "ahci", 6, subsystem=rh, revision=0x02),
-        DeviceSpec("0000:00:1f.3", q35, "2930", 0x0c0500, "i801_smbus", 6, subsystem=rh,
+        DeviceSpec("0000:00:1f.2", q35, "2922", 0x010601, "ahci", 10, subsystem=rh,
+                   revision=0x02),
+        DeviceSpec("0000:00:1f.3", q35, "2930", 0x0c0500, "i801_smbus", 10, subsystem=rh,
                    revision=0x02),
     )
     # vfio-pci as after `modprobe vfio-pci`, which the lab does first
     drivers = ("pcieport", "shpchp", "virtio-pci", "lpc_ich", "ahci", "i801_smbus",
-               "igb", "igbvf", "e1000", "e1000e", "vfio-pci")
+               "igb", "igbvf", "e1000", "e1000e", "xhci_hcd", "nvme", "vfio-pci")
     return Profile("lab", "The QEMU lab guest: igb (SR-IOV) behind a root port, two e1000 "
-                   "behind a PCIe-to-PCI bridge, dual-function e1000e", devices, drivers)
+                   "behind a PCIe-to-PCI bridge, dual-function e1000e, virtio-net, a USB NIC "
+                   "on xHCI, NVMe (native multipath), virtio-scsi disk", devices, drivers)
 
+
+def server() -> Profile:
+    """A host whose own network and disks sit on the shapes real servers have: a virtio NIC
+    with the default route, a USB NIC that reaches the NFS server, NVMe under native
+    multipath with root on LVM, a disk below a SCSI host, bonded NICs under a bridge with
+    a VLAN, an SR-IOV VF the host uses, a framebuffer console, and a free 82571EB pair."""
+    rh = ("1af4", "1100")
+    rp = _root_port
+    devices = (
+        DeviceSpec("0000:00:00.0", "8086", "3ec2", 0x060000, None, 0, subsystem=rh),
+        DeviceSpec("0000:00:02.0", "8086", "3e92", 0x030000, "i915", 1, subsystem=rh,
+                   boot_vga=True, framebuffer="fb0"),
+        DeviceSpec("0000:00:03.0", "1af4", "1000", NET, "virtio-pci", 2,
+                   subsystem=("1af4", "0001"), netdev="eth0", net_via=("virtio0",)),
+        DeviceSpec("0000:00:05.0", "1af4", "1004", 0x010000, "virtio-pci", 3,
+                   subsystem=("1af4", "0008"), disks=("sda", "sda1"),
+                   disk_via=("virtio1", "host0", "target0:0:0", "0:0:0:0")),
+        DeviceSpec("0000:00:14.0", "8086", "a36d", 0x0c0330, "xhci_hcd", 4, subsystem=rh,
+                   netdev="enx00e04c680001", net_via=("usb2", "2-1", "2-1:1.0")),
+        rp("0000:00:1b.0", 5, "a340"),
+        DeviceSpec("0000:01:00.0", "144d", "a808", 0x010802, "nvme", 6,
+                   subsystem=("144d", "a801"), parent="0000:00:1b.0", numa_node=0,
+                   disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3"),
+                   disk_via=(NVME_SUBSYSTEM,)),
+        rp("0000:00:1c.0", 7, "a338"),
+        DeviceSpec("0000:02:00.0", "8086", "10fb", NET, "ixgbe", 8, subsystem=("8086", "000c"),
+                   parent="0000:00:1c.0", numa_node=0, netdev="enp2s0f0"),
+        DeviceSpec("0000:02:00.1", "8086", "10fb", NET, "ixgbe", 8, subsystem=("8086", "000c"),
+                   parent="0000:00:1c.0", numa_node=0, netdev="enp2s0f1"),
+        rp("0000:00:1c.4", 9, "a33c"),
+        DeviceSpec("0000:03:00.0", "8086", "10c9", NET, "igb", 10, subsystem=("8086", "a03c"),
+                   revision=0x01, parent="0000:00:1c.4", numa_node=0, netdev="enp3s0f0",
+                   sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
+                                   vf_device="10ca", vf_driver="igbvf", numvfs=2,
+                                   configurable_by=("igb",), vf_settings=IGB_VF_SETTINGS)),
+        rp("0000:00:1d.0", 11, "a330"),
+        DeviceSpec("0000:04:00.0", "8086", "105e", NET, "e1000e", 12, subsystem=("8086", "115e"),
+                   revision=0x06, parent="0000:00:1d.0", numa_node=0, netdev="enp4s0f0"),
+        DeviceSpec("0000:04:00.1", "8086", "105e", NET, "e1000e", 12, subsystem=("8086", "115e"),
+                   revision=0x06, parent="0000:00:1d.0", numa_node=0, netdev="enp4s0f1"),
+        DeviceSpec("0000:00:1f.0", "8086", "a306", 0x060100, None, 13, subsystem=rh),
+        DeviceSpec("0000:00:1f.4", "8086", "a323", 0x0c0500, "i801_smbus", 13, subsystem=rh),
+    )
+    drivers = ("pcieport", "i915", "virtio-pci", "xhci_hcd", "nvme", "ixgbe", "i801_smbus") \
+        + NET_DRIVERS + STUBS
+    host = HostFacts(
+        addresses={"eth0": ["203.0.113.10/24", "2001:db8::10/64"],
+                   "enx00e04c680001": ["198.51.100.20/24"],
+                   "br0.100": ["192.0.2.30/24"], "enp3s0f0v0": ["192.0.2.40/24"]},
+        routes={"eth0": ["default", "2001:db8::/64"], "br0.100": ["192.0.2.0/24"]},
+        mounts={"dm-0": "/", "nvme0n1p1": "/boot/efi", "sda1": "/srv"},
+        swaps=["nvme0n1p3"],
+        network_mounts={"198.51.100.5": "NFS 198.51.100.5:/export/home on /home"},
+        routes_to={"198.51.100.5": "enx00e04c680001"},
+        net_stacks={"bond0": ("bond", ["enp2s0f0", "enp2s0f1"]), "br0": ("bridge", ["bond0"]),
+                    "br0.100": ("vlan", ["br0"])},
+        block_stacks={"dm-0": ("vg0-root", ["nvme0n1p2"])})
+    return Profile("server", "The host's own network and disks on virtio, USB, NVMe multipath, "
+                   "LVM, SCSI, bond+bridge+VLAN and an SR-IOV VF; a free 82571EB pair",
+                   devices, drivers, host=host)
 
 
 _SCALE = re.compile(r"scale:(\d+)x(\d+)")
@@ -223,7 +308,7 @@ def scale(pfs: int, vfs: int) -> Profile:
                    ("pcieport", "igb", "igbvf") + STUBS)
 
 
-PROFILES = {"demo": demo, "lab": lab}
+PROFILES = {"demo": demo, "lab": lab, "server": server}
 
 
 def get(name: str) -> Profile:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 
@@ -196,34 +197,86 @@ def driver_of(root: str, address: PciAddress) -> str | None:
         return None
 
 
-def attach_driver(root: str, address: PciAddress, driver: str, netdev: str | None,
-                  mac: str = "52:54:00:00:00:00", disks: tuple[str, ...] = ()) -> None:
+@dataclass(frozen=True)
+class Children:
+    """What a native driver makes below its function, as the profile says.
+
+    net_via: devices between the function and its interface (virtio: ("virtio2",);
+    a USB NIC: ("usb1", "1-1", "1-1:1.1")). disks: a disk and its partitions;
+    disk_via: the devices above the disk (a SCSI host: ("virtio3", "host0", ...)),
+    or ("nvme-subsystem",) for an NVMe namespace under native multipath, which
+    lives outside the PCI tree and is reached through the controller nvme<N>.
+    """
+
+    netdev: str | None = None
+    net_via: tuple[str, ...] = ()
+    mac: str = "52:54:00:00:00:00"
+    disks: tuple[str, ...] = ()
+    disk_via: tuple[str, ...] = ("host0",)
+    disk_major: int = 259
+    framebuffer: str | None = None
+
+
+NVME_SUBSYSTEM = "nvme-subsystem"
+
+
+def attach_driver(root: str, address: PciAddress, driver: str, children: Children) -> None:
     path = device_dir(root, address)
     ddir = os.path.join(root, DRIVERS, driver)
     _link(ddir, os.path.join(path, "driver"))
     _link(path, os.path.join(ddir, str(address)))
     write_uevent(path, None, driver)
-    if netdev:
-        ndir = os.path.join(path, "net", netdev)
+    if children.netdev:
+        ndir = os.path.join(path, *children.net_via, "net", children.netdev)
         os.makedirs(ndir)
-        _write(os.path.join(ndir, "address"), mac + "\n")
+        _write(os.path.join(ndir, "address"), children.mac + "\n")
         _write(os.path.join(ndir, "operstate"), "up\n")
         _write(os.path.join(ndir, "flags"), "0x1003\n")  # IFF_UP | IFF_BROADCAST | IFF_MULTICAST
         cls = os.path.join(root, "class/net")
         os.makedirs(cls, exist_ok=True)
-        _link(ndir, os.path.join(cls, netdev))
-    if disks:
-        # a storage driver's disk and partitions, found through class/block as on Linux
-        disk_dir = os.path.join(path, "host0", "block", disks[0])
-        for minor, name in enumerate(disks):
-            bdir = disk_dir if minor == 0 else os.path.join(disk_dir, name)
-            os.makedirs(os.path.join(bdir, "holders"))
-            _write(os.path.join(bdir, "dev"), f"259:{minor}\n")
-            os.makedirs(os.path.join(root, "class/block"), exist_ok=True)
-            _link(bdir, os.path.join(root, "class/block", name))
+        _link(ndir, os.path.join(cls, children.netdev))
+    if children.disks:
+        _make_disks(root, path, children)
+    if children.framebuffer:
+        fb = os.path.join(path, "graphics", children.framebuffer)
+        os.makedirs(fb)
+        os.makedirs(os.path.join(root, "class/graphics"), exist_ok=True)
+        _link(fb, os.path.join(root, "class/graphics", children.framebuffer))
+
+
+def _make_disks(root: str, path: str, c: Children) -> None:
+    disk = c.disks[0]
+    if c.disk_via == (NVME_SUBSYSTEM,):
+        # nvme0n1 -> controller nvme0, subsystem nvme-subsys0; the per-path device
+        # nvme0c0n1 hides below the controller (Linux 6.1 in the lab)
+        n = disk[4:disk.index("n", 4)]
+        controller = os.path.join(path, "nvme", f"nvme{n}")
+        os.makedirs(controller)
+        _block(root, os.path.join(controller, f"nvme{n}c{n}n1"), c.disk_major, 1000)
+        subsys = os.path.join(root, "devices/virtual", NVME_SUBSYSTEM, f"nvme-subsys{n}")
+        os.makedirs(subsys)
+        _link(controller, os.path.join(subsys, f"nvme{n}"))
+        disk_dir = os.path.join(subsys, disk)
+    else:
+        disk_dir = os.path.join(path, *c.disk_via, "block", disk)
+    _block(root, disk_dir, c.disk_major, 0)
+    for minor, name in enumerate(c.disks[1:], 1):
+        _block(root, os.path.join(disk_dir, name), c.disk_major, minor, partition=minor)
+
+
+def _block(root: str, bdir: str, major: int, minor: int, partition: int | None = None) -> None:
+    os.makedirs(os.path.join(bdir, "holders"))
+    os.makedirs(os.path.join(bdir, "slaves"))
+    _write(os.path.join(bdir, "dev"), f"{major}:{minor}\n")
+    if partition is not None:
+        _write(os.path.join(bdir, "partition"), f"{partition}\n")
+    os.makedirs(os.path.join(root, "class/block"), exist_ok=True)
+    _link(bdir, os.path.join(root, "class/block", os.path.basename(bdir)))
 
 
 def detach_driver(root: str, address: PciAddress) -> None:
+    """Remove the driver link and everything the driver made: interfaces, disks, their
+    places in stacks above them (the kernel takes a vanished port out of its bond)."""
     path = device_dir(root, address)
     driver = driver_of(root, address)
     if driver is None:
@@ -231,20 +284,80 @@ def detach_driver(root: str, address: PciAddress) -> None:
     os.unlink(os.path.join(path, "driver"))
     os.unlink(os.path.join(root, DRIVERS, driver, str(address)))
     write_uevent(path, None, None)
-    net = os.path.join(path, "net")
-    if os.path.isdir(net):
-        for name in os.listdir(net):
-            link = os.path.join(root, "class/net", name)
-            if os.path.islink(link):
+    for name in os.listdir(path):
+        child = os.path.join(path, name)
+        if os.path.isdir(child) and not os.path.islink(child) and name not in _KEPT \
+                and not _PCI_NAME.fullmatch(name):  # a bridge's functions stay
+            shutil.rmtree(child)
+    for subsys in _list(os.path.join(root, "devices/virtual", NVME_SUBSYSTEM)):
+        sdir = os.path.join(root, "devices/virtual", NVME_SUBSYSTEM, subsys)
+        if not any(os.path.exists(os.path.join(sdir, n)) for n in os.listdir(sdir)
+                   if os.path.islink(os.path.join(sdir, n))):
+            shutil.rmtree(sdir)  # its last controller is gone
+    _drop_dangling(root)
+
+
+# directories of a PCI function that belong to the function, not to its driver
+_KEPT = frozenset({"power", "msi_irqs", "link"})
+_PCI_NAME = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+
+
+def _list(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _drop_dangling(root: str) -> None:
+    """class links, and the lower_/upper_/master/slaves/holders links of stacks, to devices
+    that are gone."""
+    for cls in ("class/net", "class/block", "class/graphics"):
+        for name in _list(os.path.join(root, cls)):
+            link = os.path.join(root, cls, name)
+            if not os.path.exists(link):
                 os.unlink(link)
-        shutil.rmtree(net)
-    host = os.path.join(path, "host0")
-    if os.path.isdir(host):
-        for name in os.listdir(os.path.join(root, "class/block")):
-            link = os.path.join(root, "class/block", name)
-            if os.path.realpath(link).startswith(host + os.sep):
-                os.unlink(link)
-        shutil.rmtree(host)
+    for kind, prefixes in (("net", ("lower_", "upper_", "master")),
+                           ("block", ("slaves/", "holders/"))):
+        for name in _list(os.path.join(root, "devices/virtual", kind)):
+            top = os.path.join(root, "devices/virtual", kind, name)
+            for prefix in prefixes:
+                where = os.path.join(top, os.path.dirname(prefix))
+                for entry in _list(where):
+                    link = os.path.join(where, entry)
+                    if entry.startswith(os.path.basename(prefix)) and os.path.islink(link) \
+                            and not os.path.exists(link):
+                        os.unlink(link)
+
+
+MASTER_KINDS = frozenset({"bond", "bridge", "team", "openvswitch"})
+
+
+def stack_net(root: str, name: str, kind: str, lowers: list[str]) -> None:
+    """A bond, bridge, team, OVS, VLAN or macvlan device on top of interfaces."""
+    top = os.path.join(root, "devices/virtual/net", name)
+    os.makedirs(top)
+    _write(os.path.join(top, "operstate"), "up\n")
+    _link(top, os.path.join(root, "class/net", name))
+    for lower in lowers:
+        below = os.path.realpath(os.path.join(root, "class/net", lower))
+        _link(below, os.path.join(top, f"lower_{lower}"))
+        _link(top, os.path.join(below, f"upper_{name}"))
+        if kind in MASTER_KINDS:
+            _link(top, os.path.join(below, "master"))
+
+
+def stack_block(root: str, name: str, dm_name: str, slaves: list[str], major: int = 254) -> None:
+    """A device-mapper device (LVM, LUKS, multipath) built on block devices."""
+    minor = len(_list(os.path.join(root, "devices/virtual/block")))
+    top = os.path.join(root, "devices/virtual/block", name)
+    _block(root, top, major, minor)
+    os.makedirs(os.path.join(top, "dm"))
+    _write(os.path.join(top, "dm", "name"), dm_name + "\n")
+    for lower in slaves:
+        below = os.path.realpath(os.path.join(root, "class/block", lower))
+        _link(below, os.path.join(top, "slaves", lower))
+        _link(top, os.path.join(below, "holders", name))
 
 
 def read_attr(root: str, address: PciAddress, name: str) -> str:

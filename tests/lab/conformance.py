@@ -121,6 +121,51 @@ def run_sequence(sysfs: Sysfs) -> list[dict]:
     return observations
 
 
+# The host-dependency shapes (issue 11): stacks made in the guest by these commands,
+# and declared to the simulated host by the same facts (profiles.HostFacts).
+STACK_COMMANDS = (
+    "modprobe bonding", "modprobe 8021q", "modprobe macvlan", "modprobe dm-mod",
+    "ip link add bond0 type bond", "ip link set enp0s6 master bond0",
+    "ip link add br0 type bridge", "ip link set bond0 master br0",
+    "ip link add link br0 name br0.10 type vlan id 10",
+    "ip link add mv0 link enp3s0f0 type macvlan",
+    "dmsetup create vg0-root --table '0 63488 linear /dev/nvme0n1p3 0'",
+)
+NET_STACKS = {"bond0": ("bond", ["enp0s6"]), "br0": ("bridge", ["bond0"]),
+              "br0.10": ("vlan", ["br0"]), "mv0": ("macvlan", ["enp3s0f0"])}
+BLOCK_STACKS = {"dm-0": ("vg0-root", ["nvme0n1p3"])}
+_STACK_LINKS = ("master", "partition")
+
+
+def layout(sysfs: Sysfs) -> dict:
+    """Where each interface and block device sits, and the links of its stacks."""
+    def where(rel: str) -> str:
+        real = sysfs.resolve(rel)
+        return real[len(sysfs.root) + 1:]
+
+    found: dict[str, dict] = {}
+    for cls in ("class/net", "class/block"):
+        for name in sysfs.list_dir(cls):
+            if sysfs.read_link(f"{cls}/{name}") is None or name == "lo":
+                continue  # bonding_masters is a file; the loopback is no device's
+            entries = sysfs.list_dir(f"{cls}/{name}")
+            found[f"{cls}/{name}"] = {
+                "path": where(f"{cls}/{name}"),
+                "links": sorted(e for e in entries
+                                if e.startswith(("lower_", "upper_")) or e in _STACK_LINKS),
+                "slaves": sysfs.list_dir(f"{cls}/{name}/slaves"),
+                "holders": sysfs.list_dir(f"{cls}/{name}/holders"),
+                "dm_name": sysfs.read_attr(f"{cls}/{name}/dm/name"),
+            }
+    subsystems = "devices/virtual/nvme-subsystem"
+    for subsys in sysfs.list_dir(subsystems):
+        found[f"{subsystems}/{subsys}"] = {
+            "controllers": {n: where(f"{subsystems}/{subsys}/{n}")
+                            for n in sysfs.list_dir(f"{subsystems}/{subsys}")
+                            if n.startswith("nvme") and sysfs.read_link(f"{subsystems}/{subsys}/{n}")}}
+    return found
+
+
 def load_fixture() -> dict:
     return json.loads(FIXTURE.read_text())
 
@@ -131,9 +176,15 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tests.lab.conformance record PATH", file=sys.stderr)
         return 2
     os.system("modprobe vfio-pci")
+    observations = run_sequence(Sysfs("/sys"))
+    for command in STACK_COMMANDS:
+        if os.system(command) != 0:
+            print(f"failed: {command}", file=sys.stderr)
+            return 1
     Path(argv[1]).write_text(json.dumps({
         "kernel": os.uname().release,
-        "observations": run_sequence(Sysfs("/sys")),
+        "observations": observations,
+        "layout": layout(Sysfs("/sys")),
     }, indent=1) + "\n")
     return 0
 

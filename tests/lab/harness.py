@@ -38,7 +38,36 @@ TOPOLOGY = (
     "-netdev hubport,id=n4,hubid=0",
     "-device e1000e,netdev=n4,bus=rp2,addr=0x0.0,multifunction=on",
     "-netdev hubport,id=n5,hubid=0", "-device e1000e,netdev=n5,bus=rp2,addr=0x0.1",
+    # Shapes of a host's own network and disks (issue 11): interfaces and block
+    # devices that sit below a child of the function, or outside the PCI tree.
+    "-netdev hubport,id=n6,hubid=0", "-device virtio-net-pci,netdev=n6,bus=pcie.0,addr=0x6",
+    "-device qemu-xhci,id=xhci,bus=pcie.0,addr=0x7",
+    "-netdev hubport,id=n7,hubid=0", "-device usb-net,netdev=n7,bus=xhci.0",
+    "-drive if=none,id=nvm,format=raw,file={disks}/nvme.img",
+    "-device nvme,drive=nvm,serial=pcimgr-nvme,bus=pcie.0,addr=0x8",
+    "-device virtio-scsi-pci,id=scsi0,bus=pcie.0,addr=0x9",
+    "-drive if=none,id=sd0,format=raw,file={disks}/scsi.img",
+    "-device scsi-hd,drive=sd0,bus=scsi0.0",
 )
+DISK_MB = 64  # sparse raw images, made anew for every boot
+# MBR partitions (start sector, sectors) of each image, so the guest boots with
+# nvme0n1p1-3 and sda1 (profiles.lab() has the same)
+PARTITIONS = {"nvme.img": ((2048, 32768), (34816, 32768), (67584, 63488)),
+              "scsi.img": ((2048, 129024),)}
+
+
+def write_disk(path: Path, partitions: tuple[tuple[int, int], ...]) -> None:
+    """A sparse raw disk with a DOS partition table (type 0x83 entries)."""
+    table = bytearray(512)
+    for i, (start, sectors) in enumerate(partitions):
+        entry = 446 + 16 * i
+        table[entry + 4] = 0x83
+        table[entry + 8:entry + 12] = start.to_bytes(4, "little")
+        table[entry + 12:entry + 16] = sectors.to_bytes(4, "little")
+    table[510:512] = b"\x55\xaa"
+    with open(path, "wb") as f:
+        f.write(table)
+        f.truncate(DISK_MB << 20)
 
 
 class LabUnavailable(Exception):
@@ -178,7 +207,8 @@ def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path,
             "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,bus=pcie.0,addr=0x1",
             "-fsdev", f"local,id=labio,path={iodir},security_model=none",
             "-device", "virtio-9p-pci,fsdev=labio,mount_tag=labio,bus=pcie.0,addr=0x2",
-            *[word for spec in TOPOLOGY for word in spec.split(" ", 1)]]
+            *[word for spec in TOPOLOGY
+              for word in spec.format(disks=iodir / "disks").split(" ", 1)]]
 
 
 def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT,
@@ -202,6 +232,9 @@ def _boot(command: str, timeout: int, cwd: Path, collect: tuple[str, ...], vmlin
         (iodir / "command").write_text(command + "\n")
         (iodir / "cwd").write_text(str(cwd))
         (iodir / "timeout").write_text(str(timeout))
+        (iodir / "disks").mkdir()
+        for name, partitions in PARTITIONS.items():
+            write_disk(iodir / "disks" / name, partitions)
         started = time.monotonic()
         proc = subprocess.Popen(qemu_command(iodir, vmlinuz, initrd, modules, accel),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -5,14 +5,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from pcimgr.cli import cli
-from tests.lab.test_lab_kernel import E1000, by_hand_back, driver
+from tests.lab.test_lab_kernel import E1000, E1000E, driver
 
 pytestmark = pytest.mark.lab
 
@@ -41,43 +41,26 @@ def vfs_on_vfio() -> list[str | None]:
     return [driver(os.path.basename(os.readlink(PF_DIR / n))) for n in links]
 
 
-@pytest.fixture
-def rules() -> Iterator[None]:
-    subprocess.run(["modprobe", "vfio-pci"], check=True)
-    r = subprocess.run([PCIMGR, "install-udev"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert RULES.exists()
-    yield
-    RULES.unlink()
-    subprocess.run(["udevadm", "control", "--reload"], check=True)
-    subprocess.run(["udevadm", "settle"], check=True)
-    for d in json.loads(pcimgr("status", "--json").output.split("\npcimgr:")[0]):
-        pcimgr("undefine", d["address"])
-    (PF_DIR / "sriov_numvfs").write_text("0")
-    for address in E1000:
-        if driver(address) != "e1000" or (Path("/sys/bus/pci/devices") / address /
-                                          "driver_override").read_text().strip() != "(null)":
-            by_hand_back(address)
-
-
 def test_udev_binds_a_defined_function_without_pcimgr_being_run(rules: None) -> None:
-    r = pcimgr("define", E1000[0], "--driver", "vfio-pci")
+    # the e1000 pair shares a group: defined together, applied together
+    r = pcimgr("define", E1000[0], "--driver", "vfio-pci", "--group")
     assert r.exit_code == 0, r.output
     test = subprocess.run(["udevadm", "test", "--action=add", f"/sys/bus/pci/devices/{E1000[0]}"],
                           capture_output=True, text=True)
     out = test.stdout + test.stderr
-    assert "70-pcimgr.rules" in out and "driver_override" in out, out[-3000:]
+    assert "70-pcimgr.rules" in out and f"apply --device {E1000[0]}" in out, out[-3000:]
     assert not [line for line in out.splitlines()
                 if "70-pcimgr.rules" in line and "invalid" in line.lower()], out[-3000:]
     assert driver(E1000[0]) == "e1000"
     other = subprocess.run(["udevadm", "test", "--action=add",
-                            f"/sys/bus/pci/devices/{E1000[1]}"], capture_output=True, text=True)
-    assert "driver_override" not in other.stdout + other.stderr  # not defined: not matched
+                            f"/sys/bus/pci/devices/{E1000E[0]}"], capture_output=True, text=True)
+    assert "apply --device" not in other.stdout + other.stderr  # not defined: not matched
 
     subprocess.run(["udevadm", "trigger", "--action=add", f"/sys/bus/pci/devices/{E1000[0]}"],
                    check=True)
-    assert eventually(lambda: driver(E1000[0]) == "vfio-pci"), driver(E1000[0])
-    assert driver(E1000[1]) == "e1000"  # only what was defined
+    assert eventually(lambda: [driver(a) for a in E1000] == ["vfio-pci", "vfio-pci"]), \
+        [driver(a) for a in E1000]
+    assert driver(E1000E[0]) == "e1000e"  # only what was defined
     assert pcimgr("status").exit_code == 0
 
 
