@@ -84,7 +84,7 @@ def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None 
         where = "removing the journal"
         statefile.remove(path, top=state_dir)
     except (PcimgrError, OSError) as failure:
-        with interrupts.shielded():
+        with interrupts.shielded(deliver=False):
             if uncommit is not None:
                 uncommit()
             report = _roll_back(plan.steps[:started], sysfs)
@@ -139,12 +139,13 @@ def _journal_shape(data: Any) -> Unfinished:
 
 
 def _step(data: dict[str, Any], from_json: Callable[[dict[str, Any]], Step]) -> Step:
-    if not isinstance(data.get("kind"), str):
-        raise ValueError("no step kind")
+    from pcimgr.steps import KINDS
+    if data.get("kind") not in KINDS:
+        raise ValueError(f"unknown step kind {data.get('kind')!r}")
     try:
         step = from_json(data)
-    except KeyError:
-        raise ValueError(f"unknown kind {data['kind']!r}") from None
+    except KeyError as e:
+        raise ValueError(f"{data['kind']} step without {e}") from None
     hints = typing.get_type_hints(type(step))
     for f in fields(step):  # the simple fields an undo acts on must have their types
         want = {str: (str,), int: (int,), float: (int, float), bool: (bool,),
@@ -188,8 +189,8 @@ def _roll_back(steps: tuple[Step, ...], sysfs: Sysfs) -> str:
     for step in reversed(steps):
         try:
             step.undo(sysfs)
-        except (PcimgrError, OSError) as e:
-            failed.append(f"{step.address} ({e})")
+        except Exception as e:  # noqa: BLE001 - one undo that cannot run must not end the
+            failed.append(f"{step.address} ({e})")  # rollback of the others: reported
     if failed:
         return ("ROLLBACK INCOMPLETE, restore by hand: " + "; ".join(failed))
     return "rolled back: the host is as it was before"
