@@ -59,6 +59,13 @@ JOURNAL_SHAPES = CORRUPT | {
                   "original_override": None}, "state": "applied"}]}).encode(),
     "missing step field": json.dumps({"command": "x", "pid": 1, "steps": [
         {"step": {"kind": "bind", "address": PAIR[0]}, "state": "applied"}]}).encode(),
+    "numvfs step without its VFs": json.dumps({"command": "x", "pid": 1, "steps": [
+        {"step": {"kind": "numvfs", "address": "0000:05:00.0", "count": 2, "original": 0,
+                  "netdev": None, "timeout": 5, "wait_drivers": True},
+         "state": "applying"}]}).encode(),
+    "address that is no address": json.dumps({"command": "x", "pid": 1, "steps": [
+        {"step": {"kind": "reprobe", "address": "../../etc", "original_driver": None,
+                  "original_override": None}, "state": "applied"}]}).encode(),
 }
 
 
