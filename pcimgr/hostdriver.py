@@ -220,7 +220,7 @@ def execute(sysfs: Sysfs, state: str, proposal: Proposal,
                               "override": step.original_override})
     if proposal.module:
         _modprobe(sysfs, proposal.module)
-    plans.execute(proposal.plan, sysfs, state, progress, changes.commit)
+    plans.execute(proposal.plan, sysfs, state, progress, changes)
 
 
 def locked(sysfs: Sysfs, state: str, wait: float,

@@ -59,7 +59,8 @@ def leftovers(root: Path) -> list[str]:
 
 # -- in-process: pytest-mock --------------------------------------------------------------
 
-STATE_WRITES = 7  # journal: created, then applying + applied per step; two records
+STATE_WRITES = 8  # journal: created, applying + applied per step, the records' earlier
+                  # content; two records
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
@@ -160,12 +161,13 @@ def pcimgr(root: Path, *argv: str, inject: str | None = None,
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 
-def write_points(root: Path, tmp_path: Path) -> list[tuple[str, int, str]]:
+def write_points(root: Path, tmp_path: Path,
+                 argv: tuple[str, ...] = DETACH) -> list[tuple[str, int, str]]:
     """(syscall, its ordinal among calls of that syscall, the line) of every write, fsync,
     rename and unlink a clean `detach --group` makes in its state directory. (Faults in
     sysfs writes are test_plan's; here they would hit the simulated kernel's own files.)"""
     log = tmp_path / "trace"
-    r = pcimgr(root, *DETACH, trace=log)
+    r = pcimgr(root, *argv, trace=log)
     assert r.returncode == 0, r.stderr
     points, seen = [], dict.fromkeys(TRACED, 0)
     for line in log.read_text().splitlines():
@@ -238,6 +240,37 @@ def test_kill_at_every_write_then_recover(make_host: Callable[..., Path],
                 state not in ("detached", "as before") or leftovers(root):
             failures.append(f"kill at {line[:90]}: exit {killed.returncode}, then recover "
                             f"{after.returncode} {after.stdout.strip()!r}: {state}, "
+                            f"left {leftovers(root)}")
+    assert failures == [], "\n".join(failures)
+
+
+REBIND = ("rebind", *PAIR)
+
+
+def detached(make_host: Callable[..., Path], name: str) -> Path:
+    root = make_host("demo", name=name)
+    assert pcimgr(root, *DETACH).returncode == 0 and outcome(root) == "detached"
+    return root
+
+
+@needs_strace
+def test_kill_during_rebind_never_loses_a_record(make_host: Callable[..., Path],
+                                                 tmp_path: Path) -> None:
+    """rebind removes the records once the pair is back: killed after that removal but
+    before its journal went, recovery puts the pair back on vfio-pci *and* the records."""
+    points = write_points(detached(make_host, "probe"), tmp_path, REBIND)
+    assert any("unlinkat" in line and "devices" in line for _, _, line in points)
+    failures = []
+    for n, (call, ordinal, line) in enumerate(points):
+        root = detached(make_host, f"r{n}")
+        killed = pcimgr(root, *REBIND, inject=f"{call}:signal=SIGKILL:when={ordinal}")
+        after = pcimgr(root, "recover")
+        state = outcome(root)
+        records = list((root / ".pcimgr-state/devices").glob("*.json"))
+        rebound = (state == "as before" and records == [])
+        if killed.returncode != -signal.SIGKILL or after.returncode != 0 or \
+                not (rebound or state == "detached") or leftovers(root):
+            failures.append(f"kill at {line[:90]}: {state}, records {records}, "
                             f"left {leftovers(root)}")
     assert failures == [], "\n".join(failures)
 
