@@ -98,6 +98,7 @@ def write(path: str, data: Any, readable: bool = True, mode: int = 0o600,
     payload = (text.rstrip("\n") + "\n").encode()
     tmp = f"{name}.tmp.{os.getpid()}"
     with directory(top, rel_dir, create=True, mode=0o700 if mode == 0o600 else 0o755) as dfd:
+        assert dfd is not None  # created
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, mode, dir_fd=dfd)

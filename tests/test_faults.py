@@ -25,6 +25,7 @@ import pytest
 
 from pcimgr import interrupts, statefile
 from pcimgr.binding import current_override
+from pcimgr.errors import Interrupted
 from pcimgr.sysfs import Sysfs
 from tests.conftest import driver_of
 
@@ -134,10 +135,9 @@ def test_second_signal_during_rollback_waits(demo_root: Path) -> None:
     interrupts.install()
     reached = []
     try:
-        with pytest.raises(Exception) as e:
-            with interrupts.shielded():
-                os.kill(os.getpid(), signal.SIGTERM)
-                reached.append("rest of the rollback")
+        with pytest.raises(Interrupted) as e, interrupts.shielded():
+            os.kill(os.getpid(), signal.SIGTERM)
+            reached.append("rest of the rollback")
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
