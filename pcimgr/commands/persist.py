@@ -247,5 +247,7 @@ def install_udev(obj: Context, prefix: str | None, dry_run: bool) -> None:
                        f"systemctl enable {udev_files.UNIT_NAME}")
         click.echo("(--dry-run: nothing written)")
         return
-    run_locked_config(obj, lambda: [click.echo(f"wrote {path}")
-                                    for path in udev_files.install(prefix, exe, obj.config_dir)])
+    def install() -> None:
+        for path in udev_files.install(prefix, exe, obj.config_dir):
+            click.echo(f"wrote {path}")
+    run_locked_config(obj, install)
