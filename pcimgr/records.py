@@ -123,8 +123,8 @@ class Changes:
         done: list[str] = []
         try:
             for rel in sorted(self.pending, key=lambda rel: self.pending[rel] is None):
+                done.append(rel)  # before: a write can fail after its rename (dir fsync)
                 put(self.state, rel, self.pending[rel])
-                done.append(rel)
         except BaseException:
             restore(self.state, {rel: self._before[rel] for rel in reversed(done)})
             raise

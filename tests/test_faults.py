@@ -300,3 +300,50 @@ def test_ctrl_c_at_any_point_of_a_read_command_is_one_line(demo_root: Path,
             failures.append(f"SIGINT at openat {n} ({calls[n - 1][:80]}): exit "
                             f"{r.returncode}, stderr {r.stderr[-300:]!r}")
     assert failures == [], "\n".join(failures)
+
+
+def config_files(root: Path) -> dict[str, bytes]:
+    cfg = root / ".pcimgr-config"
+    return {str(p.relative_to(cfg)): p.read_bytes() for p in cfg.rglob("*") if p.is_file()}
+
+
+@needs_strace
+@pytest.mark.parametrize("fault", ["error=ENOSPC", "error=EIO", "signal=SIGTERM"])
+def test_define_is_all_or_nothing(make_host: Callable[..., Path], tmp_path: Path,
+                                  fault: str) -> None:
+    """A definition is two files (the JSON and udev's env file): a fault at any write
+    leaves both as they were (exit 7, saying so) or both new (exit 0)."""
+    redefine = ("define", "05:00.0", "--vfs", "3")
+
+    def prepared(name: str) -> Path:
+        root = make_host("demo", name=name)
+        assert pcimgr(root, "define", "05:00.0", "--vfs", "2").returncode == 0
+        return root
+
+    probe = prepared("probe")
+    old = config_files(probe)
+    log = tmp_path / "trace"
+    assert pcimgr(probe, *redefine, trace=log).returncode == 0
+    new = config_files(probe)
+    assert new != old
+    points, seen = [], dict.fromkeys(TRACED, 0)
+    for line in log.read_text().splitlines():
+        m = re.match(r"\d+\s+(\w+)\(", line)
+        if m and m.group(1) in seen:
+            seen[m.group(1)] += 1
+            if ".pcimgr-config" in line:
+                points.append((m.group(1), seen[m.group(1)], line))
+    assert len(points) >= 6
+    failures = []
+    for n, (call, ordinal, line) in enumerate(points):
+        root = prepared(f"d{n}")
+        r = pcimgr(root, *redefine, inject=f"{call}:{fault}:when={ordinal}")
+        now = config_files(root)
+        ok = (r.returncode == 0 and now == new) or (
+            r.returncode == 7 and now == old and "rolled back" in r.stderr
+            and len(r.stderr.splitlines()) == 1)
+        if not ok:
+            failures.append(f"{fault} at {line[:90]}: exit {r.returncode}, "
+                            f"{'new' if now == new else 'old' if now == old else now}, "
+                            f"stderr {r.stderr.strip()!r}")
+    assert failures == [], "\n".join(failures)
