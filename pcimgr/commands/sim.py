@@ -22,6 +22,8 @@ def sim_create(directory: str, profile: str, no_iommu: bool) -> None:
     """Write a simulated host; use it with `pcimgr --sysfs-root DIRECTORY ...`."""
     from pcimgr.errors import BadInput, NeedsRoot
     from pcimgr.sim import builder, profiles
+    if not profile.isascii():  # scale:PFSxVFS counts are ASCII digits, as everywhere
+        raise BadInput(f"not a profile name: {profile!r}; `pcimgr sim profiles` lists them")
     spec = profiles.get(profile)
     if os.path.isdir(directory) and os.stat(directory).st_uid != os.geteuid():
         raise BadInput(f"{directory} belongs to uid {os.stat(directory).st_uid}; a simulated "
