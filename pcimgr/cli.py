@@ -346,6 +346,10 @@ def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
     may_write(obj)
 
     def after_recovery(recovered: str | None) -> None:
+        from pcimgr import plan
+        from pcimgr.errors import RolledBack
+        if recovered and plan.INCOMPLETE in recovered:
+            raise RolledBack(f"{recovered}; put those right before changing anything else")
         if recovered:
             click.echo(f"pcimgr: {recovered}", err=True)
         work()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # every step module: imported only when a journal is read bac
     from pcimgr.steps import Step
 
 JOURNAL = "journal.json"
+INCOMPLETE = "ROLLBACK INCOMPLETE"  # in a report: some function is not as it was
 RECOVER_FIX = ("`pcimgr recover --dry-run` shows what it names, `pcimgr recover --discard` "
                "forgets it once you have checked those functions (`pcimgr list --all`)")
 
@@ -202,5 +203,5 @@ def _roll_back(steps: tuple[Step, ...], sysfs: Sysfs) -> str:
         except Exception as e:  # noqa: BLE001 - one undo that cannot run must not end the
             failed.append(f"{step.address} ({e})")  # rollback of the others: reported
     if failed:
-        return ("ROLLBACK INCOMPLETE, restore by hand: " + "; ".join(failed))
+        return f"{INCOMPLETE}, restore by hand: " + "; ".join(failed)
     return "rolled back: the host is as it was before"

@@ -351,3 +351,19 @@ def test_non_root_outside_its_reach(demo_root: Path, tmp_path: Path,
     assert ("/etc/pcimgr-test-x" in line or "/root/pcimgr-test-x" in line)
     assert tree(demo_root) == before
     assert not os.path.exists("/etc/pcimgr-test-x")
+
+
+def test_incomplete_recovery_stops_the_command_that_found_it(run, demo_root: Path) -> None:
+    """A started step whose undo fails (its function is gone): the next change says so and
+    does not act on top of it (exit 7); the journal is gone, so the one after acts."""
+    gone = {"kind": "bind", "address": "0000:09:00.0", "target": "vfio-pci",
+            "target_override": "vfio-pci", "original_driver": "e1000e",
+            "original_override": None}
+    put(journal(demo_root), json.dumps({"command": "detach 0000:09:00.0", "pid": 1, "steps": [
+        {"step": gone, "state": "applying"}]}).encode())
+    r = run("--sysfs-root", demo_root, "detach", "04:00.0", "--group")
+    assert r.exit_code == 7
+    line = one_line(r.output)
+    assert "ROLLBACK INCOMPLETE" in line and "0000:09:00.0" in line
+    assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
+    assert run("--sysfs-root", demo_root, "detach", "04:00.0", "--group").exit_code == 0

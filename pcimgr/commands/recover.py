@@ -17,7 +17,7 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
     """Undo the unfinished transaction a killed pcimgr left (every changing command does
     this first); show it with --dry-run, or forget it with --discard."""
     from pcimgr import hostdriver, plan, statefile
-    from pcimgr.errors import Damaged
+    from pcimgr.errors import Damaged, RolledBack
     state = obj.state
     try:
         unfinished = plan.read_journal(state)
@@ -53,6 +53,8 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
                       "functions above, `pcimgr recover --discard` forgets it")
 
     def report(recovered: str | None) -> None:  # under the lock, temporary files removed
+        if recovered and plan.INCOMPLETE in recovered:
+            raise RolledBack(recovered)
         click.echo(recovered[0].upper() + recovered[1:] if recovered
                    else "No unfinished transaction.")
     hostdriver.needs_root(obj.sysfs)
