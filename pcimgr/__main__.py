@@ -6,7 +6,7 @@ import sys
 
 def run() -> None:
     try:
-        from pcimgr.cli import main
+        from pcimgr.cli.app import main
     except KeyboardInterrupt:
         sys.stderr.write("pcimgr: interrupted; nothing was changed\n")
         sys.exit(130)

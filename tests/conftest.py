@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pcimgr.cli import cli
+from pcimgr.cli.app import cli
 from pcimgr.sim import builder, profiles
-from pcimgr.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs
 
 DATA = Path(__file__).parent / "data"
 

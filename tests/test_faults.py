@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr import interrupts, statefile
-from pcimgr.binding import current_override
-from pcimgr.errors import Interrupted
-from pcimgr.sysfs import Sysfs
+from pcimgr.plans import interrupts, statefile
+from pcimgr.drivers.binding import current_override
+from pcimgr.core.errors import Interrupted
+from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of
 
 PAIR = ("0000:04:00.0", "0000:04:00.1")
@@ -77,7 +77,7 @@ def test_state_write_failure_rolls_back(run, demo_root: Path, mocker, fail_at: i
             raise OSError(code, os.strerror(code), args[0])
         real(*args, **kwargs)
 
-    mocker.patch("pcimgr.statefile.write", side_effect=full)
+    mocker.patch("pcimgr.plans.statefile.write", side_effect=full)
     r = run("--sysfs-root", demo_root, *DETACH)
     assert r.exit_code == 7, r.output
     assert len(r.output.strip().splitlines()) == 1
@@ -96,7 +96,7 @@ def test_all_seven_state_writes_are_counted(run, demo_root: Path, mocker) -> Non
 
 
 def test_failed_write_leaves_no_temporary_file(tmp_path: Path, mocker) -> None:
-    mocker.patch("pcimgr.statefile.os.fsync", side_effect=OSError(errno.EIO, "I/O error"))
+    mocker.patch("pcimgr.plans.statefile.os.fsync", side_effect=OSError(errno.EIO, "I/O error"))
     with pytest.raises(OSError):
         statefile.write(str(tmp_path / "state/journal.json"), {"a": 1}, top=str(tmp_path / "state"))
     assert os.listdir(tmp_path / "state") == []
@@ -289,7 +289,8 @@ def test_ctrl_c_at_any_point_of_a_read_command_is_one_line(demo_root: Path,
     calls = log.read_text().splitlines()
     # from the first file opened once pcimgr's own code runs (before it, Python itself
     # reads __main__.py and reports a Ctrl-C there as it likes)
-    first = next(i for i, line in enumerate(calls) if "pcimgr/__main__.py" in line) + 2
+    first = next(i for i, line in enumerate(calls)
+                 if re.search(r"pcimgr/(__pycache__/)?__main__", line)) + 2
     failures = []
     for n in range(first, len(calls) + 1, max(1, (len(calls) - first) // 12)):
         r = subprocess.run([STRACE, "-f", "-qq", "-o", os.devnull, "-e",

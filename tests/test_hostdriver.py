@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr import lock
-from pcimgr.errors import KernelError
-from pcimgr.sysfs import Sysfs
+from pcimgr.plans import lock
+from pcimgr.core.errors import KernelError
+from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of, tree
 from tests.test_address import BAD
 
@@ -204,7 +204,7 @@ def _killed_detach(root: str, writes: int) -> None:
             os._exit(9)
 
     Sysfs.write_attr = write  # type: ignore[method-assign]
-    from pcimgr.cli import main
+    from pcimgr.cli.app import main
     main(["--sysfs-root", root, "detach", "04:00.0", "--group"])
 
 

@@ -244,14 +244,14 @@ def _pcimgr(*argv: str | os.PathLike, script: str | None = None) -> subprocess.P
 # without a lock every child reads the same file and all but one MAC is lost.
 _SLOW_DEFINE = """
 import sys, time
-from pcimgr import definitions
+from pcimgr.persist import definitions
 real = definitions.load
 def load(*args):
     found = real(*args)
     time.sleep(0.2)
     return found
 definitions.load = load
-from pcimgr.cli import main
+from pcimgr.cli.app import main
 main(sys.argv[1:])
 """
 
