@@ -26,6 +26,7 @@ import pytest
 from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.plans import interrupts, statefile
 from pcimgr.drivers.binding import current_override
+from pcimgr.core.errors import Interrupted
 from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of
 
@@ -60,7 +61,8 @@ def leftovers(root: Path) -> list[str]:
 
 # -- in-process: pytest-mock --------------------------------------------------------------
 
-STATE_WRITES = 7  # journal: created, then applying + applied per step; two records
+STATE_WRITES = 8  # journal: created, applying + applied per step, the records' earlier
+                  # content; two records
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
@@ -134,10 +136,9 @@ def test_second_signal_during_rollback_waits(demo_root: Path) -> None:
     interrupts.install()
     reached = []
     try:
-        with pytest.raises(Exception) as e:
-            with interrupts.shielded():
-                os.kill(os.getpid(), signal.SIGTERM)
-                reached.append("rest of the rollback")
+        with pytest.raises(Interrupted) as e, interrupts.shielded():
+            os.kill(os.getpid(), signal.SIGTERM)
+            reached.append("rest of the rollback")
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
@@ -161,12 +162,13 @@ def pcimgr(root: Path, *argv: str, inject: str | None = None,
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 
-def write_points(root: Path, tmp_path: Path) -> list[tuple[str, int, str]]:
+def write_points(root: Path, tmp_path: Path,
+                 argv: tuple[str, ...] = DETACH) -> list[tuple[str, int, str]]:
     """(syscall, its ordinal among calls of that syscall, the line) of every write, fsync,
     rename and unlink a clean `detach --group` makes in its state directory. (Faults in
     sysfs writes are test_plan's; here they would hit the simulated kernel's own files.)"""
     log = tmp_path / "trace"
-    r = pcimgr(root, *DETACH, trace=log)
+    r = pcimgr(root, *argv, trace=log)
     assert r.returncode == 0, r.stderr
     points, seen = [], dict.fromkeys(TRACED, 0)
     for line in log.read_text().splitlines():
@@ -243,6 +245,37 @@ def test_kill_at_every_write_then_recover(make_host: Callable[..., Path],
     assert failures == [], "\n".join(failures)
 
 
+REBIND = ("rebind", *PAIR)
+
+
+def detached(make_host: Callable[..., Path], name: str) -> Path:
+    root = make_host("demo", name=name)
+    assert pcimgr(root, *DETACH).returncode == 0 and outcome(root) == "detached"
+    return root
+
+
+@needs_strace
+def test_kill_during_rebind_never_loses_a_record(make_host: Callable[..., Path],
+                                                 tmp_path: Path) -> None:
+    """rebind removes the records once the pair is back: killed after that removal but
+    before its journal went, recovery puts the pair back on vfio-pci *and* the records."""
+    points = write_points(detached(make_host, "probe"), tmp_path, REBIND)
+    assert any("unlinkat" in line and "devices" in line for _, _, line in points)
+    failures = []
+    for n, (call, ordinal, line) in enumerate(points):
+        root = detached(make_host, f"r{n}")
+        killed = pcimgr(root, *REBIND, inject=f"{call}:signal=SIGKILL:when={ordinal}")
+        after = pcimgr(root, "recover")
+        state = outcome(root)
+        records = list((root / ".pcimgr-state/devices").glob("*.json"))
+        rebound = (state == "as before" and records == [])
+        if killed.returncode != -signal.SIGKILL or after.returncode != 0 or \
+                not (rebound or state == "detached") or leftovers(root):
+            failures.append(f"kill at {line[:90]}: {state}, records {records}, "
+                            f"left {leftovers(root)}")
+    assert failures == [], "\n".join(failures)
+
+
 @needs_strace
 def test_ctrl_c_at_any_point_of_a_read_command_is_one_line(demo_root: Path,
                                                            tmp_path: Path) -> None:
@@ -257,7 +290,8 @@ def test_ctrl_c_at_any_point_of_a_read_command_is_one_line(demo_root: Path,
     calls = log.read_text().splitlines()
     # from the first file opened once pcimgr's own code runs (before it, Python itself
     # reads __main__.py and reports a Ctrl-C there as it likes)
-    first = next(i for i, line in enumerate(calls) if "pcimgr/__main__.py" in line) + 2
+    first = max(i for i, line in enumerate(calls)
+                if re.search(r"pcimgr/(__pycache__/)?__main__", line)) + 2
     failures = []
     for n in range(first, len(calls) + 1, max(1, (len(calls) - first) // 12)):
         r = subprocess.run([STRACE, "-f", "-qq", "-o", os.devnull, "-e",
@@ -267,4 +301,51 @@ def test_ctrl_c_at_any_point_of_a_read_command_is_one_line(demo_root: Path,
                 r.returncode == 130 and len(r.stderr.strip().splitlines()) != 1):
             failures.append(f"SIGINT at openat {n} ({calls[n - 1][:80]}): exit "
                             f"{r.returncode}, stderr {r.stderr[-300:]!r}")
+    assert failures == [], "\n".join(failures)
+
+
+def config_files(root: Path) -> dict[str, bytes]:
+    cfg = root / ".pcimgr-config"
+    return {str(p.relative_to(cfg)): p.read_bytes() for p in cfg.rglob("*") if p.is_file()}
+
+
+@needs_strace
+@pytest.mark.parametrize("fault", ["error=ENOSPC", "error=EIO", "signal=SIGTERM"])
+def test_define_is_all_or_nothing(make_host: Callable[..., Path], tmp_path: Path,
+                                  fault: str) -> None:
+    """A definition is two files (the JSON and udev's env file): a fault at any write
+    leaves both as they were (exit 7, saying so) or both new (exit 0)."""
+    redefine = ("define", "05:00.0", "--vfs", "3")
+
+    def prepared(name: str) -> Path:
+        root = make_host("demo", name=name)
+        assert pcimgr(root, "define", "05:00.0", "--vfs", "2").returncode == 0
+        return root
+
+    probe = prepared("probe")
+    old = config_files(probe)
+    log = tmp_path / "trace"
+    assert pcimgr(probe, *redefine, trace=log).returncode == 0
+    new = config_files(probe)
+    assert new != old
+    points, seen = [], dict.fromkeys(TRACED, 0)
+    for line in log.read_text().splitlines():
+        m = re.match(r"\d+\s+(\w+)\(", line)
+        if m and m.group(1) in seen:
+            seen[m.group(1)] += 1
+            if ".pcimgr-config" in line:
+                points.append((m.group(1), seen[m.group(1)], line))
+    assert len(points) >= 6
+    failures = []
+    for n, (call, ordinal, line) in enumerate(points):
+        root = prepared(f"d{n}")
+        r = pcimgr(root, *redefine, inject=f"{call}:{fault}:when={ordinal}")
+        now = config_files(root)
+        ok = (r.returncode == 0 and now == new) or (
+            r.returncode == 7 and now == old and "rolled back" in r.stderr
+            and len(r.stderr.splitlines()) == 1)
+        if not ok:
+            failures.append(f"{fault} at {line[:90]}: exit {r.returncode}, "
+                            f"{'new' if now == new else 'old' if now == old else now}, "
+                            f"stderr {r.stderr.strip()!r}")
     assert failures == [], "\n".join(failures)

@@ -75,6 +75,12 @@ def test_interface_names_the_kernel_takes(run, demo_root: Path) -> None:
     assert r.exit_code == 0 and "b" * 15 in r.output
 
 
+def test_sim_create_scale_counts_are_ascii(run, tmp_path: Path) -> None:
+    r = run("sim", "create", tmp_path / "h", "--profile", "scale:٢x٣")
+    assert r.exit_code == 2 and r.output.count("\n") == 1
+    assert not (tmp_path / "h").exists()
+
+
 @pytest.mark.parametrize("path", ["/proc/pcimgr-x", "/dev/shm/" + "a" * 100_000,
                                   "/dev/shm/" + "a" * 300 + "/x"])
 def test_sim_create_where_it_cannot(run, path: str) -> None:

@@ -297,7 +297,7 @@ def test_set_mac_vlan_trust_reads_back(run, demo_root: Path) -> None:
 @pytest.mark.parametrize("args, words, code", [
     (("--mac", "01:00:5e:00:00:01"), "multicast or zero", 2),
     (("--mac", "52:54:00:aa:bb"), "not a MAC address", 2),
-    (("--vlan", "4096"), "4096 is not in the range 0<=x<=4094", 2),
+    (("--vlan", "4095"), "4095 is not in the range 0<=x<=4094", 2),
     (("--qos", "3"), "give --vlan with it", 2),
     ((), "nothing to set", 2),
     (("--state", "enable"), "the PF driver does not support it", 7),

@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,6 +58,13 @@ JOURNAL_SHAPES = CORRUPT | {
                   "original_override": None}, "state": "applied"}]}).encode(),
     "missing step field": json.dumps({"command": "x", "pid": 1, "steps": [
         {"step": {"kind": "bind", "address": PAIR[0]}, "state": "applied"}]}).encode(),
+    "numvfs step without its VFs": json.dumps({"command": "x", "pid": 1, "steps": [
+        {"step": {"kind": "numvfs", "address": "0000:05:00.0", "count": 2, "original": 0,
+                  "netdev": None, "timeout": 5, "wait_drivers": True},
+         "state": "applying"}]}).encode(),
+    "address that is no address": json.dumps({"command": "x", "pid": 1, "steps": [
+        {"step": {"kind": "reprobe", "address": "../../etc", "original_driver": None,
+                  "original_override": None}, "state": "applied"}]}).encode(),
 }
 
 
@@ -308,7 +314,7 @@ needs_root_to_switch = pytest.mark.skipif(
 @pytest.mark.parametrize("argv", [
     ("detach", "04:00.0", "--group"),
     ("define", "04:00.0", "--driver", "vfio-pci"),
-    ("install-udev", "--prefix", "PREFIX"),
+    ("install-udev",),
     ("recover",),
 ])
 def test_non_owner_gets_one_line_naming_the_path(demo_root: Path, tmp_path: Path,
@@ -316,7 +322,6 @@ def test_non_owner_gets_one_line_naming_the_path(demo_root: Path, tmp_path: Path
     os.chmod(tmp_path, 0o755)
     for p in (tmp_path.parent, tmp_path.parent.parent):
         os.chmod(p, os.stat(p).st_mode | stat.S_IXOTH)
-    argv = tuple(str(tmp_path / "prefix") if a == "PREFIX" else a for a in argv)
     before = tree(demo_root)
     r = _as_nobody("--sysfs-root", demo_root, *argv)
     assert r.returncode == 5, r.stderr
@@ -346,3 +351,19 @@ def test_non_root_outside_its_reach(demo_root: Path, tmp_path: Path,
     assert ("/etc/pcimgr-test-x" in line or "/root/pcimgr-test-x" in line)
     assert tree(demo_root) == before
     assert not os.path.exists("/etc/pcimgr-test-x")
+
+
+def test_incomplete_recovery_stops_the_command_that_found_it(run, demo_root: Path) -> None:
+    """A started step whose undo fails (its function is gone): the next change says so and
+    does not act on top of it (exit 7); the journal is gone, so the one after acts."""
+    gone = {"kind": "bind", "address": "0000:09:00.0", "target": "vfio-pci",
+            "target_override": "vfio-pci", "original_driver": "e1000e",
+            "original_override": None}
+    put(journal(demo_root), json.dumps({"command": "detach 0000:09:00.0", "pid": 1, "steps": [
+        {"step": gone, "state": "applying"}]}).encode())
+    r = run("--sysfs-root", demo_root, "detach", "04:00.0", "--group")
+    assert r.exit_code == 7
+    line = one_line(r.output)
+    assert "ROLLBACK INCOMPLETE" in line and "0000:09:00.0" in line
+    assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
+    assert run("--sysfs-root", demo_root, "detach", "04:00.0", "--group").exit_code == 0

@@ -19,7 +19,8 @@ def test_shipped_files_are_what_install_udev_writes() -> None:
         udev.unit("/usr/bin/pcimgr", "/etc/pcimgr")
 
 
-def test_install_under_a_prefix(run, demo_root: Path, tmp_path: Path) -> None:
+def test_install_under_a_prefix(run, demo_root: Path) -> None:
+    tmp_path = demo_root / "pkg"  # a simulated host's files stay inside it
     r = run("--sysfs-root", demo_root, "install-udev", "--prefix", tmp_path)
     assert r.exit_code == 0, r.output
     rules = (tmp_path / "etc/udev/rules.d/70-pcimgr.rules").read_text()
@@ -38,3 +39,19 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     problems = [line for line in r.stderr.splitlines() if udev.UNIT_NAME in line]
     assert problems == [], r.stderr
+
+
+def test_simulated_host_never_installs_outside_itself(run, demo_root: Path,
+                                                      tmp_path: Path) -> None:
+    r = run("--sysfs-root", demo_root, "install-udev", "--prefix", tmp_path / "out")
+    assert r.exit_code == 2 and "simulated host" in r.output and r.output.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    r = run("--sysfs-root", demo_root, "install-udev", "--dry-run")
+    assert r.exit_code == 0 and f"would write {demo_root}/etc/udev/rules.d/" in r.output
+    assert "udevadm" not in r.output and not (demo_root / "etc").exists()
+    r = run("--sysfs-root", demo_root, "install-udev")
+    assert r.exit_code == 0
+    assert (demo_root / "etc/udev/rules.d" / udev.RULES_NAME).exists()
+    assert r.output.splitlines() == [f"wrote {demo_root}/etc/udev/rules.d/70-pcimgr.rules",
+                                     f"wrote {demo_root}/etc/systemd/system/"
+                                     "pcimgr-apply.service"]

@@ -110,6 +110,12 @@ class Context:
         return libvirt_adapter.default_uri(self.connect)
 
     def libvirt(self):  # type: ignore[no-untyped-def]
+        """The connection changes go through. On a simulated host only when told which
+        (--connect or LIBVIRT_DEFAULT_URI): qemu:///system has the real host's guests."""
+        if self.asked_uri is None:
+            raise BadInput(f"{self.sysfs.root} is a simulated host, whose functions no guest "
+                           "of this machine's libvirt has; give --connect URI (e.g. "
+                           "test:///default) to use a libvirt with it")
         from pcimgr.host import libvirt_adapter
         return libvirt_adapter.connect(self.uri)
 
@@ -360,6 +366,10 @@ def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
     obj.machine.require_root("changing the host (writes to /sys)")
 
     def after_recovery(recovered: str | None) -> None:
+        from pcimgr.core.errors import RolledBack
+        from pcimgr.plans import transaction
+        if recovered and transaction.INCOMPLETE in recovered:
+            raise RolledBack(f"{recovered}; put those right before changing anything else")
         if recovered:
             click.echo(f"pcimgr: {recovered}", err=True)
         work()
@@ -371,6 +381,7 @@ def run_locked_config(obj: Context, work: Callable[[], None]) -> None:
     command takes: concurrent defines of one PF would otherwise lose each other's VFs."""
     from pcimgr.plans import lock, statefile
     obj.machine.check_writable()
+    obj.state  # noqa: B018 - refuses a state directory overlapping the definitions
     with lock.exclusive(obj.machine.lock_dir, obj.lock_timeout):
         statefile.sweep(obj.config_dir, ("", "devices", "udev"))
         work()

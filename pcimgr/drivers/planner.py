@@ -213,7 +213,7 @@ def execute(machine: Machine, state: str, proposal: Proposal,
                               "override": step.original_override})
     if proposal.module:
         machine.load_module(proposal.module)
-    plans.execute(proposal.plan, machine, state, progress, changes.commit)
+    plans.execute(proposal.plan, machine, state, progress, changes)
 
 
 def locked(machine: Machine, state: str, wait: float,

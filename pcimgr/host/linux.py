@@ -22,6 +22,7 @@ class LinuxMachine:
     default_state_dir = "/var/lib/pcimgr"
     default_config_dir = "/etc/pcimgr"
     lock_dir = "/run/pcimgr"  # tmpfs: a lock file never outlives a boot
+    system_root = "/"
 
     def __init__(self, root: str = REAL_ROOT) -> None:
         self.sysfs = Sysfs(root)

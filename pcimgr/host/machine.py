@@ -53,6 +53,7 @@ class Machine(Protocol):
     default_state_dir: str
     default_config_dir: str
     lock_dir: str             # one lock per host, whatever --state-dir says
+    system_root: str          # where its /etc is: udev rules and units go below it
 
     @property
     def facts(self) -> Facts: ...

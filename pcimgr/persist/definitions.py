@@ -17,9 +17,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pcimgr.plans import statefile
+from pcimgr.plans import interrupts, statefile
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput, Damaged
+from pcimgr.core.errors import BadInput, Damaged, NeedsRoot, PcimgrError, RolledBack
 from pcimgr.core.model import PciDevice
 from pcimgr.host.machine import Machine
 
@@ -108,21 +108,72 @@ def load_all(cfg: str) -> tuple[list[Definition], list[Damaged]]:
 
 
 def save(cfg: str, definition: Definition) -> None:
-    statefile.write(path(cfg, definition.address), {"format": FORMAT} | asdict(definition),
-                    mode=0o644, top=cfg)
-    _remove_env(cfg, definition.address)
+    """The definition file and its udev env file, as one change."""
     env = []
     if definition.driver:
         env.append(f"PCIMGR_DRIVER={definition.driver}")
     if definition.vfs is not None:
         env.append(f"PCIMGR_VFS={definition.vfs}")
-    statefile.write(os.path.join(cfg, "udev", env_name(definition)), "\n".join(env), mode=0o644,
-                    top=cfg)
+    json_text = statefile.dumps({"format": FORMAT} | asdict(definition))
+    env_path = os.path.join(cfg, "udev", env_name(definition))
+    stale = [p for p in _env_files(cfg, definition.address) if p != env_path]
+    _change(cfg, definition.address, [(env_path, "\n".join(env)),
+                                      (path(cfg, definition.address), json_text),
+                                      *((p, None) for p in stale)])
 
 
 def remove(cfg: str, address: str) -> None:
-    statefile.remove(path(cfg, address), top=cfg)
-    _remove_env(cfg, address)
+    """The definition and its udev env files, as one change (env files first: udev stops
+    acting on the function before status stops showing it)."""
+    _change(cfg, address, [*((p, None) for p in _env_files(cfg, address)),
+                           (path(cfg, address), None)])
+
+
+def _change(cfg: str, address: str, changes: list[tuple[str, str | None]]) -> None:
+    """Write (text) or remove (None) each file in order; on a failure (a full disk, an I/O
+    error, a signal) put back those already changed and say so in one line."""
+    before = {p: _text_or_damaged(cfg, p) for p, _ in changes}
+    done: list[str] = []
+    try:
+        for p, text in changes:
+            done.append(p)  # before: a write can fail after its rename (the directory fsync)
+            if text is None:
+                statefile.remove(p, top=cfg)
+            else:
+                statefile.write(p, text, mode=0o644, top=cfg)
+    except (OSError, PcimgrError) as e:
+        with interrupts.shielded(deliver=False):
+            for p in reversed(done):
+                if before[p] is _DAMAGED:
+                    continue  # removed as asked: there was nothing worth putting back
+                try:
+                    if before[p] is None:
+                        statefile.remove(p, top=cfg)
+                    else:
+                        statefile.write(p, before[p], mode=0o644, top=cfg)
+                except (OSError, PcimgrError):
+                    raise RolledBack(f"changing the definition of {address} failed ({_why(e)}) "
+                                     f"and {p} could not be put back; check {cfg}") from e
+        if isinstance(e, NeedsRoot):
+            raise
+        raise RolledBack(f"changing the definition of {address} failed ({_why(e)}); rolled "
+                         "back: its files are as they were") from e
+
+
+_DAMAGED = "damaged"
+
+
+def _text_or_damaged(cfg: str, p: str) -> str | None:
+    try:
+        return statefile.read_text(p, "", top=cfg)
+    except Damaged:
+        return _DAMAGED
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return str(e)
 
 
 def env_name(definition: Definition) -> str:
@@ -130,10 +181,9 @@ def env_name(definition: Definition) -> str:
     return f"{definition.address}_{definition.vendor_id.upper()}:{definition.device_id.upper()}.env"
 
 
-def _remove_env(cfg: str, address: str) -> None:
-    for name in statefile.names(cfg, "udev"):
-        if name.startswith(f"{address}_"):
-            statefile.remove(os.path.join(cfg, "udev", name), top=cfg)
+def _env_files(cfg: str, address: str) -> list[str]:
+    return [os.path.join(cfg, "udev", name) for name in statefile.names(cfg, "udev")
+            if name.startswith(f"{address}_")]
 
 
 _ID = re.compile(r"[0-9a-f]{4}")

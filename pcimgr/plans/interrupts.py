@@ -32,9 +32,10 @@ def install() -> None:
 
 
 @contextmanager
-def shielded() -> Iterator[None]:
+def shielded(deliver: bool = True) -> Iterator[None]:
     """Hold SIGINT/SIGTERM back for the block; raise the first that came once it is done
-    (unless the block is already raising)."""
+    (unless the block is already raising, or deliver is False: a rollback that is about
+    to report its failure, which ends the run anyway)."""
     global _held
     if _held is not None:  # nested: the outer block delivers
         yield
@@ -44,5 +45,5 @@ def shielded() -> Iterator[None]:
         yield
     finally:
         came, _held = _held, None
-    if came:
+    if came and deliver:
         raise Interrupted(came[0])

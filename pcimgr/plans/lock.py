@@ -29,6 +29,7 @@ def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT) -> Iterator[None]:
     """flock(LOCK_EX) on LOCK_DIR/lock, polling up to `wait` seconds, then Busy."""
     path = os.path.join(lock_dir, "lock")
     with statefile.directory(lock_dir, create=True) as dfd:
+        assert dfd is not None  # created
         try:
             fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=dfd)

@@ -93,11 +93,11 @@ def write(path: str, data: Any, readable: bool = True, mode: int = 0o600,
     readable=False: one line, by json's C encoder (the journal is rewritten at every
     step, and the indenting encoder is pure Python: seconds under the emulated lab)."""
     top, rel_dir, name = _split(path, top)
-    text = data if isinstance(data, str) else (
-        json.dumps(data, indent=1, sort_keys=True) if readable else json.dumps(data))
+    text = data if isinstance(data, str) else dumps(data, readable)
     payload = (text.rstrip("\n") + "\n").encode()
     tmp = f"{name}.tmp.{os.getpid()}"
     with directory(top, rel_dir, create=True, mode=0o700 if mode == 0o600 else 0o755) as dfd:
+        assert dfd is not None  # created
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, mode, dir_fd=dfd)
@@ -120,6 +120,11 @@ def write(path: str, data: Any, readable: bool = True, mode: int = 0o600,
             _unlink(tmp, dfd)  # a full disk or a signal leaves no temporary file behind
             raise
         os.fsync(dfd)  # the rename itself must survive a crash
+
+
+def dumps(data: Any, readable: bool = True) -> str:
+    """JSON as pcimgr writes it: indented and sorted for people, or one line."""
+    return json.dumps(data, indent=1, sort_keys=True) if readable else json.dumps(data)
 
 
 def load(path: str, shape: Callable[[Any], T], fix: str, top: str | None = None) -> T | None:

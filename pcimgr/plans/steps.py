@@ -10,10 +10,10 @@ from pcimgr.sriov.steps import ConfigureVf, SetAutoprobe, SetLink, SetNumVfs
 
 Step = (BindDriver | Reprobe | SetAutoprobe | SetNumVfs | ConfigureVf | SetLink | AttachDevice
         | DetachDevice)
-_KINDS: dict[str, Any] = {c.kind: c for c in (BindDriver, Reprobe, SetAutoprobe, SetNumVfs,
+KINDS: dict[str, Any] = {c.kind: c for c in (BindDriver, Reprobe, SetAutoprobe, SetNumVfs,
                                               ConfigureVf, SetLink, AttachDevice, DetachDevice)}
 
 
 def from_json(data: dict[str, Any]) -> Step:
-    cls = _KINDS[data["kind"]]
+    cls = KINDS[data["kind"]]
     return cls.from_json(data) if hasattr(cls, "from_json") else cls(**data)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from pcimgr.plans import interrupts, statefile
+from pcimgr.plans import interrupts, records, statefile
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Interrupted, NeedsRoot, PcimgrError, RolledBack
 from pcimgr.host.machine import Machine
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # every step module: imported only when a journal is read bac
     from pcimgr.plans.steps import Step
 
 JOURNAL = "journal.json"
+INCOMPLETE = "ROLLBACK INCOMPLETE"  # in a report: some function is not as it was
 RECOVER_FIX = ("`pcimgr recover --dry-run` shows what it names, `pcimgr recover --discard` "
                "forgets it once you have checked those functions (`pcimgr list --all`)")
 
@@ -50,21 +51,19 @@ def journal_path(state_dir: str) -> str:
 
 
 Progress = Callable[[int, int, "Step"], None]
-# Runs once every step is applied, before the journal goes: writes what must outlive the
-# change (records) and returns how to take that back, should the journal removal fail.
-Commit = Callable[[], Callable[[], None]]
 
 
 def execute(plan: Plan, machine: Machine, state_dir: str, progress: Progress | None = None,
-            commit: Commit | None = None) -> None:
-    """Apply every step; progress(done, total, step) after each one; RolledBack on failure."""
+            changes: records.Changes | None = None) -> None:
+    """Apply every step; progress(done, total, step) after each one; then the record
+    changes, journaled with the records' earlier content; RolledBack on failure."""
     path = journal_path(state_dir)
     entries = [{"step": s.to_json(), "state": "pending"} for s in plan.steps]
     journal = {"command": plan.command, "pid": os.getpid(), "started": time.time(),
                "steps": entries}
     started = 0  # steps that may have changed the host: undone on failure
     where = "writing the journal"
-    uncommit: Callable[[], None] | None = None
+    committing = False
     try:
         statefile.write(path, journal, readable=False, top=state_dir)
         for i, step in enumerate(plan.steps):
@@ -78,16 +77,20 @@ def execute(plan: Plan, machine: Machine, state_dir: str, progress: Progress | N
             if progress is not None:
                 progress(i + 1, len(plan.steps), step)
         where = "recording the original drivers"
-        if commit is not None:
+        if changes is not None and changes.pending:
+            journal["records"] = changes.before  # what recovery puts back
+            statefile.write(path, journal, readable=False, top=state_dir)
+            committing = True
             with interrupts.shielded():  # all records or none
-                uncommit = commit()
+                changes.commit()
         where = "removing the journal"
         statefile.remove(path, top=state_dir)
     except (PcimgrError, OSError) as failure:
-        with interrupts.shielded():
-            if uncommit is not None:
-                uncommit()
+        with interrupts.shielded(deliver=False):
+            lost = changes.undo() if committing and changes is not None else []
             report = _roll_back(plan.steps[:started], machine)
+            if lost:
+                report += f"; records not restored: {', '.join(lost)} (check them by hand)"
             try:
                 statefile.remove(path, top=state_dir)
             except (PcimgrError, OSError) as e:
@@ -114,6 +117,7 @@ class Unfinished:
     command: str
     pid: int
     started: tuple[Step, ...]
+    records: dict[str, Any]  # relative path -> content before the change (None: none)
 
 
 def read_journal(state_dir: str) -> Unfinished | None:
@@ -135,16 +139,21 @@ def _journal_shape(data: Any) -> Unfinished:
                 started.append(_step(entry["step"], from_json))
         except (ValueError, TypeError, KeyError) as e:
             raise ValueError(f"step {n}: {e}") from None
-    return Unfinished(data["command"], data["pid"], tuple(started))
+    before = data.get("records", {})
+    if not isinstance(before, dict):
+        raise ValueError("'records' is not an object")
+    return Unfinished(data["command"], data["pid"], tuple(started),
+                      {rel: records.check(rel, content) for rel, content in before.items()})
 
 
 def _step(data: dict[str, Any], from_json: Callable[[dict[str, Any]], Step]) -> Step:
-    if not isinstance(data.get("kind"), str):
-        raise ValueError("no step kind")
+    from pcimgr.plans.steps import KINDS
+    if data.get("kind") not in KINDS:
+        raise ValueError(f"unknown step kind {data.get('kind')!r}")
     try:
         step = from_json(data)
-    except KeyError:
-        raise ValueError(f"unknown kind {data['kind']!r}") from None
+    except KeyError as e:
+        raise ValueError(f"{data['kind']} step without {e}") from None
     hints = typing.get_type_hints(type(step))
     for f in fields(step):  # the simple fields an undo acts on must have their types
         want = {str: (str,), int: (int,), float: (int, float), bool: (bool,),
@@ -166,7 +175,10 @@ def recover(machine: Machine, state_dir: str) -> str | None:
     if unfinished is None:
         return None
     with interrupts.shielded():
+        lost = records.restore(state_dir, unfinished.records)
         report = _roll_back(unfinished.started, machine)
+        if lost:
+            report += f"; records not restored: {', '.join(lost)} (check them by hand)"
         statefile.remove(journal_path(state_dir), top=state_dir)
     return (f"found an unfinished `{unfinished.command}` (pid {unfinished.pid}) and undid its "
             f"{len(unfinished.started)} started step(s): {report}")
@@ -188,8 +200,8 @@ def _roll_back(steps: tuple[Step, ...], machine: Machine) -> str:
     for step in reversed(steps):
         try:
             step.undo(machine)
-        except (PcimgrError, OSError) as e:
-            failed.append(f"{step.address} ({e})")
+        except Exception as e:  # noqa: BLE001 - one undo that cannot run must not end the
+            failed.append(f"{step.address} ({e})")  # rollback of the others: reported
     if failed:
-        return ("ROLLBACK INCOMPLETE, restore by hand: " + "; ".join(failed))
+        return f"{INCOMPLETE}, restore by hand: " + "; ".join(failed)
     return "rolled back: the host is as it was before"

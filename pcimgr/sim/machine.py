@@ -5,11 +5,12 @@ start-up choice (cli/context.py) knows a host is simulated."""
 from __future__ import annotations
 
 import os
+import stat
 from functools import cached_property
 from typing import Any
 
-from pcimgr.core.errors import NeedsRoot, NotFound
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.core.errors import NeedsRoot, NotFound, Refused
+from pcimgr.host.sysfs import Sysfs, WriteFn
 from pcimgr.sim import marker
 from pcimgr.sim.kernel import SimulatedKernel
 
@@ -58,11 +59,23 @@ class SimulatedMachine:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
-        self.sysfs = Sysfs(self.root, dev_root=os.path.join(self.root, "dev"),
-                           react=lambda rel, value, raw: self.kernel.write(rel, value, raw))
+        _check_trusted(self.root, os.path.join(self.root, marker.MARKER))
+        self._real_root = os.path.realpath(self.root)
+        self.sysfs = Sysfs(self.root, dev_root=os.path.join(self.root, "dev"), react=self._write)
         self.default_state_dir = os.path.join(self.root, ".pcimgr-state")
         self.default_config_dir = os.path.join(self.root, ".pcimgr-config")
         self.lock_dir = os.path.join(self.root, ".pcimgr-run")
+        self.system_root = self.root  # install-udev writes its /etc below the tree
+
+    def _write(self, rel: str, value: str, raw: WriteFn) -> None:
+        """The simulated kernel's reaction, for writes that stay inside the tree: a link
+        in a tree someone else may have shaped must not carry a root-run write elsewhere."""
+        path = os.path.join(self.root, rel)
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, self._real_root]) != self._real_root:
+            raise Refused(f"refusing to write {path}: a link takes it to {real}, outside the "
+                          f"simulated host {self.root}; rebuild the host with `pcimgr sim create`")
+        self.kernel.write(rel, value, raw)
 
     @cached_property
     def kernel(self) -> SimulatedKernel:
@@ -112,3 +125,20 @@ class SimulatedMachine:
 
     def load_module(self, name: str) -> None:
         raise NotFound(f"driver {name} is not loaded on this simulated host")
+
+
+def _check_trusted(root: str, marker_path: str) -> None:
+    """A simulated host decides what pcimgr believes about the machine (its safety facts)
+    and where writes go: like ssh with ~/.ssh, take it only from its owner or root, and
+    only when nobody else may change it."""
+    for path, info in ((root, os.stat(root)), (marker_path, os.lstat(marker_path))):
+        if stat.S_ISLNK(info.st_mode):
+            problem = "is a symbolic link"
+        elif info.st_uid not in (0, os.geteuid()):
+            problem = f"belongs to uid {info.st_uid}, neither you nor root"
+        elif info.st_mode & 0o022:
+            problem = f"is writable by its group or others (`chmod go-w {path}`)"
+        else:
+            continue
+        raise Refused(f"refusing the simulated host {root}: {path} {problem}; use one you made "
+                      "(`pcimgr sim create DIR`)")

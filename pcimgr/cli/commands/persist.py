@@ -219,15 +219,37 @@ def _raise_damaged(damaged: list[Any]) -> None:
 
 
 @cli.command("install-udev")
-@click.option("--prefix", default="/", show_default=True, type=click.Path(file_okay=False),
-              help="Install below this directory (packaging, tests); / also reloads udev.")
+@click.option("--prefix", type=click.Path(file_okay=False),
+              help="Install below this directory (packaging, tests) [default: /, which also "
+                   "reloads udev; on a simulated host its own directory, never the real /etc].")
+@dry_run_option
 @click.pass_obj
-def install_udev(obj: Context, prefix: str) -> None:
+def install_udev(obj: Context, prefix: str | None, dry_run: bool) -> None:
     """Install the udev rules and the boot-time unit that apply the definitions."""
     import shutil
     from pcimgr.persist import udev
+    from pcimgr.core.errors import BadInput
+    root = obj.machine.system_root
+    prefix = os.path.abspath(prefix or root)
+    if os.path.commonpath([prefix, root]) != root:
+        raise BadInput(f"{root} is {obj.machine.kind}: its udev files go below it, not to "
+                       f"{prefix}; drop --prefix or give one inside it")
     # the rules run this very program: the one the user ran, else the one on PATH
     ran = os.path.abspath(sys.argv[0])
     exe = ran if os.path.basename(ran) == "pcimgr" else (shutil.which("pcimgr") or ran)
-    run_locked_config(obj, lambda: [click.echo(f"wrote {path}")
-                                    for path in udev.install(prefix, exe, obj.config_dir)])
+    if dry_run:
+        for rel, text in ((f"etc/udev/rules.d/{udev.RULES_NAME}",
+                           udev.rules(exe, obj.config_dir)),
+                          (f"etc/systemd/system/{udev.UNIT_NAME}",
+                           udev.unit(exe, obj.config_dir))):
+            click.echo(f"would write {os.path.join(prefix, rel)}:")
+            click.echo("  " + text.rstrip("\n").replace("\n", "\n  "))
+        if prefix == "/":
+            click.echo("then: udevadm control --reload; systemctl daemon-reload; "
+                       f"systemctl enable {udev.UNIT_NAME}")
+        click.echo("(--dry-run: nothing written)")
+        return
+    def install() -> None:
+        for path in udev.install(prefix, exe, obj.config_dir):
+            click.echo(f"wrote {path}")
+    run_locked_config(obj, install)

@@ -18,7 +18,7 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
     this first); show it with --dry-run, or forget it with --discard."""
     from pcimgr.drivers import planner as drivers
     from pcimgr.plans import statefile, transaction
-    from pcimgr.core.errors import Damaged
+    from pcimgr.core.errors import Damaged, RolledBack
     state = obj.state
     try:
         unfinished = transaction.read_journal(state)
@@ -54,6 +54,8 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
                       "functions above, `pcimgr recover --discard` forgets it")
 
     def report(recovered: str | None) -> None:  # under the lock, temporary files removed
+        if recovered and transaction.INCOMPLETE in recovered:
+            raise RolledBack(recovered)
         click.echo(recovered[0].upper() + recovered[1:] if recovered
                    else "No unfinished transaction.")
     obj.machine.require_root("recovering a transaction (writes to /sys)")

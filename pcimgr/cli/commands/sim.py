@@ -22,9 +22,16 @@ def sim_create(directory: str, profile: str, no_iommu: bool) -> None:
     """Write a simulated host; use it with `pcimgr --sysfs-root DIRECTORY ...`."""
     from pcimgr.core.errors import BadInput, NeedsRoot
     from pcimgr.sim import builder, profiles
+    if not profile.isascii():  # scale:PFSxVFS counts are ASCII digits, as everywhere
+        raise BadInput(f"not a profile name: {profile!r}; `pcimgr sim profiles` lists them")
     spec = profiles.get(profile)
+    if os.path.isdir(directory) and os.stat(directory).st_uid != os.geteuid():
+        raise BadInput(f"{directory} belongs to uid {os.stat(directory).st_uid}; a simulated "
+                       "host must be yours: choose a new path")
+    umask = os.umask(0o022)  # pcimgr trusts no simulated host others may write
     try:
         builder.build(directory, spec, iommu=False if no_iommu else None)
+        os.chmod(directory, 0o755)  # an existing empty directory keeps its mode otherwise
     except OSError as e:
         where = _short(e.filename or directory)
         if isinstance(e, PermissionError):
@@ -32,6 +39,8 @@ def sim_create(directory: str, profile: str, no_iommu: bool) -> None:
                             "may write to") from None
         raise BadInput(f"cannot make a simulated host at {where}: {e.strerror}; choose a new "
                        "path in a writable filesystem (e.g. /dev/shm/host or /tmp/host)") from None
+    finally:
+        os.umask(umask)
     click.echo(f"Simulated host '{spec.name}' written to {os.path.abspath(directory)}")
     click.echo(f"Use it with: pcimgr --sysfs-root {os.path.abspath(directory)} list")
 
