@@ -138,6 +138,7 @@ COMMAND_MODULES = {
     **dict.fromkeys(("define", "undefine", "apply", "status", "install-udev"), "persist"),
     **dict.fromkeys(("doctor", "advise"), "host"),
     **dict.fromkeys(("sim", "demo"), "sim"),
+    "export": "export",
 }
 
 
