@@ -72,8 +72,10 @@ def build_fleet(tmp_path: Path, fleet: dict) -> tuple[Path, dict[str, Path]]:
     return inventory, roots
 
 
-def play(inventory: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    r = ansible("ansible-playbook", "-i", str(inventory), str(PLAYBOOK), *args,
+def play(inventory: Path, *args: str,
+         playbook: Path = PLAYBOOK) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a playbook; its output and PLAY RECAP as {host: {ok, changed, unreachable, failed}}."""
+    r = ansible("ansible-playbook", "-i", str(inventory), str(playbook), *args,
                 home=inventory.parent)
     recap = {m[0]: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m[1:])))
              for m in re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)"

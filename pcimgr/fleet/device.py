@@ -12,6 +12,7 @@ from typing import Any
 
 from pcimgr import definitions, hostdriver, persist
 from pcimgr.address import PciAddress
+from pcimgr.binding import BindDriver, Reprobe
 from pcimgr.definitions import Definition
 from pcimgr.fleet.session import Result, Session
 from pcimgr.model import Host
@@ -60,7 +61,8 @@ def ensure(s: Session, address: PciAddress, driver: str, group: bool, persistent
             host, _ = s.scan(targets)
             result.after = _view(host, targets, now)
         else:
-            moved = {st.address: st.target for st in proposal.plan.steps}
+            moved = {st.address: st.target for st in proposal.plan.steps
+                     if isinstance(st, (BindDriver, Reprobe))}
             result.after = {a: v | {"driver": moved.get(a, v["driver"]),
                                     "definition": now[a].describe() if a in now else None}
                             for a, v in result.before.items()}

@@ -47,7 +47,7 @@ def check(fmt: str, hosts: int, options: Options) -> None:
     if stray:
         raise BadInput(f"export {fmt} takes no " + ", ".join(
             "--" + k.replace("_", "-").replace("as-json", "json") for k in stray)
-            + f"; see `pcimgr export --help` for what each format reads")
+            + "; see `pcimgr export --help` for what each format reads")
     if single and hosts > 1:
         raise BadInput(f"export {fmt} describes one node and got facts of {hosts} hosts; "
                        "export each host's facts on its own (one --facts FILE)")
