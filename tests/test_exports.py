@@ -230,6 +230,7 @@ def test_a_fleet_merges_where_the_consumer_is_cluster_wide(demo: Path, tmp_path:
     (("proxmox", "--facts", "FACTS", "--host-name", "x"), 2, "give one of them"),
     (("inventory", "--facts", "NOTFACTS"), 2, "is not pcimgr facts"),
     (("yaml",), 2, "Invalid value for 'FORMAT'"),
+    (("kubevirt", "--resource-prefix", "a/b"), 2, "not a resource prefix: 'a/b'"),
 ])
 def test_bad_input_is_one_line_naming_the_fix(demo: Path, tmp_path: Path, args: tuple,
                                               code: int, message: str) -> None:

@@ -19,8 +19,10 @@ from pcimgr.cli import Context, cli
               help="sriov-device-plugin, kubevirt: the resources' prefix (PREFIX/NAME).")
 @click.option("--configmap", is_flag=True,
               help="sriov-device-plugin: the ConfigMap YAML instead of config.json.")
-@click.option("--configmap-name", default="sriovdp-config", show_default=True, metavar="NAME")
-@click.option("--namespace", default="kube-system", show_default=True, metavar="NS")
+@click.option("--configmap-name", default="sriovdp-config", show_default=True, metavar="NAME",
+              help="With --configmap: its name (the plugin's DaemonSet mounts it).")
+@click.option("--namespace", default="kube-system", show_default=True, metavar="NS",
+              help="With --configmap: its namespace.")
 @click.option("--kubevirt-allocates", is_flag=True,
               help="kubevirt: KubeVirt's own plugin hands the devices out (by vendor:device), "
                    "not the SR-IOV device plugin.")

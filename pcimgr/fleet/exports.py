@@ -8,6 +8,7 @@ the inventory) merge every host's.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,9 @@ def check(fmt: str, hosts: int, options: Options) -> None:
         raise BadInput(f"export {fmt} takes no " + ", ".join(
             "--" + k.replace("_", "-").replace("as-json", "json") for k in stray)
             + "; see `pcimgr export --help` for what each format reads")
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9.-]*", options.resource_prefix):
+        raise BadInput(f"not a resource prefix: {options.resource_prefix!r}; give a domain "
+                       "such as example.com (letters, digits, dots, dashes)")
     if single and hosts > 1:
         raise BadInput(f"export {fmt} describes one node and got facts of {hosts} hosts; "
                        "export each host's facts on its own (one --facts FILE)")
