@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pcimgr.cli import cli
+from pcimgr.cli.app import cli
 from pcimgr.sim import builder, profiles
-from pcimgr.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs
 
 DATA = Path(__file__).parent / "data"
 
@@ -171,11 +171,11 @@ def driver_of(root: Path, address: str) -> str | None:
 
 
 def tree(root: Path) -> dict[str, str]:
-    """Every file's content and link's target below root, but pcimgr's own state."""
+    """Every file's content and link's target below root, but pcimgr's own state and lock."""
     out = {}
     for p in root.rglob("*"):
         rel = str(p.relative_to(root))
-        if rel.startswith(".pcimgr-state"):
+        if rel.startswith((".pcimgr-state", ".pcimgr-run")):
             continue
         out[rel] = ("-> " + os.readlink(p)) if p.is_symlink() else (
             p.read_bytes().hex() if p.is_file() else "dir")

@@ -7,14 +7,14 @@ import sys
 
 _SCRIPT = """
 import os, sys
-from pcimgr.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs
 real = Sysfs.write_attr
 def write(self, rel, value):
     real(self, rel, value)
     if rel.endswith(sys.argv[1]):
         os._exit(9)
 Sysfs.write_attr = write
-from pcimgr.cli import main
+from pcimgr.cli.app import main
 main(sys.argv[2:])
 """
 

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcimgr.address import PciAddress
-from pcimgr.errors import BadInput
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput
 
 addresses = st.builds(PciAddress, st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFF),
                       st.integers(0, 0x1F), st.integers(0, 7))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.address import PciAddress
-from pcimgr.errors import BadInput, Refused
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput, Refused
 from pcimgr.fleet import device, vfs
 from pcimgr.fleet.session import Session
 from pcimgr.sim import builder, profiles
@@ -85,10 +85,10 @@ def play(inventory: Path, *args: str,
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file's bytes and link's target below root, pcimgr's state and config included,
-    but the lock file (and its directory) a real run creates before it plans."""
+    but the lock file (and its run directory) a real run creates before it plans."""
     return {rel: ("-> " + os.readlink(p)) if p.is_symlink() else
             p.read_bytes().hex() if p.is_file() else "dir" for p in root.rglob("*")
-            if (rel := str(p.relative_to(root))) not in (".pcimgr-state", ".pcimgr-state/lock")}
+            if (rel := str(p.relative_to(root))) not in (".pcimgr-run", ".pcimgr-run/lock")}
 
 
 def test_one_playbook_prepares_three_hosts_and_a_second_run_changes_nothing(

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.errors import LibvirtFailure
-from pcimgr.libvirt_adapter import Libvirt
-from pcimgr.sysfs import Sysfs
+from pcimgr.core.errors import LibvirtFailure
+from pcimgr.host.libvirt_adapter import Libvirt
+from pcimgr.host.sysfs import Sysfs
 from tests import libvirtd
 from tests.conftest import driver_of, tree
 
@@ -192,14 +192,14 @@ def test_managed_leaves_binding_to_libvirt(run, demo_root, libvirt_uri, make_dom
 
 KILL_AFTER_ATTACH = """
 import os, sys
-from pcimgr.libvirt_adapter import Libvirt
-from pcimgr.sysfs import Sysfs
+from pcimgr.host.libvirt_adapter import Libvirt
+from pcimgr.host.sysfs import Sysfs
 real = Libvirt.attach
 def attach(self, *args):
     real(self, *args)
     os._exit(9)
 Libvirt.attach = attach
-from pcimgr.cli import main
+from pcimgr.cli.app import main
 main(["--sysfs-root", sys.argv[1], "--connect", sys.argv[2], "assign", "04:00.0", sys.argv[3],
       "--group"])
 """

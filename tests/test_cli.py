@@ -138,7 +138,7 @@ def test_missing_sysfs_root(run, tmp_path: Path) -> None:
 def test_sysfs_root_from_environment(demo_root: Path) -> None:
     from click.testing import CliRunner
 
-    from pcimgr.cli import cli
+    from pcimgr.cli.app import cli
     r = CliRunner().invoke(cli, ["list", "--json"], env={"PCIMGR_SYSFS_ROOT": str(demo_root)})
     assert len(json.loads(r.output)) == 8
 
@@ -186,14 +186,14 @@ def test_demo_walks_through_the_commands(run, tmp_path: Path) -> None:
 
 
 def test_internal_error_is_one_line(run, demo_root: Path, mocker) -> None:
-    mocker.patch("pcimgr.discovery.scan", side_effect=RuntimeError("boom"))
+    mocker.patch("pcimgr.host.discovery.scan", side_effect=RuntimeError("boom"))
     r = run("--sysfs-root", demo_root, "list")
     assert r.exit_code == 1
     assert r.output == "pcimgr: internal error: RuntimeError: boom (run with -v for details)\n"
 
 
 def test_read_commands_do_not_import_libvirt_or_pyudev(demo_root: Path) -> None:
-    code = ("import sys; from pcimgr.cli import main\n"
+    code = ("import sys; from pcimgr.cli.app import main\n"
             "try:\n    main(['--sysfs-root', sys.argv[1], 'list'])\n"
             "except SystemExit:\n    pass\n"
             "print(sorted(m for m in ('libvirt', 'pyudev') if m in sys.modules))")
@@ -211,7 +211,7 @@ def test_broken_pipe_is_quiet(demo_root: Path) -> None:
 def test_every_command_is_found_by_its_module() -> None:
     """The lazy loader's map and the commands the modules define agree."""
     import importlib
-    from pcimgr import cli as cli_module
+    from pcimgr.cli import app as cli_module
     for module in set(cli_module.COMMAND_MODULES.values()):
-        importlib.import_module(f"pcimgr.commands.{module}")
+        importlib.import_module(f"pcimgr.cli.commands.{module}")
     assert sorted(cli_module.cli.commands) == sorted(cli_module.COMMAND_MODULES)

@@ -3,7 +3,7 @@
 
 import pytest
 
-from pcimgr.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs
 from tests.lab import conformance
 
 REAL = conformance.load_fixture()

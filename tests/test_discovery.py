@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr import discovery
-from pcimgr.address import PciAddress
-from pcimgr.sysfs import Sysfs
-from pcimgr.viability import viability
+from pcimgr.host import discovery
+from pcimgr.core.address import PciAddress
+from pcimgr.host.sysfs import Sysfs
+from pcimgr.core.viability import viability
 
 A = PciAddress.parse
 
@@ -97,7 +97,7 @@ def test_each_attribute_read_once(demo_sysfs: Sysfs, mocker) -> None:  # type: i
         opened.append(str(path))
         return real_open(path, flags, *args, **kwargs)
 
-    mocker.patch("pcimgr.sysfs.os.open", side_effect=spy)
+    mocker.patch("pcimgr.host.sysfs.os.open", side_effect=spy)
     discovery.scan(demo_sysfs)
     assert opened.count("uevent") == len(demo_sysfs.list_dir("bus/pci/devices"))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr import netmodes
+from pcimgr.advice import netmodes
 from tests.conftest import golden
 from tests.test_hostdriver import set_host_facts
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pcimgr.cli import cli
+from pcimgr.cli.app import cli
 from pcimgr.sim import builder, profiles
 from tests.conftest import golden
 from tests.fleet import plugin_selectors as selectors, schemas

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr import lock
-from pcimgr.errors import KernelError
-from pcimgr.sysfs import Sysfs
+from pcimgr.plans import lock
+from pcimgr.core.errors import KernelError
+from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of, tree
 from tests.test_address import BAD
 
@@ -204,7 +204,7 @@ def _killed_detach(root: str, writes: int) -> None:
             os._exit(9)
 
     Sysfs.write_attr = write  # type: ignore[method-assign]
-    from pcimgr.cli import main
+    from pcimgr.cli.app import main
     main(["--sysfs-root", root, "detach", "04:00.0", "--group"])
 
 
@@ -232,7 +232,7 @@ def _hold(state: str, ready, release) -> None:  # type: ignore[no-untyped-def]
 def test_busy_lock_exit_8(run, demo_root: Path) -> None:
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold, args=(str(demo_root / ".pcimgr-state"), ready, release))
+    holder = ctx.Process(target=_hold, args=(str(demo_root / ".pcimgr-run"), ready, release))
     holder.start()
     assert ready.wait(10)
     try:

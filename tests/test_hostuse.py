@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pcimgr import definitions, discovery, hostdriver, hostuse
-from pcimgr.address import PciAddress
-from pcimgr.errors import Refused
+from pcimgr.drivers import planner as drivers
+from pcimgr.host import discovery, usage
+from pcimgr.persist import definitions
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import Refused
 from pcimgr.sim import builder, profiles
-from pcimgr.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of, golden, tree
 from tests.test_hostdriver import set_host_facts
 
@@ -213,11 +215,11 @@ def hosts(draw: st.DrawFn) -> tuple[profiles.Profile, set[str]]:
 def _plans(sysfs: Sysfs, address: PciAddress, force: bool) -> list:
     """Each planner that can take a function from the host, refusals dropped."""
     host = discovery.scan_related(sysfs, (address,))
-    survey = hostuse.survey(sysfs)
+    survey = usage.survey(sysfs)
     found = []
-    for plan in (lambda: hostdriver.plan_unbind(sysfs, host, survey, address, force),
-                 lambda: hostdriver.plan_bind(sysfs, host, survey, address, "vfio-pci", force),
-                 lambda: hostdriver.plan_detach(sysfs, host, survey, (address,), "vfio-pci",
+    for plan in (lambda: drivers.plan_unbind(sysfs, host, survey, address, force),
+                 lambda: drivers.plan_bind(sysfs, host, survey, address, "vfio-pci", force),
+                 lambda: drivers.plan_detach(sysfs, host, survey, (address,), "vfio-pci",
                                                 True, force)):
         try:
             found.append(plan())
@@ -234,7 +236,7 @@ def test_no_plan_writes_to_a_function_the_host_uses(tmp_path_factory, spec) -> N
     root = tmp_path_factory.mktemp("random") / "sys"
     builder.build(str(root), profile)
     sysfs = Sysfs(str(root))
-    survey = hostuse.survey(sysfs)
+    survey = usage.survey(sysfs)
     marked = {str(a) for a, uses in survey.uses.items() if uses}
     assert marked == used  # the survey finds exactly what the spec made the host use
     for d in profile.devices:
@@ -252,7 +254,7 @@ def test_definitions_saved_only_after_checks(run, server: Path) -> None:
     set_host_facts(server, addresses={"enp4s0f1": ["192.0.2.99/24"]})
     r = run("--sysfs-root", server, "define", "04:00.0", "--driver", "vfio-pci", "--group")
     assert r.exit_code == 4 and "enp4s0f1: " not in r.output and "enp4s0f1 has address" in r.output
-    assert definitions.load_all(str(server / ".pcimgr-config")) == []
+    assert definitions.load_all(str(server / ".pcimgr-config")) == ([], [])
 
 
 def test_vf_count_definition_checks_like_vfs_create(run, server: Path) -> None:
@@ -318,6 +320,6 @@ def test_a_vlan_on_a_bonded_port_is_not_its_master(server: Path) -> None:
     from pcimgr.sim import tree as simtree
     simtree.stack_net(str(server), "bond1", "bond", ["enp4s0f0"])
     simtree.stack_net(str(server), "enp4s0f0.5", "vlan", ["enp4s0f0"])
-    survey = hostuse.survey(Sysfs(str(server)))
+    survey = usage.survey(Sysfs(str(server)))
     assert [str(u) for u in survey.of(PciAddress.parse("04:00.0"))] == [
         "interface enp4s0f0 is enslaved to bond1"]

@@ -23,7 +23,7 @@ def test_lspci_sees_every_function_with_its_driver(demo_root: Path) -> None:
 
 
 def test_lspci_decodes_sriov_capability_and_vf_count(demo_root: Path) -> None:
-    from pcimgr.sysfs import Sysfs
+    from pcimgr.host.sysfs import Sysfs
     Sysfs(str(demo_root)).write_attr("bus/pci/devices/0000:05:00.0/sriov_numvfs", "2")
     out = lspci(demo_root, "-vvv", "-s", "05:00.0")
     assert "Single Root I/O Virtualization (SR-IOV)" in out

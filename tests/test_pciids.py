@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from pcimgr.pciids import PciIds
+from pcimgr.host.pciids import PciIds
 from tests.conftest import DATA
 
 

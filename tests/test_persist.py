@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of, tree
 
 IGB = "0000:05:00.0"
@@ -117,8 +117,9 @@ def test_apply_keeps_the_safety_refusals(run, demo_root: Path) -> None:
     r = run("--sysfs-root", demo_root, "define", "00:1f.6", "--driver", "vfio-pci")
     assert r.exit_code == 4 and "refusing" in r.output and "default route" in r.output
     assert not (cfg(demo_root) / "devices").exists()
-    from pcimgr import definitions, discovery
-    from pcimgr.address import PciAddress
+    from pcimgr.host import discovery
+    from pcimgr.persist import definitions
+    from pcimgr.core.address import PciAddress
     device = discovery.read_device(Sysfs(str(demo_root)), PciAddress.parse("00:1f.6"))
     definitions.save(str(cfg(demo_root)), definitions.identify(device, driver="vfio-pci"))
     r = run("--sysfs-root", demo_root, "apply")

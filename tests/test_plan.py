@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr import lock, plan
-from pcimgr.binding import BindDriver, current_driver, current_override
-from pcimgr.errors import Busy, KernelError, RolledBack
-from pcimgr.sysfs import Sysfs
+from pcimgr.plans import lock, transaction
+from pcimgr.drivers.binding import BindDriver, current_driver, current_override
+from pcimgr.core.errors import Busy, KernelError, RolledBack
+from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of
 
 PAIR = ("0000:04:00.0", "0000:04:00.1")
 
 
-def detach_pair(sysfs: Sysfs) -> plan.Plan:
-    return plan.Plan("detach --group 04:00.0", tuple(
+def detach_pair(sysfs: Sysfs) -> transaction.Plan:
+    return transaction.Plan("detach --group 04:00.0", tuple(
         BindDriver(a, "vfio-pci", "vfio-pci", current_driver(sysfs, a), current_override(sysfs, a))
         for a in PAIR))
 
@@ -28,7 +28,7 @@ def test_plan_moves_both_and_leaves_no_journal(demo_root: Path, demo_sysfs: Sysf
                                                 tmp_path: Path) -> None:
     p = detach_pair(demo_sysfs)
     assert "echo 0000:04:00.0 > /sys/bus/pci/drivers/e1000e/unbind" in p.describe()
-    plan.execute(p, demo_sysfs, str(tmp_path / "state"))
+    transaction.execute(p, demo_sysfs, str(tmp_path / "state"))
     assert [driver_of(demo_root, a) for a in PAIR] == ["vfio-pci", "vfio-pci"]
     assert (demo_root / "dev/vfio/5").exists()
     assert not (tmp_path / "state/journal.json").exists()
@@ -62,7 +62,7 @@ def test_failure_at_any_write_rolls_back(demo_root: Path, demo_sysfs: Sysfs, tmp
 
     mocker.patch.object(demo_sysfs, "write_attr", side_effect=flaky)
     with pytest.raises(RolledBack) as e:
-        plan.execute(detach_pair(demo_sysfs), demo_sysfs, str(tmp_path / "state"))
+        transaction.execute(detach_pair(demo_sysfs), demo_sysfs, str(tmp_path / "state"))
     assert "rolled back: the host is as it was before" in str(e.value)
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
     assert [current_override(demo_sysfs, a) for a in PAIR] == [None, None]
@@ -71,7 +71,7 @@ def test_failure_at_any_write_rolls_back(demo_root: Path, demo_sysfs: Sysfs, tmp
 
 def test_bind_timeout_rolls_back(demo_root: Path, demo_sysfs: Sysfs, tmp_path: Path,
                                  mocker) -> None:
-    mocker.patch("pcimgr.binding.BIND_TIMEOUT", 0.05)
+    mocker.patch("pcimgr.drivers.binding.BIND_TIMEOUT", 0.05)
     real = demo_sysfs.write_attr
 
     def probe_does_nothing(rel: str, value: str) -> None:
@@ -82,7 +82,7 @@ def test_bind_timeout_rolls_back(demo_root: Path, demo_sysfs: Sysfs, tmp_path: P
 
     mocker.patch.object(demo_sysfs, "write_attr", side_effect=probe_does_nothing)
     with pytest.raises(RolledBack, match="did not bind to vfio-pci"):
-        plan.execute(detach_pair(demo_sysfs), demo_sysfs, str(tmp_path / "state"))
+        transaction.execute(detach_pair(demo_sysfs), demo_sysfs, str(tmp_path / "state"))
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
 
 
@@ -98,7 +98,7 @@ def _killed_after(root: str, state: str, writes: int) -> None:
             os._exit(9)  # as SIGKILL: no cleanup, no exception handlers
 
     sysfs.write_attr = write  # type: ignore[method-assign]
-    plan.execute(detach_pair(sysfs), sysfs, state)
+    transaction.execute(detach_pair(sysfs), sysfs, state)
 
 
 @pytest.mark.parametrize("writes", range(1, WRITES_PER_DETACH))
@@ -111,11 +111,11 @@ def test_recover_after_kill(demo_root: Path, tmp_path: Path, writes: int) -> Non
     assert child.exitcode == 9
     journal = json.loads((tmp_path / "state/journal.json").read_text())
     assert journal["command"] == "detach --group 04:00.0"
-    message = plan.recover(Sysfs(str(demo_root)), state)
+    message = transaction.recover(Sysfs(str(demo_root)), state)
     assert message is not None and "undid" in message
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
     assert [current_override(Sysfs(str(demo_root)), a) for a in PAIR] == [None, None]
-    assert plan.recover(Sysfs(str(demo_root)), state) is None
+    assert transaction.recover(Sysfs(str(demo_root)), state) is None
 
 
 def _hold_lock(state: str, ready, release) -> None:  # type: ignore[no-untyped-def]

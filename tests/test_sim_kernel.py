@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.errors import KernelError
-from pcimgr.sysfs import Sysfs
+from pcimgr.core.errors import KernelError
+from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of
 
 PF = "0000:05:00.0"   # 82576, igb, offset 128, stride 2

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr import uevents
+from pcimgr.host import uevents
 from pcimgr.sim.kernel import SimulatedKernel
-from pcimgr.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs
 from tests.conftest import driver_of, golden, tree
 from tests.killed import run_killed_after
 
@@ -160,7 +160,7 @@ def _fail_at(mocker, k: int, code: int = errno.EIO) -> list[str]:
     def write(self: Sysfs, rel: str, value: str) -> None:
         writes.append(rel)
         if len(writes) == k:
-            from pcimgr.errors import KernelError
+            from pcimgr.core.errors import KernelError
             raise KernelError(f"injected failure writing {rel}", code)
         real(self, rel, value)
     mocker.patch.object(Sysfs, "write_attr", write)
@@ -258,13 +258,14 @@ def test_destroy_refused_while_the_host_uses_a_vf_interface(run, demo_root: Path
 
 
 def test_undo_of_destroy_rebuilds_vfs_as_they_were(run, demo_root: Path) -> None:
-    from pcimgr import discovery, hostuse, sriov
-    from pcimgr.address import PciAddress
+    from pcimgr.host import discovery, usage
+    from pcimgr.sriov import planner as sriov
+    from pcimgr.core.address import PciAddress
     sysfs = Sysfs(str(demo_root))
     assert run("--sysfs-root", demo_root, "detach", "07:00.3").exit_code == 0
     before = vfs_json(run, demo_root, MLX)
     pf = PciAddress.parse(MLX)
-    proposal = sriov.plan_destroy(sysfs, discovery.scan_related(sysfs, (pf,)), hostuse.survey(sysfs),
+    proposal = sriov.plan_destroy(sysfs, discovery.scan_related(sysfs, (pf,)), usage.survey(sysfs),
                                   pf, 5.0, False)
     (step,) = proposal.plan.steps
     step.apply(sysfs)
@@ -295,7 +296,7 @@ def test_set_mac_vlan_trust_reads_back(run, demo_root: Path) -> None:
 @pytest.mark.parametrize("args, words, code", [
     (("--mac", "01:00:5e:00:00:01"), "multicast or zero", 2),
     (("--mac", "52:54:00:aa:bb"), "not a MAC address", 2),
-    (("--vlan", "4096"), "4096 is not in the range 0<=x<=4095", 2),
+    (("--vlan", "4096"), "4096 is not in the range 0<=x<=4094", 2),
     (("--qos", "3"), "give --vlan with it", 2),
     ((), "nothing to set", 2),
     (("--state", "enable"), "the PF driver does not support it", 7),
@@ -322,7 +323,7 @@ def test_set_retries_while_the_vf_is_in_reset(run, demo_root: Path, mocker) -> N
             raise failure
         real(self, pf, index, settings)
     mocker.patch.object(SimulatedKernel, "set_vf", set_vf)
-    mocker.patch("pcimgr.vfinfo._RETRY_PAUSE", 0.01)
+    mocker.patch("pcimgr.host.vfinfo._RETRY_PAUSE", 0.01)
     r = run("--sysfs-root", demo_root, "vfs", "set", IGB, "0", "--mac", "52:54:00:aa:bb:02")
     assert r.exit_code == 0, r.output
     assert vfs_json(run, demo_root)["vfs"][0]["mac"] == "52:54:00:aa:bb:02"
@@ -331,7 +332,7 @@ def test_set_retries_while_the_vf_is_in_reset(run, demo_root: Path, mocker) -> N
 def test_set_gives_up_on_a_vf_that_stays_in_reset(run, demo_root: Path, mocker) -> None:
     assert run("--sysfs-root", demo_root, "vfs", "create", IGB, "2").exit_code == 0
     mocker.patch.object(SimulatedKernel, "set_vf", side_effect=OSError(errno.EAGAIN, "reset"))
-    mocker.patch("pcimgr.vfinfo._RETRY_PAUSE", 0.01)
+    mocker.patch("pcimgr.host.vfinfo._RETRY_PAUSE", 0.01)
     r = run("--sysfs-root", demo_root, "vfs", "set", IGB, "0", "--vlan", "7", "--timeout", "0.2")
     assert r.exit_code == 7 and "still in reset after 0.2 s" in r.output
 
@@ -353,17 +354,17 @@ def test_watcher_without_pyudev_falls_back_to_polling(mocker) -> None:
 
 def test_progress_is_shown_on_a_terminal_only(monkeypatch) -> None:
     import io
-    from pcimgr import cli
-    from pcimgr.sriov_steps import SetNumVfs
+    from pcimgr.cli import app
+    from pcimgr.sriov.steps import SetNumVfs
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
-    assert cli.progress() is None  # pytest's streams are no terminal
+    assert app.progress() is None  # pytest's streams are no terminal
     err = Tty()
     monkeypatch.setattr(sys, "stdout", Tty())
     monkeypatch.setattr(sys, "stderr", err)
-    show = cli.progress()
+    show = app.progress()
     assert show is not None
     show(2, 9, SetNumVfs(IGB, 7, 0, (), "enp5s0f0", 30.0, False, IGB_VFS))
     assert err.getvalue() == (f"  [2/9] {IGB}: create 7 VF(s) (0000:05:10.0, 0000:05:10.2, "

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.errors import BadInput, KernelError
-from pcimgr.sysfs import SIM_MARKER, Gone, Sysfs
+from pcimgr.core.errors import BadInput, KernelError
+from pcimgr.host.sysfs import SIM_MARKER, Gone, Sysfs
 
 
 @pytest.mark.parametrize("rel", ["../etc/passwd", "/etc/passwd", "bus/../../x"])

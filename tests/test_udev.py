@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr import udev_files
+from pcimgr.persist import udev
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_shipped_files_are_what_install_udev_writes() -> None:
     """udev/ holds the files for a packaged pcimgr (/usr/bin, /etc/pcimgr)."""
-    assert (REPO / "udev" / udev_files.RULES_NAME).read_text() == \
-        udev_files.rules("/usr/bin/pcimgr", "/etc/pcimgr")
-    assert (REPO / "udev" / udev_files.UNIT_NAME).read_text() == \
-        udev_files.unit("/usr/bin/pcimgr", "/etc/pcimgr")
+    assert (REPO / "udev" / udev.RULES_NAME).read_text() == \
+        udev.rules("/usr/bin/pcimgr", "/etc/pcimgr")
+    assert (REPO / "udev" / udev.UNIT_NAME).read_text() == \
+        udev.unit("/usr/bin/pcimgr", "/etc/pcimgr")
 
 
 def test_install_under_a_prefix(run, demo_root: Path, tmp_path: Path) -> None:
@@ -33,8 +33,8 @@ def test_install_under_a_prefix(run, demo_root: Path, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
-    unit = tmp_path / udev_files.UNIT_NAME
-    unit.write_text(udev_files.unit("/bin/true", "/etc/pcimgr"))
+    unit = tmp_path / udev.UNIT_NAME
+    unit.write_text(udev.unit("/bin/true", "/etc/pcimgr"))
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    problems = [line for line in r.stderr.splitlines() if udev_files.UNIT_NAME in line]
+    problems = [line for line in r.stderr.splitlines() if udev.UNIT_NAME in line]
     assert problems == [], r.stderr

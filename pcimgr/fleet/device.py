@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from pcimgr import definitions, hostdriver, persist
-from pcimgr.address import PciAddress
-from pcimgr.binding import BindDriver, Reprobe
-from pcimgr.definitions import Definition
+from pcimgr.drivers import planner as hostdriver
+from pcimgr.persist import definitions, planner as persist
+from pcimgr.core.address import PciAddress
+from pcimgr.drivers.binding import BindDriver, Reprobe
+from pcimgr.persist.definitions import Definition
 from pcimgr.fleet.session import Result, Session
-from pcimgr.model import Host
+from pcimgr.core.model import Host
 
 HOST = "host"  # give it back to the driver it had before pcimgr moved it
 
@@ -25,7 +26,7 @@ def ensure(s: Session, address: PciAddress, driver: str, group: bool, persistent
     def work() -> Result:
         host, survey = s.scan((address,))
         targets = _targets(host, address, group)
-        defined = {d.address: d for d in definitions.load_all(s.config_dir)}
+        defined = {d.address: d for d in definitions.load_all(s.config_dir)[0]}
         result = Result(before=_view(host, targets, defined))
         if driver == HOST:
             proposal = hostdriver.plan_rebind(s.sysfs, host, targets,

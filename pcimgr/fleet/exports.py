@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pcimgr.errors import BadInput
+from pcimgr.core.errors import BadInput
 from pcimgr.fleet import facts as facts_mod, k8s, nova, proxmox
 from pcimgr.fleet.pools import Pool, pools
 

@@ -14,9 +14,9 @@ from dataclasses import asdict
 from typing import Any
 
 from pcimgr import __version__
-from pcimgr.errors import BadInput, NotFound
-from pcimgr.names import Namer
-from pcimgr.sysfs import Sysfs
+from pcimgr.core.errors import BadInput, NotFound
+from pcimgr.host.names import Namer
+from pcimgr.host.sysfs import Sysfs
 
 FORMAT = 1
 KEYS = ("format", "host", "pcimgr_version", "simulated", "devices", "groups", "vfs",
@@ -26,10 +26,14 @@ KEYS = ("format", "host", "pcimgr_version", "simulated", "devices", "groups", "v
 def gather(sysfs: Sysfs, config_dir: str, namer: Namer, host_name: str | None = None) -> dict[str, Any]:
     """host_name: how the fleet knows this host (Ansible's inventory_hostname); default the
     machine's own name."""
-    from pcimgr import definitions, discovery, hostuse, persist, render, safety, sriov
+    from pcimgr.cli import render
+    from pcimgr.drivers import safety
+    from pcimgr.host import discovery, usage as hostuse
+    from pcimgr.persist import definitions, planner as persist
+    from pcimgr.sriov import planner as sriov
     host = discovery.scan(sysfs)
     survey = hostuse.survey(sysfs, deep=False)  # as `list`: no /proc scan
-    defs = definitions.load_all(config_dir)
+    defs = definitions.load_all(config_dir)[0]
     findings = {f.definition.address: f for f in persist.status(sysfs, host, survey, defs)}
     return {
         "format": FORMAT,

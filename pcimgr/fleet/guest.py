@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pcimgr import assign as assigning, hostdriver, statefile
-from pcimgr.address import PciAddress
+from pcimgr.drivers import planner as hostdriver
+from pcimgr.guests import assign as assigning
+from pcimgr.plans import records
+from pcimgr.core.address import PciAddress
 from pcimgr.fleet.session import Result, Session
-from pcimgr.guests import Holdings
-from pcimgr.model import Host
+from pcimgr.guests.holdings import Holdings
+from pcimgr.core.model import Host
 
 
 def ensure(s: Session, address: PciAddress, domain: str, present: bool, group: bool,
@@ -35,7 +37,7 @@ def ensure(s: Session, address: PciAddress, domain: str, present: bool, group: b
                                              target.name, live, config, group, managed, mac,
                                              vlan, force)
         else:
-            record = statefile.read(assigning.record_path(s.state, str(address)))
+            record = records.load(s.state, assigning.record_path("", str(address)))
             moved = tuple(PciAddress.parse(a) for a in (record or {}).get("moved", []))
             proposal = assigning.plan_release(
                 s.sysfs, host, lv, holdings, address, record,
@@ -47,7 +49,7 @@ def ensure(s: Session, address: PciAddress, domain: str, present: bool, group: b
             holders = holders | {target.name} if present else holders - {target.name}
             result.after = result.before | {"holders": sorted(holders)}
         else:
-            from pcimgr import guests
+            from pcimgr.guests import holdings as guests
             host, _ = s.scan((address,))
             result.after = _view(host, guests.scan(lv), address)
         return result

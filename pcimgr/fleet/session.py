@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pcimgr import discovery, hostdriver, hostuse
-from pcimgr.address import PciAddress
-from pcimgr.cli import Context
-from pcimgr.hostdriver import Proposal
-from pcimgr.hostuse import Survey
-from pcimgr.model import Host
+from pcimgr.drivers import planner as hostdriver
+from pcimgr.host import discovery, usage as hostuse
+from pcimgr.core.address import PciAddress
+from pcimgr.cli.app import Context
+from pcimgr.drivers.planner import Proposal
+from pcimgr.host.usage import Survey
+from pcimgr.core.model import Host
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ class Session:
 
     @property
     def state(self) -> str:
-        return hostdriver.state_dir(self.sysfs, self.context.state_dir)
+        return self.context.state
 
     @property
     def config_dir(self) -> str:

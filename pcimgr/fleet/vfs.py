@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from pcimgr import definitions, discovery, persist, sriov, vfinfo
-from pcimgr.address import PciAddress
-from pcimgr.errors import BadInput, Refused
+from pcimgr.host import discovery, vfinfo
+from pcimgr.persist import definitions, planner as persist
+from pcimgr.sriov import planner as sriov
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput, Refused
 from pcimgr.fleet.session import Result, Session
-from pcimgr.model import Host
-from pcimgr.sriov_steps import SetNumVfs
+from pcimgr.core.model import Host
+from pcimgr.sriov.steps import SetNumVfs
 
 SETTINGS = ("mac", "vlan", "qos", "trust", "spoofchk")
 
@@ -55,7 +57,7 @@ def ensure(s: Session, pf: PciAddress, count: int, driver: str, given: list[dict
         if settings and not device.netdevs:
             raise Refused(f"refusing: VF settings go through the PF's interface, and {pf} has "
                           f"none (it is on {device.driver or 'no driver'})")
-        defined = {d.address: d for d in definitions.load_all(s.config_dir)}
+        defined = {d.address: d for d in definitions.load_all(s.config_dir)[0]}
         old = defined.get(str(pf))
         result = Result(before=_view(s, host, pf, settings, old))
         if count:

@@ -6,12 +6,12 @@ import json
 import os
 from dataclasses import asdict
 
-from pcimgr.address import PciAddress
-from pcimgr.errors import BadInput
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput
 from pcimgr.sim import tree
 from pcimgr.sim.kernel import SimulatedKernel
 from pcimgr.sim.profiles import DeviceSpec, Profile
-from pcimgr.sysfs import SIM_MARKER
+from pcimgr.host.sysfs import SIM_MARKER
 
 
 def build(root: str, profile: Profile, iommu: bool | None = None) -> None:

@@ -1,7 +1,7 @@
 """The simulated kernel: applies Linux's side effects to a simulated /sys after a write.
 
 Only the reaction is simulated; the write itself is the production code in
-pcimgr.sysfs. Each rule cites the kernel function whose behaviour it copies
+pcimgr.host.sysfs. Each rule cites the kernel function whose behaviour it copies
 (6.1, drivers/pci/pci-sysfs.c, pci-driver.c, iov.c, drivers/base/bus.c), and
 tests/lab holds it to what a real kernel answered.
 """
@@ -13,9 +13,9 @@ import json
 import os
 from collections.abc import Callable
 
-from pcimgr.address import PciAddress
-from pcimgr.errors import BadInput
-from pcimgr.model import BRIDGE_CLASSES
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput
+from pcimgr.core.model import BRIDGE_CLASSES
 from pcimgr.sim import configspace, tree
 
 STATE = ".pcimgr-sim-state.json"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pcimgr.errors import NotFound
-from pcimgr.model import BRIDGE_CLASSES
+from pcimgr.core.errors import NotFound
+from pcimgr.core.model import BRIDGE_CLASSES
 from pcimgr.sim.tree import NVME_SUBSYSTEM
 
 

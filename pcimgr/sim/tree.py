@@ -12,9 +12,9 @@ import re
 import shutil
 from dataclasses import dataclass
 
-from pcimgr.address import PciAddress
+from pcimgr.core.address import PciAddress
 from pcimgr.sim import configspace
-from pcimgr.sysfs import SIM_MARKER
+from pcimgr.host.sysfs import SIM_MARKER
 
 DEVICES = "bus/pci/devices"
 DRIVERS = "bus/pci/drivers"

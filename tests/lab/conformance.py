@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from pcimgr.errors import KernelError
-from pcimgr.sysfs import Sysfs
+from pcimgr.core.errors import KernelError
+from pcimgr.host.sysfs import Sysfs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "conformance.json"
 PF, E1, E2, BRIDGE = "0000:01:00.0", "0000:02:01.0", "0000:02:02.0", "0000:00:04.0"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pcimgr.cli import cli
+from pcimgr.cli.app import cli
 from tests.lab.test_lab_kernel import E1000, by_hand_back, driver
 from tests.lab.test_lab_persist import PF, PF_DIR, vfs_on_vfio
 from tests.test_ansible import play

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pcimgr.cli import cli
+from pcimgr.cli.app import cli
 from tests import libvirtd
 from tests.lab.test_lab_kernel import E1000E, by_hand_back, driver
 from tests.test_assign import hostdevs

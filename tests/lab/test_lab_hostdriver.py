@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pcimgr.cli import cli
+from pcimgr.cli.app import cli
 from tests.killed import run_killed_after
 from tests.lab.test_lab_kernel import E1000, E1000E, by_hand_back, driver
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pcimgr.cli import cli
-from pcimgr.sysfs import Sysfs
+from pcimgr.cli.app import cli
+from pcimgr.host.sysfs import Sysfs
 from tests.lab import conformance
 
 pytestmark = pytest.mark.lab

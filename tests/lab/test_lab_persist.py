@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pcimgr.cli import cli
+from pcimgr.cli.app import cli
 from tests.lab.test_lab_kernel import E1000, E1000E, driver
 
 pytestmark = pytest.mark.lab

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pcimgr.cli import cli
-from pcimgr.sysfs import Sysfs
-from pcimgr.uevents import Watcher
+from pcimgr.cli.app import cli
+from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.uevents import Watcher
 from tests.killed import run_killed_after
 from tests.lab.test_lab_kernel import driver
 
@@ -160,8 +160,8 @@ def test_destroy_refused_while_a_vf_device_is_open(clean_pf: None) -> None:
 WAIT_FOR_BIND = """
 import json, sys, threading, time
 from pathlib import Path
-from pcimgr import uevents
-from pcimgr.sysfs import Sysfs
+from pcimgr.host import uevents
+from pcimgr.host.sysfs import Sysfs
 vf = sys.argv[1]
 woken_by = []
 real_monitor = uevents._kernel_monitor

@@ -36,8 +36,8 @@ def session(module, connect=None):
 
 def address(module, text):
     """A PCI address as pcimgr reads it (04:00.0, 0000:04:00.0, pci_0000_04_00_0)."""
-    from pcimgr.address import PciAddress
-    from pcimgr.errors import PcimgrError
+    from pcimgr.core.address import PciAddress
+    from pcimgr.core.errors import PcimgrError
     try:
         return PciAddress.parse(text)
     except PcimgrError as e:
@@ -49,7 +49,7 @@ def run(module, change):
 
     Planning raises before the first write, so a refusal is never a partial change.
     """
-    from pcimgr.errors import PcimgrError
+    from pcimgr.core.errors import PcimgrError
     try:
         result = change()
     except PcimgrError as e:

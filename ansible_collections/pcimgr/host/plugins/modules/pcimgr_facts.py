@@ -61,9 +61,9 @@ def main():
     module = AnsibleModule(argument_spec=dict(COMMON_ARGS, host_name=dict(type="str")),
                            supports_check_mode=True)
     pcimgr_or_fail(module)
-    from pcimgr.errors import PcimgrError
+    from pcimgr.core.errors import PcimgrError
     from pcimgr.fleet import facts
-    from pcimgr.names import Namer
+    from pcimgr.host.names import Namer
     try:
         s = session(module)
         found = facts.gather(s.sysfs, s.config_dir, Namer(), module.params["host_name"])

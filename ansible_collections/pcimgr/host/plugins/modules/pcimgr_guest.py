@@ -128,8 +128,8 @@ def main():
         uri=dict(type="str"),
     ), supports_check_mode=True)
     pcimgr_or_fail(module)
-    from pcimgr import vfinfo
-    from pcimgr.errors import PcimgrError
+    from pcimgr.host import vfinfo
+    from pcimgr.core.errors import PcimgrError
     from pcimgr.fleet import guest
     p = module.params
     try:

@@ -1,0 +1,1 @@
+"""Advice about the host: doctor's checks, network modes."""

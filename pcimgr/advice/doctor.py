@@ -1,0 +1,140 @@
+"""`pcimgr doctor`: can this host pass devices through, and what to fix if not.
+
+Each check is pass, warn or fail with the fix in one line. Passthrough can
+work when nothing fails; warnings limit what is possible (shared groups) or
+concern the other network modes (vhost-net).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pcimgr.host import facts
+from pcimgr.core.errors import PcimgrError
+from pcimgr.core.model import Host
+from pcimgr.host.sysfs import Sysfs
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+GRUB_FIX = ("add intel_iommu=on (Intel) or amd_iommu=on (AMD) to GRUB_CMDLINE_LINUX in "
+            "/etc/default/grub, run update-grub and reboot")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def passthrough_possible(checks: list[Check]) -> bool:
+    return all(c.status != FAIL for c in checks)
+
+
+def run(sysfs: Sysfs, host: Host, libvirt_uri: str | None) -> list[Check]:
+    """libvirt_uri None: do not ask libvirt (a simulated host without --connect)."""
+    checks = [_iommu(sysfs, host), _interrupt_remapping(sysfs, host), _vfio(sysfs),
+              _vhost_net(sysfs), _sriov(host), _shared_groups(host),
+              _libvirt(libvirt_uri), _root(sysfs)]
+    return checks
+
+
+def _iommu(sysfs: Sysfs, host: Host) -> Check:
+    cmdline = facts.kernel_cmdline(sysfs).split()
+    asked = [w for w in cmdline if w.startswith(("intel_iommu=", "amd_iommu="))]
+    units = sysfs.list_dir("class/iommu")
+    if host.iommu_enabled:
+        return Check("iommu", PASS, f"{len(host.groups)} IOMMU groups, IOMMU units "
+                     f"{', '.join(units) or 'none listed'}"
+                     + (f", kernel command line: {' '.join(asked)}" if asked else ""))
+    if any(w in ("intel_iommu=on", "amd_iommu=on") for w in asked):
+        return Check("iommu", FAIL, f"no IOMMU groups although the kernel was booted with "
+                     f"{' '.join(asked)}", "enable VT-d (Intel) or AMD-Vi/IOMMU in the "
+                     "firmware setup, then reboot")
+    return Check("iommu", FAIL, "no IOMMU groups: the IOMMU is off", GRUB_FIX
+                 + "; VT-d/AMD-Vi must also be enabled in the firmware")
+
+
+def _interrupt_remapping(sysfs: Sysfs, host: Host) -> Check:
+    if not host.iommu_enabled:
+        return Check("interrupt-remapping", FAIL, "no IOMMU, so no interrupt remapping",
+                     "enable the IOMMU first (see the iommu check)")
+    if facts.interrupt_remapping(sysfs):
+        return Check("interrupt-remapping", PASS, "MSIs are remapped (IR-* interrupt chips)")
+    return Check("interrupt-remapping", FAIL, "the IOMMU does not remap interrupts, and "
+                 "vfio refuses such devices by default",
+                 "enable interrupt remapping/x2APIC in the firmware; only if that is "
+                 "impossible: options vfio_iommu_type1 allow_unsafe_interrupts=1")
+
+
+def _vfio(sysfs: Sysfs) -> Check:
+    loaded = sysfs.exists("bus/pci/drivers/vfio-pci")
+    node = sysfs.dev_node_exists("vfio/vfio")
+    if loaded and node:
+        return Check("vfio", PASS, "vfio-pci is loaded and /dev/vfio/vfio exists")
+    if loaded:
+        return Check("vfio", FAIL, "vfio-pci is loaded but /dev/vfio/vfio is missing",
+                     "check that udev runs and that the vfio module is loaded (modprobe vfio)")
+    if facts.module_available(sysfs, "vfio-pci"):
+        return Check("vfio", PASS, "vfio-pci is available (not loaded; pcimgr loads it when "
+                     "needed, and /dev/vfio/vfio appears then)")
+    return Check("vfio", FAIL, "no vfio-pci module for the running kernel",
+                 "install the distribution kernel's modules (linux-image-amd64), or build "
+                 "the kernel with CONFIG_VFIO_PCI")
+
+
+def _vhost_net(sysfs: Sysfs) -> Check:
+    if sysfs.dev_node_exists("vhost-net"):
+        return Check("vhost-net", PASS, "/dev/vhost-net exists: virtio NICs can use vhost_net")
+    return Check("vhost-net", WARN, "/dev/vhost-net is missing: virtio NICs fall back to "
+                 "QEMU's userspace data path",
+                 "modprobe vhost_net, and add vhost_net to /etc/modules")
+
+
+def _sriov(host: Host) -> Check:
+    pfs = [d for d in host.devices if d.sriov is not None and d.base_class == 0x02]
+    if not pfs:
+        return Check("sr-iov", WARN, "no SR-IOV capable NIC: VFs are not an option here",
+                     "an SR-IOV NIC (82576, X710, ConnectX, ...) in a slot with its own group")
+    return Check("sr-iov", PASS, "; ".join(
+        f"{d.address} ({d.driver or 'no driver'}): {d.sriov.numvfs}/{d.sriov.totalvfs} VFs"
+        for d in pfs if d.sriov is not None))
+
+
+def _shared_groups(host: Host) -> Check:
+    shared = [g for g in host.groups.values()
+              if sum(1 for m in g.members if not m.is_bridge) > 1]
+    if not shared:
+        return Check("groups", PASS, "every endpoint has an IOMMU group of its own")
+    return Check("groups", WARN, "groups shared by several endpoints (go to a guest together, "
+                 "`--group`): " + "; ".join(
+                     f"{g.number}: " + ", ".join(str(m.address) for m in g.members
+                                                  if not m.is_bridge) for g in shared),
+                 "a card in a slot behind an ACS-capable root port gets a group of its own")
+
+
+def _libvirt(uri: str | None) -> Check:
+    if uri is None:
+        return Check("libvirt", WARN, "not asked: a simulated host uses libvirt only with "
+                     "--connect URI")
+    from pcimgr.host import libvirt_adapter
+    try:
+        version = libvirt_adapter.connect(uri).version()
+    except PcimgrError as e:
+        return Check("libvirt", WARN, str(e), "install libvirt-daemon-system and start "
+                     "libvirtd (or virtqemud)")
+    return Check("libvirt", PASS, f"libvirt {version} answers at {uri}")
+
+
+def _root(sysfs: Sysfs) -> Check:
+    if sysfs.simulated:
+        return Check("root", PASS, "not needed on a simulated host")
+    if os.geteuid() == 0:
+        return Check("root", PASS, "running as root")
+    return Check("root", WARN, "not root: changes (detach, assign, vfs) will be refused",
+                 "run pcimgr with sudo for changes")

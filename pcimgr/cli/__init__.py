@@ -1,0 +1,1 @@
+"""The command line: the group, shared options, rendering, the commands."""

@@ -1,0 +1,63 @@
+"""Host-driver control: detach, rebind, bind, unbind."""
+
+from __future__ import annotations
+
+import click
+
+from pcimgr.core.address import PciAddress
+from pcimgr.cli.app import Context, address_arg, change, cli, dry_run_option, force_option
+
+
+@cli.command()
+@click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
+@click.option("--driver", default="vfio-pci", show_default=True,
+              help="The stub driver to bind (vfio-pci, or pci-stub).")
+@click.option("--group", is_flag=True,
+              help="Also detach the other functions of the IOMMU groups (all or none).")
+@dry_run_option
+@force_option
+@click.pass_obj
+def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: bool,
+           dry_run: bool, force: bool) -> None:
+    """Take functions from their host drivers and bind them to vfio-pci, as one transaction."""
+    from pcimgr.drivers import planner as drivers
+    drivers.check_driver_name(driver)
+    change(obj, addresses, lambda host, state, _: drivers.plan_detach(
+        obj.sysfs, host, state, addresses, driver, group, force), dry_run)
+
+
+@cli.command()
+@click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
+@dry_run_option
+@click.pass_obj
+def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> None:
+    """Give functions back to the driver they had before pcimgr moved them."""
+    from pcimgr.drivers import planner as drivers
+    change(obj, addresses, lambda host, _, state_dir: drivers.plan_rebind(
+        obj.sysfs, host, addresses, drivers.load_records(state_dir, addresses)), dry_run)
+
+
+@cli.command()
+@click.argument("address", callback=address_arg)
+@click.argument("driver")
+@dry_run_option
+@force_option
+@click.pass_obj
+def bind(obj: Context, address: PciAddress, driver: str, dry_run: bool, force: bool) -> None:
+    """Bind one function to DRIVER (driver_override + unbind + drivers_probe)."""
+    from pcimgr.drivers import planner as drivers
+    drivers.check_driver_name(driver)
+    change(obj, (address,), lambda host, state, _: drivers.plan_bind(
+        obj.sysfs, host, state, address, driver, force), dry_run)
+
+
+@cli.command()
+@click.argument("address", callback=address_arg)
+@dry_run_option
+@force_option
+@click.pass_obj
+def unbind(obj: Context, address: PciAddress, dry_run: bool, force: bool) -> None:
+    """Leave one function without a driver."""
+    from pcimgr.drivers import planner as drivers
+    change(obj, (address,), lambda host, state, _: drivers.plan_unbind(
+        obj.sysfs, host, state, address, force), dry_run)

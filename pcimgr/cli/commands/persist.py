@@ -1,0 +1,233 @@
+"""Across reboots: define, undefine, apply, status, install-udev."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from pcimgr.core.address import PciAddress
+from pcimgr.cli.app import (
+    Context, Digits, address_arg, cli, dry_run_option, emit_json, json_option, mac_option,
+    on_off, print_plan, progress, run_locked, run_locked_config, timeout_option)
+
+
+# -- definitions, applied at boot --------------------------------------------------
+
+def _needs_root_for_config(obj: Context) -> None:
+    from pcimgr.core.errors import NeedsRoot
+    if not obj.sysfs.simulated and os.geteuid() != 0 and not os.access(
+            os.path.dirname(obj.config_dir.rstrip("/")) or "/", os.W_OK):
+        raise NeedsRoot(f"definitions live in {obj.config_dir} and need root to change; run "
+                        "it with sudo (or give --config-dir)")
+
+
+@cli.command()
+@click.argument("address", callback=address_arg)
+@click.option("--driver", help="Bind this driver (e.g. vfio-pci) whenever the function appears.")
+@click.option("--vfs", type=Digits(1, 0xFFFF), help="A PF: create this many VFs.")
+@click.option("--vf-driver", type=click.Choice(["vfio-pci", "host"]),
+              help="The VFs' driver [default: vfio-pci].")
+@click.option("--vf", "vf_index", type=Digits(0, 0xFFFF), metavar="INDEX",
+              help="Settings for one VF of the PF (with --mac, --vlan, --trust, --spoofchk).")
+@mac_option
+@click.option("--vlan", type=Digits(0, 4094), help="The VF's port VLAN, 1-4094 (0: none).")
+@click.option("--qos", type=Digits(0, 7), help="802.1p priority of --vlan.")
+@click.option("--trust", type=click.Choice(["on", "off"]), callback=on_off)
+@click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=on_off)
+@click.option("--group", is_flag=True,
+              help="With --driver vfio-pci: define the other functions of the IOMMU group too.")
+@timeout_option
+@click.pass_obj
+def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | None,
+           vf_driver: str | None, vf_index: int | None, mac: str | None, vlan: int | None,
+           qos: int | None, trust: bool | None, spoofchk: bool | None, group: bool,
+           timeout: float) -> None:
+    """Record what a function should be across reboots; `apply` (and udev) make it so.
+
+    The same checks as the change itself run first (the host's use of the function, the
+    IOMMU group, the driver's existence): a definition is applied at every boot."""
+    from pcimgr.host import discovery, usage
+    from pcimgr.persist import definitions, planner as persist
+    settings = {k: v for k, v in (("mac", mac), ("vlan", vlan), ("qos", qos), ("trust", trust),
+                                  ("spoofchk", spoofchk)) if v is not None}
+    if "qos" in settings and "vlan" not in settings:
+        from pcimgr.core.errors import BadInput
+        raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
+    host = discovery.scan_related(obj.sysfs, (address,))
+    cfg = obj.config_dir
+    _needs_root_for_config(obj)
+
+    def work() -> None:  # read, check, merge and write under the lock: no define loses another's
+        d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
+                           vf_driver, vf_index, settings)
+        existing = {e.address: e for e in definitions.load_all(cfg)[0]}
+        new = persist.with_group(host, d, existing) if group and driver else [d]
+        persist.check(obj.sysfs, host, usage.survey(obj.sysfs), new, existing, timeout)
+        for each in new:
+            definitions.save(cfg, each)
+            click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
+                       f"{each.describe()}")
+    run_locked_config(obj, work)
+    click.echo("`pcimgr apply` makes it so now; at boot the udev rules do "
+               "(`pcimgr install-udev` once).")
+
+
+@cli.command()
+@click.argument("address", callback=address_arg)
+@click.option("--vf", "vf_index", type=Digits(0, 0xFFFF), metavar="INDEX",
+              help="Drop only this VF's settings.")
+@click.pass_obj
+def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
+    """Forget a definition (the function stays as it is now)."""
+    from pcimgr.persist import definitions, planner as persist
+    from pcimgr.core.errors import Damaged, NotFound
+    cfg = obj.config_dir
+    _needs_root_for_config(obj)
+
+    def work() -> None:
+        try:
+            d = definitions.load(cfg, str(address))
+        except Damaged:
+            if vf_index is not None:
+                raise  # nothing to keep from a file that does not read
+            d = None
+            damaged = True
+        else:
+            damaged = False
+            if d is None:
+                raise NotFound(f"{address} has no definition; `pcimgr status` lists the "
+                               "definitions")
+        kept = None if d is None else persist.without_vf(d, vf_index)
+        if kept is None:
+            definitions.remove(cfg, str(address))
+            click.echo(f"Undefined {address}" + (" (its file was damaged)" if damaged else "")
+                       + "; it stays as it is now (`pcimgr rebind` gives it back)")
+        else:
+            definitions.save(cfg, kept)
+            click.echo(f"{address}: {kept.describe()}")
+    run_locked_config(obj, work)
+
+
+@cli.command()
+@click.option("--device", "device", callback=address_arg, metavar="ADDR",
+              help="Only this function's definition (what the udev rules run).")
+@timeout_option
+@dry_run_option
+@click.option("--quiet", is_flag=True, help="Print only changes and problems.")
+@click.pass_obj
+def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool,
+          quiet: bool) -> None:
+    """Make the host match the definitions, through the usual plans and refusals."""
+    from pcimgr.drivers import planner as drivers
+    from pcimgr.host import discovery, usage
+    from pcimgr.persist import definitions, planner as persist
+    from pcimgr.core.errors import Mismatch
+    sysfs = obj.sysfs
+    state = obj.state
+    found, damaged = definitions.load_all(obj.config_dir)
+    if device is not None:  # a damaged definition of this very device is the answer
+        definitions.load(obj.config_dir, str(device))
+    chosen = persist.select(found, device)
+    addresses = tuple(PciAddress.parse(d.address) for d in chosen)
+
+    def propose() -> Any:
+        host = discovery.scan_related(sysfs, addresses)
+        return persist.plan_apply(sysfs, host, usage.survey(sysfs), chosen, timeout,
+                                  obj.holdings())
+
+    def report(planned: Any) -> None:
+        for e in damaged if device is None else ():
+            click.echo(f"skipped {e}", err=True)
+        for line in planned.skipped:
+            click.echo(f"skipped {line}", err=True)
+        for note in planned.proposal.notes:
+            if not quiet or note.startswith("warning"):
+                click.echo(note)
+
+    if dry_run:
+        planned = propose()
+        report(planned)
+        print_plan(planned.proposal, state)
+        for d in planned.settings:
+            click.echo(f"then VF settings of {d.address}: {d.describe()}")
+        return
+
+    def work() -> None:
+        planned = propose()
+        report(planned)
+        if planned.proposal.plan.steps:
+            drivers.execute(sysfs, state, planned.proposal, progress())
+            for step in planned.proposal.plan.steps:
+                click.echo(step.summary())
+        for d in planned.settings:
+            host = discovery.scan_related(sysfs, (PciAddress.parse(d.address),))
+            settings = persist.plan_vf_settings(sysfs, host, d, timeout)
+            if settings.plan.steps:
+                drivers.execute(sysfs, state, settings)
+                for step in settings.plan.steps:
+                    click.echo(step.summary())
+        _raise_damaged(damaged if device is None else [])
+        if planned.skipped:
+            raise Mismatch(f"{len(planned.skipped)} definition(s) not applied (see above)")
+        if not quiet and not planned.proposal.plan.steps:
+            click.echo("The host matches the definitions." if chosen else "No definitions.")
+
+    run_locked(obj, state, work)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> None:
+    """Compare the definitions with the host: what drifted (exit 10 if anything did)."""
+    from pcimgr.host import discovery, usage
+    from pcimgr.persist import definitions, planner as persist
+    from pcimgr.core.errors import Mismatch
+    defs, damaged = definitions.load_all(obj.config_dir)
+    host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
+    findings = persist.status(obj.sysfs, host, usage.survey(obj.sysfs, deep=False), defs)
+    if as_json:
+        emit_json([{"address": f.definition.address, "ids": f.definition.ids,
+                     "iommu_group": f.definition.iommu_group,
+                     "defined": f.definition.describe(), "ok": f.ok, "drift": list(f.drift)}
+                    for f in findings])
+    elif not findings and not damaged:
+        click.echo(f"No definitions in {obj.config_dir} (`pcimgr define` adds one).")
+    else:
+        for f in findings:
+            click.echo(f"{f.definition.address}  {f.definition.ids}  {f.definition.describe()}: "
+                       + ("ok" if f.ok else "DRIFT"))
+            for line in f.drift:
+                click.echo(f"  - {line}")
+    for e in damaged:
+        click.echo(f"DAMAGED: {e}", err=as_json)  # not in the JSON document (docs/json.md)
+    _raise_damaged(damaged)
+    if any(not f.ok for f in findings):
+        raise Mismatch(f"{sum(not f.ok for f in findings)} definition(s) drifted; "
+                       "`pcimgr apply` puts back what it can")
+
+
+def _raise_damaged(damaged: list[Any]) -> None:
+    """Exit 11 once the readable definitions were dealt with: each damaged one was named."""
+    if damaged:
+        from pcimgr.core.errors import Damaged
+        raise Damaged(f"{len(damaged)} definition file(s) damaged and skipped (named above); "
+                      "correct them or remove them with `pcimgr undefine ADDR`")
+
+
+@cli.command("install-udev")
+@click.option("--prefix", default="/", show_default=True, type=click.Path(file_okay=False),
+              help="Install below this directory (packaging, tests); / also reloads udev.")
+@click.pass_obj
+def install_udev(obj: Context, prefix: str) -> None:
+    """Install the udev rules and the boot-time unit that apply the definitions."""
+    import shutil
+    from pcimgr.persist import udev
+    # the rules run this very program: the one the user ran, else the one on PATH
+    ran = os.path.abspath(sys.argv[0])
+    exe = ran if os.path.basename(ran) == "pcimgr" else (shutil.which("pcimgr") or ran)
+    run_locked_config(obj, lambda: [click.echo(f"wrote {path}")
+                                    for path in udev.install(prefix, exe, obj.config_dir)])

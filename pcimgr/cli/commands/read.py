@@ -1,0 +1,149 @@
+"""Read commands: list, show, groups, xml."""
+
+from __future__ import annotations
+
+import click
+
+from pcimgr.core.address import PciAddress
+from pcimgr.core.model import PciDevice
+from pcimgr.cli.app import Context, address_arg, cli, emit_json, json_option, mac_option, vlan_option
+
+
+@cli.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Every function, not only network ones.")
+@click.option("--class", "klass", metavar="CLASS",
+              help="net, storage, display, bridge, ... or a hex class prefix (02, 0c03).")
+@click.option("--vendor", metavar="VENDOR", help="Hex vendor id (8086) or part of its name.")
+@click.option("--driver", metavar="DRIVER", help="Bound driver name, or 'none'.")
+@json_option
+@click.pass_obj
+def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None,
+             driver: str | None, as_json: bool) -> None:
+    """PCI functions with driver, IOMMU group, NUMA node, netdevs and SR-IOV state.
+
+    Network functions (class 02) by default; VFs are shown under their PF.
+    """
+    from pcimgr.cli import filters, render
+    from pcimgr.drivers import safety
+    from pcimgr.host import usage
+    predicates = []
+    if klass is not None:
+        predicates.append(filters.class_filter(klass))
+    elif not show_all:
+        predicates.append(filters.class_filter("net"))
+    if vendor is not None:
+        predicates.append(filters.vendor_filter(vendor, obj.namer))
+    if driver is not None:
+        predicates.append(filters.driver_filter(driver))
+    host = obj.host()
+    devices = filters.select(host.devices, predicates)
+    survey = usage.survey(obj.sysfs, deep=False)  # no /proc scan for every listing
+
+    def uses(d: PciDevice) -> list[str]:
+        return safety.host_use(obj.sysfs, d, survey)
+    if as_json:
+        emit_json([render.device_json(d, obj.namer, obj.holders(d.address), uses(d))
+                   for d in devices])
+        return
+    notice = render.iommu_off_notice(host)
+    if notice:
+        click.echo(notice)
+    if not devices:
+        click.echo("No matching PCI functions (try --all).")
+        return
+    known = obj.holdings() is not None
+    click.echo(render.table(render.list_rows(devices, obj.namer, uses,
+                                             obj.holders if known else None),
+                            render.LIST_HEADERS + ([render.HOLDER_HEADER] if known else [])))
+    if obj.holdings_problem:
+        click.echo(obj.holdings_problem)
+
+
+@cli.command()
+@click.argument("address", callback=address_arg)
+@json_option
+@click.pass_obj
+def show(obj: Context, address: PciAddress, as_json: bool) -> None:
+    """Everything known about one function, its IOMMU group and its hostdev XML."""
+    from pcimgr.cli import render
+    from pcimgr.core import hostdev_xml
+    from pcimgr.drivers import safety
+    from pcimgr.host import discovery, usage
+    device = discovery.require(obj.sysfs, address)
+    survey = usage.survey(obj.sysfs)
+    group = None if device.iommu_group is None else discovery.read_group(obj.sysfs,
+                                                                         device.iommu_group)
+    xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address))
+    if as_json:
+        emit_json(render.device_json(device, obj.namer, obj.holders(device.address),
+                                     safety.host_use(obj.sysfs, device, survey))
+                   | {"group": render.group_json(group, obj.namer) if group else None,
+                      "hostdev_xml": xml})
+        return
+    vfs = discovery.read_many(obj.sysfs, device.sriov.vfs) if device.sriov else []
+    click.echo(render.show_text(device, group, obj.namer, vfs,
+                                safety.host_use(obj.sysfs, device, survey, long=True)))
+    holders = obj.holders(device.address)
+    if holders is not None:
+        click.echo(f"Guests:        {', '.join(holders) or 'none'}")
+    elif obj.holdings_problem:
+        click.echo(obj.holdings_problem)
+    click.echo("")
+    click.echo("libvirt hostdev XML (`pcimgr xml` prints it alone):")
+    click.echo(xml)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def groups(obj: Context, as_json: bool) -> None:
+    """IOMMU groups, their members, and whether VFIO can use each group now."""
+    from pcimgr.cli import render
+    host = obj.host()
+    if as_json:
+        emit_json([render.group_json(g, obj.namer) for g in host.groups.values()])
+        return
+    notice = render.iommu_off_notice(host)
+    if notice:
+        click.echo(notice)
+        return
+    click.echo(render.table(render.group_rows(host, obj.namer), render.GROUP_HEADERS))
+
+
+@cli.command()
+@click.argument("address", required=False, callback=address_arg)
+@click.option("--unmanaged", is_flag=True,
+              help="managed='no': libvirt leaves host driver binding to you (or pcimgr).")
+@click.option("--interface", is_flag=True,
+              help="<interface type='hostdev'> (an SR-IOV VF as a NIC) instead of <hostdev>.")
+@click.option("--mode", type=click.Choice(["e1000", "virtio", "vhost", "macvtap"]),
+              help="An emulated or paravirtual NIC instead (no ADDRESS): e1000, virtio, "
+                   "vhost (virtio + vhost_net), macvtap.")
+@click.option("--bridge", metavar="BR", help="Host bridge for e1000, virtio and vhost.")
+@click.option("--source-dev", metavar="DEV", help="Host NIC for macvtap.")
+@mac_option
+@vlan_option
+@click.pass_obj
+def xml(obj: Context, address: PciAddress | None, unmanaged: bool, interface: bool,
+        mode: str | None, bridge: str | None, source_dev: str | None, mac: str | None,
+        vlan: int | None) -> None:
+    """libvirt XML for a guest NIC: <hostdev> or <interface type='hostdev'> for a function
+    on this host, or with --mode the <interface> of an emulated/paravirtual mode."""
+    from pcimgr.core import hostdev_xml
+    from pcimgr.host import discovery
+    from pcimgr.core.errors import BadInput
+    if mode is not None:
+        from pcimgr.advice import netmodes
+        if address is not None or vlan or interface or unmanaged:
+            raise BadInput("--mode takes no ADDRESS and no --interface/--unmanaged/--vlan; "
+                           "give --bridge BR (or --source-dev DEV for macvtap) and --mac")
+        click.echo(hostdev_xml.to_string(netmodes.interface(mode, bridge, source_dev, mac)))
+        return
+    if address is None:
+        raise BadInput("give the ADDRESS of a function, or --mode for an emulated NIC")
+    discovery.require(obj.sysfs, address)
+    if (mac or vlan) and not interface:
+        raise BadInput("--mac and --vlan belong to the interface form; add --interface")
+    element = (hostdev_xml.interface(address, not unmanaged, mac, vlan) if interface
+               else hostdev_xml.hostdev(address, managed=not unmanaged))
+    click.echo(hostdev_xml.to_string(element))

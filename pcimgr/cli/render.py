@@ -1,0 +1,320 @@
+"""Turn snapshots into the JSON documents (docs/json.md) and tables the CLI prints.
+
+The JSON shapes are a public interface: add keys, never rename or drop them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pcimgr.core.address import PciAddress
+from pcimgr.core.model import Host, IommuGroup, PciDevice
+from pcimgr.host.names import Namer
+
+if TYPE_CHECKING:
+    from pcimgr.plans.transaction import Plan
+    from pcimgr.sriov.planner import PfView
+from pcimgr.core.viability import blocks_vfio, viability
+
+NAME_WIDTH = 44
+
+
+def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None,
+                host_use: list[str] | None = None) -> dict[str, Any]:
+    """holders: the domains that have the function; None when libvirt was not asked.
+    host_use: what the host uses it for (safety.host_use), [] for nothing."""
+    names = namer(d)
+    s = d.sriov
+    return {
+        "address": str(d.address),
+        "vendor_id": d.vendor_id,
+        "device_id": d.device_id,
+        "vendor": names.vendor,
+        "device": names.device,
+        "subsystem_vendor_id": d.subsystem_vendor_id,
+        "subsystem_device_id": d.subsystem_device_id,
+        "class": f"{d.class_code:06x}",
+        "class_name": names.class_name,
+        "revision": d.revision,
+        "driver": d.driver,
+        "driver_override": d.driver_override,
+        "iommu_group": d.iommu_group,
+        "numa_node": d.numa_node,
+        "netdevs": list(d.netdevs),
+        "is_bridge": d.is_bridge,
+        "sriov": None if s is None else {
+            "totalvfs": s.totalvfs,
+            "numvfs": s.numvfs,
+            "drivers_autoprobe": s.drivers_autoprobe,
+            "vf_device_id": s.vf_device_id,
+            "offset": s.offset,
+            "stride": s.stride,
+            "vfs": [str(a) for a in s.vfs],
+        },
+        "physfn": str(d.physfn) if d.physfn else None,
+        "holders": holders,
+        "host_use": host_use or [],
+    }
+
+
+def group_json(group: IommuGroup, namer: Namer) -> dict[str, Any]:
+    v = viability(group)
+    return {
+        "group": group.number,
+        "viable": v.viable,
+        "blockers": [str(d.address) for d in v.blockers],
+        "members": [{
+            "address": str(d.address),
+            "vendor_id": d.vendor_id,
+            "device_id": d.device_id,
+            "device": namer(d).device,
+            "class": f"{d.class_code:06x}",
+            "driver": d.driver,
+            "is_bridge": d.is_bridge,
+            "blocks_vfio": blocks_vfio(d),
+        } for d in group.members],
+    }
+
+
+def device_label(d: PciDevice, namer: Namer) -> str:
+    name = namer(d).device or namer(d).class_name or "device"
+    if len(name) > NAME_WIDTH:
+        name = name[:NAME_WIDTH - 1] + "…"
+    return f"{name} [{d.ids}]"
+
+
+def sriov_cell(d: PciDevice) -> str:
+    if d.sriov is not None:
+        return f"{d.sriov.numvfs}/{d.sriov.totalvfs} VFs"
+    if d.physfn is not None:
+        return f"VF of {d.physfn.short}"
+    return ""
+
+
+def list_rows(devices: list[PciDevice], namer: Namer, uses: Callable[[PciDevice], list[str]],
+              holders: Callable[[PciAddress], list[str] | None] | None = None) -> list[list[str]]:
+    """Rows in address order, each VF right under its PF when both are shown; with
+    holders, a last column of the domains that have each function."""
+    shown = {d.address for d in devices}
+    children: dict[Any, list[PciDevice]] = {}
+    top = []
+    for d in devices:
+        if d.physfn is not None and d.physfn in shown:
+            children.setdefault(d.physfn, []).append(d)
+        else:
+            top.append(d)
+    rows = []
+    for d in top:
+        rows.append(_row(d, namer, "", uses(d)))
+        rows += [_row(vf, namer, "  ", uses(vf)) for vf in children.get(d.address, [])]
+    if holders is not None:
+        for row in rows:
+            row.append(", ".join(holders(PciAddress.parse(row[0].strip())) or []) or "-")
+    return rows
+
+
+LIST_HEADERS = ["ADDRESS", "DEVICE", "DRIVER", "IOMMU", "NUMA", "NETDEVS", "SR-IOV", "HOST USE"]
+HOLDER_HEADER = "GUEST"
+
+
+def _row(d: PciDevice, namer: Namer, indent: str, uses: list[str]) -> list[str]:
+    return [indent + str(d.address), device_label(d, namer), d.driver or "-",
+            _opt(d.iommu_group), _opt(d.numa_node), ",".join(d.netdevs) or "-", sriov_cell(d),
+            use_cell(uses)]
+
+
+def use_cell(uses: list[str]) -> str:
+    """The first use, and how many more `show` lists: a table row stays one line."""
+    if not uses:
+        return "-"
+    return uses[0] + (f" (+{len(uses) - 1})" if len(uses) > 1 else "")
+
+
+def _opt(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def iommu_off_notice(host: Host) -> str | None:
+    if host.iommu_enabled:
+        return None
+    return ("IOMMU is off: no IOMMU groups exist, so nothing can be passed through. "
+            "Add intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel command line "
+            "and reboot.")
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    import tabulate  # lazy: only table output pays for it
+    tabulate.PRESERVE_WHITESPACE = True  # VFs are indented under their PF
+    return tabulate.tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+
+
+GROUP_HEADERS = ["GROUP", "VFIO", "ADDRESS", "DRIVER", "DEVICE"]
+
+
+def _viable_cell(group: IommuGroup) -> str:
+    v = viability(group)
+    if v.viable:
+        return "viable"
+    n = len(v.blockers)
+    return f"blocked ({n} on host driver{'s' if n > 1 else ''})"
+
+
+def group_rows(host: Host, namer: Namer) -> list[list[str]]:
+    rows = []
+    for group in host.groups.values():
+        for i, d in enumerate(group.members):
+            mark = " (bridge)" if d.is_bridge else ""
+            rows.append([str(group.number) if i == 0 else "",
+                         _viable_cell(group) if i == 0 else "",
+                         str(d.address), (d.driver or "-") + mark, device_label(d, namer)])
+    return rows
+
+
+def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
+              vfs: list[PciDevice], uses: list[str]) -> str:
+    names = namer(d)
+    lines = [f"{d.address}  {names.device or 'unknown device'}"]
+
+    def field(label: str, value: object) -> None:
+        lines.append(f"  {label:<16}{value}")
+
+    field("vendor", f"{names.vendor or 'unknown'} [{d.vendor_id}]")
+    field("device", f"{names.device or 'unknown'} [{d.device_id}]")
+    if d.subsystem_vendor_id:
+        field("subsystem", f"{d.subsystem_vendor_id}:{d.subsystem_device_id}")
+    field("class", f"{names.class_name or 'unknown'} [{d.class_code:06x}]")
+    field("revision", d.revision or "-")
+    field("driver", d.driver or "none")
+    field("driver_override", d.driver_override or "none")
+    field("iommu group", _opt(d.iommu_group))
+    field("numa node", _opt(d.numa_node))
+    field("netdevs", ", ".join(d.netdevs) or "none")
+    if d.sriov is not None:
+        s = d.sriov
+        autoprobe = {True: "on", False: "off", None: "?"}[s.drivers_autoprobe]
+        field("sr-iov", f"{s.numvfs}/{s.totalvfs} VFs, VF id {s.vf_device_id}, "
+                        f"offset {s.offset}, stride {s.stride}, autoprobe {autoprobe}")
+        for vf in vfs:
+            field("", f"VF {vf.address}  {vf.driver or 'no driver'}")
+    if d.physfn is not None:
+        field("physical fn", str(d.physfn))
+    field("host use", uses[0] if uses else "none")
+    for use in uses[1:]:
+        field("", use)
+    lines.append("")
+    if group is None:
+        lines.append("Not in an IOMMU group: the IOMMU is off (intel_iommu=on / amd_iommu=on).")
+        return "\n".join(lines)
+    v = viability(group)
+    state = "viable for VFIO" if v.viable else (
+        "not viable for VFIO until these leave their host drivers: "
+        + ", ".join(f"{b.address} ({b.driver})" for b in v.blockers))
+    lines.append(f"IOMMU group {group.number}: {state}")
+    for m in group.members:
+        role = "bridge, ignored by VFIO" if m.is_bridge else (
+            "this function" if m.address == d.address else "endpoint")
+        lines.append(f"  {m.address}  {(m.driver or 'no driver'):<14}{device_label(m, namer)}"
+                     f"  ({role})")
+    return "\n".join(lines)
+
+
+def moves(plan: Plan, host: Host) -> str:
+    """What a plan did, function by function, and what VFIO can use now."""
+    lines, groups = [], set()
+    for step in plan.steps:
+        if not hasattr(step, "original_driver"):  # a guest step: its summary says it all
+            lines.append(step.summary())
+            continue
+        now = host.get(PciAddress.parse(step.address))
+        driver = now.driver if now else None
+        lines.append(f"{step.address}: {step.original_driver or 'no driver'} -> "
+                     f"{driver or 'no driver'}")
+        if now is not None and driver == "vfio-pci" and now.iommu_group is not None:
+            groups.add(now.iommu_group)
+    for n in sorted(groups):
+        v = viability(host.groups[n])
+        lines.append(f"IOMMU group {n} is viable for VFIO (/dev/vfio/{n})" if v.viable else
+                     f"IOMMU group {n} is not viable yet: " +
+                     ", ".join(f"{b.address} on {b.driver}" for b in v.blockers))
+    return "\n".join(lines)
+
+
+# -- SR-IOV (`pcimgr vfs list`) ---------------------------------------------------
+
+VF_HEADERS = ["VF", "ADDRESS", "DRIVER", "IOMMU", "NETDEVS", "MAC", "VLAN", "QOS", "TRUST",
+              "SPOOFCHK", "HELD BY"]
+
+
+def vfs_json(view: PfView, namer: Namer,
+             holders: Callable[[PciAddress], list[str] | None] = lambda a: None) -> dict[str, Any]:
+    pf, s = view.pf, view.pf.sriov
+    assert s is not None
+    return {
+        "address": str(pf.address),
+        "vendor_id": pf.vendor_id,
+        "device_id": pf.device_id,
+        "device": namer(pf).device,
+        "driver": pf.driver,
+        "netdevs": list(pf.netdevs),
+        "link_up": view.link_up,
+        "totalvfs": s.totalvfs,
+        "numvfs": s.numvfs,
+        "vf_device_id": s.vf_device_id,
+        "drivers_autoprobe": s.drivers_autoprobe,
+        "offset": s.offset,
+        "stride": s.stride,
+        "vfs": [_vf_json(i, vf, view) | {"holders": holders(vf.address)}
+                for i, vf in enumerate(view.vfs)],
+    }
+
+
+def _vf_json(index: int, vf: PciDevice, view: PfView) -> dict[str, Any]:
+    config = view.configs[index] if index < len(view.configs) else {}
+    return {
+        "index": index,
+        "address": str(vf.address),
+        "driver": vf.driver,
+        "driver_override": vf.driver_override,
+        "iommu_group": vf.iommu_group,
+        "netdevs": list(vf.netdevs),
+        "mac": config.get("mac"),
+        "vlan": config.get("vlan"),
+        "qos": config.get("qos"),
+        "spoofchk": config.get("spoofchk"),
+        "trust": config.get("trust"),
+        "link_state": config.get("link_state"),
+        "open_by": view.holders.get(vf.iommu_group, []) if vf.iommu_group is not None else [],
+    }
+
+
+def vfs_text(views: list[PfView], namer: Namer,
+             holders: Callable[[PciAddress], list[str] | None] = lambda a: None) -> str:
+    if not views:
+        return "No SR-IOV capable functions on this host."
+    blocks = []
+    for view in views:
+        data = vfs_json(view, namer, holders)
+        link = {None: "", True: ", link up", False: ", link DOWN"}[view.link_up]
+        autoprobe = {None: "", True: ", autoprobe on", False: ", autoprobe off"}[
+            data["drivers_autoprobe"]]
+        head = (f"{data['address']}  {device_label(view.pf, namer)}  "
+                f"{data['driver'] or 'no driver'}  {','.join(data['netdevs']) or '-'}\n"
+                f"  {data['numvfs']}/{data['totalvfs']} VFs (VF device {data['vf_device_id']})"
+                f"{autoprobe}{link}")
+        rows = [[str(v["index"]), v["address"], v["driver"] or "-", _opt(v["iommu_group"]),
+                 ",".join(v["netdevs"]) or "-", v["mac"] or "-",
+                 _opt(v["vlan"]) if v["vlan"] else "-", _opt(v["qos"]) if v["vlan"] else "-",
+                 _onoff(v["trust"]), _onoff(v["spoofchk"]),
+                 ", ".join((v["holders"] or []) + v["open_by"]) or "-"]
+                for v in data["vfs"]]
+        blocks.append(head + ("\n" + _indent(table(rows, VF_HEADERS)) if rows else ""))
+    return "\n\n".join(blocks)
+
+
+def _onoff(value: bool | None) -> str:
+    return "-" if value is None else ("on" if value else "off")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

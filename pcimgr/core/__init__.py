@@ -1,0 +1,1 @@
+"""Pure values and rules: addresses, the frozen model, VFIO viability, hostdev XML, errors. No I/O."""

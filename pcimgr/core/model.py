@@ -1,0 +1,84 @@
+"""Frozen snapshots of what discovery found. Pure data; no I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from pcimgr.core.address import PciAddress
+
+# Classes whose functions have a bridge header (type 1 or 2). VFIO ignores
+# them when judging whether a group is viable.
+BRIDGE_CLASSES = (0x0604, 0x0607, 0x0609)
+
+
+@dataclass(frozen=True)
+class SriovInfo:
+    """SR-IOV state of a physical function."""
+
+    totalvfs: int
+    numvfs: int
+    drivers_autoprobe: bool | None
+    vf_device_id: str | None
+    offset: int | None
+    stride: int | None
+    vfs: tuple[PciAddress, ...]
+
+
+@dataclass(frozen=True)
+class PciDevice:
+    address: PciAddress
+    vendor_id: str
+    device_id: str
+    subsystem_vendor_id: str | None
+    subsystem_device_id: str | None
+    class_code: int  # 24 bits: base class, subclass, programming interface
+    revision: str | None
+    driver: str | None
+    driver_override: str | None
+    iommu_group: int | None
+    numa_node: int | None
+    netdevs: tuple[str, ...]
+    sriov: SriovInfo | None
+    physfn: PciAddress | None
+
+    @property
+    def base_class(self) -> int:
+        return self.class_code >> 16
+
+    @property
+    def is_bridge(self) -> bool:
+        return self.class_code >> 8 in BRIDGE_CLASSES
+
+    @property
+    def ids(self) -> str:
+        return f"{self.vendor_id}:{self.device_id}"
+
+
+@dataclass(frozen=True)
+class IommuGroup:
+    number: int
+    members: tuple[PciDevice, ...]
+
+
+@dataclass(frozen=True)
+class Host:
+    """One consistent reading of the PCI bus."""
+
+    devices: tuple[PciDevice, ...]
+    iommu_enabled: bool
+    _by_address: dict[PciAddress, PciDevice] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_address", {d.address: d for d in self.devices})
+
+    def get(self, address: PciAddress) -> PciDevice | None:
+        return self._by_address.get(address)
+
+    @cached_property
+    def groups(self) -> dict[int, IommuGroup]:
+        members: dict[int, list[PciDevice]] = {}
+        for d in self.devices:
+            if d.iommu_group is not None:
+                members.setdefault(d.iommu_group, []).append(d)
+        return {n: IommuGroup(n, tuple(ms)) for n, ms in sorted(members.items())}

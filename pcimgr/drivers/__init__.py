@@ -1,0 +1,1 @@
+"""Host-driver control: detach, rebind, bind, unbind, and the safety rules."""

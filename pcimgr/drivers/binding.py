@@ -1,0 +1,140 @@
+"""Moving one function between drivers the safe way: driver_override, unbind, drivers_probe.
+
+Never new_id: it binds every unbound function with the same id. Every move is
+verified by reading the driver link back, and can be undone to the driver and
+override the function had before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pcimgr.core.errors import KernelError
+from pcimgr.plans.journaled import Journaled
+from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.uevents import Watcher
+
+BIND_TIMEOUT = 5.0
+CLEAR = "\n"  # an empty write never reaches the kernel; a newline clears the override
+
+
+def current_driver(sysfs: Sysfs, address: str) -> str | None:
+    link = sysfs.read_link(f"bus/pci/devices/{address}/driver")
+    return link.rsplit("/", 1)[-1] if link else None
+
+
+def current_override(sysfs: Sysfs, address: str) -> str | None:
+    text = sysfs.read_attr(f"bus/pci/devices/{address}/driver_override")
+    return None if text in (None, "", "(null)") else text
+
+
+@dataclass(frozen=True)
+class BindDriver(Journaled):
+    """Put `address` on `target` with `target_override` (target None: no driver).
+
+    undo() restores the driver and override it had before.
+    """
+
+    address: str
+    target: str | None
+    target_override: str | None
+    original_driver: str | None
+    original_override: str | None
+    kind: str = "bind"
+
+    def summary(self) -> str:
+        return f"{self.address}: {self.original_driver or 'no driver'} -> {self.target or 'no driver'}"
+
+    def describe(self) -> list[str]:
+        root = "/sys/bus/pci"
+        lines = []
+        if self.target_override != self.original_override:
+            lines.append(_override_line(self.address, self.target_override))
+        if self.original_driver:
+            lines.append(f"echo {self.address} > {root}/drivers/{self.original_driver}/unbind")
+        if self.target:
+            lines.append(f"echo {self.address} > {root}/drivers_probe"
+                         f"   # then check that driver -> {self.target}")
+        return lines
+
+    def apply(self, sysfs: Sysfs) -> None:
+        move(sysfs, self.address, self.target, self.target_override)
+
+    def undo(self, sysfs: Sysfs) -> None:
+        move(sysfs, self.address, self.original_driver, self.original_override)
+
+
+def _override_line(address: str, override: str | None) -> str:
+    path = f"/sys/bus/pci/devices/{address}/driver_override"
+    # a bare `echo` writes the newline that clears it
+    return f"echo '{override}' > {path}" if override else f"echo > {path}"
+
+
+def move(sysfs: Sysfs, address: str, driver: str | None, override: str | None) -> None:
+    """Idempotent: from whatever state the function is in, end on `driver` with `override`."""
+    dev = f"bus/pci/devices/{address}"
+    if current_override(sysfs, address) != override:
+        sysfs.write_attr(f"{dev}/driver_override", override or CLEAR)
+    bound = current_driver(sysfs, address)
+    if bound == driver:
+        return
+    if bound is not None:
+        sysfs.write_attr(f"bus/pci/drivers/{bound}/unbind", address)
+    if driver is None:
+        return
+    sysfs.write_attr("bus/pci/drivers_probe", address)
+    if not _wait_for(sysfs, address, driver, BIND_TIMEOUT / 2) and override is None:
+        # the probe chose another driver (the original came by an explicit bind): bind it
+        chosen = current_driver(sysfs, address)
+        if chosen is not None:
+            sysfs.write_attr(f"bus/pci/drivers/{chosen}/unbind", address)
+        sysfs.write_attr(f"bus/pci/drivers/{driver}/bind", address)
+    if not _wait_for(sysfs, address, driver, BIND_TIMEOUT / 2):
+        raise KernelError(f"{address} did not bind to {driver} within {BIND_TIMEOUT:g} s "
+                          f"(it is on {current_driver(sysfs, address) or 'no driver'}); "
+                          "see `dmesg` for the driver's probe error")
+
+
+def _wait_for(sysfs: Sysfs, address: str, driver: str, seconds: float) -> bool:
+    with Watcher(sysfs) as watcher:
+        return watcher.wait(lambda: current_driver(sysfs, address) == driver, seconds)
+
+
+@dataclass(frozen=True)
+class Reprobe(Journaled):
+    """Clear the override, unbind and let the kernel choose the native driver.
+
+    For functions pcimgr never moved, whose original driver it does not know.
+    """
+
+    address: str
+    original_driver: str | None
+    original_override: str | None
+    kind: str = "reprobe"
+
+    @property
+    def target(self) -> str:
+        return "the kernel's choice"
+
+    def summary(self) -> str:
+        return f"{self.address}: {self.original_driver or 'no driver'} -> {self.target}"
+
+    def describe(self) -> list[str]:
+        root = "/sys/bus/pci"
+        lines = [_override_line(self.address, None)]
+        if self.original_driver:
+            lines.append(f"echo {self.address} > {root}/drivers/{self.original_driver}/unbind")
+        lines.append(f"echo {self.address} > {root}/drivers_probe")
+        return lines
+
+    def apply(self, sysfs: Sysfs) -> None:
+        dev = f"bus/pci/devices/{self.address}"
+        if current_override(sysfs, self.address) is not None:
+            sysfs.write_attr(f"{dev}/driver_override", CLEAR)
+        bound = current_driver(sysfs, self.address)
+        if bound is not None:
+            sysfs.write_attr(f"bus/pci/drivers/{bound}/unbind", self.address)
+        sysfs.write_attr("bus/pci/drivers_probe", self.address)
+
+    def undo(self, sysfs: Sysfs) -> None:
+        move(sysfs, self.address, self.original_driver, self.original_override)

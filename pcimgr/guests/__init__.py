@@ -1,0 +1,1 @@
+"""Guests through libvirt: holdings, attach/detach steps, assign/release."""

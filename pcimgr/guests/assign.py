@@ -1,0 +1,135 @@
+"""Plans for `pcimgr assign` (host driver -> vfio-pci -> guest) and `pcimgr release` (back).
+
+pcimgr owns the host side by default (managed='no' in the XML): it detaches the
+function, and with --group its group mates, through the host-driver plans,
+remembers their original drivers, and gives them back on release. Each
+assignment leaves a record (STATE_DIR/assignments/<address>.json) naming the
+domain and the functions moved with it; release also scans every domain, so
+a device attached by hand or by another tool is found as well.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pcimgr.core import hostdev_xml
+from pcimgr.drivers import planner as drivers
+from pcimgr.host import discovery, vfinfo
+from pcimgr.plans import transaction as plans
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput, Refused
+from pcimgr.guests.steps import AttachDevice, DetachDevice
+from pcimgr.guests.holdings import Holdings
+from pcimgr.drivers.planner import Proposal
+from pcimgr.host.usage import Survey
+from pcimgr.host.libvirt_adapter import Libvirt
+from pcimgr.core.model import Host
+from pcimgr.plans.steps import Step
+from pcimgr.host.sysfs import Sysfs
+
+def record_path(state: str, address: str) -> str:
+    """state "": the path relative to the state directory, as Proposal.records wants it."""
+    return os.path.join(state, "assignments", f"{address}.json")
+
+
+def plan_assign(sysfs: Sysfs, host: Host, survey: Survey, lv: Libvirt, holdings: Holdings,
+                address: PciAddress, vm: str, live: bool | None, config: bool | None,
+                group: bool, managed: bool, mac: str | None, vlan: int | None,
+                force: bool) -> Proposal:
+    device = drivers.require(host, address)
+    domain = lv.domain(vm)
+    live = domain.active if live is None else live
+    config = domain.persistent if config is None else config
+    if live and not domain.active:
+        raise BadInput(f"{domain.name} is not running, so there is no live guest to attach to; "
+                       "drop --live (the persistent configuration is changed by default)")
+    if config and not domain.persistent:
+        raise BadInput(f"{domain.name} is transient (it has no persistent configuration); "
+                       "drop --config")
+    if not (live or config):
+        raise BadInput("neither --live nor --config: nothing would be attached")
+    if (mac or vlan) and (device.physfn is None or device.base_class != 0x02):
+        raise BadInput(f"--mac and --vlan give a NIC's SR-IOV VF to the guest as "
+                       f"<interface type='hostdev'>, and {address} is not a VF of a NIC; "
+                       "assign it without them")
+    detach = drivers.plan_detach(sysfs, host, survey, (address,), "vfio-pci", group, force)
+    moving = [PciAddress.parse(s.address) for s in detach.plan.steps]
+    for a in sorted({address, *moving}):
+        held = holdings.get(a, [])
+        if held:
+            raise Refused(f"refusing: {a} is already assigned to "
+                          + ", ".join(f"{h.domain} ({h.where})" for h in held)
+                          + f"; `pcimgr release {a}` first")
+    # VFIO gives a whole group to one guest: a mate in another domain rules it out
+    group_of = host.groups.get(device.iommu_group) if device.iommu_group is not None else None
+    for mate in (group_of.members if group_of else ()):
+        others = [h for h in holdings.get(mate.address, []) if h.uuid != domain.uuid]
+        if others:
+            raise Refused(f"refusing: {address} shares IOMMU group {device.iommu_group} with "
+                          f"{mate.address}, which "
+                          + ", ".join(f"{h.domain} ({h.where})" for h in others)
+                          + " has, and a group can go to one guest only; "
+                          f"`pcimgr release {mate.address}` first")
+    element = (hostdev_xml.interface(address, managed, mac, vlan) if mac or vlan
+               else hostdev_xml.hostdev(address, managed))
+    attach = AttachDevice(str(address), lv.uri, domain.name, domain.uuid,
+                          hostdev_xml.to_string(element), live, config)
+    notes = list(detach.notes)
+    if mac or vlan:
+        notes += _pf_link_warning(sysfs, device.physfn)
+    steps: list[Step] = [] if managed else list(detach.plan.steps)
+    steps.append(attach)
+    # the functions pcimgr moves, and so gives back on release (one already on
+    # vfio-pci, e.g. a VF created for guests, stays there)
+    record = {"domain": domain.name, "uuid": domain.uuid, "uri": lv.uri, "managed": managed,
+              "moved": [] if managed else [str(a) for a in moving]}
+    return Proposal(plans.Plan(f"assign {address} {domain.name}", tuple(steps)),
+                    None if managed else detach.module, tuple(notes),
+                    ((record_path("", str(address)), record),))
+
+
+def _pf_link_warning(sysfs: Sysfs, pf: PciAddress | None) -> list[str]:
+    """libvirt sets an <interface type='hostdev'>'s MAC/VLAN through the PF when the guest
+    starts, and refuses to start it while the PF is down (seen in the lab)."""
+    device = discovery.read_device(sysfs, pf) if pf is not None else None
+    if device is None or not device.netdevs:
+        return []
+    netdev = device.netdevs[0]
+    if vfinfo.link_is_up(sysfs, str(pf), netdev):
+        return []
+    return [f"warning: {netdev}, the PF, is down: libvirt will refuse to start the guest "
+            f"with this interface until it is up (`ip link set {netdev} up`)"]
+
+
+def plan_release(sysfs: Sysfs, host: Host, lv: Libvirt, holdings: Holdings,
+                 address: PciAddress, assignment: dict | None, originals: dict[str, dict],
+                 keep_detached: bool, timeout: float) -> Proposal:
+    drivers.require(host, address)
+    steps: list[Step] = []
+    notes: list[str] = []
+    for h in holdings.get(address, []):
+        live = h.live_xml if h.running else None
+        if live is None and h.config_xml is None:
+            continue
+        steps.append(DetachDevice(str(address), lv.uri, h.domain, h.uuid, live, h.config_xml,
+                                  timeout))
+    if not steps:
+        notes.append(f"no domain on {lv.uri} holds {address}")
+    if not keep_detached:
+        # what the assignment moved; without a record (attached by hand or by another
+        # tool), the function itself
+        functions = ([PciAddress.parse(a) for a in assignment["moved"]] if assignment
+                     else [address])
+        targets = []
+        for a in functions:
+            others = [h.domain for h in holdings.get(a, [])] if a != address else []
+            if others:
+                notes.append(f"{a} stays on its driver: {', '.join(others)} holds it")
+            else:
+                targets.append(a)
+        rebind = drivers.plan_rebind(sysfs, host, tuple(targets), originals)
+        steps += rebind.plan.steps
+        notes += rebind.notes
+    return Proposal(plans.Plan(f"release {address}", tuple(steps)), None, tuple(notes),
+                    ((record_path("", str(address)), None),))
+

@@ -1,0 +1,127 @@
+"""Plan steps that change a guest: attach a device to a domain, detach it again.
+
+They carry the connection URI and the domain's UUID, so that a journal left
+by a killed run can be undone by the next one. undo() looks at the domain as
+it is now and changes only what is still different.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pcimgr.core import hostdev_xml
+from pcimgr.host import libvirt_adapter
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import LibvirtFailure
+from pcimgr.plans.journaled import Journaled
+from pcimgr.host.sysfs import Sysfs
+
+
+def _where(live: bool, config: bool) -> str:
+    return " and ".join(w for w, on in (("running guest", live), ("persistent config", config))
+                        if on)
+
+
+def _flags(live: bool, config: bool) -> str:
+    return " ".join(f for f, on in (("--live", live), ("--config", config)) if on)
+
+
+def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    """Polling the live XML: libvirt's DEVICE_REMOVED event would need an event loop thread."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _holds(xml: str | None, address: str) -> bool:
+    wanted = PciAddress.parse(address)
+    return any(a == wanted for a, _ in hostdev_xml.pci_devices(xml or ""))
+
+
+@dataclass(frozen=True)
+class AttachDevice(Journaled):
+    address: str
+    uri: str
+    domain: str
+    uuid: str
+    xml: str
+    live: bool
+    config: bool
+    kind: str = "attach"
+
+    def summary(self) -> str:
+        return f"{self.address}: attach to {self.domain} ({_where(self.live, self.config)})"
+
+    def describe(self) -> list[str]:
+        return [f"virsh -c {self.uri} attach-device {self.domain} /dev/stdin "
+                f"{_flags(self.live, self.config)} <<EOF", *self.xml.splitlines(), "EOF"]
+
+    def apply(self, sysfs: Sysfs) -> None:
+        libvirt_adapter.connect(self.uri).attach(self.uuid, self.xml, self.live, self.config)
+
+    def undo(self, sysfs: Sysfs) -> None:
+        lv = libvirt_adapter.connect(self.uri)
+        now = lv.domain(self.uuid)
+        live = self.live and now.active and _holds(now.live_xml, self.address)
+        config = self.config and _holds(now.config_xml, self.address)
+        if live or config:
+            lv.detach(self.uuid, self.xml, live, config)
+
+
+@dataclass(frozen=True)
+class DetachDevice(Journaled):
+    """Take the device out of a domain; a live unplug is waited for, since the guest
+    must acknowledge it (and one without an OS or driver never does)."""
+
+    address: str
+    uri: str
+    domain: str
+    uuid: str
+    live_xml: str | None
+    config_xml: str | None
+    timeout: float
+    kind: str = "detach"
+
+    def summary(self) -> str:
+        return (f"{self.address}: detach from {self.domain} "
+                f"({_where(self.live_xml is not None, self.config_xml is not None)})")
+
+    def describe(self) -> list[str]:
+        lines = []
+        for xml, flag in ((self.live_xml, "--live"), (self.config_xml, "--config")):
+            if xml is not None:
+                lines += [f"virsh -c {self.uri} detach-device {self.domain} /dev/stdin {flag} "
+                          "<<EOF", *xml.splitlines(), "EOF"]
+        if self.live_xml is not None:
+            lines.append(f"# then wait up to {self.timeout:g} s for the guest to release it")
+        return lines
+
+    def apply(self, sysfs: Sysfs) -> None:
+        lv = libvirt_adapter.connect(self.uri)
+        if self.live_xml is not None and lv.domain(self.uuid).active:
+            lv.detach(self.uuid, self.live_xml, True, False)
+
+            def released() -> bool:
+                now = lv.domain(self.uuid)
+                return not now.active or not _holds(now.live_xml, self.address)
+            if not _wait_until(released, self.timeout):
+                raise LibvirtFailure(
+                    f"{self.domain} has not released {self.address} {self.timeout:g} s after "
+                    "the unplug request (a guest without an OS or driver for it never "
+                    f"acknowledges one); shut the guest down, or `virsh destroy "
+                    f"{self.domain}`, then run `pcimgr release {self.address}` again")
+        if self.config_xml is not None:
+            lv.detach(self.uuid, self.config_xml, False, True)
+
+    def undo(self, sysfs: Sysfs) -> None:
+        lv = libvirt_adapter.connect(self.uri)
+        now = lv.domain(self.uuid)
+        if self.config_xml is not None and not _holds(now.config_xml, self.address):
+            lv.attach(self.uuid, self.config_xml, False, True)
+        if self.live_xml is not None and now.active and not _holds(now.live_xml, self.address):
+            lv.attach(self.uuid, self.live_xml, True, False)

@@ -1,0 +1,163 @@
+"""The only module that imports libvirt: domains, their XML, attaching and detaching devices.
+
+libvirt is imported on first use, so commands that never talk to it do not pay
+for the import. Every libvirt failure becomes a pcimgr error with a message
+that says what to do; libvirt's own printing to stderr is switched off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pcimgr.core.errors import BadInput, LibvirtFailure, NotFound, PcimgrError
+
+DEFAULT_URI = "qemu:///system"
+_connections: dict[str, Libvirt] = {}
+
+
+def default_uri(explicit: str | None) -> str:
+    return explicit or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+
+
+def connect(uri: str) -> Libvirt:
+    """One connection per URI for the life of the process (steps reuse it)."""
+    if uri not in _connections:
+        if not _connections:
+            # closed before the interpreter tears libvirt's module down, which
+            # would otherwise print "Exception ignored in virConnect.__del__"
+            atexit.register(_close_all)
+        _connections[uri] = Libvirt(uri)
+    return _connections[uri]
+
+
+def _close_all() -> None:
+    while _connections:
+        _, lv = _connections.popitem()
+        lv.close()
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError as e:
+        raise LibvirtFailure("the libvirt Python binding is not installed; install pcimgr with "
+                             "its dependencies (libvirt-python)") from e
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come as exceptions
+    return libvirt
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: str
+    active: bool
+    persistent: bool
+    live_xml: str | None     # while running
+    config_xml: str | None   # when persistent
+
+
+class Libvirt:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._lv = _libvirt()
+        try:
+            self._conn = self._lv.open(uri)
+        except self._lv.libvirtError as e:
+            raise LibvirtFailure(f"cannot connect to {uri}: {_message(e)}; is libvirtd (or "
+                                 "virtqemud) running, and may this user use it? (--connect "
+                                 "URI chooses another)") from e
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except self._lv.libvirtError:
+            pass
+
+    def version(self) -> str:
+        """The daemon's libvirt version, as 9.0.0."""
+        try:
+            n = self._conn.getLibVersion()
+        except self._lv.libvirtError as e:
+            raise self._failure("asking for the version", e) from e
+        return f"{n // 1000000}.{n // 1000 % 1000}.{n % 1000}"
+
+    def domain(self, name_or_uuid: str) -> Domain:
+        try:
+            dom = self._conn.lookupByName(name_or_uuid)
+        except self._lv.libvirtError as e:
+            if e.get_error_code() != self._lv.VIR_ERR_NO_DOMAIN:
+                raise self._failure("looking up domain", e) from e
+            try:
+                dom = self._conn.lookupByUUIDString(name_or_uuid)
+            except self._lv.libvirtError:
+                raise NotFound(f"no domain {name_or_uuid!r} on {self.uri}; `virsh -c "
+                               f"{self.uri} list --all` shows the domains there are") from None
+        return self._describe(dom)
+
+    def domains(self) -> list[Domain]:
+        try:
+            found = self._conn.listAllDomains(0)
+        except self._lv.libvirtError as e:
+            raise self._failure("listing domains", e) from e
+        described = []
+        for dom in found:
+            try:
+                described.append(self._describe(dom))
+            except LibvirtFailure:
+                continue  # undefined while we looked
+        return sorted(described, key=lambda d: d.name)
+
+    def _describe(self, dom: Any) -> Domain:
+        lv = self._lv
+        try:
+            active, persistent = bool(dom.isActive()), bool(dom.isPersistent())
+            return Domain(dom.name(), dom.UUIDString(), active, persistent,
+                          dom.XMLDesc(0) if active else None,
+                          dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE) if persistent else None)
+        except lv.libvirtError as e:
+            raise self._failure("reading a domain", e) from e
+
+    def attach(self, uuid: str, xml: str, live: bool, config: bool) -> None:
+        self._device_call("attach", uuid, xml, live, config)
+
+    def detach(self, uuid: str, xml: str, live: bool, config: bool) -> None:
+        self._device_call("detach", uuid, xml, live, config)
+
+    def _device_call(self, verb: str, uuid: str, xml: str, live: bool, config: bool) -> None:
+        lv = self._lv
+        flags = (lv.VIR_DOMAIN_AFFECT_LIVE if live else 0) | (
+            lv.VIR_DOMAIN_AFFECT_CONFIG if config else 0)
+        try:
+            dom = self._conn.lookupByUUIDString(uuid)
+            call = dom.attachDeviceFlags if verb == "attach" else dom.detachDeviceFlags
+            call(xml, flags)
+        except lv.libvirtError as e:
+            raise self._failure(f"{verb}ing the device", e) from e
+
+    def _failure(self, doing: str, e: Any) -> PcimgrError:
+        lv, code, text = self._lv, e.get_error_code(), _message(e)
+        if code == lv.VIR_ERR_NO_DOMAIN:
+            return NotFound(f"{doing}: the domain is gone ({text})")
+        if "No more available PCI slots" in text:
+            return LibvirtFailure(f"{doing}: the guest has no free PCI slot; add a "
+                                  "<controller type='pci' model='pcie-root-port'/> to its "
+                                  "configuration (hot-plug on q35 needs a spare root port)")
+        if code == lv.VIR_ERR_CONFIG_UNSUPPORTED and "passthrough" in text:
+            return LibvirtFailure(f"{doing}: this host cannot pass devices through to a running "
+                                  f"guest ({text}); enable the IOMMU (intel_iommu=on / "
+                                  "amd_iommu=on) or attach with --config only")
+        if code == lv.VIR_ERR_OPERATION_INVALID and "already" in text:
+            return LibvirtFailure(f"{doing}: the domain already has this device ({text})")
+        if code == getattr(lv, "VIR_ERR_DEVICE_MISSING", 99):
+            return LibvirtFailure(f"{doing}: the domain does not have this device ({text})")
+        if code in (lv.VIR_ERR_XML_ERROR, lv.VIR_ERR_XML_DETAIL):
+            return BadInput(f"{doing}: libvirt rejected the XML ({text})")
+        return LibvirtFailure(f"{doing} failed: {text}")
+
+
+def _message(e: Any) -> str:
+    return (e.get_error_message() or str(e)).strip()
+

@@ -1,0 +1,176 @@
+"""The only door to the kernel: every read and write of sysfs (and /dev/vfio) goes here.
+
+All paths are relative to one root ("/sys", or a simulated host's directory) so
+that tests, the demo and rehearsals run the production code against a tree.
+A root carrying the simulated-host marker gets a simulated kernel that reacts
+to writes as Linux does; the write itself is the same code either way.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+from collections.abc import Callable
+
+from pcimgr.core.errors import BadInput, KernelError
+
+SIM_MARKER = ".pcimgr-simulated-host.json"
+REAL_ROOT = "/sys"
+
+# Errors that mean "this attribute is not there (any more)" when reading: a
+# device removed mid-scan gives ENOENT/ENODEV, some attributes refuse to be
+# read by non-root (EACCES/EPERM) or by state (EINVAL, EIO).
+_ABSENT = (errno_mod.ENOENT, errno_mod.ENODEV, errno_mod.ENXIO, errno_mod.EACCES,
+           errno_mod.EPERM, errno_mod.EINVAL, errno_mod.EIO, errno_mod.ENOTDIR)
+
+
+class Gone(Exception):
+    """The directory disappeared (a function removed while being read)."""
+
+
+class Directory:
+    """One sysfs directory held open, so that each entry is opened relative to it.
+
+    Discovery reads several entries of thousands of functions; opening them
+    relative to a directory fd skips the path walk through bus/pci/devices,
+    and trying a name that is absent costs less than listing the directory.
+    Absent or unreadable entries read as None.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                raise Gone(path) from None
+            raise
+
+    def __enter__(self) -> Directory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
+
+    def read(self, name: str) -> str | None:
+        return _read_text(name, self._fd)
+
+    def link(self, name: str) -> str | None:
+        try:
+            return os.readlink(name, dir_fd=self._fd)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+
+    def list(self, name: str) -> list[str] | None:
+        # by path: listdir(fd) costs a dup, an fdopendir and a rewind on top
+        try:
+            return sorted(os.listdir(os.path.join(self.path, name)))
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+
+
+WriteFn = Callable[[str, str], None]
+
+
+class Sysfs:
+    def __init__(self, root: str = REAL_ROOT) -> None:
+        self.root = os.path.abspath(root)
+        self.simulated = (self.root != REAL_ROOT
+                          and os.path.isfile(os.path.join(self.root, SIM_MARKER)))
+        self._kernel: object | None = None
+
+    @property
+    def dev_root(self) -> str:
+        """Where device nodes live: /dev for the real host, DIR/dev for a simulated one."""
+        return os.path.join(self.root, "dev") if self.simulated else "/dev"
+
+    def path(self, rel: str) -> str:
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise BadInput(f"refusing sysfs path outside the root: {rel!r}")
+        return os.path.join(self.root, rel)
+
+    def read_attr(self, rel: str) -> str | None:
+        """The attribute's text without its trailing newline, or None if unreadable."""
+        return _read_text(self.path(rel))
+
+    def read_link(self, rel: str) -> str | None:
+        """The symlink's target as stored, or None when it is not a link."""
+        try:
+            return os.readlink(self.path(rel))
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+
+    def list_dir(self, rel: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return []
+            raise
+
+    def resolve(self, rel: str) -> str:
+        """The absolute real path of rel (symlinks followed)."""
+        return os.path.realpath(self.path(rel))
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.path(rel))
+
+    def dev_node_exists(self, rel: str) -> bool:
+        return os.path.exists(os.path.join(self.dev_root, rel))
+
+    def directory(self, rel: str) -> Directory:
+        """Hold a directory open for many reads; raises Gone if it is not there."""
+        return Directory(self.path(rel))
+
+    def write_attr(self, rel: str, value: str) -> None:
+        """Write one attribute as `echo value > file` would, raising KernelError on refusal."""
+        path = self.path(rel)
+        try:
+            if self.simulated:
+                self.kernel().write(rel, value, self._raw_write)
+            else:
+                self._raw_write(path, value)
+        except OSError as e:
+            raise KernelError(
+                f"kernel refused writing {value.strip()!r} to {path}: "
+                f"{os.strerror(e.errno) if e.errno else e}", e.errno) from e
+
+    @staticmethod
+    def _raw_write(path: str, value: str) -> None:
+        # O_TRUNC as the shell's `>` does; sysfs ignores it, a plain file needs it.
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+    def kernel(self):  # type: ignore[no-untyped-def]
+        """The simulated kernel of a simulated host (its netlink side included)."""
+        if self._kernel is None:
+            from pcimgr.sim.kernel import SimulatedKernel
+            self._kernel = SimulatedKernel(self.root)
+        return self._kernel
+
+
+def _read_text(path: str, dir_fd: int | None = None) -> str | None:
+    """One sysfs attribute (a page at most) without its newline; None if absent or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+            return None
+        raise
+    try:
+        return os.read(fd, 4096).decode("utf-8", "replace").rstrip("\n")
+    except OSError as e:
+        if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+            return None
+        raise
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Definitions kept across reboots: define, apply, status, udev."""

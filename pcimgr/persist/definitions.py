@@ -1,0 +1,177 @@
+"""Defined state: what the administrator wants each function to be, kept across reboots.
+
+One readable JSON file per function in CONFIG_DIR/devices/<address>.json
+(default /etc/pcimgr), written atomically, with what identifies the hardware
+(address, vendor:device, subsystem ids, IOMMU group) next to the intent (a
+driver; or a VF count, the VFs' driver and per-VF MAC/VLAN/trust settings).
+
+For udev, each definition also has CONFIG_DIR/udev/<address>_<VENDOR>:<DEVICE>.env
+(KEY=value lines): the rules (udev_files.py) look it up by the kernel name and the
+uevent's PCI_ID, so a different card in the same slot matches no file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pcimgr.plans import statefile
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput, Damaged
+from pcimgr.core.model import PciDevice
+from pcimgr.host.sysfs import Sysfs
+
+DEFAULT_CONFIG_DIR = "/etc/pcimgr"
+FORMAT = 1
+
+
+def config_dir(sysfs: Sysfs, explicit: str | None) -> str:
+    """--config-dir, else inside a simulated host, else /etc/pcimgr."""
+    if explicit:
+        return os.path.abspath(explicit)
+    return os.path.join(sysfs.root, ".pcimgr-config") if sysfs.simulated else DEFAULT_CONFIG_DIR
+
+
+@dataclass(frozen=True)
+class Definition:
+    address: str
+    vendor_id: str
+    device_id: str
+    subsystem_vendor_id: str | None
+    subsystem_device_id: str | None
+    iommu_group: int | None
+    driver: str | None = None           # bind this driver
+    vfs: int | None = None              # a PF: this many VFs
+    vf_driver: str | None = None        # ... on vfio-pci, or "host"
+    vf: dict[str, dict[str, Any]] = field(default_factory=dict)  # index -> VF settings
+
+    @property
+    def ids(self) -> str:
+        return f"{self.vendor_id}:{self.device_id}"
+
+    def describe(self) -> str:
+        parts = []
+        if self.driver:
+            parts.append(f"driver {self.driver}")
+        if self.vfs is not None:
+            parts.append(f"{self.vfs} VF(s) on {self.vf_driver}")
+        for index, settings in sorted(self.vf.items(), key=lambda kv: int(kv[0])):
+            parts.append(f"VF {index}: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
+        return "; ".join(parts) or "nothing"
+
+
+def identify(device: PciDevice, **intent: Any) -> Definition:
+    return Definition(str(device.address), device.vendor_id, device.device_id,
+                      device.subsystem_vendor_id, device.subsystem_device_id,
+                      device.iommu_group, **intent)
+
+
+def path(cfg: str, address: str) -> str:
+    return os.path.join(cfg, "devices", f"{address}.json")
+
+
+def load(cfg: str, address: str) -> Definition | None:
+    """The definition, None if there is none; Damaged (naming the file and the fix) if its
+    file is malformed."""
+    def shape(data: Any) -> Definition:
+        d = _from_json(data)
+        if d.address != address:
+            raise ValueError(f"it defines {d.address}, not the function its name says")
+        return d
+    return statefile.load(path(cfg, address), shape, fix(address), top=cfg)
+
+
+def fix(address: str) -> str:
+    try:
+        named = str(PciAddress.parse(address)) == address
+    except BadInput:
+        named = False
+    if not named:
+        return "its name is no PCI address: move it out of the devices directory"
+    return (f"correct it, or remove it with `pcimgr undefine {address}` and define the "
+            "function again")
+
+
+def load_all(cfg: str) -> tuple[list[Definition], list[Damaged]]:
+    """Every definition that reads, and the problem of each one that does not."""
+    found, damaged = [], []
+    for name in statefile.names(cfg, "devices"):
+        if not name.endswith(".json"):
+            continue
+        try:
+            d = load(cfg, name[:-5])
+        except Damaged as e:
+            damaged.append(e)
+            continue
+        if d is not None:
+            found.append(d)
+    return found, damaged
+
+
+def save(cfg: str, definition: Definition) -> None:
+    statefile.write(path(cfg, definition.address), {"format": FORMAT} | asdict(definition),
+                    mode=0o644, top=cfg)
+    _remove_env(cfg, definition.address)
+    env = []
+    if definition.driver:
+        env.append(f"PCIMGR_DRIVER={definition.driver}")
+    if definition.vfs is not None:
+        env.append(f"PCIMGR_VFS={definition.vfs}")
+    statefile.write(os.path.join(cfg, "udev", env_name(definition)), "\n".join(env), mode=0o644,
+                    top=cfg)
+
+
+def remove(cfg: str, address: str) -> None:
+    statefile.remove(path(cfg, address), top=cfg)
+    _remove_env(cfg, address)
+
+
+def env_name(definition: Definition) -> str:
+    """As the rules build it: %k and the uevent's PCI_ID (upper-case hex)."""
+    return f"{definition.address}_{definition.vendor_id.upper()}:{definition.device_id.upper()}.env"
+
+
+def _remove_env(cfg: str, address: str) -> None:
+    for name in statefile.names(cfg, "udev"):
+        if name.startswith(f"{address}_"):
+            statefile.remove(os.path.join(cfg, "udev", name), top=cfg)
+
+
+_ID = re.compile(r"[0-9a-f]{4}")
+_SETTINGS = {"mac": str, "vlan": int, "qos": int, "trust": bool, "spoofchk": bool}
+
+
+def _from_json(data: Any) -> Definition:
+    """A definition file's content, checked field by field (status and apply act on it)."""
+    statefile.obj(data, format=int, address=str, vendor_id=str, device_id=str,
+                  subsystem_vendor_id=(str, type(None)), subsystem_device_id=(str, type(None)),
+                  iommu_group=(int, type(None)))
+    if data["format"] != FORMAT:
+        raise ValueError(f"format {data['format']} (this pcimgr reads format {FORMAT})")
+    try:
+        PciAddress.parse(data["address"])
+    except BadInput:
+        raise ValueError(f"'address' is {data['address']!r}, not a PCI address") from None
+    for key in ("vendor_id", "device_id"):
+        if not _ID.fullmatch(data[key]):
+            raise ValueError(f"{key!r} is {data[key]!r}, not 4 hex digits")
+    fields = {k: v for k, v in data.items() if k in Definition.__dataclass_fields__}
+    statefile.obj({"driver": None, "vfs": None, "vf_driver": None, "vf": {}} | fields,
+                  driver=(str, type(None)), vfs=(int, type(None)),
+                  vf_driver=(str, type(None)), vf=dict)
+    d = Definition(**fields)
+    if (d.driver is None) == (d.vfs is None):
+        raise ValueError("it needs either 'driver' or 'vfs'")
+    if d.vfs is not None and (d.vfs < 1 or d.vf_driver not in ("vfio-pci", "host")):
+        raise ValueError("'vfs' must be at least 1 with 'vf_driver' vfio-pci or host")
+    for index, settings in d.vf.items():
+        if not (index.isascii() and index.isdigit()) or d.vfs is None or int(index) >= d.vfs:
+            raise ValueError(f"VF index {index!r} is not one of the defined VFs")
+        statefile.obj(settings)
+        for key, value in settings.items():
+            if key not in _SETTINGS:
+                raise ValueError(f"VF {index} has an unknown setting {key!r}")
+            statefile.obj({key: value}, **{key: _SETTINGS[key]})
+    return d

@@ -1,0 +1,313 @@
+"""define / apply / status: make the host match the definitions, and say where it does not.
+
+apply goes through the same plans, journal and refusals as the commands a
+person runs: a definition is never a way around a safety refusal (udev runs
+apply at boot, when nobody is there to read a warning). A definition whose
+hardware is gone or changed is skipped, never applied to whatever sits at the
+address now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pcimgr.drivers import planner as drivers, safety
+from pcimgr.host import facts, vfinfo
+from pcimgr.plans import transaction as plans
+from pcimgr.sriov import planner as sriov
+from pcimgr.core.address import PciAddress
+from pcimgr.persist.definitions import Definition, identify
+from pcimgr.core.errors import BadInput, NotFound, PcimgrError, Refused
+from pcimgr.drivers.planner import Proposal
+from pcimgr.host.usage import Survey
+from pcimgr.core.model import Host, PciDevice
+from pcimgr.plans.steps import Step
+from pcimgr.host.sysfs import Sysfs
+from pcimgr.core.viability import HARMLESS_DRIVERS, VFIO_DRIVERS, blocks_vfio
+
+# -- define ----------------------------------------------------------------------
+
+def define(host: Host, existing: Definition | None, address: PciAddress, driver: str | None,
+           vfs: int | None, vf_driver: str | None, vf_index: int | None,
+           vf_settings: dict[str, Any]) -> Definition:
+    device = drivers.require(host, address)
+    if driver is not None and (vfs is not None or vf_index is not None):
+        raise BadInput("a definition is either --driver, or --vfs/--vf for a PF; not both")
+    if vf_index is None and vf_settings:
+        raise BadInput("--mac/--vlan/--trust/--spoofchk belong to a VF: add --vf INDEX")
+    if driver is None and vfs is None and vf_index is None:
+        raise BadInput("nothing to define; give --driver DRIVER, or --vfs N (and --vf INDEX "
+                       "--mac/--vlan) for an SR-IOV PF")
+    if driver is not None:
+        drivers.check_driver_name(driver)
+        return identify(device, driver=driver)
+    pf = sriov.require_pf(host, address)
+    assert pf.sriov is not None
+    base = existing if existing is not None and existing.vfs is not None else None
+    count = vfs if vfs is not None else (base.vfs if base else None)
+    if count is None:
+        raise BadInput(f"define the VF count first: `pcimgr define {address} --vfs N`")
+    if not 1 <= count <= pf.sriov.totalvfs:
+        raise BadInput(f"{address} supports 1 to {pf.sriov.totalvfs} VFs (sriov_totalvfs)")
+    settings = dict(base.vf) if base else {}
+    if vf_index is not None:
+        if not 0 <= vf_index < count:
+            raise BadInput(f"VF {vf_index} does not exist with {count} VF(s); indexes run from "
+                           f"0 to {count - 1}")
+        if not vf_settings:
+            raise BadInput(f"nothing to define for VF {vf_index}; give --mac, --vlan, --trust "
+                           "or --spoofchk")
+        settings[str(vf_index)] = settings.get(str(vf_index), {}) | vf_settings
+    settings = {k: v for k, v in settings.items() if int(k) < count}
+    chosen = vf_driver or (base.vf_driver if base else None) or "vfio-pci"
+    return identify(pf, vfs=count, vf_driver=chosen, vf=settings)
+
+
+def with_group(host: Host, d: Definition, others: Mapping[str, Definition]) -> list[Definition]:
+    """define --group: the same driver for every endpoint of the group still on a host driver."""
+    device = drivers.require(host, PciAddress.parse(d.address))
+    found = [d]
+    for mate in group_gaps(host, device, others):
+        found.append(identify(mate, driver=d.driver))
+    return found
+
+
+def group_gaps(host: Host, device: PciDevice, defined: Mapping[str, Definition]) -> list[PciDevice]:
+    """Group mates that would keep VFIO from using the group: on a host driver, and not
+    defined onto vfio-pci or pci-stub."""
+    group = host.groups.get(device.iommu_group) if device.iommu_group is not None else None
+    return [m for m in (group.members if group else ()) if m.address != device.address
+            and blocks_vfio(m) and not _stubbed(defined.get(str(m.address)))]
+
+
+def _stubbed(d: Definition | None) -> bool:
+    return d is not None and d.driver in HARMLESS_DRIVERS
+
+
+def check(sysfs: Sysfs, host: Host, survey: Survey, new: list[Definition],
+          defined: Mapping[str, Definition], timeout: float) -> None:
+    """The checks the change itself would run now: a definition is applied at every boot
+    with nobody there to read a warning, so it is never a way around them."""
+    everything = {**defined, **{d.address: d for d in new}}
+    for d in new:
+        device = drivers.require(host, PciAddress.parse(d.address))
+        try:
+            if d.driver is not None:
+                _check_driver(sysfs, host, survey, device, d, everything)
+            else:
+                assert d.vfs is not None and d.vf_driver is not None
+                sriov.plan_create(sysfs, host, survey, device.address, d.vfs, d.vf_driver,
+                                  False, timeout, False)
+        except Refused as e:
+            if not e.forceable:
+                raise
+            raise Refused(f"{e.problem.replace('refusing:', 'refusing to define:', 1)}; a "
+                          "definition is applied at every boot: stop using it first") from None
+
+
+def _check_driver(sysfs: Sysfs, host: Host, survey: Survey, device: PciDevice, d: Definition,
+                  defined: Mapping[str, Definition]) -> None:
+    assert d.driver is not None
+    if not facts.driver_available(sysfs, d.driver):
+        raise BadInput(f"no driver {d.driver} on this host (not loaded, not built in, no "
+                       f"module); check the name (`ls /sys/bus/pci/drivers`, `modinfo "
+                       f"{d.driver}`)")
+    if device.driver != d.driver:
+        drivers.refuse_unsafe(sysfs, host, survey, [device], False)
+    if d.driver in VFIO_DRIVERS:
+        if not host.iommu_enabled:
+            raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; "
+                          "add intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel "
+                          "command line and reboot")
+        gaps = group_gaps(host, device, defined)
+        if gaps:
+            raise Refused(f"refusing: {device.address} shares IOMMU group {device.iommu_group} "
+                          "with " + ", ".join(f"{m.address} (on {m.driver})" for m in gaps)
+                          + ", and VFIO can use the group only when they leave their drivers "
+                          "too: pass --group to define them together")
+
+
+# -- status --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Finding:
+    definition: Definition
+    drift: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.drift
+
+
+def status(sysfs: Sysfs, host: Host, survey: Survey,
+           definitions: list[Definition]) -> list[Finding]:
+    defined = {d.address: d for d in definitions}
+    return [Finding(d, tuple(_drift(sysfs, host, d) + _unsafe(sysfs, host, survey, d, defined)))
+            for d in definitions]
+
+
+def _unsafe(sysfs: Sysfs, host: Host, survey: Survey, d: Definition,
+            defined: Mapping[str, Definition]) -> list[str]:
+    """What keeps apply from making a driver definition so: the host uses the function, or
+    its group would not be viable."""
+    device = host.get(PciAddress.parse(d.address))
+    if d.driver is None or device is None or device.ids != d.ids:
+        return []
+    found = []
+    if device.driver != d.driver:
+        uses = safety.host_use(sysfs, device, survey)
+        if uses:
+            found.append(f"the host uses it ({', '.join(uses)}): apply will not take it")
+    if d.driver in VFIO_DRIVERS:
+        gaps = group_gaps(host, device, defined)
+        if gaps:
+            found.append(f"IOMMU group {device.iommu_group} is not viable: "
+                         + ", ".join(f"{m.address} on {m.driver}" for m in gaps)
+                         + " (define them too, or undefine this one)")
+    return found
+
+
+def _drift(sysfs: Sysfs, host: Host, d: Definition) -> list[str]:
+    device = host.get(PciAddress.parse(d.address))
+    if device is None:
+        return ["missing: no function at this address"]
+    found = []
+    if device.ids != d.ids:
+        return [f"different hardware: {device.ids} here, {d.ids} defined"]
+    subsystem = (device.subsystem_vendor_id, device.subsystem_device_id)
+    if subsystem != (d.subsystem_vendor_id, d.subsystem_device_id):
+        found.append(f"different subsystem: {subsystem[0]}:{subsystem[1]} here, "
+                     f"{d.subsystem_vendor_id}:{d.subsystem_device_id} defined")
+    if device.iommu_group != d.iommu_group:
+        found.append(f"IOMMU group changed: {device.iommu_group}, defined in {d.iommu_group}")
+    if d.driver is not None and device.driver != d.driver:
+        found.append(f"driver is {device.driver or 'none'}, defined {d.driver}")
+    if d.vfs is not None:
+        found += _vf_drift(sysfs, host, device, d)
+    return found
+
+
+def _vf_drift(sysfs: Sysfs, host: Host, pf: PciDevice, d: Definition) -> list[str]:
+    numvfs = pf.sriov.numvfs if pf.sriov else 0
+    if numvfs != d.vfs:
+        return [f"{numvfs} VF(s), defined {d.vfs}"]
+    found = []
+    vfs = [host.get(a) for a in (pf.sriov.vfs if pf.sriov else ())]
+    if d.vf_driver == "vfio-pci":
+        off = [str(vf.address) for vf in vfs if vf is not None and vf.driver != "vfio-pci"]
+        if off:
+            found.append(f"VF(s) not on vfio-pci: {', '.join(off)}")
+    configs = vfinfo.read(sysfs, d.address, pf.netdevs[0] if pf.netdevs else None)
+    for index, settings in sorted(d.vf.items(), key=lambda kv: int(kv[0])):
+        now = configs[int(index)] if int(index) < len(configs) else {}
+        for key, want in settings.items():
+            if now.get(key) != want:
+                found.append(f"VF {index} {key} is {now.get(key)}, defined {want}")
+    return found
+
+
+# -- apply -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ApplyPlan:
+    proposal: Proposal
+    skipped: tuple[str, ...]     # definitions left alone, and why
+    settings: tuple[Definition, ...]  # PFs whose VF settings follow once the VFs are there
+
+
+def plan_apply(sysfs: Sysfs, host: Host, survey: Survey, definitions: list[Definition],
+               timeout: float, guests: Mapping[PciAddress, list[Any]] | None = None) -> ApplyPlan:
+    """guests: libvirt's holdings when it could be asked (not at early boot): a VF a domain
+    names is not removed to reach a defined count."""
+    skipped: list[str] = []
+    planned: dict[str, tuple[Definition, Proposal]] = {}
+    for d in definitions:
+        device = host.get(PciAddress.parse(d.address))
+        if device is None or device.ids != d.ids:
+            skipped.append(f"{d.address}: " + _drift(sysfs, host, d)[0] + "; not applied")
+            continue
+        try:
+            if d.driver is not None:
+                p = drivers.plan_bind(sysfs, host, survey, device.address, d.driver, False)
+            else:
+                assert d.vfs is not None and d.vf_driver is not None
+                p = sriov.plan_create(sysfs, host, survey, device.address, d.vfs, d.vf_driver,
+                                      False, timeout, False, guests)
+        except Refused as e:
+            # there is nobody to pass --force when udev runs apply
+            skipped.append(f"{d.address}: " + (
+                f"{e.problem}; apply never forces (run the command by hand with --force)"
+                if e.forceable else str(e)))
+            continue
+        except PcimgrError as e:
+            skipped.append(f"{d.address}: {e}")
+            continue
+        planned[d.address] = (d, p)
+    skipped += _drop_partial_groups(host, planned)
+    steps: list[Step] = []
+    notes: list[str] = []
+    module = None
+    for d, p in planned.values():
+        steps += p.plan.steps
+        notes += p.notes
+        module = module or p.module
+    later = tuple(d for d, _ in planned.values() if d.vf)
+    proposal = Proposal(plans.Plan("apply", tuple(steps)), module, tuple(notes))
+    return ApplyPlan(proposal, tuple(skipped), later)
+
+
+def _drop_partial_groups(host: Host, planned: dict[str, tuple[Definition, Proposal]]) -> list[str]:
+    """Never leave a group half on vfio-pci: a vfio-pci definition goes only with every mate
+    still on a host driver going too (a mate's skip can take others with it)."""
+    skipped = []
+    changed = True
+    while changed:
+        changed = False
+        going = {a: d for a, (d, _) in planned.items()}
+        for a, (d, _) in list(planned.items()):
+            device = host.get(PciAddress.parse(a))
+            if d.driver not in VFIO_DRIVERS or device is None or device.driver == d.driver:
+                continue
+            gaps = group_gaps(host, device, going)
+            if gaps:
+                del planned[a]
+                changed = True
+                skipped.append(
+                    f"{a}: IOMMU group {device.iommu_group} would not be viable: "
+                    + ", ".join(f"{m.address} stays on {m.driver}" for m in gaps)
+                    + f"; define them too (`pcimgr define {a} --driver {d.driver} --group`)")
+    return skipped
+
+
+def plan_vf_settings(sysfs: Sysfs, host: Host, d: Definition, timeout: float) -> Proposal:
+    """The defined VF properties of one PF, once its VFs exist (a second transaction)."""
+    steps: list[Step] = []
+    for index, settings in sorted(d.vf.items(), key=lambda kv: int(kv[0])):
+        p = sriov.plan_set(sysfs, host, PciAddress.parse(d.address), int(index), settings,
+                           timeout)
+        steps += p.plan.steps
+    return Proposal(plans.Plan(f"apply VF settings of {d.address}", tuple(steps)), None, ())
+
+
+def select(definitions: list[Definition], address: PciAddress | None) -> list[Definition]:
+    """One function's definition (what udev applies when it appears) with those of its IOMMU
+    group: the group is applied whole or not at all."""
+    if address is None:
+        return definitions
+    chosen = [d for d in definitions if d.address == str(address)]
+    if not chosen:
+        raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
+    group = chosen[0].iommu_group
+    return chosen + [d for d in definitions if group is not None and d.iommu_group == group
+                     and d.address != str(address)]
+
+
+def without_vf(d: Definition, index: int | None) -> Definition | None:
+    """undefine --vf INDEX drops one VF's settings; without it the whole definition goes."""
+    if index is None:
+        return None
+    if str(index) not in d.vf:
+        raise BadInput(f"{d.address} has no settings defined for VF {index}")
+    return replace(d, vf={k: v for k, v in d.vf.items() if k != str(index)})

@@ -1,0 +1,63 @@
+"""One lock per host serialises every command that changes the host, its state or its
+definitions; readers never take it.
+
+The lock belongs to the host, not to a state directory: two runs with different
+--state-dir values still change the same functions, so they must wait for each
+other. The real host's lock is /run/pcimgr/lock (tmpfs: gone at reboot, as is every
+holder); a simulated host's is inside its root. The file is created once and kept:
+an flock file carries no content, and removing it would let a process that still
+holds the old inode and one that creates a new file both believe they hold the lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pcimgr.plans import statefile
+from pcimgr.core.errors import Busy
+from pcimgr.host.sysfs import Sysfs
+
+DEFAULT_WAIT = 30.0
+REAL_LOCK_DIR = "/run/pcimgr"
+SIM_LOCK_DIR = ".pcimgr-run"  # inside a simulated root
+
+
+def host_lock_dir(sysfs: Sysfs) -> str:
+    return os.path.join(sysfs.root, SIM_LOCK_DIR) if sysfs.simulated else REAL_LOCK_DIR
+
+
+@contextmanager
+def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT) -> Iterator[None]:
+    """flock(LOCK_EX) on LOCK_DIR/lock, polling up to `wait` seconds, then Busy."""
+    path = os.path.join(lock_dir, "lock")
+    with statefile.directory(lock_dir, create=True) as dfd:
+        try:
+            fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dfd)
+        except PermissionError:
+            raise statefile.denied(path, "no permission to open the lock") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise statefile.not_followed(path) from None
+            raise
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise Busy(f"another pcimgr is changing this host (lock {path} held for "
+                               f"over {wait:g} s); wait for it to finish and retry") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock, also when the process dies

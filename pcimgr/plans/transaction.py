@@ -1,0 +1,195 @@
+"""Plans: ordered steps applied with a journal, rolled back in reverse when one fails.
+
+The journal (STATE_DIR/journal.json) is written before and after every step, so
+a process killed half-way leaves enough for the next run to undo what it did
+(`recover`) before doing anything else. Any failure while the plan runs — a step,
+a journal write (ENOSPC, EIO), the records that must follow the change, SIGINT or
+SIGTERM — rolls back every started step: exit 0 means complete and recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from pcimgr.plans import interrupts, statefile
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput, Interrupted, NeedsRoot, PcimgrError, RolledBack
+from pcimgr.host.sysfs import Sysfs
+
+if TYPE_CHECKING:  # every step module: imported only when a journal is read back
+    from pcimgr.plans.steps import Step
+
+JOURNAL = "journal.json"
+RECOVER_FIX = ("`pcimgr recover --dry-run` shows what it names, `pcimgr recover --discard` "
+               "forgets it once you have checked those functions (`pcimgr list --all`)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    command: str
+    steps: tuple[Step, ...]
+
+    def describe(self) -> str:
+        if not self.steps:
+            return "Nothing to do."
+        lines = []
+        for n, step in enumerate(self.steps, 1):
+            lines.append(f"{n}. {step.summary()}")
+            lines += [f"     {w}" for w in step.describe()]
+        return "\n".join(lines)
+
+
+def journal_path(state_dir: str) -> str:
+    return os.path.join(state_dir, JOURNAL)
+
+
+Progress = Callable[[int, int, "Step"], None]
+# Runs once every step is applied, before the journal goes: writes what must outlive the
+# change (records) and returns how to take that back, should the journal removal fail.
+Commit = Callable[[], Callable[[], None]]
+
+
+def execute(plan: Plan, sysfs: Sysfs, state_dir: str, progress: Progress | None = None,
+            commit: Commit | None = None) -> None:
+    """Apply every step; progress(done, total, step) after each one; RolledBack on failure."""
+    path = journal_path(state_dir)
+    entries = [{"step": s.to_json(), "state": "pending"} for s in plan.steps]
+    journal = {"command": plan.command, "pid": os.getpid(), "started": time.time(),
+               "steps": entries}
+    started = 0  # steps that may have changed the host: undone on failure
+    where = "writing the journal"
+    uncommit: Callable[[], None] | None = None
+    try:
+        statefile.write(path, journal, readable=False, top=state_dir)
+        for i, step in enumerate(plan.steps):
+            where = f"step {i + 1} ({step.address})"
+            entries[i]["state"] = "applying"
+            statefile.write(path, journal, readable=False, top=state_dir)
+            started = i + 1
+            step.apply(sysfs)
+            entries[i]["state"] = "applied"
+            statefile.write(path, journal, readable=False, top=state_dir)
+            if progress is not None:
+                progress(i + 1, len(plan.steps), step)
+        where = "recording the original drivers"
+        if commit is not None:
+            with interrupts.shielded():  # all records or none
+                uncommit = commit()
+        where = "removing the journal"
+        statefile.remove(path, top=state_dir)
+    except (PcimgrError, OSError) as failure:
+        with interrupts.shielded():
+            if uncommit is not None:
+                uncommit()
+            report = _roll_back(plan.steps[:started], sysfs)
+            try:
+                statefile.remove(path, top=state_dir)
+            except (PcimgrError, OSError) as e:
+                report += f"; the journal {path} stays ({_why(e)}): the next run undoes it again"
+        if started == 0 and isinstance(failure, NeedsRoot):
+            raise  # the state directory is out of reach: nothing was done, say only that
+        what = (f"interrupted by {failure.signame} at {where}" if isinstance(failure, Interrupted)
+                else f"failed at {where}: {_why(failure)}")
+        raise RolledBack(f"{plan.command} {what}; {report}") from failure
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}" + (f" ({e.filename})" if e.filename else "")
+    return str(e)
+
+
+# -- the journal read back ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A journal a killed run left: its command, pid and the steps it had started."""
+
+    command: str
+    pid: int
+    started: tuple[Step, ...]
+
+
+def read_journal(state_dir: str) -> Unfinished | None:
+    """The journal left behind, None if there is none; Damaged naming `pcimgr recover`."""
+    return statefile.load(journal_path(state_dir), _journal_shape, RECOVER_FIX, top=state_dir)
+
+
+def _journal_shape(data: Any) -> Unfinished:
+    from pcimgr.plans.steps import from_json
+    statefile.obj(data, command=str, pid=int, steps=list)
+    started = []
+    for n, entry in enumerate(data["steps"], 1):
+        try:
+            statefile.obj(entry, step=dict, state=str)
+            if entry["state"] not in ("pending", "applying", "applied"):
+                raise ValueError(f"state {entry['state']!r} is none of pending, applying, "
+                                 "applied")
+            if entry["state"] != "pending":
+                started.append(_step(entry["step"], from_json))
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"step {n}: {e}") from None
+    return Unfinished(data["command"], data["pid"], tuple(started))
+
+
+def _step(data: dict[str, Any], from_json: Callable[[dict[str, Any]], Step]) -> Step:
+    if not isinstance(data.get("kind"), str):
+        raise ValueError("no step kind")
+    try:
+        step = from_json(data)
+    except KeyError:
+        raise ValueError(f"unknown kind {data['kind']!r}") from None
+    hints = typing.get_type_hints(type(step))
+    for f in fields(step):  # the simple fields an undo acts on must have their types
+        want = {str: (str,), int: (int,), float: (int, float), bool: (bool,),
+                str | None: (str, type(None)), int | None: (int, type(None))}.get(hints[f.name])
+        value = getattr(step, f.name)
+        if want is not None and (not isinstance(value, want)
+                                 or (isinstance(value, bool) and bool not in want)):
+            raise ValueError(f"{data['kind']} field {f.name!r} is {value!r}")
+    try:
+        PciAddress.parse(step.address)
+    except BadInput:
+        raise ValueError(f"{data['kind']} step names no PCI address: {step.address!r}") from None
+    return step
+
+
+def recover(sysfs: Sysfs, state_dir: str) -> str | None:
+    """Undo an unfinished transaction left by a killed run; a sentence saying so, or None."""
+    unfinished = read_journal(state_dir)
+    if unfinished is None:
+        return None
+    with interrupts.shielded():
+        report = _roll_back(unfinished.started, sysfs)
+        statefile.remove(journal_path(state_dir), top=state_dir)
+    return (f"found an unfinished `{unfinished.command}` (pid {unfinished.pid}) and undid its "
+            f"{len(unfinished.started)} started step(s): {report}")
+
+
+def discard(state_dir: str) -> None:
+    """Forget the journal without undoing anything (`pcimgr recover --discard`)."""
+    statefile.remove(journal_path(state_dir), top=state_dir)
+
+
+def addresses_in(text: str) -> list[str]:
+    """The PCI addresses a damaged journal still names, for the person who must check them."""
+    return sorted(set(re.findall(r"\b[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]\b",
+                                 text)))
+
+
+def _roll_back(steps: tuple[Step, ...], sysfs: Sysfs) -> str:
+    failed = []
+    for step in reversed(steps):
+        try:
+            step.undo(sysfs)
+        except (PcimgrError, OSError) as e:
+            failed.append(f"{step.address} ({e})")
+    if failed:
+        return ("ROLLBACK INCOMPLETE, restore by hand: " + "; ".join(failed))
+    return "rolled back: the host is as it was before"

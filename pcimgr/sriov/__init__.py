@@ -1,0 +1,1 @@
+"""SR-IOV virtual functions: list, create, destroy, set."""
