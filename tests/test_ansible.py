@@ -49,6 +49,9 @@ def ansible(name: str, *args: str, home: Path) -> subprocess.CompletedProcess:
     env = os.environ | {
         "ANSIBLE_COLLECTIONS_PATH": str(REPO), "ANSIBLE_HOME": str(home / ".ansible"),
         "ANSIBLE_LOCAL_TEMP": str(home / ".ansible/tmp"), "ANSIBLE_NOCOLOR": "1",
+        # the "remote" is this machine: its temporary files go where the test may write
+        # (the lab guest's home is on the read-only host root)
+        "ANSIBLE_REMOTE_TEMP": str(home / ".ansible/remote"),
         "ANSIBLE_PIPELINING": "1", "ANSIBLE_FORKS": "3",
         # the modules import this checkout's pcimgr, as a host imports its installed one
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
