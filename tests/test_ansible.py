@@ -11,7 +11,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from pcimgr.cli.app import cli
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
 from pcimgr.fleet import device, vfs
@@ -120,6 +122,9 @@ def test_one_playbook_prepares_three_hosts_and_a_second_run_changes_nothing(
     facts = {n: json.loads((tmp_path / "facts" / f"{n}.json").read_text()) for n in FLEET}
     assert {n: f["host"] for n, f in facts.items()} == {n: n for n in FLEET}
     assert all(d["ok"] for f in facts.values() for d in f["definitions"])
+    r2 = CliRunner().invoke(cli, ["--sysfs-root", str(roots["node2"]), "export", "facts",
+                                  "--host-name", "node2"])
+    assert json.loads(r2.stdout) == facts["node2"]  # the module's facts are pcimgr's
     vf1 = [vf for pf in facts["node2"]["vfs"] for vf in pf["vfs"] if vf["index"] == 1][0]
     assert (vf1["mac"], vf1["trust"]) == ("52:54:00:5e:00:12", True)
     prepared = {n: snapshot(r) for n, r in roots.items()}
@@ -182,8 +187,15 @@ def test_guest_module_assigns_once_and_releases(tmp_path: Path, libvirt_uri: str
         {"name": "release", "pcimgr.host.pcimgr_guest": task["pcimgr.host.pcimgr_guest"]
          | {"state": "absent"}}]}]))
     env_python = f"ansible_python_interpreter={sys.executable}"
-    r = ansible("ansible-playbook", "-i", "localhost,", "-c", "local", "-e", env_python,
-                str(book), home=tmp_path)
+    command = ("ansible-playbook", "-i", "localhost,", "-c", "local", "-e", env_python,
+               str(book))
+    r = ansible(*command, "--check", home=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert re.findall(r"^(changed|ok): \[localhost\]", r.stdout, re.M) == ["changed",
+                                                                          "changed", "ok"]
+    assert driver_of(root, "0000:04:00.0") == "e1000e"  # check mode: nothing moved
+    assert "0x04" not in libvirtd.virsh("dumpxml", "--inactive", vm).stdout
+    r = ansible(*command, home=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:]
     assert re.findall(r"^(changed|ok): \[localhost\]", r.stdout, re.M) == ["changed", "ok",
                                                                           "changed"]
