@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from pcimgr.cli.app import cli
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
-from pcimgr.fleet import device, vfs
+from pcimgr.fleet import device, guest, vfs
 from pcimgr.fleet.session import Session
 from pcimgr.sim import builder, profiles
 from tests import libvirtd
@@ -235,6 +235,9 @@ def test_check_mode_predicts_what_the_run_makes(demo: Path) -> None:
     (2, [{"index": 0, "mac": "01:00:5e:00:00:01"}], BadInput, "multicast or zero"),
     (2, [{"index": 0}], BadInput, "nothing to set for VF 0"),
     (9, [], BadInput, "supports at most 7 VFs under igb"),
+    (-1, [], BadInput, "give 0 \\(no VFs\\) or more"),
+    (2, [{"index": 0, "vlan": 4096}], BadInput, "vlan 4096 is out of range; give 0 to 4095"),
+    (2, [{"index": 0, "vlan": 5, "qos": 8}], BadInput, "qos 8 is out of range"),
 ])
 def test_vfs_refusals_come_before_any_write(demo: Path, count: int, settings: list,
                                             error: type, message: str) -> None:
@@ -273,3 +276,10 @@ def test_giving_back_undefines_and_count_zero_forgets_the_vfs(demo: Path) -> Non
     assert not any((demo / ".pcimgr-config/devices").iterdir())
     again = vfs.ensure(Session(str(demo)), pf, 0, "vfio-pci", [], False, True, False, 30)
     assert not again.changed
+
+
+def test_a_guest_vlan_out_of_range_is_bad_input_before_libvirt_is_asked(demo: Path) -> None:
+    with pytest.raises(BadInput, match="vlan 5000 is out of range; give a VLAN tag from 1"):
+        guest.ensure(Session(str(demo), connect="test:///nonexistent"),
+                     PciAddress.parse("07:00.2"), "vm1", True, False, False,
+                     "52:54:00:6b:3c:09", 5000, None, None, False, False, 30)

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from pcimgr.cli.app import cli
 from pcimgr.sim import builder, profiles
 from tests.conftest import golden
-from tests.fleet import plugin_selectors as selectors, schemas
+from tests.fleet import plugin_selectors as selectors
+from tests.fleet import schemas
 
 REPO = Path(__file__).resolve().parents[1]
 NOVA_PYTHON = Path(os.environ.get("PCIMGR_NOVA_PYTHON", REPO / ".cache/nova-venv/bin/python"))

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from pcimgr.drivers import planner as hostdriver
-from pcimgr.persist import definitions, planner as persist
 from pcimgr.core.address import PciAddress
-from pcimgr.drivers.binding import BindDriver, Reprobe
-from pcimgr.persist.definitions import Definition
-from pcimgr.fleet.session import Result, Session
 from pcimgr.core.model import Host
+from pcimgr.drivers import planner as hostdriver
+from pcimgr.drivers.binding import BindDriver, Reprobe
+from pcimgr.fleet.session import Result, Session
+from pcimgr.persist import definitions
+from pcimgr.persist import planner as persist
+from pcimgr.persist.definitions import Definition
 
 HOST = "host"  # give it back to the driver it had before pcimgr moved it
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pcimgr.core.errors import BadInput
-from pcimgr.fleet import facts as facts_mod, k8s, nova, proxmox
+from pcimgr.fleet import facts as facts_mod
+from pcimgr.fleet import k8s, nova, proxmox
 from pcimgr.fleet.pools import Pool, pools
 
 

@@ -28,8 +28,10 @@ def gather(sysfs: Sysfs, config_dir: str, namer: Namer, host_name: str | None = 
     machine's own name."""
     from pcimgr.cli import render
     from pcimgr.drivers import safety
-    from pcimgr.host import discovery, usage as hostuse
-    from pcimgr.persist import definitions, planner as persist
+    from pcimgr.host import discovery
+    from pcimgr.host import usage as hostuse
+    from pcimgr.persist import definitions
+    from pcimgr.persist import planner as persist
     from pcimgr.sriov import planner as sriov
     host = discovery.scan(sysfs)
     survey = hostuse.survey(sysfs, deep=False)  # as `list`: no /proc scan

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from pcimgr.drivers import planner as hostdriver
-from pcimgr.guests import assign as assigning
-from pcimgr.plans import records
 from pcimgr.core.address import PciAddress
-from pcimgr.fleet.session import Result, Session
-from pcimgr.guests.holdings import Holdings
+from pcimgr.core.errors import BadInput
 from pcimgr.core.model import Host
+from pcimgr.drivers import planner as hostdriver
+from pcimgr.fleet.session import Result, Session
+from pcimgr.guests import assign as assigning
+from pcimgr.guests.holdings import Holdings
+from pcimgr.plans import records
 
 
 def ensure(s: Session, address: PciAddress, domain: str, present: bool, group: bool,
            managed: bool, mac: str | None, vlan: int | None, live: bool | None,
            config: bool | None, keep_detached: bool, force: bool, timeout: float) -> Result:
+    if vlan is not None and not 1 <= vlan <= 4094:
+        raise BadInput(f"vlan {vlan} is out of range; give a VLAN tag from 1 to 4094")
+
     def work() -> Result:
         host, survey = s.scan((address,))
         hostdriver.require(host, address)

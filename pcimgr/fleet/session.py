@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pcimgr.drivers import planner as hostdriver
-from pcimgr.host import discovery, usage as hostuse
-from pcimgr.core.address import PciAddress
 from pcimgr.cli.app import Context
-from pcimgr.drivers.planner import Proposal
-from pcimgr.host.usage import Survey
+from pcimgr.core.address import PciAddress
 from pcimgr.core.model import Host
+from pcimgr.drivers import planner as hostdriver
+from pcimgr.drivers.planner import Proposal
+from pcimgr.host import discovery
+from pcimgr.host import usage as hostuse
+from pcimgr.host.usage import Survey
 
 T = TypeVar("T")
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from pcimgr.host import discovery, vfinfo
-from pcimgr.persist import definitions, planner as persist
-from pcimgr.sriov import planner as sriov
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
-from pcimgr.fleet.session import Result, Session
 from pcimgr.core.model import Host
+from pcimgr.fleet.session import Result, Session
+from pcimgr.host import discovery, vfinfo
+from pcimgr.persist import definitions
+from pcimgr.persist import planner as persist
+from pcimgr.sriov import planner as sriov
 from pcimgr.sriov.steps import SetNumVfs
 
 SETTINGS = ("mac", "vlan", "qos", "trust", "spoofchk")
@@ -26,6 +27,8 @@ SETTINGS = ("mac", "vlan", "qos", "trust", "spoofchk")
 
 def check_settings(count: int, given: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """index -> the settings given for that VF (None values dropped), validated."""
+    if count < 0:
+        raise BadInput(f"a VF count of {count}; give 0 (no VFs) or more")
     found: dict[int, dict[str, Any]] = {}
     for entry in given:
         index = entry["index"]
@@ -39,6 +42,10 @@ def check_settings(count: int, given: list[dict[str, Any]]) -> dict[int, dict[st
         if not settings:
             raise BadInput(f"nothing to set for VF {index}; give mac, vlan, qos, trust or "
                            "spoofchk")
+        for key, top in (("vlan", 4095), ("qos", 7)):
+            if not 0 <= settings.get(key, 0) <= top:
+                raise BadInput(f"VF {index}: {key} {settings[key]} is out of range; give 0 "
+                               f"to {top}")
         if "qos" in settings and "vlan" not in settings:
             raise BadInput(f"VF {index}: qos sets the priority of a VLAN; give vlan with it")
         if "mac" in settings:
