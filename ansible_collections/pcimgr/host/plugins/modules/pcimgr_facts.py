@@ -53,12 +53,8 @@ ansible_facts:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.pcimgr.host.plugins.module_utils.pcimgr_common import (
-    COMMON_ARGS,
-    pcimgr_or_fail,
-    session,
-)
+    COMMON_ARGS, pcimgr_or_fail, session)
 
 
 def main():

@@ -113,14 +113,8 @@ after:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.pcimgr.host.plugins.module_utils.pcimgr_common import (
-    COMMON_ARGS,
-    address,
-    pcimgr_or_fail,
-    run,
-    session,
-)
+    COMMON_ARGS, address, pcimgr_or_fail, run, session)
 
 
 def main():
