@@ -20,7 +20,7 @@ from tests.test_ansible import play
 pytestmark = pytest.mark.lab
 
 HOST = {"pcimgr_passthrough": [E1000[0]],
-        "pcimgr_vfs": [{"pf": PF, "count": 2,
+        "pcimgr_vfs": [{"pf": PF, "count": 2, "pf_up": True,
                         "vfs": [{"index": 0, "mac": "52:54:00:5e:00:01", "vlan": 100}]}]}
 GIVE_BACK = [{"hosts": "kvm_hosts", "gather_facts": False, "tasks": [
     {"name": "The e1000 pair back to e1000, undefined",
@@ -41,6 +41,7 @@ def inventory(tmp_path: Path) -> Iterator[Path]:
     yield path
     (PF_DIR / "sriov_numvfs").write_text("0")
     (PF_DIR / "sriov_drivers_autoprobe").write_text("1")
+    subprocess.run(["ip", "link", "set", "enp1s0", "down"], check=True)
     for address in E1000:
         if driver(address) != "e1000":
             by_hand_back(address)
@@ -69,6 +70,9 @@ def test_the_fleet_playbook_prepares_the_lab_and_a_second_run_changes_nothing(
     assert [driver(a) for a in E1000] == ["vfio-pci", "vfio-pci"]
     assert vfs_on_vfio() == ["vfio-pci", "vfio-pci"]
     assert vf_settings(0) == {"mac": "52:54:00:5e:00:01", "vlan": 100}
+    link = json.loads(subprocess.run(["ip", "-j", "link", "show", "dev", "enp1s0"],
+                                     capture_output=True, text=True, check=True).stdout)[0]
+    assert "UP" in link["flags"]  # pf_up brought the PF up before the VFs were made
 
     r, recap = play(inventory)
     assert r.returncode == 0 and recap["lab"]["changed"] == 0, r.stdout[-3000:]
