@@ -214,6 +214,7 @@ COMMAND_MODULES = {
     **dict.fromkeys(("doctor", "advise"), "host"),
     **dict.fromkeys(("sim", "demo"), "sim"),
     "recover": "recover",
+    "export": "export",
 }
 
 

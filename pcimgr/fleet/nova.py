@@ -1,0 +1,43 @@
+"""OpenStack Nova: the compute node's `[pci] device_spec` and `alias` options.
+
+One device_spec per managed function, by exact address with its vendor and product id,
+so Nova's whitelist matches those functions and nothing else; functions pcimgr keeps on
+vfio-pci are `"managed": "no"`: Nova must not have libvirt detach them from (or give them
+back to) the host, pcimgr does. One alias per pool for flavors
+(`pci_passthrough:alias`). Field reference: nova.conf's [pci] options (docs/fleet.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pcimgr.fleet.pools import Pool
+
+DEVICE_TYPES = {"vf": "type-VF", "pf": "type-PF", "pci": "type-PCI"}
+
+
+def device_specs(pools: list[Pool], physnet: str | None) -> list[dict[str, Any]]:
+    specs = []
+    for p in pools:
+        for m in p.members:
+            spec: dict[str, Any] = {"vendor_id": p.vendor_id, "product_id": p.device_id,
+                                    "address": m.address}
+            if p.vfio:
+                spec["managed"] = "no"
+            if physnet and p.network:
+                spec["physical_network"] = physnet
+            specs.append(spec)
+    return specs
+
+
+def aliases(pools: list[Pool]) -> list[dict[str, Any]]:
+    return [{"name": p.name, "vendor_id": p.vendor_id, "product_id": p.device_id,
+             "device_type": DEVICE_TYPES[p.kind]} for p in pools]
+
+
+def config(pools: list[Pool], physnet: str | None) -> str:
+    lines = ["[pci]"]
+    lines += [f"device_spec = {json.dumps(s)}" for s in device_specs(pools, physnet)]
+    lines += [f"alias = {json.dumps(a)}" for a in aliases(pools)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,80 @@
+"""What a desired-state change shares (the Ansible modules): the host, the plan, check mode.
+
+The same path as the CLI's change commands (cli.change): plans from a fresh snapshot
+and the host-dependency survey, then, for real, as root under the lock after recovering
+a killed run, through hostdriver.execute (journal, rollback, original-driver records).
+Check mode stops after the plans: no lock, no root, no write, as --dry-run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pcimgr.cli.app import Context
+from pcimgr.core.address import PciAddress
+from pcimgr.core.model import Host
+from pcimgr.drivers import planner as hostdriver
+from pcimgr.drivers.planner import Proposal
+from pcimgr.host import discovery
+from pcimgr.host import usage as hostuse
+from pcimgr.host.usage import Survey
+
+T = TypeVar("T")
+
+
+@dataclass
+class Result:
+    """changed: something was (check mode: would be) written. before/after: the touched
+    state, for --diff; in check mode `after` is what the plans would make it."""
+
+    changed: bool = False
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    plan: list[str] = field(default_factory=list)    # the steps and their exact writes
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, proposal: Proposal) -> None:
+        if proposal.module:
+            self.plan.append(f"modprobe {proposal.module}")
+        self.plan += proposal.plan.describe().splitlines() if proposal.plan.steps else []
+        self.notes += proposal.notes
+        self.changed = self.changed or bool(proposal.plan.steps)
+
+
+class Session:
+    def __init__(self, sysfs_root: str = "/sys", state_dir: str | None = None,
+                 config_dir: str | None = None, lock_timeout: float = 30.0,
+                 check_mode: bool = False, connect: str | None = None) -> None:
+        self.context = Context(sysfs_root, state_dir, lock_timeout, connect, config_dir)
+        self.check_mode = check_mode
+
+    @property
+    def sysfs(self):  # type: ignore[no-untyped-def]
+        return self.context.sysfs
+
+    @property
+    def state(self) -> str:
+        return self.context.state
+
+    @property
+    def config_dir(self) -> str:
+        return self.context.config_dir
+
+    def scan(self, addresses: tuple[PciAddress, ...]) -> tuple[Host, Survey]:
+        return discovery.scan_related(self.sysfs, addresses), hostuse.survey(self.sysfs)
+
+    def run(self, work: Callable[[], T]) -> T:
+        """work() for real: as root, under the lock, after undoing what a killed run left."""
+        if self.check_mode:
+            return work()
+        hostdriver.needs_root(self.sysfs)
+        done: list[T] = []
+        hostdriver.locked(self.sysfs, self.state, self.context.lock_timeout,
+                          lambda recovered: done.append(work()))
+        return done[0]
+
+    def execute(self, proposal: Proposal) -> None:
+        if proposal.plan.steps and not self.check_mode:
+            hostdriver.execute(self.sysfs, self.state, proposal)

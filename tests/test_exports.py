@@ -1,0 +1,252 @@
+"""`pcimgr export`: each format checked by its consumer's own code where that installs from
+PyPI (Nova's PCI parsers), by schemas built from the Kubernetes projects' documented fields
+and an evaluator of the device plugin's selectors, and by golden files."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pcimgr.cli.app import cli
+from pcimgr.sim import builder, profiles
+from tests.conftest import golden
+from tests.fleet import plugin_selectors as selectors
+from tests.fleet import schemas
+
+REPO = Path(__file__).resolve().parents[1]
+NOVA_PYTHON = Path(os.environ.get("PCIMGR_NOVA_PYTHON", REPO / ".cache/nova-venv/bin/python"))
+
+# what the demo scenario below puts in each pool, written out by hand
+INTENDED = {
+    "intel.com/pci_8086_105e_vfio": {"0000:04:00.0", "0000:04:00.1"},
+    "intel.com/sriov_8086_10ca_vfio": {"0000:05:10.0", "0000:05:10.2", "0000:05:10.4",
+                                       "0000:05:10.6"},
+    "intel.com/sriov_15b3_1018_netdev": {"0000:07:00.2", "0000:07:00.3"},
+}
+
+
+def pcimgr(root: Path, *args: str):
+    r = CliRunner().invoke(cli, ["--sysfs-root", str(root), *args], prog_name="pcimgr")
+    return r
+
+
+def prepared(root: Path, *commands: tuple[str, ...]) -> Path:
+    builder.build(str(root), profiles.get(root.name.split("-")[0]))
+    for args in commands:
+        r = pcimgr(root, *args)
+        assert r.exit_code == 0, r.output
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo host with the 82571EB pair on vfio-pci, 4 VFs of the 82576 on vfio-pci (VF 0
+    with a MAC and VLAN) and the ConnectX-5's 2 VFs on mlx5_core, all defined and applied."""
+    return prepared(tmp_path_factory.mktemp("exports") / "demo",
+                    ("define", "04:00.0", "--driver", "vfio-pci", "--group"),
+                    ("define", "05:00.0", "--vfs", "4"),
+                    ("define", "05:00.0", "--vf", "0", "--mac", "52:54:00:5e:00:01", "--vlan",
+                     "100"),
+                    ("define", "07:00.0", "--vfs", "2", "--vf-driver", "host"),
+                    ("apply",))
+
+
+def export(root: Path, *args: str) -> str:
+    r = pcimgr(root, "export", *args)
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+def facts_of(root: Path, name: str = "node1") -> dict:
+    return json.loads(export(root, "facts", "--host-name", name))
+
+
+def test_facts_carry_the_read_commands_documents(demo: Path) -> None:
+    facts = facts_of(demo)
+    assert facts["host"] == "node1" and facts["pcimgr_version"] == "0.1.0" and facts["simulated"]
+    assert facts["devices"] == json.loads(pcimgr(demo, "list", "--all", "--json").stdout)
+    assert facts["groups"] == json.loads(pcimgr(demo, "groups", "--json").stdout)
+    assert facts["vfs"] == json.loads(pcimgr(demo, "vfs", "list", "--json").stdout)
+    assert [(d["address"], d["ok"]) for d in facts["definitions"]] == [
+        ("0000:04:00.0", True), ("0000:04:00.1", True), ("0000:05:00.0", True),
+        ("0000:07:00.0", True)]
+
+
+@pytest.mark.parametrize("fmt,args,name", [
+    ("sriov-device-plugin", (), "export_sriov_device_plugin.json"),
+    ("sriov-device-plugin", ("--configmap",), "export_sriov_device_plugin_configmap.yaml"),
+    ("kubevirt", (), "export_kubevirt.json"),
+    ("proxmox", (), "export_proxmox.sh"),
+    ("nova", (), "export_nova.conf"),
+    ("nova", ("--physnet", "physnet1", "--json"), "export_nova_physnet.json"),
+])
+def test_golden(demo: Path, fmt: str, args: tuple[str, ...], name: str) -> None:
+    golden(name, export(demo, fmt, "--host-name", "node1", *args))
+
+
+def test_device_plugin_config_fits_the_documented_fields_and_takes_exactly_the_pools(
+        demo: Path) -> None:
+    config = json.loads(export(demo, "sriov-device-plugin"))
+    jsonschema.validate(config, schemas.DEVICE_PLUGIN)
+    configmap = yaml.safe_load(export(demo, "sriov-device-plugin", "--configmap"))
+    assert (configmap["kind"], configmap["metadata"]) == (
+        "ConfigMap", {"name": "sriovdp-config", "namespace": "kube-system"})
+    assert json.loads(configmap["data"]["config.json"]) == config
+    taken = selectors.pools(config, selectors.host_devices(facts_of(demo)))
+    assert taken == INTENDED
+
+
+def test_a_pool_leaves_out_the_same_model_s_vfs_that_pcimgr_does_not_manage(
+        tmp_path: Path) -> None:
+    """Two 82576-like PFs, each with 2 VFs on vfio-pci; only the first is defined: its pool
+    (by PF name range) must not take the other PF's VFs, nor may Nova's specs."""
+    root = prepared(tmp_path / "scale:2x2",
+                    ("define", "01:00.0", "--vfs", "2"), ("apply",),
+                    ("detach", "02:10.0", "02:10.1"))
+    facts = facts_of(root)
+    config = json.loads(export(root, "sriov-device-plugin"))
+    assert config["resourceList"][0]["selectors"]["pfNames"] == ["enp1s0#0-1"]
+    ours = {"0000:01:10.0", "0000:01:10.1"}
+    assert selectors.pools(config, selectors.host_devices(facts)) == {
+        "intel.com/sriov_8086_10ca_vfio": ours}
+    assert set(nova_matches(root, facts)["matched"]) == ours
+    # KubeVirt's own plugin selects by vendor:device only: pcimgr says what it would overreach
+    r = pcimgr(root, "export", "kubevirt", "--kubevirt-allocates")
+    assert r.exit_code == 0
+    assert "0000:02:10.0 (8086:10ca) is on vfio-pci but not pcimgr's" in r.stderr
+    assert "externalResourceProvider" not in r.stdout
+
+
+def test_kubevirt_permits_the_vfio_pools_the_device_plugin_advertises(demo: Path) -> None:
+    patch = json.loads(export(demo, "kubevirt"))
+    jsonschema.validate(patch, schemas.KUBEVIRT_PATCH)
+    devices = patch["spec"]["configuration"]["permittedHostDevices"]["pciHostDevices"]
+    config = json.loads(export(demo, "sriov-device-plugin"))
+    vfio = {f"{r['resourcePrefix']}/{r['resourceName']}" for r in config["resourceList"]
+            if r["selectors"]["drivers"] == ["vfio-pci"]}
+    assert {d["resourceName"] for d in devices} == vfio  # KubeVirt assigns vfio-pci only
+    assert all(d["externalResourceProvider"] for d in devices)
+    assert {d["pciVendorSelector"] for d in devices} == {"8086:105E", "8086:10CA"}
+
+
+def nova_matches(root: Path, facts: dict) -> dict:
+    if not NOVA_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no Nova at {NOVA_PYTHON}; scripts/run test installs it")
+        pytest.skip(f"no Nova at {NOVA_PYTHON} (scripts/run test installs it)")
+    conf = root.parent / f"{root.name}-nova.conf"
+    conf.write_text(export(root, "nova"))
+    devices = [{"vendor_id": d["vendor_id"], "product_id": d["device_id"],
+                "address": d["address"], "parent_addr": d["physfn"]} for d in facts["devices"]]
+    r = subprocess.run([str(NOVA_PYTHON), str(REPO / "tests/fleet/nova_check.py")],
+                       input=json.dumps({"config": str(conf), "devices": devices}),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_nova_parses_the_specs_and_aliases_and_they_match_exactly_the_pools(demo: Path) -> None:
+    found = nova_matches(demo, facts_of(demo))
+    assert set(found["matched"]) == set().union(*INTENDED.values())
+    assert found["specs"] == 8
+    # pcimgr binds the vfio-pci functions: Nova must not have libvirt move them
+    assert {a for a, tags in found["tags"].items() if tags.get("managed") == "false"} == (
+        INTENDED["intel.com/pci_8086_105e_vfio"] | INTENDED["intel.com/sriov_8086_10ca_vfio"])
+    assert {name: [s["dev_type"] for s in specs] for name, (_, specs)
+            in found["aliases"].items()} == {
+        "pci_8086_105e_vfio": ["type-PCI"], "sriov_8086_10ca_vfio": ["type-VF"],
+        "sriov_15b3_1018_netdev": ["type-VF"]}
+
+
+def test_nova_refuses_what_its_parser_refuses(demo: Path, tmp_path: Path) -> None:
+    """The check is Nova's own: a spec it cannot parse fails it (the test can fail)."""
+    if not NOVA_PYTHON.exists():
+        pytest.skip(f"no Nova at {NOVA_PYTHON}")
+    conf = tmp_path / "bad.conf"
+    conf.write_text('[pci]\ndevice_spec = {"vendor_id": "8086", "address": "0000:05:20.9"}\n')
+    r = subprocess.run([str(NOVA_PYTHON), str(REPO / "tests/fleet/nova_check.py")],
+                       input=json.dumps({"config": str(conf), "devices": []}),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "nova refused the configuration" in r.stderr
+
+
+MAP_KEYS = {"node", "path", "id", "subsystem-id", "iommugroup"}
+
+
+def test_proxmox_maps_carry_what_the_kernel_shows_for_each_path(demo: Path) -> None:
+    """Each map entry's id, subsystem-id and iommugroup as the sysfs tree has them: what
+    Proxmox compares at VM start to notice changed hardware."""
+    script = export(demo, "proxmox", "--host-name", "pve1")
+    mappings: dict[str, list[dict[str, str]]] = {}
+    for command in script.replace("\\\n", " ").splitlines():
+        if command.startswith("#"):
+            continue
+        words = shlex.split(command)
+        assert words[:4] == ["pvesh", "create", "/cluster/mapping/pci", "--id"]
+        assert re.fullmatch(r"[a-z][a-z0-9_-]+", words[4])  # PVE's configid
+        maps = [dict(kv.split("=", 1) for kv in words[i + 1].split(","))
+                for i, w in enumerate(words) if w == "--map"]
+        mappings[words[4]] = maps
+    assert {name: {m["path"] for m in maps} for name, maps in mappings.items()} == {
+        k.split("/")[1]: v for k, v in INTENDED.items() if "vfio" in k}
+    for maps in mappings.values():
+        for m in maps:
+            assert set(m) == MAP_KEYS and m["node"] == "pve1"
+            dev = demo / "bus/pci/devices" / m["path"]
+            ids = [(dev / f).read_text().strip()[2:] for f in
+                   ("vendor", "device", "subsystem_vendor", "subsystem_device")]
+            assert m["id"] == f"{ids[0]}:{ids[1]}" and m["subsystem-id"] == f"{ids[2]}:{ids[3]}"
+            assert m["iommugroup"] == os.path.basename(os.readlink(dev / "iommu_group"))
+
+
+def test_a_fleet_merges_where_the_consumer_is_cluster_wide(demo: Path, tmp_path: Path) -> None:
+    lab = prepared(tmp_path / "lab", ("define", "02:01.0", "--driver", "vfio-pci", "--group"),
+                   ("apply",))
+    files = []
+    for name, root in (("node1", demo), ("node2", lab)):
+        files += ["--facts", str(tmp_path / f"{name}.json")]
+        (tmp_path / f"{name}.json").write_text(export(root, "facts", "--host-name", name))
+    inventory = json.loads(export(demo, "inventory", *files))
+    assert {(d["host"], d["pcimgr_version"]) for d in inventory} == {("node1", "0.1.0"),
+                                                                    ("node2", "0.1.0")}
+    assert len(inventory) == len(facts_of(demo)["devices"]) + len(facts_of(lab)["devices"])
+    nodes = re.findall(r"node=(\w+),path=([0-9a-f:.]+)", export(demo, "proxmox", *files))
+    assert {n for n, _ in nodes} == {"node1", "node2"}
+    assert ("node2", "0000:02:02.0") in nodes
+    r = pcimgr(demo, "export", "nova", *files)
+    assert r.exit_code == 2 and "one node" in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (("kubevirt", "--physnet", "p1"), 2, "export kubevirt takes no --physnet"),
+    (("sriov-device-plugin", "--namespace", "sriov"), 2, "add --configmap"),
+    (("proxmox", "--facts", "/nonexistent.json"), 3, "no facts file /nonexistent.json"),
+    (("proxmox", "--facts", "FACTS", "--host-name", "x"), 2, "give one of them"),
+    (("inventory", "--facts", "NOTFACTS"), 2, "is not pcimgr facts"),
+    (("yaml",), 2, "Invalid value for 'FORMAT'"),
+    (("kubevirt", "--resource-prefix", "a/b"), 2, "not a resource prefix: 'a/b'"),
+])
+def test_bad_input_is_one_line_naming_the_fix(demo: Path, tmp_path: Path, args: tuple,
+                                              code: int, message: str) -> None:
+    (tmp_path / "facts.json").write_text(export(demo, "facts"))
+    (tmp_path / "not.json").write_text('{"devices": []}')
+    args = tuple(str(tmp_path / "facts.json") if a == "FACTS" else
+                 str(tmp_path / "not.json") if a == "NOTFACTS" else a for a in args)
+    r = pcimgr(demo, "export", *args)
+    assert r.exit_code == code and message in r.stderr, r.output
+    assert "Traceback" not in r.output and r.stdout == ""
+
+
+def test_a_drifted_definition_is_left_out_with_a_notice(tmp_path: Path) -> None:
+    root = prepared(tmp_path / "demo", ("define", "05:00.0", "--vfs", "2"), ("apply",),
+                    ("vfs", "destroy", "05:00.0"))
+    r = pcimgr(root, "export", "sriov-device-plugin")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"resourceList": []}
+    assert "0000:05:00.0 is not as defined (0 VF(s), defined 2)" in r.stderr
