@@ -12,7 +12,7 @@ from typing import Any
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import Host
-from pcimgr.drivers import planner as hostdriver
+from pcimgr.drivers import planner as drivers
 from pcimgr.drivers.binding import BindDriver, Reprobe
 from pcimgr.fleet.session import Result, Session
 from pcimgr.persist import definitions
@@ -30,10 +30,10 @@ def ensure(s: Session, address: PciAddress, driver: str, group: bool, persistent
         defined = {d.address: d for d in definitions.load_all(s.config_dir)[0]}
         result = Result(before=_view(host, targets, defined))
         if driver == HOST:
-            proposal = hostdriver.plan_rebind(s.sysfs, host, targets,
-                                              hostdriver.load_records(s.state, targets))
+            proposal = drivers.plan_rebind(s.machine, host, targets,
+                                              drivers.load_records(s.state, targets))
         else:
-            proposal = hostdriver.plan_detach(s.sysfs, host, survey, (address,), driver,
+            proposal = drivers.plan_detach(s.machine, host, survey, (address,), driver,
                                               group, force)
         saves: list[Definition] = []
         drops: list[str] = []
@@ -44,7 +44,7 @@ def ensure(s: Session, address: PciAddress, driver: str, group: bool, persistent
             d = persist.define(host, defined.get(str(address)), address, driver, None, None,
                                None, {})
             new = persist.with_group(host, d, defined) if group else [d]
-            persist.check(s.sysfs, host, survey, new, defined, timeout)
+            persist.check(s.machine, host, survey, new, defined, timeout)
             saves = [n for n in new if n.address not in defined
                      or asdict(defined[n.address]) != asdict(n)]
         result.add(proposal)
@@ -73,7 +73,7 @@ def ensure(s: Session, address: PciAddress, driver: str, group: bool, persistent
 
 
 def _targets(host: Host, address: PciAddress, group: bool) -> tuple[PciAddress, ...]:
-    device = hostdriver.require(host, address)
+    device = drivers.require(host, address)
     if not group or device.iommu_group is None:
         return (address,)
     mates = [m.address for m in host.groups[device.iommu_group].members if not m.is_bridge]

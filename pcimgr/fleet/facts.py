@@ -16,36 +16,38 @@ from typing import Any
 from pcimgr import __version__
 from pcimgr.core.errors import BadInput, NotFound
 from pcimgr.host.names import Namer
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.machine import Machine
 
 FORMAT = 1
-KEYS = ("format", "host", "pcimgr_version", "simulated", "devices", "groups", "vfs",
+KEYS = ("format", "host", "pcimgr_version", "machine", "devices", "groups", "vfs",
         "definitions")
 
 
-def gather(sysfs: Sysfs, config_dir: str, namer: Namer, host_name: str | None = None) -> dict[str, Any]:
+def gather(machine: Machine, config_dir: str, namer: Namer,
+           host_name: str | None = None) -> dict[str, Any]:
     """host_name: how the fleet knows this host (Ansible's inventory_hostname); default the
     machine's own name."""
     from pcimgr.cli import render
     from pcimgr.drivers import safety
     from pcimgr.host import discovery
-    from pcimgr.host import usage as hostuse
+    from pcimgr.host import usage
     from pcimgr.persist import definitions
     from pcimgr.persist import planner as persist
     from pcimgr.sriov import planner as sriov
+    sysfs = machine.sysfs
     host = discovery.scan(sysfs)
-    survey = hostuse.survey(sysfs, deep=False)  # as `list`: no /proc scan
+    survey = usage.survey(machine, deep=False)  # as `list`: no /proc scan
     defs = definitions.load_all(config_dir)[0]
-    findings = {f.definition.address: f for f in persist.status(sysfs, host, survey, defs)}
+    findings = {f.definition.address: f for f in persist.status(machine, host, survey, defs)}
     return {
         "format": FORMAT,
         "host": host_name or socket.gethostname(),
         "pcimgr_version": __version__,
-        "simulated": sysfs.simulated,
+        "machine": machine.kind,
         "devices": [render.device_json(d, namer, None, safety.host_use(sysfs, d, survey))
                     for d in host.devices],
         "groups": [render.group_json(g, namer) for g in host.groups.values()],
-        "vfs": [render.vfs_json(v, namer) for v in sriov.survey(sysfs, host)],
+        "vfs": [render.vfs_json(v, namer) for v in sriov.survey(machine, host)],
         "definitions": [asdict(d) | {"ok": findings[d.address].ok,
                                      "drift": list(findings[d.address].drift)} for d in defs],
     }

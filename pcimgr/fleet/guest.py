@@ -12,7 +12,7 @@ from typing import Any
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.core.model import Host
-from pcimgr.drivers import planner as hostdriver
+from pcimgr.drivers import planner as drivers
 from pcimgr.fleet.session import Result, Session
 from pcimgr.guests import assign as assigning
 from pcimgr.guests.holdings import Holdings
@@ -27,7 +27,7 @@ def ensure(s: Session, address: PciAddress, domain: str, present: bool, group: b
 
     def work() -> Result:
         host, survey = s.scan((address,))
-        hostdriver.require(host, address)
+        drivers.require(host, address)
         lv = s.context.libvirt()
         target = lv.domain(domain)
         holdings = s.context.holdings_or_fail()
@@ -37,15 +37,15 @@ def ensure(s: Session, address: PciAddress, domain: str, present: bool, group: b
             result.after = result.before
             return result
         if present:
-            proposal = assigning.plan_assign(s.sysfs, host, survey, lv, holdings, address,
+            proposal = assigning.plan_assign(s.machine, host, survey, lv, holdings, address,
                                              target.name, live, config, group, managed, mac,
                                              vlan, force)
         else:
             record = records.load(s.state, assigning.record_path("", str(address)))
             moved = tuple(PciAddress.parse(a) for a in (record or {}).get("moved", []))
             proposal = assigning.plan_release(
-                s.sysfs, host, lv, holdings, address, record,
-                hostdriver.load_records(s.state, (address, *moved)), keep_detached, timeout)
+                s.machine, host, lv, holdings, address, record,
+                drivers.load_records(s.state, (address, *moved)), keep_detached, timeout)
         result.add(proposal)
         s.execute(proposal)
         if s.check_mode:

@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 from pcimgr.cli.app import Context
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import Host
-from pcimgr.drivers import planner as hostdriver
+from pcimgr.drivers import planner as drivers
 from pcimgr.drivers.planner import Proposal
 from pcimgr.host import discovery
-from pcimgr.host import usage as hostuse
+from pcimgr.host import usage
+from pcimgr.host.machine import Machine
 from pcimgr.host.usage import Survey
 
 T = TypeVar("T")
@@ -51,8 +52,8 @@ class Session:
         self.check_mode = check_mode
 
     @property
-    def sysfs(self):  # type: ignore[no-untyped-def]
-        return self.context.sysfs
+    def machine(self) -> Machine:
+        return self.context.machine
 
     @property
     def state(self) -> str:
@@ -63,18 +64,19 @@ class Session:
         return self.context.config_dir
 
     def scan(self, addresses: tuple[PciAddress, ...]) -> tuple[Host, Survey]:
-        return discovery.scan_related(self.sysfs, addresses), hostuse.survey(self.sysfs)
+        return (discovery.scan_related(self.machine.sysfs, addresses),
+                usage.survey(self.machine))
 
     def run(self, work: Callable[[], T]) -> T:
         """work() for real: as root, under the lock, after undoing what a killed run left."""
         if self.check_mode:
             return work()
-        hostdriver.needs_root(self.sysfs)
+        self.machine.require_root("changing the host (writes to /sys)")
         done: list[T] = []
-        hostdriver.locked(self.sysfs, self.state, self.context.lock_timeout,
+        drivers.locked(self.machine, self.state, self.context.lock_timeout,
                           lambda recovered: done.append(work()))
         return done[0]
 
     def execute(self, proposal: Proposal) -> None:
         if proposal.plan.steps and not self.check_mode:
-            hostdriver.execute(self.sysfs, self.state, proposal)
+            drivers.execute(self.machine, self.state, proposal)

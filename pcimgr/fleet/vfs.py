@@ -68,17 +68,17 @@ def ensure(s: Session, pf: PciAddress, count: int, driver: str, given: list[dict
         old = defined.get(str(pf))
         result = Result(before=_view(s, host, pf, settings, old))
         if count:
-            proposal = sriov.plan_create(s.sysfs, host, survey, pf, count, driver, pf_up,
+            proposal = sriov.plan_create(s.machine, host, survey, pf, count, driver, pf_up,
                                          timeout, force, s.context.holdings())
         else:
-            proposal = sriov.plan_destroy(s.sysfs, host, survey, pf, timeout, force,
+            proposal = sriov.plan_destroy(s.machine, host, survey, pf, timeout, force,
                                           s.context.holdings())
         new = None
         if persistent and count:
             new = persist.define(host, None, pf, None, count, driver, None, {})
             for index, each in sorted(settings.items()):
                 new = persist.define(host, new, pf, None, None, None, index, each)
-            persist.check(s.sysfs, host, survey, [new], defined, timeout)
+            persist.check(s.machine, host, survey, [new], defined, timeout)
         redefine = persistent and (asdict(new) if new else None) != (asdict(old) if old and
                                                                      old.vfs else None)
         result.add(proposal)
@@ -90,12 +90,12 @@ def ensure(s: Session, pf: PciAddress, count: int, driver: str, given: list[dict
                 result.changed = result.changed or bool(settings)
             else:
                 for index, each in sorted(settings.items()):
-                    result.add(sriov.plan_set(s.sysfs, host, pf, index, each, timeout))
+                    result.add(sriov.plan_set(s.machine, host, pf, index, each, timeout))
         else:
             s.execute(proposal)
             for index, each in sorted(settings.items()):
-                now = discovery.scan_related(s.sysfs, (pf,))
-                step = sriov.plan_set(s.sysfs, now, pf, index, each, timeout)
+                now = discovery.scan_related(s.machine.sysfs, (pf,))
+                step = sriov.plan_set(s.machine, now, pf, index, each, timeout)
                 result.add(step)
                 s.execute(step)
         if redefine:
@@ -114,7 +114,7 @@ def ensure(s: Session, pf: PciAddress, count: int, driver: str, given: list[dict
                                     for i, v in settings.items()},
                             "definition": final.describe() if final else None}
         else:
-            result.after = _view(s, discovery.scan_related(s.sysfs, (pf,)), pf, settings, final)
+            result.after = _view(s, discovery.scan_related(s.machine.sysfs, (pf,)), pf, settings, final)
         return result
     return s.run(work)
 
@@ -124,7 +124,7 @@ def _view(s: Session, host: Host, pf: PciAddress, settings: dict[int, dict[str, 
     device = sriov.require_pf(host, pf)
     vfs = [host.get(a) for a in device.sriov.vfs] if device.sriov else []
     drivers = sorted({vf.driver or "none" for vf in vfs if vf is not None})
-    configs = vfinfo.read(s.sysfs, str(pf), device.netdevs[0] if device.netdevs else None)
+    configs = vfinfo.read(s.machine, str(pf), device.netdevs[0] if device.netdevs else None)
     return {"numvfs": len(vfs),
             # "host" as the module says it: the VFs' own driver
             "vf_driver": None if not vfs else ("vfio-pci" if drivers == ["vfio-pci"] else

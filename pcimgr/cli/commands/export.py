@@ -47,7 +47,7 @@ def export(obj: Context, fmt: str, facts_files: tuple[str, ...], host_name: str 
                        "(which carry their names); give one of them")
     exports.check(fmt, max(len(facts_files), 1), options)
     fleet = ([facts.load(p) for p in facts_files] if facts_files
-             else [facts.gather(obj.sysfs, obj.config_dir, obj.namer, host_name)])
+             else [facts.gather(obj.machine, obj.config_dir, obj.namer, host_name)])
     text, notices = exports.render(fmt, fleet, options)
     for notice in notices:
         click.echo(f"pcimgr: {notice}", err=True)

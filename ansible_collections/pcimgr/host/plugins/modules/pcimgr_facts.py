@@ -44,7 +44,7 @@ ansible_facts:
   contains:
     pcimgr:
       description:
-        - C(format) (1), C(host), C(pcimgr_version), C(simulated), C(devices) (list --all
+        - C(format) (1), C(host), C(pcimgr_version), C(machine) (C(this host) or C(a simulated host)), C(devices) (list --all
           --json), C(groups) (groups --json), C(vfs) (vfs list --json), C(definitions)
           (each definition's fields with C(ok) and C(drift) as status reports them).
         - The shapes are docs/json.md's.
@@ -66,7 +66,7 @@ def main():
     from pcimgr.host.names import Namer
     try:
         s = session(module)
-        found = facts.gather(s.sysfs, s.config_dir, Namer(), module.params["host_name"])
+        found = facts.gather(s.machine, s.config_dir, Namer(), module.params["host_name"])
     except PcimgrError as e:
         module.fail_json(msg=str(e), exit_code=e.exit_code)
     module.exit_json(changed=False, ansible_facts=dict(pcimgr=found))
