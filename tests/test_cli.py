@@ -209,9 +209,25 @@ def test_broken_pipe_is_quiet(demo_root: Path) -> None:
 
 
 def test_every_command_is_found_by_its_module() -> None:
-    """The lazy loader's map and the commands the modules define agree."""
+    """The lazy loader's table and the commands the modules define agree: each entry names
+    a click command of that name, and no command module defines a top-level one the table
+    lacks."""
     import importlib
-    from pcimgr.cli import app as cli_module
-    for module in set(cli_module.COMMAND_MODULES.values()):
-        importlib.import_module(f"pcimgr.cli.commands.{module}")
-    assert sorted(cli_module.cli.commands) == sorted(cli_module.COMMAND_MODULES)
+    import pkgutil
+
+    import click
+
+    from pcimgr.cli import app, commands
+    assert all(app.load_command(name).name in (name, name.replace("-", "_"))
+               for name in app.COMMANDS)
+    defined = set()
+    for info in pkgutil.iter_modules(commands.__path__):
+        module = importlib.import_module(f"pcimgr.cli.commands.{info.name}")
+        found = {attr: value for attr, value in vars(module).items()
+                 if isinstance(value, click.Command)
+                 and getattr(value.callback, "__module__", None) == module.__name__}
+        inside = {id(c) for g in found.values() if isinstance(g, click.Group)
+                  for c in g.commands.values()}
+        defined |= {f"{info.name}:{attr}" for attr, value in found.items()
+                    if id(value) not in inside}
+    assert defined == set(app.COMMANDS.values())

@@ -355,17 +355,17 @@ def test_watcher_without_pyudev_falls_back_to_polling(mocker) -> None:
 
 def test_progress_is_shown_on_a_terminal_only(monkeypatch) -> None:
     import io
-    from pcimgr.cli import app
+    from pcimgr.cli import runner
     from pcimgr.sriov.steps import SetNumVfs
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
-    assert app.progress() is None  # pytest's streams are no terminal
+    assert runner.progress() is None  # pytest's streams are no terminal
     err = Tty()
     monkeypatch.setattr(sys, "stdout", Tty())
     monkeypatch.setattr(sys, "stderr", err)
-    show = app.progress()
+    show = runner.progress()
     assert show is not None
     show(2, 9, SetNumVfs(IGB, 7, 0, (), "enp5s0f0", 30.0, False, IGB_VFS))
     assert err.getvalue() == (f"  [2/9] {IGB}: create 7 VF(s) (0000:05:10.0, 0000:05:10.2, "

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from pcimgr.core.errors import BadInput, KernelError
-from pcimgr.cli.app import Context
+from pcimgr.cli.context import Context
 from pcimgr.host.linux import LinuxMachine
 from pcimgr.host.sysfs import Gone, Sysfs
 from pcimgr.sim.machine import SimulatedMachine

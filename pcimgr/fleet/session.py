@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pcimgr.cli.app import Context
+from pcimgr.cli.context import Context
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import Host
 from pcimgr.drivers import planner as drivers

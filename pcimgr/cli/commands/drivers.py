@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from pcimgr.core.address import PciAddress
-from pcimgr.cli.app import Context, address_arg, change, cli, dry_run_option, force_option
+from pcimgr.cli.context import Context
+from pcimgr.cli.options import address_arg, dry_run_option, force_option
+from pcimgr.cli.runner import change
 
 
-@cli.command()
+@click.command()
 @click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
 @click.option("--driver", default="vfio-pci", show_default=True,
               help="The stub driver to bind (vfio-pci, or pci-stub).")
@@ -26,7 +28,7 @@ def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: 
         obj.machine, host, state, addresses, driver, group, force), dry_run)
 
 
-@cli.command()
+@click.command()
 @click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
 @dry_run_option
 @click.pass_obj
@@ -37,7 +39,7 @@ def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> No
         obj.machine, host, addresses, drivers.load_records(state_dir, addresses)), dry_run)
 
 
-@cli.command()
+@click.command()
 @click.argument("address", callback=address_arg)
 @click.argument("driver")
 @dry_run_option
@@ -51,7 +53,7 @@ def bind(obj: Context, address: PciAddress, driver: str, dry_run: bool, force: b
         obj.machine, host, state, address, driver, force), dry_run)
 
 
-@cli.command()
+@click.command()
 @click.argument("address", callback=address_arg)
 @dry_run_option
 @force_option

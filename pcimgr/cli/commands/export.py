@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from pcimgr.cli.app import Context, cli
+from pcimgr.cli.context import Context
 
 
-@cli.command()
+@click.command()
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(
     ["facts", "inventory", "sriov-device-plugin", "kubevirt", "proxmox", "nova"]))
 @click.option("--facts", "facts_files", multiple=True, metavar="FILE",

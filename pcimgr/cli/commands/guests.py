@@ -7,12 +7,13 @@ from typing import Any
 import click
 
 from pcimgr.core.address import PciAddress
-from pcimgr.cli.app import (
-    Context, address_arg, change, cli, dry_run_option, force_option, mac_option, timeout_option,
-    vlan_option)
+from pcimgr.cli.context import Context
+from pcimgr.cli.options import (
+    address_arg, dry_run_option, force_option, mac_option, timeout_option, vlan_option)
+from pcimgr.cli.runner import change
 
 
-@cli.command()
+@click.command()
 @click.argument("address", callback=address_arg)
 @click.argument("vm")
 @click.option("--live/--no-live", default=None,
@@ -44,7 +45,7 @@ def assign(obj: Context, address: PciAddress, vm: str, live: bool | None, config
     change(obj, (address,), propose, dry_run)
 
 
-@cli.command()
+@click.command()
 @click.argument("address", callback=address_arg)
 @click.option("--keep-detached", is_flag=True,
               help="Leave the function (and its group mates) on vfio-pci.")

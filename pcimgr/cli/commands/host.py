@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from pcimgr.cli.app import Context, cli, emit_json, json_option
+from pcimgr.cli.context import Context
+from pcimgr.cli.options import emit_json, json_option
 
 
-@cli.command()
+@click.command()
 @json_option
 @click.pass_obj
 def doctor(obj: Context, as_json: bool) -> None:
@@ -29,7 +30,7 @@ def doctor(obj: Context, as_json: bool) -> None:
         raise Mismatch("a check failed")
 
 
-@cli.command()
+@click.command()
 @click.option("--guest-os", type=click.Choice(["linux", "windows"]), default="linux",
               show_default=True)
 @click.option("--load", type=click.Choice(["low", "high"]), default="high", show_default=True,

@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from pcimgr.core.address import PciAddress
-from pcimgr.cli.app import (
-    Context, Digits, address_arg, cli, dry_run_option, emit_json, json_option, mac_option,
-    on_off, print_plan, progress, run_locked, run_locked_config, timeout_option)
+from pcimgr.cli.context import Context
+from pcimgr.cli.options import (
+    Digits, address_arg, dry_run_option, emit_json, json_option, mac_option, on_off, timeout_option)
+from pcimgr.cli.runner import print_plan, progress, run_locked, run_locked_config
 
 
 # -- definitions, applied at boot --------------------------------------------------
@@ -24,7 +25,7 @@ def _needs_root_for_config(obj: Context) -> None:
                         "it with sudo (or give --config-dir)")
 
 
-@cli.command()
+@click.command()
 @click.argument("address", callback=address_arg)
 @click.option("--driver", help="Bind this driver (e.g. vfio-pci) whenever the function appears.")
 @click.option("--vfs", type=Digits(1, 0xFFFF), help="A PF: create this many VFs.")
@@ -75,7 +76,7 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
                "(`pcimgr install-udev` once).")
 
 
-@cli.command()
+@click.command()
 @click.argument("address", callback=address_arg)
 @click.option("--vf", "vf_index", type=Digits(0, 0xFFFF), metavar="INDEX",
               help="Drop only this VF's settings.")
@@ -111,7 +112,7 @@ def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
     run_locked_config(obj, work)
 
 
-@cli.command()
+@click.command()
 @click.option("--device", "device", callback=address_arg, metavar="ADDR",
               help="Only this function's definition (what the udev rules run).")
 @timeout_option
@@ -178,7 +179,7 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
     run_locked(obj, state, work)
 
 
-@cli.command()
+@click.command()
 @json_option
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
@@ -218,7 +219,7 @@ def _raise_damaged(damaged: list[Any]) -> None:
                       "correct them or remove them with `pcimgr undefine ADDR`")
 
 
-@cli.command("install-udev")
+@click.command("install-udev")
 @click.option("--prefix", type=click.Path(file_okay=False),
               help="Install below this directory (packaging, tests) [default: /, which also "
                    "reloads udev; on a simulated host its own directory, never the real /etc].")

@@ -6,10 +6,11 @@ import click
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import PciDevice
-from pcimgr.cli.app import Context, address_arg, cli, emit_json, json_option, mac_option, vlan_option
+from pcimgr.cli.context import Context
+from pcimgr.cli.options import address_arg, emit_json, json_option, mac_option, vlan_option
 
 
-@cli.command("list")
+@click.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Every function, not only network ones.")
 @click.option("--class", "klass", metavar="CLASS",
               help="net, storage, display, bridge, ... or a hex class prefix (02, 0c03).")
@@ -59,7 +60,7 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
         click.echo(obj.holdings_problem)
 
 
-@cli.command()
+@click.command()
 @click.argument("address", callback=address_arg)
 @json_option
 @click.pass_obj
@@ -93,7 +94,7 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     click.echo(xml)
 
 
-@cli.command()
+@click.command()
 @json_option
 @click.pass_obj
 def groups(obj: Context, as_json: bool) -> None:
@@ -110,7 +111,7 @@ def groups(obj: Context, as_json: bool) -> None:
     click.echo(render.table(render.group_rows(host, obj.namer), render.GROUP_HEADERS))
 
 
-@cli.command()
+@click.command()
 @click.argument("address", required=False, callback=address_arg)
 @click.option("--unmanaged", is_flag=True,
               help="managed='no': libvirt leaves host driver binding to you (or pcimgr).")

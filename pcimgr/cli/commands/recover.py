@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
-from pcimgr.cli.app import Context, cli, dry_run_option, run_locked_config
+from pcimgr.cli.context import Context
+from pcimgr.cli.options import dry_run_option
+from pcimgr.cli.runner import run_locked_config
 
 
-@cli.command()
+@click.command()
 @dry_run_option
 @click.option("--discard", is_flag=True,
               help="Forget the journal without undoing anything (after checking by hand what "

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import click
 
-from pcimgr.cli.app import cli, emit_json, json_option
+from pcimgr.cli.options import emit_json, json_option
 
 
-@cli.group()
+@click.group()
 def sim() -> None:
     """Simulated hosts: a directory laid out like /sys with a kernel that reacts to writes."""
 
@@ -65,11 +65,12 @@ def sim_profiles(as_json: bool) -> None:
         click.echo(f"{e['name']:8} {e['description']}")
 
 
-@cli.command()
+@click.command()
 @click.option("--keep", type=click.Path(file_okay=False),
               help="Build the simulated host here and keep it afterwards.")
 def demo(keep: str | None) -> None:
     """A guided tour on a simulated host: no root, no hardware, no libvirtd."""
     from pcimgr.cli import demo as demo_mod
-    demo_mod.run(keep, lambda args: cli.main(args=args, prog_name="pcimgr",
-                                             standalone_mode=False))
+    pcimgr = click.get_current_context().find_root().command  # the group that ran us
+    demo_mod.run(keep, lambda args: pcimgr.main(args=args, prog_name="pcimgr",
+                                                standalone_mode=False))

@@ -8,12 +8,13 @@ from typing import Any
 import click
 
 from pcimgr.core.address import PciAddress
-from pcimgr.cli.app import (
-    Context, Digits, address_arg, change, cli, dry_run_option, emit_json, force_option,
-    json_option, mac_option, on_off, timeout_option)
+from pcimgr.cli.context import Context
+from pcimgr.cli.options import (
+    Digits, address_arg, dry_run_option, emit_json, force_option, json_option, mac_option, on_off, timeout_option)
+from pcimgr.cli.runner import change
 
 
-@cli.group()
+@click.group()
 def vfs() -> None:
     """SR-IOV virtual functions: list, create, destroy, and set MAC/VLAN/trust."""
 

@@ -1,0 +1,142 @@
+"""What every command needs: the machine (chosen once), its directories, libvirt and
+names, all built lazily so that a parse error touches nothing."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput, NotFound, PcimgrError
+
+if TYPE_CHECKING:
+    from pcimgr.core.model import Host
+    from pcimgr.guests.holdings import Holdings
+    from pcimgr.host.libvirt_adapter import Libvirt
+    from pcimgr.host.machine import Machine
+    from pcimgr.host.names import Namer
+    from pcimgr.host.sysfs import Sysfs
+
+
+class Context:
+    """What every command needs, built lazily so a parse error touches nothing."""
+
+    def __init__(self, sysfs_root: str, state_dir: str | None, lock_timeout: float,
+                 connect: str | None, config_dir: str | None = None) -> None:
+        self.config_dir_option = config_dir
+        self.sysfs_root = sysfs_root
+        self.state_dir = state_dir
+        self.lock_timeout = lock_timeout
+        self.connect = connect
+        self._machine: Machine | None = None
+        self._namer: Namer | None = None
+        self._holdings: Any = False  # not asked yet
+        self.holdings_problem: str | None = None
+
+    @property
+    def config_dir(self) -> str:
+        from pcimgr.persist import definitions
+        return definitions.config_dir(self.machine, self.config_dir_option)
+
+    @property
+    def state(self) -> str:
+        """The state directory, refused when it overlaps the configuration directory
+        (apply would take the definitions for its own files, and the other way round)."""
+        from pcimgr.drivers import planner as drivers
+        state = drivers.state_dir(self.machine, self.state_dir)
+        cfg = self.config_dir
+        real_state, real_cfg = os.path.realpath(state), os.path.realpath(cfg)
+        if os.path.commonpath([real_state, real_cfg]) in (real_state, real_cfg):
+            raise BadInput(f"--state-dir {state} and --config-dir {cfg} overlap; give them "
+                           "separate directories (defaults: /var/lib/pcimgr, /etc/pcimgr)")
+        return state
+
+    @property
+    def asked_uri(self) -> str | None:
+        """The libvirt URI to ask, or None where the machine does not ask libvirt unless
+        told which one (a simulated host: the host's own libvirtd knows nothing of it)."""
+        if not (self.machine.asks_libvirt_by_default or self.connect
+                or os.environ.get("LIBVIRT_DEFAULT_URI")):
+            return None
+        return self.uri
+
+    @property
+    def uri(self) -> str:
+        from pcimgr.host import libvirt_adapter
+        return libvirt_adapter.default_uri(self.connect)
+
+    def libvirt(self) -> Libvirt:
+        """The connection changes go through; where the machine does not ask libvirt by
+        default, only when told which (--connect or LIBVIRT_DEFAULT_URI)."""
+        if self.asked_uri is None:
+            raise BadInput(f"{self.sysfs.root} is {self.machine.kind}, whose functions no "
+                           "guest of this machine's libvirt has; give --connect URI (e.g. "
+                           "test:///default) to use a libvirt with it")
+        from pcimgr.host import libvirt_adapter
+        return libvirt_adapter.connect(self.uri)
+
+    def holdings(self) -> Holdings | None:
+        """Which domains hold which functions, or None when libvirt cannot be asked.
+
+        See asked_uri for when libvirt is not asked at all.
+        """
+        if self._holdings is False:
+            self._holdings = None
+            if self.asked_uri is not None:
+                from pcimgr.guests import holdings as guests
+                try:
+                    self._holdings = guests.scan(self.libvirt())
+                except PcimgrError as e:
+                    self.holdings_problem = f"(guests unknown: {e})"
+        return self._holdings
+
+    def holdings_or_fail(self) -> Holdings:
+        """For changes: every domain's devices, or the error that prevented reading them."""
+        from pcimgr.guests import holdings as guests
+        if self._holdings is False or self._holdings is None:
+            self._holdings = guests.scan(self.libvirt())
+        found: Holdings = self._holdings
+        return found
+
+    def holders(self, address: PciAddress) -> list[str] | None:
+        holdings = self.holdings()
+        if holdings is None:
+            return None  # and no import of the libvirt side at all
+        from pcimgr.guests import holdings as guests
+        return guests.names(holdings, address)
+
+    @property
+    def machine(self) -> Machine:
+        """The host pcimgr works on, chosen once: the simulated host when --sysfs-root is
+        one (its marker says so), else the Linux host whose sysfs is at that root."""
+        if self._machine is None:
+            from pcimgr.sim import marker
+            root = os.path.abspath(self.sysfs_root)
+            machine: Machine
+            if root != "/sys" and marker.is_simulated(root):
+                from pcimgr.sim.machine import SimulatedMachine
+                machine = SimulatedMachine(root)
+            else:
+                from pcimgr.host.linux import LinuxMachine
+                machine = LinuxMachine(root)
+            if not os.path.isdir(machine.sysfs.path("bus/pci/devices")):
+                raise NotFound(f"no PCI sysfs tree at {root} (no bus/pci/devices); give "
+                               "--sysfs-root a directory laid out like /sys, e.g. one made by "
+                               "`pcimgr sim create DIR`")
+            self._machine = machine
+        return self._machine
+
+    @property
+    def sysfs(self) -> Sysfs:
+        return self.machine.sysfs
+
+    def host(self) -> Host:
+        from pcimgr.host import discovery
+        return discovery.scan(self.sysfs)
+
+    @property
+    def namer(self) -> Namer:
+        if self._namer is None:
+            from pcimgr.host.names import Namer
+            self._namer = Namer()
+        return self._namer

@@ -1,0 +1,96 @@
+"""Validate, plan, then act: the dry run, the change under the host's lock after recovery,
+and progress lines; shared by every command that changes the host or its definitions."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from pcimgr.cli.context import Context
+from pcimgr.core.address import PciAddress
+
+
+def print_plan(proposal: Any, state: str) -> None:
+    """What --dry-run shows: the plan's writes and calls, and a pending recovery."""
+    from pcimgr.plans import transaction
+    if os.path.exists(transaction.journal_path(state)):
+        click.echo("Note: an unfinished transaction would be rolled back first.")
+    click.echo(f"Plan for `pcimgr {proposal.plan.command}` (--dry-run: nothing changed):")
+    if proposal.module:
+        click.echo(f"0. modprobe {proposal.module}")
+    click.echo(proposal.plan.describe())
+
+
+def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..., Any],
+            dry_run: bool, report: Callable[[Any], str] | None = None) -> None:
+    """Validate, plan, then act under the lock with journal and rollback (docs/plans.md)."""
+    from pcimgr.drivers import planner as drivers
+    from pcimgr.host import discovery, usage
+    sysfs = obj.sysfs
+    state = obj.state
+    if dry_run:
+        proposal = propose(discovery.scan_related(sysfs, addresses), usage.survey(obj.machine),
+                           state)
+        print_plan(proposal, state)
+        for note in proposal.notes:
+            click.echo(f"({note})")
+        return
+
+    def work() -> None:
+        proposal = propose(discovery.scan_related(sysfs, addresses), usage.survey(obj.machine),
+                           state)
+        for note in proposal.notes:
+            click.echo(note)
+        if not proposal.plan.steps:
+            click.echo("Nothing to do.")
+            return
+        drivers.execute(obj.machine, state, proposal, progress())
+        if report is not None:
+            click.echo(report(proposal))
+            return
+        from pcimgr.cli import render
+        moved = tuple(PciAddress.parse(s.address) for s in proposal.plan.steps)
+        click.echo(render.moves(proposal.plan, discovery.scan_related(sysfs, moved)))
+
+    run_locked(obj, state, work)
+
+
+def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
+    """Act as root under the lock, after undoing (and saying so) what a killed run left."""
+    from pcimgr.drivers import planner as drivers
+    obj.machine.require_root("changing the host (writes to /sys)")
+
+    def after_recovery(recovered: str | None) -> None:
+        from pcimgr.core.errors import RolledBack
+        from pcimgr.plans import transaction
+        if recovered and transaction.INCOMPLETE in recovered:
+            raise RolledBack(f"{recovered}; put those right before changing anything else")
+        if recovered:
+            click.echo(f"pcimgr: {recovered}", err=True)
+        work()
+    drivers.locked(obj.machine, state, obj.lock_timeout, after_recovery)
+
+
+def run_locked_config(obj: Context, work: Callable[[], None]) -> None:
+    """Change definitions (or install files) under the host's lock, which every changing
+    command takes: concurrent defines of one PF would otherwise lose each other's VFs."""
+    from pcimgr.plans import lock, statefile
+    obj.machine.check_writable()
+    obj.state  # noqa: B018 - refuses a state directory overlapping the definitions
+    with lock.exclusive(obj.machine.lock_dir, obj.lock_timeout):
+        statefile.sweep(obj.config_dir, ("", "devices", "udev"))
+        work()
+
+
+def progress() -> Callable[[int, int, Any], None] | None:
+    """Step by step on a terminal (VFs appearing and binding take seconds); silent on pipes."""
+    if not sys.stderr.isatty() or not sys.stdout.isatty():
+        return None
+
+    def show(done: int, total: int, step: Any) -> None:
+        click.echo(f"  [{done}/{total}] {step.summary()}", err=True)
+    return show
