@@ -120,6 +120,23 @@ def test_recover_after_kill(demo_root: Path, tmp_path: Path, writes: int) -> Non
     assert transaction.recover(SimulatedMachine(str(demo_root)), state) is None
 
 
+def test_a_journal_of_the_flat_layout_is_recovered(demo_root: Path, tmp_path: Path) -> None:
+    """Journals written before steps named their module (the layout before pcimgr's
+    packages) are read back by kind alone."""
+    state = str(tmp_path / "state")
+    child = multiprocessing.get_context("fork").Process(
+        target=_killed_after, args=(str(demo_root), state, 3))
+    child.start()
+    child.join()
+    path = tmp_path / "state/journal.json"
+    journal = json.loads(path.read_text())
+    assert all(e["step"].pop("module") == "pcimgr.drivers.binding" for e in journal["steps"])
+    path.write_text(json.dumps(journal))
+    message = transaction.recover(SimulatedMachine(str(demo_root)), state)
+    assert message is not None and "undid" in message
+    assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
+
+
 def _hold_lock(state: str, ready, release) -> None:  # type: ignore[no-untyped-def]
     with lock.exclusive(state):
         ready.set()

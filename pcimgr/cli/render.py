@@ -221,9 +221,10 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
 
 def moves(plan: Plan, host: Host) -> str:
     """What a plan did, function by function, and what VFIO can use now."""
+    from pcimgr.drivers.binding import BindDriver, Reprobe  # only changes get here
     lines, groups = [], set()
     for step in plan.steps:
-        if not hasattr(step, "original_driver"):  # a guest step: its summary says it all
+        if not isinstance(step, (BindDriver, Reprobe)):  # its summary says it all
             lines.append(step.summary())
             continue
         now = host.get(PciAddress.parse(step.address))

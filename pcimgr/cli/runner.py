@@ -28,8 +28,8 @@ def print_plan(proposal: Any, state: str) -> None:
 def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..., Any],
             dry_run: bool, report: Callable[[Any], str] | None = None) -> None:
     """Validate, plan, then act under the lock with journal and rollback (docs/plans.md)."""
-    from pcimgr.drivers import planner as drivers
     from pcimgr.host import discovery, usage
+    from pcimgr.plans import runner
     sysfs = obj.sysfs
     state = obj.state
     if dry_run:
@@ -48,7 +48,7 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
         if not proposal.plan.steps:
             click.echo("Nothing to do.")
             return
-        drivers.execute(obj.machine, state, proposal, progress())
+        runner.execute(obj.machine, state, proposal, progress())
         if report is not None:
             click.echo(report(proposal))
             return
@@ -61,7 +61,7 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
 
 def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
     """Act as root under the lock, after undoing (and saying so) what a killed run left."""
-    from pcimgr.drivers import planner as drivers
+    from pcimgr.plans import runner
     obj.machine.require_root("changing the host (writes to /sys)")
 
     def after_recovery(recovered: str | None) -> None:
@@ -72,7 +72,7 @@ def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
         if recovered:
             click.echo(f"pcimgr: {recovered}", err=True)
         work()
-    drivers.locked(obj.machine, state, obj.lock_timeout, after_recovery)
+    runner.locked(obj.machine, state, obj.lock_timeout, after_recovery)
 
 
 def run_locked_config(obj: Context, work: Callable[[], None]) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pcimgr.core.errors import KernelError
-from pcimgr.plans.journaled import Journaled
+from pcimgr.core.viability import HARMLESS_DRIVERS
+from pcimgr.plans.records import Changes, device_rel
+from pcimgr.plans.step import StepBase, register
 from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.host.uevents import Watcher
@@ -29,8 +31,9 @@ def current_override(sysfs: Sysfs, address: str) -> str | None:
     return None if text in (None, "", "(null)") else text
 
 
+@register
 @dataclass(frozen=True)
-class BindDriver(Journaled):
+class BindDriver(StepBase):
     """Put `address` on `target` with `target_override` (target None: no driver).
 
     undo() restores the driver and override it had before.
@@ -63,6 +66,16 @@ class BindDriver(Journaled):
 
     def undo(self, machine: Machine) -> None:
         move(machine, self.address, self.original_driver, self.original_override)
+
+    def remember(self, records: Changes) -> None:
+        rel = device_rel(self.address)
+        record = records.get(rel)
+        if record is not None and self.target == record["driver"]:
+            records.set(rel, None)  # given back
+        elif record is None and self.original_driver not in HARMLESS_DRIVERS:
+            # the first time pcimgr moves it: remember where it came from (None: no driver)
+            records.set(rel, {"driver": self.original_driver,
+                              "override": self.original_override})
 
 
 def _override_line(address: str, override: str | None) -> str:
@@ -102,8 +115,9 @@ def _wait_for(machine: Machine, address: str, driver: str, seconds: float) -> bo
         return watcher.wait(lambda: current_driver(machine.sysfs, address) == driver, seconds)
 
 
+@register
 @dataclass(frozen=True)
-class Reprobe(Journaled):
+class Reprobe(StepBase):
     """Clear the override, unbind and let the kernel choose the native driver.
 
     For functions pcimgr never moved, whose original driver it does not know.
@@ -141,3 +155,6 @@ class Reprobe(Journaled):
 
     def undo(self, machine: Machine) -> None:
         move(machine, self.address, self.original_driver, self.original_override)
+
+    def remember(self, records: Changes) -> None:
+        records.set(device_rel(self.address), None)  # back where the kernel puts it

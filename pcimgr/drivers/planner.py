@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import re
 from typing import TYPE_CHECKING
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from pcimgr.plans import lock, records, statefile, transaction as plans
+from pcimgr.plans import records, transaction as plans
+from pcimgr.plans.runner import Proposal
 from pcimgr.core.address import PciAddress
 from pcimgr.drivers.binding import BindDriver, Reprobe
 from pcimgr.core.errors import BadInput, NotFound, Refused
@@ -25,7 +24,7 @@ from pcimgr.host.sysfs import Sysfs
 from pcimgr.core.viability import HARMLESS_DRIVERS, blocks_vfio
 
 if TYPE_CHECKING:
-    from pcimgr.plans.steps import Step
+    from pcimgr.plans.step import Step
 
 _DRIVER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
@@ -40,17 +39,6 @@ def check_driver_name(name: str) -> str:
         raise BadInput(f"not a driver name: {name!r}; use a module's driver name such as "
                        "vfio-pci or pci-stub")
     return name
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """A plan and what it needs before its first step."""
-
-    plan: plans.Plan
-    module: str | None       # driver to load first (modprobe), if it is not loaded
-    notes: tuple[str, ...]   # no-ops worth telling
-    # state files to write (data) or remove (None) once the plan succeeded; relative paths
-    records: tuple[tuple[str, dict | None], ...] = ()
 
 
 def require(host: Host, address: PciAddress) -> PciDevice:
@@ -181,45 +169,3 @@ def load_records(state: str, addresses: tuple[PciAddress, ...]) -> dict[str, dic
         if data is not None:
             found[str(a)] = data
     return found
-
-
-def execute(machine: Machine, state: str, proposal: Proposal,
-            progress: plans.Progress | None = None) -> None:
-    """Apply the plan (the caller holds the lock) and, before its journal goes, the records
-    of original drivers: worked out first, so a damaged record stops it before any write."""
-    changes = records.Changes(state)
-    for rel, data in proposal.records:
-        changes.set(rel, data)
-    created: set[str] = set()
-    for step in proposal.plan.steps:
-        if step.kind == "numvfs":
-            from pcimgr.sriov.steps import SetNumVfs  # imported only where VFs change
-            assert isinstance(step, SetNumVfs)
-            # VFs made or removed: records about earlier VFs at these addresses are void,
-            # and a VF pcimgr created has no host driver to give back
-            created.update(step.expect)
-            for a in [vf["address"] for vf in step.original_vfs] + list(step.expect):
-                changes.set(records.device_rel(a), None)
-    for step in proposal.plan.steps:
-        if not isinstance(step, (BindDriver, Reprobe)) or step.address in created:
-            continue
-        rel = records.device_rel(step.address)
-        record = changes.get(rel)
-        if isinstance(step, Reprobe) or (record is not None and step.target == record["driver"]):
-            changes.set(rel, None)  # given back
-        elif record is None and step.original_driver not in HARMLESS_DRIVERS:
-            # the first time pcimgr moves it: remember where it came from (None: no driver)
-            changes.set(rel, {"driver": step.original_driver,
-                              "override": step.original_override})
-    if proposal.module:
-        machine.load_module(proposal.module)
-    plans.execute(proposal.plan, machine, state, progress, changes)
-
-
-def locked(machine: Machine, state: str, wait: float,
-           work: Callable[[str | None], None]) -> None:
-    """Run work(recovery message) under the host's lock, after removing the temporary files
-    and finishing the transaction a killed run left."""
-    with lock.exclusive(machine.lock_dir, wait):
-        statefile.sweep(state, ("", "devices", "assignments"))
-        work(plans.recover(machine, state))

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from pcimgr.cli.context import Context
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import Host
-from pcimgr.drivers import planner as drivers
-from pcimgr.drivers.planner import Proposal
+from pcimgr.plans import runner
+from pcimgr.plans.runner import Proposal
 from pcimgr.host import discovery
 from pcimgr.host import usage
 from pcimgr.host.machine import Machine
@@ -73,10 +73,10 @@ class Session:
             return work()
         self.machine.require_root("changing the host (writes to /sys)")
         done: list[T] = []
-        drivers.locked(self.machine, self.state, self.context.lock_timeout,
+        runner.locked(self.machine, self.state, self.context.lock_timeout,
                           lambda recovered: done.append(work()))
         return done[0]
 
     def execute(self, proposal: Proposal) -> None:
         if proposal.plan.steps and not self.check_mode:
-            drivers.execute(self.machine, self.state, proposal)
+            runner.execute(self.machine, self.state, proposal)

@@ -20,11 +20,11 @@ from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
 from pcimgr.guests.steps import AttachDevice, DetachDevice
 from pcimgr.guests.holdings import Holdings
-from pcimgr.drivers.planner import Proposal
+from pcimgr.plans.runner import Proposal
 from pcimgr.host.usage import Survey
 from pcimgr.host.libvirt_adapter import Libvirt
 from pcimgr.core.model import Host
-from pcimgr.plans.steps import Step
+from pcimgr.plans.step import Step
 from pcimgr.host.machine import Machine
 
 def record_path(state: str, address: str) -> str:

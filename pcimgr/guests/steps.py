@@ -15,7 +15,7 @@ from pcimgr.core import hostdev_xml
 from pcimgr.host import libvirt_adapter
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import LibvirtFailure
-from pcimgr.plans.journaled import Journaled
+from pcimgr.plans.step import StepBase, register
 from pcimgr.host.machine import Machine
 
 
@@ -43,8 +43,9 @@ def _holds(xml: str | None, address: str) -> bool:
     return any(a == wanted for a, _ in hostdev_xml.pci_devices(xml or ""))
 
 
+@register
 @dataclass(frozen=True)
-class AttachDevice(Journaled):
+class AttachDevice(StepBase):
     address: str
     uri: str
     domain: str
@@ -73,8 +74,9 @@ class AttachDevice(Journaled):
             lv.detach(self.uuid, self.xml, live, config)
 
 
+@register
 @dataclass(frozen=True)
-class DetachDevice(Journaled):
+class DetachDevice(StepBase):
     """Take the device out of a domain; a live unplug is waited for, since the guest
     must acknowledge it (and one without an OS or driver never does)."""
 

@@ -20,10 +20,10 @@ from pcimgr.sriov import planner as sriov
 from pcimgr.core.address import PciAddress
 from pcimgr.persist.definitions import Definition, identify
 from pcimgr.core.errors import BadInput, NotFound, PcimgrError, Refused
-from pcimgr.drivers.planner import Proposal
+from pcimgr.plans.runner import Proposal
 from pcimgr.host.usage import Survey
 from pcimgr.core.model import Host, PciDevice
-from pcimgr.plans.steps import Step
+from pcimgr.plans.step import Step
 from pcimgr.host.machine import Machine
 from pcimgr.core.viability import HARMLESS_DRIVERS, VFIO_DRIVERS, blocks_vfio
 

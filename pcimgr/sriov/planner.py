@@ -19,11 +19,12 @@ from pcimgr.plans import transaction as plans
 from pcimgr.core.address import PciAddress
 from pcimgr.drivers.binding import BindDriver, Reprobe
 from pcimgr.core.errors import BadInput, NotFound, Refused
-from pcimgr.drivers.planner import Proposal, module_for, refuse_unsafe
+from pcimgr.drivers.planner import module_for, refuse_unsafe
+from pcimgr.plans.runner import Proposal
 from pcimgr.host.usage import Survey
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.sriov.steps import ConfigureVf, SetAutoprobe, SetLink, SetNumVfs
-from pcimgr.plans.steps import Step
+from pcimgr.plans.step import Step
 from pcimgr.host.machine import Machine
 from pcimgr.core.viability import HARMLESS_DRIVERS
 

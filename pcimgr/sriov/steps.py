@@ -13,7 +13,7 @@ from typing import Any
 from pcimgr.host import vfinfo
 from pcimgr.drivers.binding import current_driver, move
 from pcimgr.core.errors import KernelError
-from pcimgr.plans.journaled import Journaled
+from pcimgr.plans.step import StepBase, register
 from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.host.uevents import Watcher
@@ -55,8 +55,9 @@ def set_count(machine: Machine, pf: str, count: int, timeout: float, wait_driver
             watcher.wait(lambda: all(current_driver(sysfs, a) for a in found), timeout)
 
 
+@register
 @dataclass(frozen=True)
-class SetAutoprobe(Journaled):
+class SetAutoprobe(StepBase):
     address: str  # the PF
     value: bool
     original: bool
@@ -77,8 +78,9 @@ class SetAutoprobe(Journaled):
                          str(int(self.original)))
 
 
+@register
 @dataclass(frozen=True)
-class SetNumVfs(Journaled):
+class SetNumVfs(StepBase):
     """Change the VF count (one of them zero: the kernel refuses N -> M with EBUSY).
 
     original_vfs: per VF of the original count, its address, driver, override and
@@ -122,6 +124,9 @@ class SetNumVfs(Journaled):
             _restore_config(machine, self.address, self.netdev, index, vf.get("config"),
                             self.timeout)
 
+    def voids(self) -> tuple[str, ...]:
+        return tuple(vf["address"] for vf in self.original_vfs) + self.expect
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SetNumVfs:
         return cls(**(data | {"original_vfs": tuple(data["original_vfs"]),
@@ -141,8 +146,9 @@ def _restore_config(machine: Machine, pf: str, netdev: str | None, index: int,
         vfinfo.configure(machine, pf, netdev, index, changed, timeout)
 
 
+@register
 @dataclass(frozen=True)
-class ConfigureVf(Journaled):
+class ConfigureVf(StepBase):
     address: str  # the PF
     netdev: str
     index: int
@@ -167,8 +173,9 @@ class ConfigureVf(Journaled):
                         self.timeout)
 
 
+@register
 @dataclass(frozen=True)
-class SetLink(Journaled):
+class SetLink(StepBase):
     """Bring the PF's interface up, so that new VFs get a carrier (igb)."""
 
     address: str

@@ -122,8 +122,8 @@ def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
 def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool,
           quiet: bool) -> None:
     """Make the host match the definitions, through the usual plans and refusals."""
-    from pcimgr.drivers import planner as drivers
     from pcimgr.host import discovery, usage
+    from pcimgr.plans import runner
     from pcimgr.persist import definitions, planner as persist
     from pcimgr.core.errors import Mismatch
     sysfs = obj.sysfs
@@ -160,14 +160,14 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
         planned = propose()
         report(planned)
         if planned.proposal.plan.steps:
-            drivers.execute(obj.machine, state, planned.proposal, progress())
+            runner.execute(obj.machine, state, planned.proposal, progress())
             for step in planned.proposal.plan.steps:
                 click.echo(step.summary())
         for d in planned.settings:
             host = discovery.scan_related(sysfs, (PciAddress.parse(d.address),))
             settings = persist.plan_vf_settings(obj.machine, host, d, timeout)
             if settings.plan.steps:
-                drivers.execute(obj.machine, state, settings)
+                runner.execute(obj.machine, state, settings)
                 for step in settings.plan.steps:
                     click.echo(step.summary())
         _raise_damaged(damaged if device is None else [])

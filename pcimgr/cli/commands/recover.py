@@ -18,8 +18,7 @@ from pcimgr.cli.runner import run_locked_config
 def recover(obj: Context, dry_run: bool, discard: bool) -> None:
     """Undo the unfinished transaction a killed pcimgr left (every changing command does
     this first); show it with --dry-run, or forget it with --discard."""
-    from pcimgr.drivers import planner as drivers
-    from pcimgr.plans import statefile, transaction
+    from pcimgr.plans import runner, statefile, transaction
     from pcimgr.core.errors import Damaged, RolledBack
     state = obj.state
     try:
@@ -61,4 +60,4 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
         click.echo(recovered[0].upper() + recovered[1:] if recovered
                    else "No unfinished transaction.")
     obj.machine.require_root("recovering a transaction (writes to /sys)")
-    drivers.locked(obj.machine, state, obj.lock_timeout, report)
+    runner.locked(obj.machine, state, obj.lock_timeout, report)

@@ -1,0 +1,50 @@
+"""Running a proposal: the original-driver records its steps change, the module to load,
+then the transaction; and the host's lock with recovery of what a killed run left.
+Every feature's plans run through here; nothing here knows a feature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pcimgr.host.machine import Machine
+from pcimgr.plans import lock, records, statefile, transaction
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A plan and what it needs before its first step."""
+
+    plan: transaction.Plan
+    module: str | None       # driver to load first (modprobe), if it is not loaded
+    notes: tuple[str, ...]   # no-ops worth telling
+    # state files to write (data) or remove (None) once the plan succeeded; relative paths
+    records: tuple[tuple[str, dict[str, Any] | None], ...] = ()
+
+
+def execute(machine: Machine, state: str, proposal: Proposal,
+            progress: transaction.Progress | None = None) -> None:
+    """Apply the plan (the caller holds the lock) and, before its journal goes, the records
+    of original drivers: worked out first, so a damaged record stops it before any write."""
+    changes = records.Changes(state)
+    for rel, data in proposal.records:
+        changes.set(rel, data)
+    voided = {a for step in proposal.plan.steps for a in step.voids()}
+    for address in voided:
+        changes.set(records.device_rel(address), None)
+    for step in proposal.plan.steps:
+        if step.address not in voided:
+            step.remember(changes)
+    if proposal.module:
+        machine.load_module(proposal.module)
+    transaction.execute(proposal.plan, machine, state, progress, changes)
+
+
+def locked(machine: Machine, state: str, wait: float,
+           work: Callable[[str | None], None]) -> None:
+    """Run work(recovery message) under the host's lock, after removing the temporary files
+    and finishing the transaction a killed run left."""
+    with lock.exclusive(machine.lock_dir, wait):
+        statefile.sweep(state, ("", "devices", "assignments"))
+        work(transaction.recover(machine, state))
