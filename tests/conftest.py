@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.cli.app import cli
-from pcimgr.sim import builder, profiles
 from pcimgr.host.sysfs import Sysfs
+from pcimgr.sim import builder, profiles
+from pcimgr.sim.machine import SimulatedMachine
 
 DATA = Path(__file__).parent / "data"
 

@@ -82,7 +82,8 @@ def play(inventory: Path, *args: str,
     """Run a playbook; its output and PLAY RECAP as {host: {ok, changed, unreachable, failed}}."""
     r = ansible("ansible-playbook", "-i", str(inventory), str(playbook), *args,
                 home=inventory.parent)
-    recap = {m[0]: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m[1:])))
+    recap = {m[0]: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m[1:]),
+                            strict=True))
              for m in re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)"
                                  r"\s+failed=(\d+)", r.stdout, re.M)}
     return r, recap

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.core.errors import LibvirtFailure
 from pcimgr.host.libvirt_adapter import Libvirt
+from pcimgr.sim.machine import SimulatedMachine
 from tests import libvirtd
 from tests.conftest import driver_of, tree
 
@@ -29,7 +29,8 @@ def hostdevs(domain: str, inactive: bool = True) -> list[dict]:
     assert r.returncode == 0, r.stderr
     root = ET.fromstring(r.stdout)
     found = []
-    for e in root.findall("./devices/hostdev") + root.findall("./devices/interface[@type='hostdev']"):
+    for e in (root.findall("./devices/hostdev")
+              + root.findall("./devices/interface[@type='hostdev']")):
         a = e.find("./source/address")
         mac, tag = e.find("./mac"), e.find("./vlan/tag")
         found.append({"element": e.tag, "managed": e.get("managed"),

@@ -166,7 +166,8 @@ def test_sim_create_and_unknown_profile(run, tmp_path: Path) -> None:
 def test_demo_walks_through_the_commands(run, tmp_path: Path) -> None:
     r = run("demo", "--keep", tmp_path / "d")
     assert r.exit_code == 0, r.output
-    for cmd in ("$ pcimgr list", "$ pcimgr groups", "$ pcimgr show 04:00.0", "$ pcimgr xml 04:00.0"):
+    for cmd in ("$ pcimgr list", "$ pcimgr groups", "$ pcimgr show 04:00.0",
+                "$ pcimgr xml 04:00.0"):
         assert cmd in r.output
     assert "IOMMU group 5: not viable" in r.output
     assert "shares IOMMU group 5 with 0000:04:00.1" in r.output
@@ -182,7 +183,8 @@ def test_demo_walks_through_the_commands(run, tmp_path: Path) -> None:
     assert "Recommended: sr-iov" in r.output
     assert "- driver is e1000e, defined vfio-pci" in r.output
     assert (tmp_path / "d/bus/pci/devices/0000:04:00.0").is_symlink()
-    assert os.path.basename(os.readlink(tmp_path / "d/bus/pci/devices/0000:04:00.0/driver")) == "e1000e"
+    link = os.readlink(tmp_path / "d/bus/pci/devices/0000:04:00.0/driver")
+    assert os.path.basename(link) == "e1000e"
 
 
 def test_internal_error_is_one_line(run, demo_root: Path, mocker) -> None:

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.sim.machine import SimulatedMachine
-from pcimgr.host import discovery
 from pcimgr.core.address import PciAddress
-from pcimgr.host.sysfs import Sysfs
 from pcimgr.core.viability import viability
+from pcimgr.host import discovery
+from pcimgr.host.sysfs import Sysfs
+from pcimgr.sim.machine import SimulatedMachine
 
 A = PciAddress.parse
 
@@ -19,7 +19,8 @@ def test_demo_host_functions(demo_sysfs: Sysfs) -> None:
     assert nic is not None
     assert (nic.vendor_id, nic.device_id, nic.class_code, nic.driver) == ("8086", "105e",
                                                                           0x020000, "e1000e")
-    assert (nic.subsystem_vendor_id, nic.subsystem_device_id, nic.revision) == ("8086", "115e", "06")
+    assert (nic.subsystem_vendor_id, nic.subsystem_device_id, nic.revision) == ("8086", "115e",
+                                                                                "06")
     assert (nic.iommu_group, nic.numa_node, nic.netdevs) == (5, 0, ("enp4s0f0",))
     assert nic.driver_override is None and nic.sriov is None and nic.physfn is None
     assert host.iommu_enabled

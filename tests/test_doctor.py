@@ -72,7 +72,8 @@ def test_libvirt_is_asked_with_a_uri(run, demo_root: Path) -> None:
 
 def test_this_machine(run) -> None:
     """The real /sys here: the IOMMU check must agree with /sys/kernel/iommu_groups."""
-    groups = os.listdir("/sys/kernel/iommu_groups") if os.path.isdir("/sys/kernel/iommu_groups") else []
+    here = "/sys/kernel/iommu_groups"
+    groups = os.listdir(here) if os.path.isdir(here) else []
     r = run("doctor", "--json")
     data = json.loads(r.output.split("\npcimgr:")[0])
     iommu = {c["name"]: c for c in data["checks"]}["iommu"]
@@ -86,7 +87,8 @@ def test_this_machine(run) -> None:
 
 @pytest.mark.parametrize("args, expected", [
     (("--mode", "e1000", "--bridge", "br0"),
-     '<interface type="bridge">\n  <source bridge="br0" />\n  <model type="e1000" />\n</interface>\n'),
+     '<interface type="bridge">\n  <source bridge="br0" />\n  <model type="e1000" />\n'
+     '</interface>\n'),
     (("--mode", "virtio", "--bridge", "br0"),
      '<interface type="bridge">\n  <source bridge="br0" />\n  <model type="virtio" />\n'
      '  <driver name="qemu" />\n</interface>\n'),

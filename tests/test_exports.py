@@ -70,7 +70,8 @@ def facts_of(root: Path, name: str = "node1") -> dict:
 
 def test_facts_carry_the_read_commands_documents(demo: Path) -> None:
     facts = facts_of(demo)
-    assert facts["host"] == "node1" and facts["pcimgr_version"] == "0.1.0" and facts["machine"] == "a simulated host"
+    assert facts["host"] == "node1" and facts["pcimgr_version"] == "0.1.0"
+    assert facts["machine"] == "a simulated host"
     assert facts["devices"] == json.loads(pcimgr(demo, "list", "--all", "--json").stdout)
     assert facts["groups"] == json.loads(pcimgr(demo, "groups", "--json").stdout)
     assert facts["vfs"] == json.loads(pcimgr(demo, "vfs", "list", "--json").stdout)

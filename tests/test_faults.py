@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.sim.machine import SimulatedMachine
-from pcimgr.plans import interrupts, statefile
-from pcimgr.drivers.binding import current_override
 from pcimgr.core.errors import Interrupted
+from pcimgr.drivers.binding import current_override
 from pcimgr.host.sysfs import Sysfs
+from pcimgr.plans import interrupts, statefile
+from pcimgr.sim.machine import SimulatedMachine
 from tests.conftest import driver_of
 
 PAIR = ("0000:04:00.0", "0000:04:00.1")
@@ -186,7 +186,7 @@ def write_points(root: Path, tmp_path: Path,
 def points(make_host: Callable[..., Path], tmp_path: Path) -> list[tuple[str, int, str]]:
     found = write_points(make_host("demo", name="probe"), tmp_path)
     assert any(".pcimgr-state/devices/" in line for _, _, line in found)
-    assert any("unlinkat" == call for call, _, _ in found)
+    assert any(call == "unlinkat" for call, _, _ in found)
     return found
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.sim.machine import SimulatedMachine
-from pcimgr.plans import lock
 from pcimgr.core.errors import KernelError
 from pcimgr.host.sysfs import Sysfs
+from pcimgr.plans import lock
+from pcimgr.sim.machine import SimulatedMachine
 from tests.conftest import driver_of, tree
 from tests.test_address import BAD
 

@@ -7,15 +7,16 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from pcimgr.sim.machine import SimulatedMachine
+from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import Refused
 from pcimgr.drivers import planner as drivers
 from pcimgr.host import discovery, usage
 from pcimgr.persist import definitions
-from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import Refused
 from pcimgr.sim import builder, profiles
+from pcimgr.sim.machine import SimulatedMachine
 from tests.conftest import driver_of, golden, tree
 from tests.test_hostdriver import set_host_facts
 

@@ -24,7 +24,8 @@ def test_lspci_sees_every_function_with_its_driver(demo_root: Path) -> None:
 
 def test_lspci_decodes_sriov_capability_and_vf_count(demo_root: Path) -> None:
     from pcimgr.sim.machine import SimulatedMachine
-    SimulatedMachine(str(demo_root)).sysfs.write_attr("bus/pci/devices/0000:05:00.0/sriov_numvfs", "2")
+    SimulatedMachine(str(demo_root)).sysfs.write_attr("bus/pci/devices/0000:05:00.0/sriov_numvfs",
+                                                      "2")
     out = lspci(demo_root, "-vvv", "-s", "05:00.0")
     assert "Single Root I/O Virtualization (SR-IOV)" in out
     assert "Total VFs: 8, Number of VFs: 2" in out

@@ -58,7 +58,8 @@ def test_apply_then_status_then_drift_then_apply(run, demo_root: Path) -> None:
     assert r.exit_code == 0, r.output
     assert driver_of(demo_root, "0000:04:00.0") == "vfio-pci"
     assert [driver_of(demo_root, v) for v in ("0000:05:10.0", "0000:05:10.2")] == ["vfio-pci"] * 2
-    vf0 = json.loads(run("--sysfs-root", demo_root, "vfs", "list", IGB, "--json").output)[0]["vfs"][0]
+    vf0 = json.loads(run("--sysfs-root", demo_root, "vfs", "list", IGB,
+                         "--json").output)[0]["vfs"][0]
     assert (vf0["mac"], vf0["vlan"]) == ("52:54:00:5e:00:01", 100)
     code, found = status(run, demo_root)
     assert code == 0 and all(e["ok"] for e in found.values())
@@ -85,7 +86,8 @@ def test_moved_hardware_is_reported_and_never_applied(run, demo_root: Path) -> N
     edit(demo_root, "0000:04:00.0", device_id="10d3")  # the card defined there was an 82574L
     code, found = status(run, demo_root)
     assert code == 10
-    assert found["0000:04:00.0"]["drift"] == ["different hardware: 8086:105e here, 8086:10d3 defined"]
+    assert found["0000:04:00.0"]["drift"] == [
+        "different hardware: 8086:105e here, 8086:10d3 defined"]
     before = tree(demo_root)
     r = run("--sysfs-root", demo_root, "apply")
     assert r.exit_code == 10 and "skipped 0000:04:00.0: different hardware" in r.output
@@ -117,10 +119,11 @@ def test_apply_keeps_the_safety_refusals(run, demo_root: Path) -> None:
     r = run("--sysfs-root", demo_root, "define", "00:1f.6", "--driver", "vfio-pci")
     assert r.exit_code == 4 and "refusing" in r.output and "default route" in r.output
     assert not (cfg(demo_root) / "devices").exists()
+    from pcimgr.core.address import PciAddress
     from pcimgr.host import discovery
     from pcimgr.persist import definitions
-    from pcimgr.core.address import PciAddress
-    device = discovery.read_device(SimulatedMachine(str(demo_root)).sysfs, PciAddress.parse("00:1f.6"))
+    device = discovery.read_device(SimulatedMachine(str(demo_root)).sysfs,
+                                   PciAddress.parse("00:1f.6"))
     definitions.save(str(cfg(demo_root)), definitions.identify(device, driver="vfio-pci"))
     r = run("--sysfs-root", demo_root, "apply")
     assert r.exit_code == 10

@@ -1,4 +1,5 @@
-"""Plans on the simulated kernel: apply, roll back on a failure at any step, recover after a kill."""
+"""Plans on the simulated kernel: apply, roll back on a failure at any step, recover after
+a kill."""
 
 import errno
 import json
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.sim.machine import SimulatedMachine
-from pcimgr.plans import lock, transaction
-from pcimgr.drivers.binding import BindDriver, current_driver, current_override
 from pcimgr.core.errors import Busy, KernelError, RolledBack
+from pcimgr.drivers.binding import BindDriver, current_driver, current_override
 from pcimgr.host.sysfs import Sysfs
+from pcimgr.plans import lock, transaction
+from pcimgr.sim.machine import SimulatedMachine
 from tests.conftest import driver_of
 
 PAIR = ("0000:04:00.0", "0000:04:00.1")
@@ -25,7 +26,8 @@ def detach_pair(sysfs: Sysfs) -> transaction.Plan:
         for a in PAIR))
 
 
-def test_plan_moves_both_and_leaves_no_journal(demo_root: Path, demo_machine: SimulatedMachine, demo_sysfs: Sysfs,
+def test_plan_moves_both_and_leaves_no_journal(demo_root: Path, demo_machine: SimulatedMachine,
+                                               demo_sysfs: Sysfs,
                                                 tmp_path: Path) -> None:
     p = detach_pair(demo_sysfs)
     assert "echo 0000:04:00.0 > /sys/bus/pci/drivers/e1000e/unbind" in p.describe()
@@ -50,7 +52,8 @@ WRITES_PER_DETACH = 6  # per function: override, unbind, drivers_probe
 
 @pytest.mark.parametrize("code", [errno.EBUSY, errno.ENODEV, errno.EINVAL, errno.EPERM])
 @pytest.mark.parametrize("fail_at", range(WRITES_PER_DETACH))
-def test_failure_at_any_write_rolls_back(demo_root: Path, demo_machine: SimulatedMachine, demo_sysfs: Sysfs, tmp_path: Path,
+def test_failure_at_any_write_rolls_back(demo_root: Path, demo_machine: SimulatedMachine,
+                                         demo_sysfs: Sysfs, tmp_path: Path,
                                          mocker, fail_at: int, code: int) -> None:
     real = demo_sysfs.write_attr
     calls = []
@@ -70,7 +73,8 @@ def test_failure_at_any_write_rolls_back(demo_root: Path, demo_machine: Simulate
     assert not (tmp_path / "state/journal.json").exists()
 
 
-def test_bind_timeout_rolls_back(demo_root: Path, demo_machine: SimulatedMachine, demo_sysfs: Sysfs, tmp_path: Path,
+def test_bind_timeout_rolls_back(demo_root: Path, demo_machine: SimulatedMachine,
+                                 demo_sysfs: Sysfs, tmp_path: Path,
                                  mocker) -> None:
     mocker.patch("pcimgr.drivers.binding.BIND_TIMEOUT", 0.05)
     real = demo_sysfs.write_attr
@@ -116,7 +120,8 @@ def test_recover_after_kill(demo_root: Path, tmp_path: Path, writes: int) -> Non
     message = transaction.recover(SimulatedMachine(str(demo_root)), state)
     assert message is not None and "undid" in message
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
-    assert [current_override(SimulatedMachine(str(demo_root)).sysfs, a) for a in PAIR] == [None, None]
+    assert [current_override(SimulatedMachine(str(demo_root)).sysfs, a) for a in PAIR] == [None,
+                                                                                           None]
     assert transaction.recover(SimulatedMachine(str(demo_root)), state) is None
 
 
@@ -150,9 +155,8 @@ def test_second_process_waits_then_fails(tmp_path: Path) -> None:
     holder.start()
     assert ready.wait(10)
     started = time.monotonic()
-    with pytest.raises(Busy, match="another pcimgr"):
-        with lock.exclusive(str(tmp_path), wait=0.3):
-            pass
+    with pytest.raises(Busy, match="another pcimgr"), lock.exclusive(str(tmp_path), wait=0.3):
+        pass
     assert time.monotonic() - started >= 0.3
     release.set()
     holder.join()

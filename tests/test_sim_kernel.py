@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.core.errors import KernelError
 from pcimgr.host.sysfs import Sysfs
+from pcimgr.sim.machine import SimulatedMachine
 from tests.conftest import driver_of
 
 PF = "0000:05:00.0"   # 82576, igb, offset 128, stride 2

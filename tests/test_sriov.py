@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.sim.machine import SimulatedMachine
 from pcimgr.host import uevents
-from pcimgr.sim.kernel import SimulatedKernel
 from pcimgr.host.sysfs import Sysfs
+from pcimgr.sim.kernel import SimulatedKernel
+from pcimgr.sim.machine import SimulatedMachine
 from tests.conftest import driver_of, golden, tree
 from tests.killed import run_killed_after
 
@@ -91,7 +91,8 @@ def test_new_count_goes_through_zero_and_keeps_the_driver(run, demo_root: Path) 
     assert dry.exit_code == 0
     lines = [line.strip() for line in dry.output.splitlines()]
     zero = lines.index(f"echo 0 > /sys/bus/pci/devices/{IGB}/sriov_numvfs")
-    two = [i for i, line in enumerate(lines) if line.startswith(f"echo 2 > /sys/bus/pci/devices/{IGB}/sriov_numvfs")]
+    two = [i for i, line in enumerate(lines)
+           if line.startswith(f"echo 2 > /sys/bus/pci/devices/{IGB}/sriov_numvfs")]
     assert two and zero < two[0]
     r = run("--sysfs-root", demo_root, "vfs", "create", IGB, "2")
     assert r.exit_code == 0, r.output
@@ -259,9 +260,9 @@ def test_destroy_refused_while_the_host_uses_a_vf_interface(run, demo_root: Path
 
 
 def test_undo_of_destroy_rebuilds_vfs_as_they_were(run, demo_root: Path) -> None:
+    from pcimgr.core.address import PciAddress
     from pcimgr.host import discovery, usage
     from pcimgr.sriov import planner as sriov
-    from pcimgr.core.address import PciAddress
     machine = SimulatedMachine(str(demo_root))
     assert run("--sysfs-root", demo_root, "detach", "07:00.3").exit_code == 0
     before = vfs_json(run, demo_root, MLX)
@@ -355,6 +356,7 @@ def test_watcher_without_pyudev_falls_back_to_polling(mocker) -> None:
 
 def test_progress_is_shown_on_a_terminal_only(monkeypatch) -> None:
     import io
+
     from pcimgr.cli import runner
     from pcimgr.sriov.steps import SetNumVfs
 

@@ -268,7 +268,7 @@ def test_eight_concurrent_defines_lose_nothing(run, demo_root: Path) -> None:
     data = json.loads((demo_root / ".pcimgr-config/devices/0000:05:00.0.json").read_text())
     assert {k: v["mac"] for k, v in data["vf"].items()} == {str(i): m for i, m in
                                                           enumerate(macs)}
-    assert not [p for p in (demo_root / ".pcimgr-config").rglob("*.tmp.*")]
+    assert not list((demo_root / ".pcimgr-config").rglob("*.tmp.*"))
 
 
 def test_different_state_dirs_still_serialise(demo_root: Path, tmp_path: Path) -> None:

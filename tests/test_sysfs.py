@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.core.errors import BadInput, KernelError
 from pcimgr.cli.context import Context
+from pcimgr.core.errors import BadInput, KernelError
 from pcimgr.host.linux import LinuxMachine
 from pcimgr.host.sysfs import Gone, Sysfs
 from pcimgr.sim.machine import SimulatedMachine
@@ -58,4 +58,5 @@ def test_reads_of_missing_things(demo_sysfs: Sysfs) -> None:
     with demo_sysfs.directory("bus/pci/devices/0000:04:00.0") as d:
         assert d.read("nope") is None and d.link("nope") is None and d.list("nope") is None
         assert d.read("net") is None  # a directory is not an attribute
-        assert d.list("net") == ["enp4s0f0"] and d.link("driver") == "../../../../bus/pci/drivers/e1000e"
+        assert d.list("net") == ["enp4s0f0"]
+        assert d.link("driver") == "../../../../bus/pci/drivers/e1000e"

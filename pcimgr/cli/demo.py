@@ -59,7 +59,8 @@ def run(keep: str | None, invoke: Callable[[list[str]], object]) -> None:
         root = os.path.abspath(keep)
         builder.build(root, profiles.get("demo"))
         _tour(root, invoke)
-        click.echo(f"\nThe simulated host stays in {root}; try `pcimgr --sysfs-root {root} list --all`.")
+        click.echo(f"\nThe simulated host stays in {root}; try "
+                   f"`pcimgr --sysfs-root {root} list --all`.")
         return
     with tempfile.TemporaryDirectory(prefix="pcimgr-demo-") as tmp:
         root = os.path.join(tmp, "sys")

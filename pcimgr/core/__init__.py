@@ -1,1 +1,2 @@
-"""Pure values and rules: addresses, the frozen model, VFIO viability, hostdev XML, errors. No I/O."""
+"""Pure values and rules: addresses, the frozen model, VFIO viability, hostdev XML, errors.
+No I/O."""

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from pcimgr.core.errors import KernelError
 from pcimgr.core.viability import HARMLESS_DRIVERS
-from pcimgr.plans.records import Changes, device_rel
-from pcimgr.plans.step import StepBase, register
 from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.host.uevents import Watcher
+from pcimgr.plans.records import Changes, device_rel
+from pcimgr.plans.step import StepBase, register
 
 BIND_TIMEOUT = 5.0
 CLEAR = "\n"  # an empty write never reaches the kernel; a newline clears the override
@@ -47,7 +47,8 @@ class BindDriver(StepBase):
     kind: str = "bind"
 
     def summary(self) -> str:
-        return f"{self.address}: {self.original_driver or 'no driver'} -> {self.target or 'no driver'}"
+        was, now = self.original_driver or "no driver", self.target or "no driver"
+        return f"{self.address}: {was} -> {now}"
 
     def describe(self) -> list[str]:
         root = "/sys/bus/pci"

@@ -11,17 +11,18 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from pcimgr.plans import records, transaction as plans
-from pcimgr.plans.runner import Proposal
 from pcimgr.core.address import PciAddress
-from pcimgr.drivers.binding import BindDriver, Reprobe
 from pcimgr.core.errors import BadInput, NotFound, Refused
-from pcimgr.host.usage import Survey
 from pcimgr.core.model import Host, PciDevice
+from pcimgr.core.viability import HARMLESS_DRIVERS, blocks_vfio
+from pcimgr.drivers.binding import BindDriver, Reprobe
 from pcimgr.drivers.safety import concerns
 from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs
-from pcimgr.core.viability import HARMLESS_DRIVERS, blocks_vfio
+from pcimgr.host.usage import Survey
+from pcimgr.plans import records
+from pcimgr.plans import transaction as plans
+from pcimgr.plans.runner import Proposal
 
 if TYPE_CHECKING:
     from pcimgr.plans.step import Step

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pcimgr.host.usage import Survey
 from pcimgr.core.model import Host, PciDevice
-from pcimgr.host.sysfs import Sysfs
 from pcimgr.core.viability import VFIO_DRIVERS
+from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.usage import Survey
 
 # Functions a running host needs whatever the user asks (class >> 8).
 CHIPSET = {0x0600: "host bridge", 0x0601: "ISA/LPC bridge", 0x0C05: "SMBus controller"}

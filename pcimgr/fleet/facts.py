@@ -15,8 +15,8 @@ from typing import Any
 
 from pcimgr import __version__
 from pcimgr.core.errors import BadInput, NotFound
-from pcimgr.host.names import Namer
 from pcimgr.host.machine import Machine
+from pcimgr.host.names import Namer
 
 FORMAT = 1
 KEYS = ("format", "host", "pcimgr_version", "machine", "devices", "groups", "vfs",
@@ -29,8 +29,7 @@ def gather(machine: Machine, config_dir: str, namer: Namer,
     machine's own name."""
     from pcimgr.cli import render
     from pcimgr.drivers import safety
-    from pcimgr.host import discovery
-    from pcimgr.host import usage
+    from pcimgr.host import discovery, usage
     from pcimgr.persist import definitions
     from pcimgr.persist import planner as persist
     from pcimgr.sriov import planner as sriov

@@ -15,12 +15,11 @@ from typing import Any, TypeVar
 from pcimgr.cli.context import Context
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import Host
-from pcimgr.plans import runner
-from pcimgr.plans.runner import Proposal
-from pcimgr.host import discovery
-from pcimgr.host import usage
+from pcimgr.host import discovery, usage
 from pcimgr.host.machine import Machine
 from pcimgr.host.usage import Survey
+from pcimgr.plans import runner
+from pcimgr.plans.runner import Proposal
 
 T = TypeVar("T")
 

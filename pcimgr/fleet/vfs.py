@@ -114,7 +114,8 @@ def ensure(s: Session, pf: PciAddress, count: int, driver: str, given: list[dict
                                     for i, v in settings.items()},
                             "definition": final.describe() if final else None}
         else:
-            result.after = _view(s, discovery.scan_related(s.machine.sysfs, (pf,)), pf, settings, final)
+            result.after = _view(s, discovery.scan_related(s.machine.sysfs, (pf,)), pf, settings,
+                                 final)
         return result
     return s.run(work)
 

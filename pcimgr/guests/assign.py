@@ -13,19 +13,20 @@ from __future__ import annotations
 import os
 
 from pcimgr.core import hostdev_xml
-from pcimgr.drivers import planner as drivers
-from pcimgr.host import discovery, vfinfo
-from pcimgr.plans import transaction as plans
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
-from pcimgr.guests.steps import AttachDevice, DetachDevice
-from pcimgr.guests.holdings import Holdings
-from pcimgr.plans.runner import Proposal
-from pcimgr.host.usage import Survey
-from pcimgr.host.libvirt_adapter import Libvirt
 from pcimgr.core.model import Host
-from pcimgr.plans.step import Step
+from pcimgr.drivers import planner as drivers
+from pcimgr.guests.holdings import Holdings
+from pcimgr.guests.steps import AttachDevice, DetachDevice
+from pcimgr.host import discovery, vfinfo
+from pcimgr.host.libvirt_adapter import Libvirt
 from pcimgr.host.machine import Machine
+from pcimgr.host.usage import Survey
+from pcimgr.plans import transaction as plans
+from pcimgr.plans.runner import Proposal
+from pcimgr.plans.step import Step
+
 
 def record_path(state: str, address: str) -> str:
     """state "": the path relative to the state directory, as Proposal.records wants it."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
 from pcimgr.core import hostdev_xml
 from pcimgr.core.address import PciAddress

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pcimgr.core import hostdev_xml
-from pcimgr.host import libvirt_adapter
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import LibvirtFailure
-from pcimgr.plans.step import StepBase, register
+from pcimgr.host import libvirt_adapter
 from pcimgr.host.machine import Machine
+from pcimgr.plans.step import StepBase, register
 
 
 def _where(live: bool, config: bool) -> str:

@@ -124,7 +124,8 @@ class Survey:
                     yield Use(address, w.subject, hops, w.why, w.short)
 
     def _lowers(self, ifname: str) -> list[str]:
-        return [n[6:] for n in self._sysfs.list_dir(f"class/net/{ifname}") if n.startswith("lower_")]
+        return [n[6:] for n in self._sysfs.list_dir(f"class/net/{ifname}")
+                if n.startswith("lower_")]
 
     def _net_functions(self, ifname: str, hops: tuple[str, ...],
                        depth: int = 0) -> Iterable[tuple[tuple[str, ...], PciAddress]]:

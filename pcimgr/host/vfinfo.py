@@ -43,7 +43,8 @@ def read(machine: Machine, pf: str, netdev: str | None) -> list[dict[str, Any]]:
 
 def configure(machine: Machine, pf: str, netdev: str, index: int, settings: dict[str, Any],
               timeout: float) -> None:
-    """Set some of read()'s keys on VF `index`, retrying while the driver says the VF is in reset."""
+    """Set some of read()'s keys on VF `index`, retrying while the driver says the VF is
+    in reset."""
     deadline = time.monotonic() + timeout
     while True:
         try:

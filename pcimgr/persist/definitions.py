@@ -17,11 +17,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pcimgr.plans import interrupts, statefile
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Damaged, NeedsRoot, PcimgrError, RolledBack
 from pcimgr.core.model import PciDevice
 from pcimgr.host.machine import Machine
+from pcimgr.plans import interrupts, statefile
 
 FORMAT = 1
 

@@ -13,19 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pcimgr.drivers import planner as drivers, safety
-from pcimgr.host import vfinfo
-from pcimgr.plans import transaction as plans
-from pcimgr.sriov import planner as sriov
 from pcimgr.core.address import PciAddress
-from pcimgr.persist.definitions import Definition, identify
 from pcimgr.core.errors import BadInput, NotFound, PcimgrError, Refused
-from pcimgr.plans.runner import Proposal
-from pcimgr.host.usage import Survey
 from pcimgr.core.model import Host, PciDevice
-from pcimgr.plans.step import Step
-from pcimgr.host.machine import Machine
 from pcimgr.core.viability import HARMLESS_DRIVERS, VFIO_DRIVERS, blocks_vfio
+from pcimgr.drivers import planner as drivers
+from pcimgr.drivers import safety
+from pcimgr.host import vfinfo
+from pcimgr.host.machine import Machine
+from pcimgr.host.usage import Survey
+from pcimgr.persist.definitions import Definition, identify
+from pcimgr.plans import transaction as plans
+from pcimgr.plans.runner import Proposal
+from pcimgr.plans.step import Step
+from pcimgr.sriov import planner as sriov
 
 # -- define ----------------------------------------------------------------------
 
@@ -250,7 +251,7 @@ def plan_apply(machine: Machine, host: Host, survey: Survey, definitions: list[D
     steps: list[Step] = []
     notes: list[str] = []
     module = None
-    for d, p in planned.values():
+    for _, p in planned.values():
         steps += p.plan.steps
         notes += p.notes
         module = module or p.module

@@ -21,8 +21,8 @@ import os
 import shutil
 import subprocess
 
-from pcimgr.plans import statefile
 from pcimgr.core.errors import KernelError
+from pcimgr.plans import statefile
 
 RULES_NAME = "70-pcimgr.rules"
 UNIT_NAME = "pcimgr-apply.service"

@@ -4,7 +4,8 @@ definitions; readers never take it.
 The lock belongs to the host, not to a state directory: two runs with different
 --state-dir values still change the same functions, so they must wait for each
 other. The real host's lock is /run/pcimgr/lock (tmpfs: gone at reboot, as is every
-holder); a simulated host's is inside its root (Machine.lock_dir). The file is created once and kept:
+holder); a simulated host's is inside its root (Machine.lock_dir). The file is created
+once and kept:
 an flock file carries no content, and removing it would let a process that still
 holds the old inode and one that creates a new file both believe they hold the lock.
 """
@@ -18,8 +19,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pcimgr.plans import statefile
 from pcimgr.core.errors import Busy
+from pcimgr.plans import statefile
 
 DEFAULT_WAIT = 30.0
 

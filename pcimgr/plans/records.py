@@ -16,8 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pcimgr.plans import statefile
 from pcimgr.core.errors import PcimgrError
+from pcimgr.plans import statefile
 
 RECORD_FIX = ("check which driver the function had before pcimgr moved it, then remove the "
               "file (`pcimgr rebind` then lets the kernel pick the native driver)")

@@ -70,7 +70,7 @@ _MODULE_OF_KIND = {"bind": "pcimgr.drivers.binding", "reprobe": "pcimgr.drivers.
 
 def register(cls: S) -> S:
     """Class decorator of a step kind: `kind` is the dataclass field's default."""
-    _KINDS[getattr(cls, "kind")] = cls
+    _KINDS[vars(cls)["kind"]] = cls
     return cls
 
 

@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from pcimgr.plans import interrupts, records, statefile
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Interrupted, NeedsRoot, PcimgrError, RolledBack
 from pcimgr.host.machine import Machine
-
+from pcimgr.plans import interrupts, records, statefile
 from pcimgr.plans.step import Step, from_json
 
 JOURNAL = "journal.json"

@@ -10,8 +10,8 @@ from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.sim import tree
 from pcimgr.sim.kernel import SimulatedKernel
-from pcimgr.sim.profiles import DeviceSpec, Profile
 from pcimgr.sim.marker import MARKER
+from pcimgr.sim.profiles import DeviceSpec, Profile
 
 
 def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
@@ -69,7 +69,8 @@ def _write_marker(root: str, profile: Profile, iommu: bool) -> None:
                        "disks": list(spec.disks), "net_via": list(spec.net_via),
                        "disk_via": list(spec.disk_via), "framebuffer": spec.framebuffer}
         if spec.sriov:
-            entry["sriov"] = asdict(spec.sriov) | {"configurable_by": list(spec.sriov.configurable_by)}
+            entry["sriov"] = asdict(spec.sriov) | {
+                "configurable_by": list(spec.sriov.configurable_by)}
         devices[spec.address] = entry
     with open(os.path.join(root, MARKER), "w") as f:
         json.dump({"format": 1, "profile": profile.name, "description": profile.description,

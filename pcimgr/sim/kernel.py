@@ -41,7 +41,7 @@ class SimulatedKernel:
         if not value:
             # sysfs_kf_write() returns before the attribute's store(): an empty
             # write changes nothing (clearing driver_override takes "\n").
-            return
+            return None
         path = os.path.join(self.root, rel)
         parent = os.path.realpath(os.path.dirname(path))
         attr = os.path.basename(path)
@@ -74,7 +74,8 @@ class SimulatedKernel:
             address = PciAddress.parse(os.path.basename(directory))
         except BadInput:
             return None
-        return address if self._exists(address) and tree.device_dir(self.root, address) == directory else None
+        return address if self._exists(address) and tree.device_dir(self.root,
+                                                                    address) == directory else None
 
     # -- device attributes -------------------------------------------------
 
@@ -104,14 +105,16 @@ class SimulatedKernel:
             raise _fail(errno.ERANGE)
         current = int(tree.read_attr(self.root, pf, "sriov_numvfs"))
         if count == current:
-            return commit()
+            commit()
+            return
         driver = tree.driver_of(self.root, pf)
         spec = self._pf_spec(pf)
         if driver is None or driver not in spec["configurable_by"] + [VFIO]:
             raise _fail(errno.ENOENT)
         if count == 0:
             commit()
-            return self._disable_vfs(pf)
+            self._disable_vfs(pf)
+            return
         if current:
             raise _fail(errno.EBUSY)
         if driver == VFIO:  # vfio_pci_core_sriov_configure() without enable_sriov=1
@@ -188,7 +191,8 @@ class SimulatedKernel:
                 return
 
     def _matches(self, address: PciAddress, driver: str) -> bool:
-        """pci_match_device(): an override admits only its driver; else dynamic ids, then the id table."""
+        """pci_match_device(): an override admits only its driver; else dynamic ids, then
+        the id table."""
         override = tree.read_attr(self.root, address, "driver_override")
         if override != "(null)":
             return override == driver
@@ -200,10 +204,10 @@ class SimulatedKernel:
         """pci_device_probe() and the driver's probe; 0 or the errno it fails with."""
         if not self._can_probe(address):
             return errno.ENODEV
-        if driver == VFIO:
-            # vfio_pci_probe(): normal headers only, and the function needs a group
-            if self._is_bridge(address) or tree.group_of(self.root, address) is None:
-                return errno.EINVAL
+        # vfio_pci_probe(): normal headers only, and the function needs a group
+        if driver == VFIO and (self._is_bridge(address)
+                               or tree.group_of(self.root, address) is None):
+            return errno.EINVAL
         self._attach(address, driver)
         return 0
 
@@ -253,7 +257,7 @@ class SimulatedKernel:
             os.symlink(os.path.relpath(vf_dir, pf_dir), os.path.join(pf_dir, f"virtfn{index}"))
             vfs.append(vf)
         self._set_numvfs(pf, count)
-        seeded = [dict(zip(("mac", "vlan"), c)) for c in spec.get("vf_config", ())]
+        seeded = [dict(zip(("mac", "vlan"), c, strict=True)) for c in spec.get("vf_config", ())]
         self._state().setdefault("vfinfo", {})[str(pf)] = [
             _new_vf_config() | (seeded[i] if i < len(seeded) else {}) for i in range(count)]
         self._save_state()
@@ -379,7 +383,8 @@ class SimulatedKernel:
         return address if str(address) == name and self._exists(address) else None
 
     def _all_devices(self) -> list[PciAddress]:
-        return sorted(PciAddress.parse(n) for n in os.listdir(os.path.join(self.root, tree.DEVICES)))
+        return sorted(PciAddress.parse(n) for n in os.listdir(os.path.join(self.root,
+                                                                           tree.DEVICES)))
 
     def _ids(self, address: PciAddress) -> str:
         return (f"{tree.read_attr(self.root, address, 'vendor')[2:]}:"
@@ -468,4 +473,5 @@ def _parse_ids(value: str) -> str:
 
 
 def _mac(address: PciAddress) -> str:
-    return f"52:54:{address.domain & 0xFF:02x}:{address.bus:02x}:{address.slot:02x}:{address.function:02x}"
+    a = address
+    return f"52:54:{a.domain & 0xFF:02x}:{a.bus:02x}:{a.slot:02x}:{a.function:02x}"

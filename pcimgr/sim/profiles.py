@@ -40,7 +40,8 @@ class DeviceSpec:
     netdev: str | None = None       # interface name while a NIC driver is bound
     sriov: SriovSpec | None = None
     boot_vga: bool | None = None
-    disks: tuple[str, ...] = ()     # block devices while the native driver is bound: disk, partitions
+    disks: tuple[str,
+                 ...] = ()     # block devices while the native driver is bound: disk, partitions
     # devices between the function and its interface or disk (sim/tree.py Children)
     net_via: tuple[str, ...] = ()
     disk_via: tuple[str, ...] = ("host0",)

@@ -14,19 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pcimgr.host import vfinfo
-from pcimgr.plans import transaction as plans
 from pcimgr.core.address import PciAddress
-from pcimgr.drivers.binding import BindDriver, Reprobe
 from pcimgr.core.errors import BadInput, NotFound, Refused
-from pcimgr.drivers.planner import module_for, refuse_unsafe
-from pcimgr.plans.runner import Proposal
-from pcimgr.host.usage import Survey
 from pcimgr.core.model import Host, PciDevice
-from pcimgr.sriov.steps import ConfigureVf, SetAutoprobe, SetLink, SetNumVfs
-from pcimgr.plans.step import Step
-from pcimgr.host.machine import Machine
 from pcimgr.core.viability import HARMLESS_DRIVERS
+from pcimgr.drivers.binding import BindDriver, Reprobe
+from pcimgr.drivers.planner import module_for, refuse_unsafe
+from pcimgr.host import vfinfo
+from pcimgr.host.machine import Machine
+from pcimgr.host.usage import Survey
+from pcimgr.plans import transaction as plans
+from pcimgr.plans.runner import Proposal
+from pcimgr.plans.step import Step
+from pcimgr.sriov.steps import ConfigureVf, SetAutoprobe, SetLink, SetNumVfs
 
 VFIO = "vfio-pci"
 
@@ -66,7 +66,8 @@ def survey(machine: Machine, host: Host, only: PciAddress | None = None) -> list
             holders = machine.vfio_holders()  # a /proc scan: only when it can matter
         netdev = pf.netdevs[0] if pf.netdevs else None
         views.append(PfView(pf, vfs, tuple(vfinfo.read(machine, str(pf.address), netdev)),
-                            vfinfo.link_is_up(machine.sysfs, str(pf.address), netdev) if netdev else None,
+                            vfinfo.link_is_up(machine.sysfs, str(pf.address),
+                                              netdev) if netdev else None,
                             holders or {}))
     return views
 

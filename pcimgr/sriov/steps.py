@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pcimgr.host import vfinfo
-from pcimgr.drivers.binding import current_driver, move
 from pcimgr.core.errors import KernelError
-from pcimgr.plans.step import StepBase, register
+from pcimgr.drivers.binding import current_driver, move
+from pcimgr.host import vfinfo
 from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.host.uevents import Watcher
+from pcimgr.plans.step import StepBase, register
 
 DEVICES = "/sys/bus/pci/devices"
 

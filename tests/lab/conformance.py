@@ -162,7 +162,8 @@ def layout(sysfs: Sysfs) -> dict:
         found[f"{subsystems}/{subsys}"] = {
             "controllers": {n: where(f"{subsystems}/{subsys}/{n}")
                             for n in sysfs.list_dir(f"{subsystems}/{subsys}")
-                            if n.startswith("nvme") and sysfs.read_link(f"{subsystems}/{subsys}/{n}")}}
+                            if n.startswith("nvme")
+                            and sysfs.read_link(f"{subsystems}/{subsys}/{n}")}}
     return found
 
 

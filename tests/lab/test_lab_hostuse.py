@@ -108,7 +108,8 @@ def test_nvme_namespace_under_native_multipath(nvme_in_use: None) -> None:
 
 def test_scsi_disk_mounted_and_held_open() -> None:
     sh("mkfs.ext4 -q -F /dev/sda1", "mkdir -p /mnt/pcimgr-scsi", "mount /dev/sda1 /mnt/pcimgr-scsi")
-    holder = subprocess.Popen(["sleep", "300"], stdin=open("/dev/sda"))
+    with open("/dev/sda") as disk:
+        holder = subprocess.Popen(["sleep", "300"], stdin=disk)
     try:
         via = "0:0:0:0, target0:0:0, host0, virtio3"
         refused(["unbind", SCSI], f"block device sda1 (via sda, {via}) is mounted on "
@@ -163,7 +164,8 @@ def test_boot_path_leaves_a_function_the_host_uses() -> None:
     sh(f"udevadm trigger --action=add {DEVICES / E1000[0]}")
     assert eventually(lambda: [driver(a) for a in E1000] == ["vfio-pci", "vfio-pci"]), \
         [driver(a) for a in E1000]
-    assert os.path.exists(f"/dev/vfio/{os.path.basename(os.readlink(DEVICES / E1000[0] / 'iommu_group'))}")
+    group = os.path.basename(os.readlink(DEVICES / E1000[0] / "iommu_group"))
+    assert os.path.exists(f"/dev/vfio/{group}")
 
 
 def test_vf_the_host_uses_keeps_its_pf_and_count() -> None:

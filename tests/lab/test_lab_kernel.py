@@ -116,7 +116,8 @@ def test_groups_shared_and_viability_follows_binding(vfio_loaded: None) -> None:
 def test_conformance_sequence_matches_the_recorded_answers(vfio_loaded: None) -> None:
     observed = conformance.run_sequence(Sysfs("/sys"))
     recorded = conformance.load_fixture()
-    for step, (real, expected) in enumerate(zip(observed, recorded["observations"])):
+    for step, (real, expected) in enumerate(zip(observed, recorded["observations"],
+                                                strict=True)):
         assert real == expected, (
             f"step {step} {real['write']}: this kernel ({os.uname().release}) differs from "
             f"the fixture's ({recorded['kernel']}); refresh with python -m tests.lab.refresh")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from pcimgr.core.address import PciAddress
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import address_arg, dry_run_option, force_option
 from pcimgr.cli.runner import change
+from pcimgr.core.address import PciAddress
 
 
 @click.command()

@@ -6,11 +6,17 @@ from typing import Any
 
 import click
 
-from pcimgr.core.address import PciAddress
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import (
-    address_arg, dry_run_option, force_option, mac_option, timeout_option, vlan_option)
+    address_arg,
+    dry_run_option,
+    force_option,
+    mac_option,
+    timeout_option,
+    vlan_option,
+)
 from pcimgr.cli.runner import change
+from pcimgr.core.address import PciAddress
 
 
 @click.command()
@@ -40,7 +46,8 @@ def assign(obj: Context, address: PciAddress, vm: str, live: bool | None, config
     from pcimgr.guests import assign as assigning
 
     def propose(host: Any, state: Any, _: str) -> Any:
-        return assigning.plan_assign(obj.machine, host, state, obj.libvirt(), obj.holdings_or_fail(),
+        return assigning.plan_assign(obj.machine, host, state, obj.libvirt(),
+                                     obj.holdings_or_fail(),
                                      address, vm, live, config, group, managed, mac, vlan, force)
     change(obj, (address,), propose, dry_run)
 

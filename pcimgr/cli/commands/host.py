@@ -42,7 +42,8 @@ def doctor(obj: Context, as_json: bool) -> None:
 def advise(obj: Context, guest_os: str, load: str, bridge: str, source_dev: str | None,
            as_json: bool) -> None:
     """Which network mode suits a guest on this host, why, and the XML to use."""
-    from pcimgr.advice import doctor as doc, netmodes
+    from pcimgr.advice import doctor as doc
+    from pcimgr.advice import netmodes
     from pcimgr.drivers import safety
     from pcimgr.host import usage
     host = obj.host()

@@ -8,12 +8,19 @@ from typing import Any
 
 import click
 
-from pcimgr.core.address import PciAddress
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import (
-    Digits, address_arg, dry_run_option, emit_json, json_option, mac_option, on_off, timeout_option)
+    Digits,
+    address_arg,
+    dry_run_option,
+    emit_json,
+    json_option,
+    mac_option,
+    on_off,
+    timeout_option,
+)
 from pcimgr.cli.runner import print_plan, progress, run_locked, run_locked_config
-
+from pcimgr.core.address import PciAddress
 
 # -- definitions, applied at boot --------------------------------------------------
 
@@ -51,7 +58,8 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
     The same checks as the change itself run first (the host's use of the function, the
     IOMMU group, the driver's existence): a definition is applied at every boot."""
     from pcimgr.host import discovery, usage
-    from pcimgr.persist import definitions, planner as persist
+    from pcimgr.persist import definitions
+    from pcimgr.persist import planner as persist
     settings = {k: v for k, v in (("mac", mac), ("vlan", vlan), ("qos", qos), ("trust", trust),
                                   ("spoofchk", spoofchk)) if v is not None}
     if "qos" in settings and "vlan" not in settings:
@@ -83,8 +91,9 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
 @click.pass_obj
 def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
     """Forget a definition (the function stays as it is now)."""
-    from pcimgr.persist import definitions, planner as persist
     from pcimgr.core.errors import Damaged, NotFound
+    from pcimgr.persist import definitions
+    from pcimgr.persist import planner as persist
     cfg = obj.config_dir
     _needs_root_for_config(obj)
 
@@ -122,10 +131,11 @@ def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
 def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool,
           quiet: bool) -> None:
     """Make the host match the definitions, through the usual plans and refusals."""
-    from pcimgr.host import discovery, usage
-    from pcimgr.plans import runner
-    from pcimgr.persist import definitions, planner as persist
     from pcimgr.core.errors import Mismatch
+    from pcimgr.host import discovery, usage
+    from pcimgr.persist import definitions
+    from pcimgr.persist import planner as persist
+    from pcimgr.plans import runner
     sysfs = obj.sysfs
     state = obj.state
     found, damaged = definitions.load_all(obj.config_dir)
@@ -184,9 +194,10 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
     """Compare the definitions with the host: what drifted (exit 10 if anything did)."""
-    from pcimgr.host import discovery, usage
-    from pcimgr.persist import definitions, planner as persist
     from pcimgr.core.errors import Mismatch
+    from pcimgr.host import discovery, usage
+    from pcimgr.persist import definitions
+    from pcimgr.persist import planner as persist
     defs, damaged = definitions.load_all(obj.config_dir)
     host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
     findings = persist.status(obj.machine, host, usage.survey(obj.machine, deep=False), defs)
@@ -228,8 +239,9 @@ def _raise_damaged(damaged: list[Any]) -> None:
 def install_udev(obj: Context, prefix: str | None, dry_run: bool) -> None:
     """Install the udev rules and the boot-time unit that apply the definitions."""
     import shutil
-    from pcimgr.persist import udev
+
     from pcimgr.core.errors import BadInput
+    from pcimgr.persist import udev
     root = obj.machine.system_root
     prefix = os.path.abspath(prefix or root)
     if os.path.commonpath([prefix, root]) != root:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from pcimgr.core.address import PciAddress
-from pcimgr.core.model import PciDevice
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import address_arg, emit_json, json_option, mac_option, vlan_option
+from pcimgr.core.address import PciAddress
+from pcimgr.core.model import PciDevice
 
 
 @click.command("list")
@@ -131,8 +131,8 @@ def xml(obj: Context, address: PciAddress | None, unmanaged: bool, interface: bo
     """libvirt XML for a guest NIC: <hostdev> or <interface type='hostdev'> for a function
     on this host, or with --mode the <interface> of an emulated/paravirtual mode."""
     from pcimgr.core import hostdev_xml
-    from pcimgr.host import discovery
     from pcimgr.core.errors import BadInput
+    from pcimgr.host import discovery
     if mode is not None:
         from pcimgr.advice import netmodes
         if address is not None or vlan or interface or unmanaged:

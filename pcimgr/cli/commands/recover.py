@@ -18,8 +18,8 @@ from pcimgr.cli.runner import run_locked_config
 def recover(obj: Context, dry_run: bool, discard: bool) -> None:
     """Undo the unfinished transaction a killed pcimgr left (every changing command does
     this first); show it with --dry-run, or forget it with --discard."""
-    from pcimgr.plans import runner, statefile, transaction
     from pcimgr.core.errors import Damaged, RolledBack
+    from pcimgr.plans import runner, statefile, transaction
     state = obj.state
     try:
         unfinished = transaction.read_journal(state)
@@ -51,8 +51,8 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
         run_locked_config(obj, forget)
         return
     if problem is not None:
-        raise Damaged(f"the journal {transaction.journal_path(state)} is damaged; after checking the "
-                      "functions above, `pcimgr recover --discard` forgets it")
+        raise Damaged(f"the journal {transaction.journal_path(state)} is damaged; after "
+                      "checking the functions above, `pcimgr recover --discard` forgets it")
 
     def report(recovered: str | None) -> None:  # under the lock, temporary files removed
         if recovered and transaction.INCOMPLETE in recovered:

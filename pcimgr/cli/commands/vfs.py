@@ -7,11 +7,20 @@ from typing import Any
 
 import click
 
-from pcimgr.core.address import PciAddress
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import (
-    Digits, address_arg, dry_run_option, emit_json, force_option, json_option, mac_option, on_off, timeout_option)
+    Digits,
+    address_arg,
+    dry_run_option,
+    emit_json,
+    force_option,
+    json_option,
+    mac_option,
+    on_off,
+    timeout_option,
+)
 from pcimgr.cli.runner import change
+from pcimgr.core.address import PciAddress
 
 
 @click.group()

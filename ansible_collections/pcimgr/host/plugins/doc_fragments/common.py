@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GPL-2.0-or-later
 
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GPL-2.0-or-later
 """What the pcimgr modules share: the common options, pcimgr's session, and turning its
 results and refusals into Ansible's (changed, diff, one-line failed)."""

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # GPL-2.0-or-later
 
 DOCUMENTATION = r"""
@@ -53,8 +52,12 @@ ansible_facts:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.pcimgr.host.plugins.module_utils.pcimgr_common import (
-    COMMON_ARGS, pcimgr_or_fail, session)
+    COMMON_ARGS,
+    pcimgr_or_fail,
+    session,
+)
 
 
 def main():

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # GPL-2.0-or-later
 
 DOCUMENTATION = r"""
@@ -106,8 +105,14 @@ after:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.pcimgr.host.plugins.module_utils.pcimgr_common import (
-    COMMON_ARGS, address, pcimgr_or_fail, run, session)
+    COMMON_ARGS,
+    address,
+    pcimgr_or_fail,
+    run,
+    session,
+)
 
 
 def main():
@@ -128,9 +133,9 @@ def main():
         uri=dict(type="str"),
     ), supports_check_mode=True)
     pcimgr_or_fail(module)
-    from pcimgr.host import vfinfo
     from pcimgr.core.errors import PcimgrError
     from pcimgr.fleet import guest
+    from pcimgr.host import vfinfo
     p = module.params
     try:
         mac = vfinfo.check_mac(p["mac"]) if p["mac"] else None

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # GPL-2.0-or-later
 
 DOCUMENTATION = r"""
@@ -113,8 +112,14 @@ after:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.pcimgr.host.plugins.module_utils.pcimgr_common import (
-    COMMON_ARGS, address, pcimgr_or_fail, run, session)
+    COMMON_ARGS,
+    address,
+    pcimgr_or_fail,
+    run,
+    session,
+)
 
 
 def main():
