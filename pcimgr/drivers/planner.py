@@ -1,9 +1,5 @@
-"""Host-driver control: plans for detach, rebind, bind and unbind, and running them safely.
-
-Every command validates everything, then plans, then acts: under the lock, after
-undoing any transaction a killed run left, with rollback on failure, and with a
-record of each function's original driver so that `rebind` can give it back.
-"""
+"""Host-driver control: plans for detach, rebind, bind and unbind, with the group rule and
+the safety refusals; plans/runner.py runs them (journal, rollback, original-driver records)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t tmpfs tmpfs /run
 # /tmp stays the host's (writable through the overlay): the checkout may live there
-mkdir -p /dev/pts /run/lab /run/udev
+mkdir -p /dev/pts /dev/shm /run/lab /run/udev
 mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm  # POSIX semaphores: ansible-playbook's workers need them
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 labio /run/lab
 hostname pcimgr-lab
 ip link set lo up

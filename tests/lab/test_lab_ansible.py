@@ -59,13 +59,13 @@ def vf_settings(index: int) -> dict:
 def test_the_fleet_playbook_prepares_the_lab_and_a_second_run_changes_nothing(
         inventory: Path) -> None:
     r, recap = play(inventory, "--check", "--diff")
-    assert r.returncode == 0, r.stdout[-3000:]
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert recap["lab"]["changed"] >= 2
     assert [driver(a) for a in E1000] == ["e1000", "e1000"]  # check mode: nothing moved
     assert (PF_DIR / "sriov_numvfs").read_text().strip() == "0"
 
     r, recap = play(inventory)
-    assert r.returncode == 0, r.stdout[-3000:]
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert recap["lab"]["changed"] >= 2 and recap["lab"]["failed"] == 0
     assert [driver(a) for a in E1000] == ["vfio-pci", "vfio-pci"]
     assert vfs_on_vfio() == ["vfio-pci", "vfio-pci"]
@@ -75,7 +75,7 @@ def test_the_fleet_playbook_prepares_the_lab_and_a_second_run_changes_nothing(
     assert "UP" in link["flags"]  # pf_up brought the PF up before the VFs were made
 
     r, recap = play(inventory)
-    assert r.returncode == 0 and recap["lab"]["changed"] == 0, r.stdout[-3000:]
+    assert r.returncode == 0 and recap["lab"]["changed"] == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     facts = inventory.parent / "facts/lab.json"
     exported = CliRunner().invoke(cli, ["export", "sriov-device-plugin", "--facts", str(facts)])
@@ -87,7 +87,7 @@ def test_the_fleet_playbook_prepares_the_lab_and_a_second_run_changes_nothing(
     back = inventory.parent / "give_back.json"
     back.write_text(json.dumps(GIVE_BACK))
     r, recap = play(inventory, playbook=back)
-    assert r.returncode == 0 and recap["lab"]["changed"] == 2, r.stdout[-3000:]
+    assert r.returncode == 0 and recap["lab"]["changed"] == 2, r.stdout[-3000:] + r.stderr[-3000:]
     assert [driver(a) for a in E1000] == ["e1000", "e1000"]
     assert (PF_DIR / "sriov_numvfs").read_text().strip() == "0"
     status = CliRunner().invoke(cli, ["status", "--json"])

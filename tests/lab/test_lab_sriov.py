@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pcimgr.cli.app import cli
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.linux import LinuxMachine
 from pcimgr.host.uevents import Watcher
 from tests.killed import run_killed_after
 from tests.lab.test_lab_kernel import driver
@@ -69,7 +69,7 @@ class NetEvents:
 
 
 def test_create_for_vfio_makes_no_host_interface(clean_pf: None) -> None:
-    assert Watcher(Sysfs()).uses_uevents  # the real host waits on kernel uevents
+    assert Watcher(LinuxMachine()).uses_uevents  # the real host waits on kernel uevents
     events = NetEvents()
     r = pcimgr("vfs", "create", PF, "2", "--driver", "vfio-pci")
     assert r.exit_code == 0, r.output
@@ -161,7 +161,7 @@ WAIT_FOR_BIND = """
 import json, sys, threading, time
 from pathlib import Path
 from pcimgr.host import uevents
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.linux import LinuxMachine
 vf = sys.argv[1]
 woken_by = []
 real_monitor = uevents._kernel_monitor
@@ -188,7 +188,7 @@ class Recording:
 uevents._kernel_monitor = Recording
 uevents.EVENT_SLICE = 1000.0  # only an event ends a poll, never a periodic re-check
 link = Path("/sys/bus/pci/devices") / vf / "driver"
-with uevents.Watcher(Sysfs()) as w:
+with uevents.Watcher(LinuxMachine()) as w:
     ok = w.wait(lambda: link.exists() and link.resolve().name == "vfio-pci", 60.0)
 print(json.dumps({"ok": ok, "woken_by": woken_by}))
 """
