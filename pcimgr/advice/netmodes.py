@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from pcimgr.core import ifnames
+from pcimgr.core import hostdev_xml, ifnames
 from pcimgr.core.errors import BadInput
 
 MODES = ("e1000", "virtio", "vhost", "macvtap")
@@ -70,7 +70,6 @@ class HostAbilities:
 def advise(guest_os: str, load: str, host: HostAbilities, bridge: str,
            source_dev: str | None) -> list[Advice]:
     """The recommendation first, then the alternatives worth knowing."""
-    from pcimgr.core import hostdev_xml
     from pcimgr.core.address import PciAddress
 
     def xml(mode: str) -> str:
@@ -134,5 +133,4 @@ def with_notes(advice: Advice, notes: tuple[str, ...]) -> Advice:
 
 
 def _text(element: ET.Element) -> str:
-    ET.indent(element, space="  ")
-    return ET.tostring(element, encoding="unicode")
+    return hostdev_xml.to_string(element)

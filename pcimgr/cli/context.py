@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, NotFound, PcimgrError
+from pcimgr.host.sysfs import DEVICES
 
 if TYPE_CHECKING:
     from pcimgr.core.model import Host
@@ -119,7 +120,7 @@ class Context:
             else:
                 from pcimgr.host.linux import LinuxMachine
                 machine = LinuxMachine(root)
-            if not os.path.isdir(machine.sysfs.path("bus/pci/devices")):
+            if not os.path.isdir(machine.sysfs.path(DEVICES)):
                 raise NotFound(f"no PCI sysfs tree at {root} (no bus/pci/devices); give "
                                "--sysfs-root a directory laid out like /sys, e.g. one made by "
                                "`pcimgr sim create DIR`")

@@ -25,6 +25,9 @@ def hostdev(address: PciAddress, managed: bool = True) -> ET.Element:
 
 
 def to_string(element: ET.Element) -> str:
+    """The one way pcimgr writes XML: two-space indents, no trailing text after the element
+    (one found inside a domain's XML carries the whitespace that followed it there)."""
+    element.tail = None
     ET.indent(element, space="  ")
     return ET.tostring(element, encoding="unicode")
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import NotFound
 
 # Classes whose functions have a bridge header (type 1 or 2). VFIO ignores
 # them when judging whether a group is viable.
@@ -75,6 +76,12 @@ class Host:
     def get(self, address: PciAddress) -> PciDevice | None:
         return self._by_address.get(address)
 
+    def require(self, address: PciAddress) -> PciDevice:
+        device = self.get(address)
+        if device is None:
+            raise no_function(address)
+        return device
+
     @cached_property
     def groups(self) -> dict[int, IommuGroup]:
         members: dict[int, list[PciDevice]] = {}
@@ -82,3 +89,8 @@ class Host:
             if d.iommu_group is not None:
                 members.setdefault(d.iommu_group, []).append(d)
         return {n: IommuGroup(n, tuple(ms)) for n, ms in sorted(members.items())}
+
+
+def no_function(address: PciAddress) -> NotFound:
+    return NotFound(f"no PCI function {address} on this host; `pcimgr list --all` shows the "
+                    "functions there are")

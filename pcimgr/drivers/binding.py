@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from pcimgr.core.errors import KernelError
 from pcimgr.core.viability import HARMLESS_DRIVERS
+from pcimgr.host import discovery
 from pcimgr.host.machine import Machine
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs, device_path
 from pcimgr.host.uevents import Watcher
 from pcimgr.plans.records import Changes, device_rel
 from pcimgr.plans.step import StepBase, register
@@ -22,13 +23,12 @@ CLEAR = "\n"  # an empty write never reaches the kernel; a newline clears the ov
 
 
 def current_driver(sysfs: Sysfs, address: str) -> str | None:
-    link = sysfs.read_link(f"bus/pci/devices/{address}/driver")
+    link = sysfs.read_link(device_path(address, "driver"))
     return link.rsplit("/", 1)[-1] if link else None
 
 
 def current_override(sysfs: Sysfs, address: str) -> str | None:
-    text = sysfs.read_attr(f"bus/pci/devices/{address}/driver_override")
-    return None if text in (None, "", "(null)") else text
+    return discovery.override(sysfs.read_attr(device_path(address, "driver_override")))
 
 
 @register
@@ -88,7 +88,7 @@ def _override_line(address: str, override: str | None) -> str:
 def move(machine: Machine, address: str, driver: str | None, override: str | None) -> None:
     sysfs = machine.sysfs
     """Idempotent: from whatever state the function is in, end on `driver` with `override`."""
-    dev = f"bus/pci/devices/{address}"
+    dev = device_path(address)
     if current_override(sysfs, address) != override:
         sysfs.write_attr(f"{dev}/driver_override", override or CLEAR)
     bound = current_driver(sysfs, address)
@@ -146,7 +146,7 @@ class Reprobe(StepBase):
 
     def apply(self, machine: Machine) -> None:
         sysfs = machine.sysfs
-        dev = f"bus/pci/devices/{self.address}"
+        dev = device_path(self.address)
         if current_override(sysfs, self.address) is not None:
             sysfs.write_attr(f"{dev}/driver_override", CLEAR)
         bound = current_driver(sysfs, self.address)

@@ -8,7 +8,7 @@ import re
 from typing import TYPE_CHECKING
 
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput, NotFound, Refused
+from pcimgr.core.errors import BadInput, Refused
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.core.viability import HARMLESS_DRIVERS, blocks_vfio
 from pcimgr.drivers.binding import BindDriver, Reprobe
@@ -36,14 +36,6 @@ def check_driver_name(name: str) -> str:
         raise BadInput(f"not a driver name: {name!r}; use a module's driver name such as "
                        "vfio-pci or pci-stub")
     return name
-
-
-def require(host: Host, address: PciAddress) -> PciDevice:
-    device = host.get(address)
-    if device is None:
-        raise NotFound(f"no PCI function {address} on this host; "
-                       "`pcimgr list --all` shows the functions there are")
-    return device
 
 
 def module_for(machine: Machine, driver: str) -> str | None:
@@ -80,7 +72,7 @@ def refuse_unsafe(sysfs: Sysfs, host: Host, survey: Survey, leaving: list[PciDev
 def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
                 driver: str, group: bool, force: bool) -> Proposal:
     check_driver_name(driver)
-    targets = {d.address: d for d in (require(host, a) for a in addresses)}
+    targets = {d.address: d for d in (host.require(a) for a in addresses)}
     if driver == "vfio-pci" and not host.iommu_enabled:
         raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; add "
                       "intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel command line "
@@ -111,7 +103,7 @@ def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[P
 def plan_bind(machine: Machine, host: Host, survey: Survey, address: PciAddress, driver: str,
               force: bool) -> Proposal:
     check_driver_name(driver)
-    d = require(host, address)
+    d = host.require(address)
     if d.driver == driver:
         return Proposal(plans.Plan(f"bind {address} {driver}", ()), None,
                         (f"{address} is already on {driver}",))
@@ -123,7 +115,7 @@ def plan_bind(machine: Machine, host: Host, survey: Survey, address: PciAddress,
 
 def plan_unbind(machine: Machine, host: Host, survey: Survey, address: PciAddress,
                 force: bool) -> Proposal:
-    d = require(host, address)
+    d = host.require(address)
     if d.driver is None:
         return Proposal(plans.Plan(f"unbind {address}", ()), None, (f"{address} has no driver",))
     refuse_unsafe(machine.sysfs, host, survey, [d], force)
@@ -136,7 +128,7 @@ def plan_rebind(machine: Machine, host: Host, addresses: tuple[PciAddress, ...],
     steps: list[Step] = []
     notes = []
     for address in addresses:
-        d = require(host, address)
+        d = host.require(address)
         a = str(address)
         record = records.get(a)
         if record is not None:

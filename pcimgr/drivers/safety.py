@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.core.viability import VFIO_DRIVERS
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs, device_path
 from pcimgr.host.usage import Survey
 
 # Functions a running host needs whatever the user asks (class >> 8).
@@ -58,7 +58,7 @@ def concerns(sysfs: Sysfs, host: Host, targets: list[PciDevice], survey: Survey)
 def boot_display(sysfs: Sysfs, device: PciDevice) -> bool:
     # only display controllers have boot_vga: no read for the thousands of others
     return device.base_class == 0x03 and \
-        sysfs.read_attr(f"bus/pci/devices/{device.address}/boot_vga") == "1"
+        sysfs.read_attr(device_path(device.address, "boot_vga")) == "1"
 
 
 def host_use(sysfs: Sysfs, device: PciDevice, survey: Survey, long: bool = False) -> list[str]:

@@ -73,7 +73,7 @@ def ensure(s: Session, address: PciAddress, driver: str, group: bool, persistent
 
 
 def _targets(host: Host, address: PciAddress, group: bool) -> tuple[PciAddress, ...]:
-    device = drivers.require(host, address)
+    device = host.require(address)
     if not group or device.iommu_group is None:
         return (address,)
     mates = [m.address for m in host.groups[device.iommu_group].members if not m.is_bridge]

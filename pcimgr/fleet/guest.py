@@ -27,7 +27,7 @@ def ensure(s: Session, address: PciAddress, domain: str, present: bool, group: b
 
     def work() -> Result:
         host, survey = s.scan((address,))
-        drivers.require(host, address)
+        host.require(address)
         lv = s.context.libvirt()
         target = lv.domain(domain)
         holdings = s.context.holdings_or_fail()

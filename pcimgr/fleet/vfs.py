@@ -46,7 +46,7 @@ def check_settings(count: int, given: list[dict[str, Any]]) -> dict[int, dict[st
             if not 0 <= settings.get(key, 0) <= top:
                 raise BadInput(f"VF {index}: {key} {settings[key]} is out of range; give 0 "
                                f"to {top}")
-        if "qos" in settings and "vlan" not in settings:
+        if vfinfo.qos_without_vlan(settings):
             raise BadInput(f"VF {index}: qos sets the priority of a VLAN; give vlan with it")
         if "mac" in settings:
             settings["mac"] = vfinfo.check_mac(settings["mac"])

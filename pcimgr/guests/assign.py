@@ -37,7 +37,7 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
                 address: PciAddress, vm: str, live: bool | None, config: bool | None,
                 group: bool, managed: bool, mac: str | None, vlan: int | None,
                 force: bool) -> Proposal:
-    device = drivers.require(host, address)
+    device = host.require(address)
     domain = lv.domain(vm)
     live = domain.active if live is None else live
     config = domain.persistent if config is None else config
@@ -105,7 +105,7 @@ def _pf_link_warning(machine: Machine, pf: PciAddress | None) -> list[str]:
 def plan_release(machine: Machine, host: Host, lv: Libvirt, holdings: Holdings,
                  address: PciAddress, assignment: dict | None, originals: dict[str, dict],
                  keep_detached: bool, timeout: float) -> Proposal:
-    drivers.require(host, address)
+    host.require(address)
     steps: list[Step] = []
     notes: list[str] = []
     for h in holdings.get(address, []):

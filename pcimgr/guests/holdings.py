@@ -54,11 +54,7 @@ def _holdings(domain: Domain) -> dict[PciAddress, Holding]:
 
 
 def _text(element: ET.Element | None) -> str | None:
-    if element is None:
-        return None
-    element.tail = None
-    ET.indent(element, space="  ")
-    return ET.tostring(element, encoding="unicode")
+    return None if element is None else hostdev_xml.to_string(element)
 
 
 def names(holdings: Holdings | None, address: PciAddress) -> list[str] | None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput, NotFound
-from pcimgr.core.model import BRIDGE_CLASSES, Host, IommuGroup, PciDevice, SriovInfo
-from pcimgr.host.sysfs import Directory, Gone, Sysfs
+from pcimgr.core.errors import BadInput
+from pcimgr.core.model import BRIDGE_CLASSES, Host, IommuGroup, PciDevice, SriovInfo, no_function
+from pcimgr.host.sysfs import DEVICES, Directory, Gone, Sysfs
 
-DEVICES = "bus/pci/devices"
 NO_NETDEV_DRIVERS = frozenset({"vfio-pci", "pci-stub"})
 _SRIOV_ATTRS = ("sriov_numvfs", "sriov_drivers_autoprobe", "sriov_offset", "sriov_stride",
                 "sriov_vf_device")
@@ -60,7 +59,7 @@ def _read(d: Directory, address: PciAddress) -> PciDevice | None:
         class_code=class_code,
         revision=revision[2:] if revision and revision.startswith("0x") else None,
         driver=driver,
-        driver_override=_override(d.read("driver_override")),
+        driver_override=override(d.read("driver_override")),
         iommu_group=_int(_basename(d.link("iommu_group"))),
         numa_node=_numa(d.read("numa_node")),
         netdevs=_netdevs(d, driver) if has_net else (),
@@ -123,8 +122,7 @@ def _uevent(text: str | None) -> dict[str, str]:
 def require(sysfs: Sysfs, address: PciAddress) -> PciDevice:
     device = read_device(sysfs, address)
     if device is None:
-        raise NotFound(f"no PCI function {address} on this host; "
-                       "`pcimgr list --all` shows the functions there are")
+        raise no_function(address)
     return device
 
 
@@ -160,7 +158,8 @@ def _numa(text: str | None) -> int | None:
     return None if node is None or node < 0 else node
 
 
-def _override(text: str | None) -> str | None:
+def override(text: str | None) -> str | None:
+    """driver_override as read: the kernel shows "(null)" for none."""
     return None if text in (None, "", "(null)") else text
 
 

@@ -15,6 +15,12 @@ from collections.abc import Callable
 from pcimgr.core.errors import BadInput, KernelError
 
 REAL_ROOT = "/sys"
+DEVICES = "bus/pci/devices"
+
+
+def device_path(address: object, *attr: str) -> str:
+    """The path of a function's directory, or of something in it, relative to the root."""
+    return "/".join((DEVICES, str(address), *attr))
 
 # Errors that mean "this attribute is not there (any more)" when reading: a
 # device removed mid-scan gives ENOENT/ENODEV, some attributes refuse to be

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.errors import BadInput, KernelError
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs, device_path
 
 if TYPE_CHECKING:
     from pcimgr.host.machine import Machine
@@ -33,6 +33,11 @@ def check_mac(text: str) -> str:
         raise BadInput(f"{text} is a multicast or zero address; a VF needs a unicast MAC "
                        "(first octet even, e.g. 52:54:00:...)")
     return mac
+
+
+def qos_without_vlan(settings: dict[str, Any]) -> bool:
+    """The 802.1p priority belongs to a port VLAN: `ip ... vf N qos` only follows `vlan`."""
+    return "qos" in settings and "vlan" not in settings
 
 
 def read(machine: Machine, pf: str, netdev: str | None) -> list[dict[str, Any]]:
@@ -85,7 +90,7 @@ def _show(value: Any) -> str:
 
 
 def link_is_up(sysfs: Sysfs, pf: str, netdev: str) -> bool:
-    flags = sysfs.read_attr(f"bus/pci/devices/{pf}/net/{netdev}/flags")
+    flags = sysfs.read_attr(device_path(pf, "net", netdev, "flags"))
     return flags is not None and bool(int(flags, 16) & IFF_UP)
 
 

@@ -33,7 +33,7 @@ from pcimgr.sriov import planner as sriov
 def define(host: Host, existing: Definition | None, address: PciAddress, driver: str | None,
            vfs: int | None, vf_driver: str | None, vf_index: int | None,
            vf_settings: dict[str, Any]) -> Definition:
-    device = drivers.require(host, address)
+    device = host.require(address)
     if driver is not None and (vfs is not None or vf_index is not None):
         raise BadInput("a definition is either --driver, or --vfs/--vf for a PF; not both")
     if vf_index is None and vf_settings:
@@ -68,7 +68,7 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
 
 def with_group(host: Host, d: Definition, others: Mapping[str, Definition]) -> list[Definition]:
     """define --group: the same driver for every endpoint of the group still on a host driver."""
-    device = drivers.require(host, PciAddress.parse(d.address))
+    device = host.require(PciAddress.parse(d.address))
     found = [d]
     for mate in group_gaps(host, device, others):
         found.append(identify(mate, driver=d.driver))
@@ -93,7 +93,7 @@ def check(machine: Machine, host: Host, survey: Survey, new: list[Definition],
     with nobody there to read a warning, so it is never a way around them."""
     everything = {**defined, **{d.address: d for d in new}}
     for d in new:
-        device = drivers.require(host, PciAddress.parse(d.address))
+        device = host.require(PciAddress.parse(d.address))
         try:
             if d.driver is not None:
                 _check_driver(machine, host, survey, device, d, everything)

@@ -239,7 +239,7 @@ def plan_set(machine: Machine, host: Host, address: PciAddress, index: int,
     netdev = pf.netdevs[0]
     configs = vfinfo.read(machine, str(address), netdev)
     current = configs[index] if index < len(configs) else {}
-    if "qos" in settings and "vlan" not in settings:
+    if vfinfo.qos_without_vlan(settings):
         raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
     changed = {k: v for k, v in settings.items() if current.get(k) != v}
     if "vlan" in changed or "qos" in changed:

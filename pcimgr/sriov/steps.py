@@ -14,7 +14,7 @@ from pcimgr.core.errors import KernelError
 from pcimgr.drivers.binding import current_driver, move
 from pcimgr.host import vfinfo
 from pcimgr.host.machine import Machine
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.sysfs import Sysfs, device_path
 from pcimgr.host.uevents import Watcher
 from pcimgr.plans.step import StepBase, register
 
@@ -22,16 +22,16 @@ DEVICES = "/sys/bus/pci/devices"
 
 
 def numvfs(sysfs: Sysfs, pf: str) -> int:
-    return int(sysfs.read_attr(f"bus/pci/devices/{pf}/sriov_numvfs") or 0)
+    return int(sysfs.read_attr(device_path(pf, "sriov_numvfs")) or 0)
 
 
 def vf_links(sysfs: Sysfs, pf: str) -> list[str]:
     """The VFs' addresses through the PF's virtfnN links, in index order."""
     found = []
-    for name in sysfs.list_dir(f"bus/pci/devices/{pf}"):
+    for name in sysfs.list_dir(device_path(pf)):
         if name.startswith("virtfn") and name[6:].isdigit():
-            target = sysfs.read_link(f"bus/pci/devices/{pf}/{name}")
-            if target and sysfs.exists(f"bus/pci/devices/{target.rsplit('/', 1)[-1]}"):
+            target = sysfs.read_link(device_path(pf, name))
+            if target and sysfs.exists(device_path(target.rsplit("/", 1)[-1])):
                 found.append((int(name[6:]), target.rsplit("/", 1)[-1]))
     return [a for _, a in sorted(found)]
 
@@ -41,7 +41,7 @@ def set_count(machine: Machine, pf: str, count: int, timeout: float, wait_driver
     """Write sriov_numvfs and wait until exactly `count` VFs are there (and bound, if asked)."""
     sysfs = machine.sysfs
     with Watcher(machine) as watcher:
-        sysfs.write_attr(f"bus/pci/devices/{pf}/sriov_numvfs", str(count))
+        sysfs.write_attr(device_path(pf, "sriov_numvfs"), str(count))
         if not watcher.wait(lambda: len(vf_links(sysfs, pf)) == count, timeout):
             raise KernelError(f"{pf}: {len(vf_links(sysfs, pf))} of {count} VFs are there "
                               f"{timeout:g} s after writing sriov_numvfs; see `dmesg` "
@@ -70,11 +70,11 @@ class SetAutoprobe(StepBase):
         return [f"echo {int(self.value)} > {DEVICES}/{self.address}/sriov_drivers_autoprobe"]
 
     def apply(self, machine: Machine) -> None:
-        machine.sysfs.write_attr(f"bus/pci/devices/{self.address}/sriov_drivers_autoprobe",
+        machine.sysfs.write_attr(device_path(self.address, "sriov_drivers_autoprobe"),
                          str(int(self.value)))
 
     def undo(self, machine: Machine) -> None:
-        machine.sysfs.write_attr(f"bus/pci/devices/{self.address}/sriov_drivers_autoprobe",
+        machine.sysfs.write_attr(device_path(self.address, "sriov_drivers_autoprobe"),
                          str(int(self.original)))
 
 

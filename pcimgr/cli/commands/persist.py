@@ -57,12 +57,12 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
 
     The same checks as the change itself run first (the host's use of the function, the
     IOMMU group, the driver's existence): a definition is applied at every boot."""
-    from pcimgr.host import discovery, usage
+    from pcimgr.host import discovery, usage, vfinfo
     from pcimgr.persist import definitions
     from pcimgr.persist import planner as persist
     settings = {k: v for k, v in (("mac", mac), ("vlan", vlan), ("qos", qos), ("trust", trust),
                                   ("spoofchk", spoofchk)) if v is not None}
-    if "qos" in settings and "vlan" not in settings:
+    if vfinfo.qos_without_vlan(settings):
         from pcimgr.core.errors import BadInput
         raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
     host = discovery.scan_related(obj.sysfs, (address,))
