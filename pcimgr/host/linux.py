@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from pcimgr.core.errors import KernelError, NeedsRoot
-from pcimgr.host import facts, netlink
+from pcimgr.host import facts
 from pcimgr.host.sysfs import REAL_ROOT, Sysfs
 
 
@@ -39,13 +39,17 @@ class LinuxMachine:
             raise NeedsRoot(f"{what} needs root; run it with sudo (add --dry-run to see the "
                             "plan without root)")
 
+    # netlink is imported by the commands that touch VFs only: `list` never does
     def vf_configs(self, pf: str, netdev: str) -> list[dict[str, Any]]:
+        from pcimgr.host import netlink
         return netlink.vf_configs(netdev)
 
     def set_vf(self, pf: str, netdev: str, index: int, settings: dict[str, Any]) -> None:
+        from pcimgr.host import netlink
         netlink.set_vf(netdev, index, settings)
 
     def set_link(self, pf: str, netdev: str, up: bool) -> None:
+        from pcimgr.host import netlink
         netlink.set_link(netdev, up)
 
     def vfio_holders(self) -> dict[int, list[str]]:

@@ -22,10 +22,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
-from pcimgr.host.machine import Facts, Machine
+
+if TYPE_CHECKING:
+    from pcimgr.host.machine import Facts, Machine
 from pcimgr.host.sysfs import Sysfs
 
 _PCI_NAME = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")

@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import stat
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.errors import NeedsRoot, NotFound, Refused
 from pcimgr.host.sysfs import Sysfs, WriteFn
 from pcimgr.sim import marker
-from pcimgr.sim.kernel import SimulatedKernel
+
+if TYPE_CHECKING:
+    from pcimgr.sim.kernel import SimulatedKernel
 
 
 class SimulatedFacts:
@@ -79,6 +81,8 @@ class SimulatedMachine:
 
     @cached_property
     def kernel(self) -> SimulatedKernel:
+        # only writes and netlink need it: `list` never imports the simulated kernel
+        from pcimgr.sim.kernel import SimulatedKernel
         return SimulatedKernel(self.root)
 
     @cached_property
