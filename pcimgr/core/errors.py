@@ -1,6 +1,7 @@
 """One exception family; each kind carries the exit code the CLI returns.
 
-Exit codes are part of the interface (docs/errors.md): scripts branch on them.
+Exit codes are part of the interface (docs/user-guide.md, "Errors and exit codes"):
+scripts branch on them.
 """
 
 from __future__ import annotations
