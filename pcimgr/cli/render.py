@@ -15,6 +15,7 @@ from pcimgr.host.names import Namer
 if TYPE_CHECKING:
     from pcimgr.plans.transaction import Plan
     from pcimgr.sriov.planner import PfView
+from pcimgr.core.vfconfig import VfConfig
 from pcimgr.core.viability import blocks_vfio, viability
 
 NAME_WIDTH = 44
@@ -271,7 +272,7 @@ def vfs_json(view: PfView, namer: Namer,
 
 
 def _vf_json(index: int, vf: PciDevice, view: PfView) -> dict[str, Any]:
-    config = view.configs[index] if index < len(view.configs) else {}
+    config = view.configs[index] if index < len(view.configs) else VfConfig()
     return {
         "index": index,
         "address": str(vf.address),

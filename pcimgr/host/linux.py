@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from pcimgr.core.errors import KernelError, NeedsRoot
+from pcimgr.core.vfconfig import VfConfig
 from pcimgr.host import facts
 from pcimgr.host.sysfs import REAL_ROOT, Sysfs
 
@@ -40,7 +41,7 @@ class LinuxMachine:
                             "plan without root)")
 
     # netlink is imported by the commands that touch VFs only: `list` never does
-    def vf_configs(self, pf: str, netdev: str) -> list[dict[str, Any]]:
+    def vf_configs(self, pf: str, netdev: str) -> list[VfConfig]:
         from pcimgr.host import netlink
         return netlink.vf_configs(netdev)
 

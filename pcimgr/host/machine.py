@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from pcimgr.core.vfconfig import VfConfig
 from pcimgr.host.sysfs import Sysfs
 
 
@@ -64,8 +65,8 @@ class Machine(Protocol):
     def check_writable(self) -> None:
         """Raise NeedsRoot when the tree pcimgr would change is not this user's to change."""
 
-    def vf_configs(self, pf: str, netdev: str) -> list[dict[str, Any]]:
-        """One dict per VF index (mac, vlan, qos, spoofchk, trust, link_state)."""
+    def vf_configs(self, pf: str, netdev: str) -> list[VfConfig]:
+        """One per VF index, as the PF's driver reports them."""
 
     def set_vf(self, pf: str, netdev: str, index: int, settings: dict[str, Any]) -> None:
         """Set VF properties; OSError with the kernel's errno when refused (EAGAIN: in reset)."""

@@ -11,10 +11,11 @@ import subprocess
 from typing import Any
 
 from pcimgr.core.errors import KernelError
+from pcimgr.core.vfconfig import VfConfig
 from pcimgr.host.vfinfo import ip_command
 
 
-def vf_configs(netdev: str) -> list[dict[str, Any]]:
+def vf_configs(netdev: str) -> list[VfConfig]:
     try:
         out = subprocess.run(["ip", "-j", "-d", "link", "show", "dev", netdev],
                              capture_output=True, text=True, timeout=10)
@@ -26,17 +27,14 @@ def vf_configs(netdev: str) -> list[dict[str, Any]]:
     return [_from_ip(vf) for vf in (links[0].get("vfinfo_list", []) if links else [])]
 
 
-def _from_ip(vf: dict[str, Any]) -> dict[str, Any]:
+def _from_ip(vf: dict[str, Any]) -> VfConfig:
     # iproute2 6.1 prints "vlan_list": [{"vlan": 10, "qos": 3}], or [{}] for none
     vlans = [v for v in vf.get("vlan_list", []) if v] or ([vf] if "vlan" in vf else [])
-    return {
-        "mac": vf.get("address"),
-        "vlan": vlans[0].get("vlan", 0) if vlans else 0,
-        "qos": vlans[0].get("qos", 0) if vlans else 0,
-        "spoofchk": vf.get("spoofchk"),
-        "trust": vf.get("trust"),
-        "link_state": vf.get("link_state"),
-    }
+    return VfConfig(mac=vf.get("address"),
+                    vlan=vlans[0].get("vlan", 0) if vlans else 0,
+                    qos=vlans[0].get("qos", 0) if vlans else 0,
+                    spoofchk=vf.get("spoofchk"), trust=vf.get("trust"),
+                    link_state=vf.get("link_state"))
 
 
 def set_vf(netdev: str, index: int, settings: dict[str, Any]) -> None:

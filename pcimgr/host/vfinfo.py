@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.errors import BadInput, KernelError
+from pcimgr.core.vfconfig import VfConfig
 from pcimgr.host.sysfs import Sysfs, device_path
 
 if TYPE_CHECKING:
@@ -40,9 +41,8 @@ def qos_without_vlan(settings: dict[str, Any]) -> bool:
     return "qos" in settings and "vlan" not in settings
 
 
-def read(machine: Machine, pf: str, netdev: str | None) -> list[dict[str, Any]]:
-    """One dict per VF index (mac, vlan, qos, spoofchk, trust, link_state); empty when the
-    PF has no netdev to ask."""
+def read(machine: Machine, pf: str, netdev: str | None) -> list[VfConfig]:
+    """One per VF index; empty when the PF has no netdev to ask."""
     return [] if netdev is None else machine.vf_configs(pf, netdev)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, NotFound, PcimgrError, Refused
 from pcimgr.core.model import Host, PciDevice
+from pcimgr.core.vfconfig import VfConfig
 from pcimgr.core.viability import HARMLESS_DRIVERS, VFIO_DRIVERS, blocks_vfio
 from pcimgr.drivers import planner as drivers
 from pcimgr.drivers import safety
@@ -203,7 +204,7 @@ def _vf_drift(machine: Machine, host: Host, pf: PciDevice, d: Definition) -> lis
             found.append(f"VF(s) not on vfio-pci: {', '.join(off)}")
     configs = vfinfo.read(machine, d.address, pf.netdevs[0] if pf.netdevs else None)
     for index, settings in sorted(d.vf.items(), key=lambda kv: int(kv[0])):
-        now = configs[int(index)] if int(index) < len(configs) else {}
+        now = configs[int(index)] if int(index) < len(configs) else VfConfig()
         for key, want in settings.items():
             if now.get(key) != want:
                 found.append(f"VF {index} {key} is {now.get(key)}, defined {want}")

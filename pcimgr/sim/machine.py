@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.errors import NeedsRoot, NotFound, Refused
+from pcimgr.core.vfconfig import VfConfig
 from pcimgr.host.sysfs import Sysfs, WriteFn
 from pcimgr.sim import marker
 
@@ -106,8 +107,8 @@ class SimulatedMachine:
                             f"{os.stat(self.root).st_uid}) or make your own with "
                             "`pcimgr sim create DIR`")
 
-    def vf_configs(self, pf: str, netdev: str) -> list[dict[str, Any]]:
-        return self.kernel.vf_configs(pf)
+    def vf_configs(self, pf: str, netdev: str) -> list[VfConfig]:
+        return [VfConfig.from_dict(c) for c in self.kernel.vf_configs(pf)]
 
     def set_vf(self, pf: str, netdev: str, index: int, settings: dict[str, Any]) -> None:
         self.kernel.set_vf(pf, index, settings)

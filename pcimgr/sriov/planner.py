@@ -17,6 +17,7 @@ from typing import Any
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, NotFound, Refused
 from pcimgr.core.model import Host, PciDevice
+from pcimgr.core.vfconfig import VfConfig
 from pcimgr.core.viability import HARMLESS_DRIVERS
 from pcimgr.drivers.binding import BindDriver, Reprobe
 from pcimgr.drivers.planner import module_for, refuse_unsafe
@@ -37,7 +38,7 @@ class PfView:
 
     pf: PciDevice
     vfs: tuple[PciDevice, ...]
-    configs: tuple[dict[str, Any], ...]    # per VF index; empty without a PF netdev
+    configs: tuple[VfConfig, ...]          # per VF index; empty without a PF netdev
     link_up: bool | None                   # the PF's interface; None without one
     holders: dict[int, list[str]]          # IOMMU group -> processes with it open
 
@@ -193,7 +194,7 @@ def _remove(machine: Machine, host: Host, pf: PciDevice, timeout: float) -> SetN
         vf = host.get(a)
         before.append({"address": str(a), "driver": vf.driver if vf else None,
                        "override": vf.driver_override if vf else None,
-                       "config": configs[index] if index < len(configs) else None})
+                       "config": configs[index].as_dict() if index < len(configs) else None})
     return SetNumVfs(str(pf.address), 0, pf.sriov.numvfs, tuple(before), netdev, timeout,
                      wait_drivers=False)
 
@@ -238,12 +239,12 @@ def plan_set(machine: Machine, host: Host, address: PciAddress, index: int,
                       f"{pf.driver or 'no driver'})")
     netdev = pf.netdevs[0]
     configs = vfinfo.read(machine, str(address), netdev)
-    current = configs[index] if index < len(configs) else {}
+    current = configs[index] if index < len(configs) else VfConfig()
     if vfinfo.qos_without_vlan(settings):
         raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
     changed = {k: v for k, v in settings.items() if current.get(k) != v}
     if "vlan" in changed or "qos" in changed:
-        changed |= {"vlan": settings.get("vlan", current.get("vlan", 0)),
+        changed |= {"vlan": settings.get("vlan", current.vlan or 0),
                     "qos": settings.get("qos", 0)}
     command = f"vfs set {address} {index}"
     if not changed:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pcimgr.core.errors import KernelError
+from pcimgr.core.vfconfig import VfConfig
 from pcimgr.drivers.binding import current_driver, move
 from pcimgr.host import vfinfo
 from pcimgr.host.machine import Machine
@@ -138,7 +139,7 @@ def _restore_config(machine: Machine, pf: str, netdev: str | None, index: int,
     if not config or netdev is None:
         return
     now = vfinfo.read(machine, pf, netdev)
-    current = now[index] if index < len(now) else {}
+    current = now[index] if index < len(now) else VfConfig()
     changed = {k: v for k, v in config.items() if v is not None and current.get(k) != v}
     if "vlan" in changed or "qos" in changed:  # ip sets them together
         changed |= {"vlan": config.get("vlan", 0), "qos": config.get("qos", 0)}
