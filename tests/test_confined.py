@@ -78,3 +78,11 @@ def test_sim_create_refuses_someone_elses_directory(run, tmp_path: Path) -> None
     subprocess.run(["chown", "65534:65534", str(theirs)], check=True)
     r = run("sim", "create", theirs)
     assert r.exit_code == 2 and "uid 65534" in r.output and os.listdir(theirs) == []
+
+
+@pytest.mark.parametrize("content", ["", "{", "[1, 2]", '{"host": []}', "\xff\xfe"])
+def test_a_damaged_marker_is_one_line(run, demo_root: Path, content: str) -> None:
+    (demo_root / ".pcimgr-simulated-host.json").write_text(content, errors="surrogateescape")
+    r = run("--sysfs-root", demo_root, "list", "--all")
+    assert r.exit_code == 11 and r.output.count("\n") == 1, r.output
+    assert "marker" in r.output and "pcimgr sim create" in r.output

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from pcimgr.core.errors import Damaged
+
 MARKER = ".pcimgr-simulated-host.json"
 
 
@@ -15,6 +17,15 @@ def is_simulated(root: str) -> bool:
 
 
 def read(root: str) -> dict[str, Any]:
-    with open(os.path.join(root, MARKER)) as f:
-        data: dict[str, Any] = json.load(f)
+    path = os.path.join(root, MARKER)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise Damaged(f"{path} is not a simulated host's marker ({e}); rebuild the host with "
+                      "`pcimgr sim create`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("host", {}), dict) \
+            or not isinstance(data.get("devices", {}), dict):
+        raise Damaged(f"{path} is not a simulated host's marker (not the shape `pcimgr sim "
+                      "create` writes); rebuild the host with `pcimgr sim create`")
     return data

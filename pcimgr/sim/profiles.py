@@ -283,7 +283,7 @@ def server() -> Profile:
                    devices, drivers, host=host)
 
 
-_SCALE = re.compile(r"scale:(\d+)x(\d+)")
+_SCALE = re.compile(r"scale:([0-9]+)x([0-9]+)")  # \d would take other scripts' digits
 
 
 def scale(pfs: int, vfs: int) -> Profile:
