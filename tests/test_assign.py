@@ -250,3 +250,16 @@ def test_xml_interface_form(run, demo_root, args, words) -> None:
     r = run("--sysfs-root", demo_root, "xml", "07:00.2", *args)
     for w in words:
         assert w in r.output, r.output
+
+
+def test_without_the_libvirt_binding_reads_work_and_guests_say_how(run, demo_root: Path,
+                                                                    mocker) -> None:
+    """libvirt-python is an extra: read commands run without it, and assign says in one line
+    how to install it."""
+    mocker.patch.dict(sys.modules, {"libvirt": None})  # `import libvirt` raises ImportError
+    r = run("--sysfs-root", demo_root, "--connect", "test:///default", "list")
+    assert r.exit_code == 0 and "guests unknown" in r.output
+    r = run("--sysfs-root", demo_root, "--connect", "test:///default", "assign", "04:00.0",
+            "test", "--group", "--dry-run")
+    assert r.exit_code != 0 and r.output.count("\n") == 1
+    assert "pip install 'pcimgr[libvirt]'" in r.output and "Traceback" not in r.output

@@ -43,8 +43,8 @@ def _libvirt() -> Any:
     try:
         import libvirt
     except ImportError as e:
-        raise LibvirtFailure("the libvirt Python binding is not installed; install pcimgr with "
-                             "its dependencies (libvirt-python)") from e
+        raise LibvirtFailure("the libvirt Python binding is not installed; install it with "
+                             "`pip install 'pcimgr[libvirt]'` (or Debian's python3-libvirt)") from e
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come as exceptions
     return libvirt
 
