@@ -1,0 +1,112 @@
+"""The documentation's examples are real output: every code block marked
+`<!-- replay: PROFILE [--no-iommu] -->` in docs/*.md and README.md is replayed, command by
+command, on a fresh simulated host of that profile, and must print what the page shows.
+
+After an intended change: PCIMGR_REGEN_DOCS=1 pytest tests/test_docs.py rewrites the
+blocks' output; read `git diff docs` before committing it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pcimgr.cli.app import cli
+from pcimgr.sim import builder, profiles
+
+REPO = Path(__file__).parent.parent
+PAGES = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
+MARKER = re.compile(r"^<!-- replay: ([\w:-]+)( --no-iommu)? -->$")
+SHOWN_ROOT = "/tmp/demo-host"  # how the pages name the simulated host
+
+
+@dataclass
+class Block:
+    page: Path
+    line: int           # of the opening fence
+    index: int          # the how-manieth replayed block of its page
+    profile: str
+    iommu: bool
+    text: list[str]     # the lines between the fences
+
+
+def blocks(pages: list[Path] = PAGES) -> list[Block]:
+    found = []
+    for page in pages:
+        lines = page.read_text().splitlines()
+        index = 0
+        for n, line in enumerate(lines):
+            m = MARKER.match(line)
+            if m and n + 1 < len(lines) and lines[n + 1].startswith("```"):
+                end = next(i for i in range(n + 2, len(lines)) if lines[i].startswith("```"))
+                found.append(Block(page, n + 1, index, m[1], not m[2], lines[n + 2:end]))
+                index += 1
+    return found
+
+
+def commands(block: Block) -> list[tuple[str, list[str]]]:
+    """(command line, the output the page shows) for each `$ ...` of a block; other
+    commands than pcimgr (`cat` of a file it wrote) are shown as they are, not replayed."""
+    found: list[tuple[str, list[str]]] = []
+    for line in block.text:
+        if line.startswith("$ "):
+            found.append((line, []))
+        elif found:
+            found[-1][1].append(line)
+    return found
+
+
+def run(root: Path, line: str) -> str:
+    args = shlex.split(line[2:], comments=True)[1:]
+    if args[:1] == ["--sysfs-root"]:
+        args = args[2:]
+    r = CliRunner().invoke(cli, ["--sysfs-root", str(root), *args], prog_name="pcimgr",
+                           env={"COLUMNS": "200", "LIBVIRT_DEFAULT_URI": None})
+    return r.output.replace(str(root), SHOWN_ROOT)
+
+
+def _normal(lines: list[str]) -> list[str]:
+    text = "\n".join(line.rstrip() for line in lines).strip("\n")
+    return text.splitlines()
+
+
+@pytest.mark.parametrize("block", blocks(),
+                         ids=lambda b: f"{b.page.name}:{b.line}")
+def test_the_page_shows_what_pcimgr_prints(block: Block, tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    builder.build(str(root), profiles.get(block.profile), iommu=block.iommu)
+    replayed: list[str] = []
+    mismatches = []
+    for line, shown in commands(block):
+        if not line.startswith("$ pcimgr"):
+            replayed += [line, *_normal(shown), ""]
+            continue
+        printed = _normal(run(root, line).splitlines())
+        replayed += [line, *printed, ""]
+        if printed != _normal(shown):
+            mismatches.append(f"{line}\n--- the page shows:\n" + "\n".join(shown)
+                              + "\n--- pcimgr printed:\n" + "\n".join(printed))
+    if mismatches and os.environ.get("PCIMGR_REGEN_DOCS"):
+        # found again: blocks rewritten before this one may have moved it
+        now = blocks([block.page])[block.index]
+        lines = block.page.read_text().splitlines()
+        lines[now.line + 1:now.line + 1 + len(now.text)] = replayed[:-1]
+        block.page.write_text("\n".join(lines) + "\n")
+        return
+    assert not mismatches, f"{block.page.name}:{block.line}:\n" + "\n\n".join(mismatches)
+
+
+def test_the_pages_have_replayed_examples() -> None:
+    """The user guide's read commands, driver changes, VFs and definitions are replayed."""
+    guide = [b for b in blocks() if b.page.name == "user-guide.md"]
+    replayed = {words[2] if not words[2].startswith("-") else words[4]
+                for b in guide for line, _ in commands(b)
+                if line.startswith("$ pcimgr") and len(words := line.split()) > 2}
+    assert {"list", "show", "groups", "xml", "detach", "rebind", "vfs", "define", "status",
+            "apply", "doctor", "advise"} <= replayed
