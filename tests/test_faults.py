@@ -92,7 +92,24 @@ def test_state_write_failure_rolls_back(run, demo_root: Path, mocker, fail_at: i
 def test_all_seven_state_writes_are_counted(run, demo_root: Path, mocker) -> None:
     spy = mocker.spy(statefile, "write")
     assert run("--sysfs-root", demo_root, *DETACH).exit_code == 0
-    assert spy.call_count == STATE_WRITES  # else the parametrisation above misses points
+    # else the parametrisation above misses points; the last write is the history entry
+    assert spy.call_count == STATE_WRITES + 1
+    assert spy.call_args_list[-1].args[0].endswith("history.json")
+
+
+def test_a_full_disk_at_the_history_entry_keeps_the_finished_change(run, demo_root: Path,
+                                                                   mocker) -> None:
+    """The history records a change; it is no precondition of one."""
+    real = statefile.write
+
+    def full_at_history(*args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        if args[0].endswith("history.json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), args[0])
+        real(*args, **kwargs)
+    mocker.patch("pcimgr.plans.statefile.write", side_effect=full_at_history)
+    r = run("--sysfs-root", demo_root, *DETACH)
+    assert r.exit_code == 0 and "not recorded" in r.output
+    assert outcome(demo_root) == "detached" and leftovers(demo_root) == []
     assert outcome(demo_root) == "detached" and leftovers(demo_root) == []
 
 

@@ -34,7 +34,7 @@ COMMANDS = {
     "status": "persist:status", "install-udev": "persist:install_udev",
     "doctor": "host:doctor", "advise": "host:advise",
     "sim": "sim:sim", "demo": "sim:demo",
-    "recover": "recover:recover",
+    "recover": "recover:recover", "history": "history:history",
     "export": "export:export",
 }
 

@@ -90,3 +90,8 @@ class LinuxMachine:
         if r.returncode != 0 or not self.sysfs.exists(f"bus/pci/drivers/{name}"):
             why = r.stderr.strip() or "no such driver after modprobe"
             raise KernelError(f"cannot load {name}: {why}; check that the kernel has the module")
+
+    def system_log(self, message: str) -> None:
+        import syslog
+        syslog.openlog("pcimgr", syslog.LOG_PID, syslog.LOG_DAEMON)
+        syslog.syslog(syslog.LOG_NOTICE, message)

@@ -85,3 +85,6 @@ class Machine(Protocol):
 
     def load_module(self, name: str) -> None:
         """Load a driver's module; KernelError when it cannot be had."""
+
+    def system_log(self, message: str) -> None:
+        """Tell the host's log what pcimgr changed (the journal, through syslog)."""

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pcimgr.core.errors import RolledBack
 from pcimgr.host.machine import Machine
-from pcimgr.plans import lock, records, statefile, transaction
+from pcimgr.plans import history, lock, records, statefile, transaction
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,12 @@ def execute(machine: Machine, state: str, proposal: Proposal,
             step.remember(changes)
     if proposal.module:
         machine.load_module(proposal.module)
-    transaction.execute(proposal.plan, machine, state, progress, changes)
+    try:
+        transaction.execute(proposal.plan, machine, state, progress, changes)
+    except RolledBack as e:
+        history.add(machine, state, proposal.plan, "rolled back", str(e))
+        raise
+    history.add(machine, state, proposal.plan, "done")
 
 
 def locked(machine: Machine, state: str, wait: float,
@@ -47,4 +53,7 @@ def locked(machine: Machine, state: str, wait: float,
     and finishing the transaction a killed run left."""
     with lock.exclusive(machine.lock_dir, wait):
         statefile.sweep(state, ("", "devices", "assignments"))
-        work(transaction.recover(machine, state))
+        recovered = transaction.recover(machine, state)
+        if recovered:
+            history.recovered(machine, state, recovered)
+        work(recovered)

@@ -131,6 +131,9 @@ class SimulatedMachine:
     def load_module(self, name: str) -> None:
         raise NotFound(f"driver {name} is not loaded on this simulated host")
 
+    def system_log(self, message: str) -> None:
+        """The real host's log is not this tree's: its history file is the record."""
+
 
 def _check_trusted(root: str, marker_path: str) -> None:
     """A simulated host decides what pcimgr believes about the machine (its safety facts)
