@@ -162,10 +162,14 @@ def test_release_of_a_device_held_only_in_the_persistent_config(run, demo_root, 
     assert len(hostdevs(vm)) == 1 and hostdevs(vm, inactive=False) == []
     dry = pcimgr(run, demo_root, libvirt_uri, "release", "04:00.0", "--dry-run")
     assert "detach-device" in dry.output and "--config" in dry.output and "--live" not in dry.output
-    r = pcimgr(run, demo_root, libvirt_uri, "release", "04:00.0")
+    r = pcimgr(run, demo_root, libvirt_uri, "-v", "release", "04:00.0")
     assert r.exit_code == 0, r.output
     assert hostdevs(vm) == []
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
+    # -v: the libvirt change, then the writes giving both ports back, as they happen
+    trace = [line for line in r.output.splitlines() if line.startswith("pcimgr: ")]
+    assert trace[0].startswith(f"pcimgr: libvirt {libvirt_uri}: detachDeviceFlags(config)")
+    assert sum("drivers_probe" in line for line in trace) == 2
 
 
 def test_release_finds_a_device_attached_by_hand(run, demo_root, libvirt_uri,

@@ -73,3 +73,16 @@ def test_the_linux_host_tells_its_system_log(mocker) -> None:
     logged = mocker.patch("syslog.syslog")
     LinuxMachine().system_log("detach 0000:04:00.0: done")
     assert logged.call_args.args[1] == "detach 0000:04:00.0: done"
+
+
+def test_verbose_prints_each_write_as_it_happens(run, demo_root: Path) -> None:
+    r = run("-v", "--sysfs-root", demo_root, "detach", "04:00.0", "--group")
+    assert r.exit_code == 0
+    writes = [line for line in r.output.splitlines() if line.startswith("pcimgr: echo")]
+    pci = demo_root / "bus/pci"
+    assert writes[:3] == [f"pcimgr: echo 'vfio-pci' > {pci}/devices/0000:04:00.0/driver_override",
+                          f"pcimgr: echo '0000:04:00.0' > {pci}/drivers/e1000e/unbind",
+                          f"pcimgr: echo '0000:04:00.0' > {pci}/drivers_probe"]
+    assert len(writes) == 6
+    r = run("--sysfs-root", demo_root, "rebind", *PAIR)
+    assert "pcimgr: echo" not in r.output  # only with -v

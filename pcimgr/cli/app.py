@@ -117,7 +117,9 @@ class _Group(click.Group):
               help="Device definitions [default: /etc/pcimgr, or inside a simulated host].")
 @click.option("-c", "--connect", metavar="URI",
               help="libvirt connection [env LIBVIRT_DEFAULT_URI; default qemu:///system].")
-@click.option("-v", "--verbose", is_flag=True, help="Show details (tracebacks) on errors.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Print each sysfs write and libvirt change as it happens, and the "
+                   "traceback of an internal error.")
 @click.version_option(__version__, prog_name="pcimgr")
 @click.pass_context
 def cli(ctx: click.Context, sysfs_root: str, state_dir: str | None, lock_timeout: float,
@@ -125,7 +127,8 @@ def cli(ctx: click.Context, sysfs_root: str, state_dir: str | None, lock_timeout
     """PCI passthrough and SR-IOV device manager for KVM/libvirt hosts."""
     global _verbose
     _verbose = verbose
-    ctx.obj = context.Context(sysfs_root, state_dir, lock_timeout, connect, config_dir)
+    ctx.obj = context.Context(sysfs_root, state_dir, lock_timeout, connect, config_dir,
+                              verbose)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,9 @@ class Context:
     """What every command needs, built lazily so a parse error touches nothing."""
 
     def __init__(self, sysfs_root: str, state_dir: str | None, lock_timeout: float,
-                 connect: str | None, config_dir: str | None = None) -> None:
+                 connect: str | None, config_dir: str | None = None,
+                 verbose: bool = False) -> None:
+        self.verbose = verbose  # -v: each sysfs write and libvirt change as it happens
         self.config_dir_option = config_dir
         self.sysfs_root = sysfs_root
         self.state_dir = state_dir
@@ -74,7 +76,9 @@ class Context:
                            "guest of this machine's libvirt has; give --connect URI (e.g. "
                            "test:///default) to use a libvirt with it")
         from pcimgr.host import libvirt_adapter
-        return libvirt_adapter.connect(self.uri)
+        lv = libvirt_adapter.connect(self.uri)
+        lv.trace = _say if self.verbose else None
+        return lv
 
     def holdings(self) -> Holdings | None:
         """Which domains hold which functions, or None when libvirt cannot be asked.
@@ -124,6 +128,8 @@ class Context:
                 raise NotFound(f"no PCI sysfs tree at {root} (no bus/pci/devices); give "
                                "--sysfs-root a directory laid out like /sys, e.g. one made by "
                                "`pcimgr sim create DIR`")
+            if self.verbose:
+                machine.sysfs.trace = _say
             self._machine = machine
         return self._machine
 
@@ -141,3 +147,8 @@ class Context:
             from pcimgr.host.names import Namer
             self._namer = Namer()
         return self._namer
+
+
+def _say(line: str) -> None:
+    import click
+    click.echo(f"pcimgr: {line}", err=True)

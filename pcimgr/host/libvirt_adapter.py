@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,7 @@ class Domain:
 class Libvirt:
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        self.trace: Callable[[str], None] | None = None  # each change as it is made (-v)
         self._lv = _libvirt()
         try:
             self._conn = self._lv.open(uri)
@@ -127,6 +129,10 @@ class Libvirt:
         self._device_call("detach", uuid, xml, live, config)
 
     def _device_call(self, verb: str, uuid: str, xml: str, live: bool, config: bool) -> None:
+        if self.trace is not None:
+            where = " and ".join(w for w, on in (("live", live), ("config", config)) if on)
+            self.trace(f"libvirt {self.uri}: {verb}DeviceFlags({where}) on domain {uuid}: "
+                       + " ".join(xml.split()))
         lv = self._lv
         flags = (lv.VIR_DOMAIN_AFFECT_LIVE if live else 0) | (
             lv.VIR_DOMAIN_AFFECT_CONFIG if config else 0)

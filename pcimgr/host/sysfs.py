@@ -89,6 +89,7 @@ class Sysfs:
         self.root = os.path.abspath(root)
         self.dev_root = dev_root  # where device nodes (/dev/vfio/N) live
         self._react = react
+        self.trace: Callable[[str], None] | None = None  # each write as it happens (-v)
 
     def path(self, rel: str) -> str:
         if rel.startswith("/") or ".." in rel.split("/"):
@@ -133,6 +134,8 @@ class Sysfs:
     def write_attr(self, rel: str, value: str) -> None:
         """Write one attribute as `echo value > file` would, raising KernelError on refusal."""
         path = self.path(rel)
+        if self.trace is not None:
+            self.trace(f"echo {value.rstrip(chr(10))!r} > {path}")
         try:
             if self._react is not None:
                 self._react(rel, value, self._raw_write)
