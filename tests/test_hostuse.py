@@ -218,8 +218,9 @@ def _plans(machine: SimulatedMachine, address: PciAddress, force: bool) -> list:
     host = discovery.scan_related(machine.sysfs, (address,))
     survey = usage.survey(machine)
     found = []
-    for plan in (lambda: drivers.plan_unbind(machine, host, survey, address, force),
-                 lambda: drivers.plan_bind(machine, host, survey, address, "vfio-pci", force),
+    for plan in (lambda: drivers.plan_unbind(machine, host, survey, (address,), force),
+                 lambda: drivers.plan_bind(machine, host, survey, (address,), "vfio-pci",
+                                           force),
                  lambda: drivers.plan_detach(machine, host, survey, (address,), "vfio-pci",
                                              True, force)):
         try:

@@ -39,8 +39,12 @@ COMMANDS = {
 }
 
 
+# the names virsh gives the same thing (`virsh nodedev-reattach`)
+ALIASES = {"reattach": "rebind"}
+
+
 def load_command(name: str) -> click.Command:
-    module, attr = COMMANDS[name].split(":")
+    module, attr = COMMANDS[ALIASES.get(name, name)].split(":")
     command: click.Command = getattr(importlib.import_module(f"pcimgr.cli.commands.{module}"),
                                      attr)
     return command
@@ -51,10 +55,10 @@ class _Group(click.Group):
     their exit code, never a traceback."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(COMMANDS)  # aliases work without crowding the help
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in COMMANDS and name not in self.commands:
+        if (name in COMMANDS or name in ALIASES) and name not in self.commands:
             self.add_command(load_command(name), name)
         return super().get_command(ctx, name)
 
@@ -127,6 +131,8 @@ def cli(ctx: click.Context, sysfs_root: str, state_dir: str | None, lock_timeout
     """PCI passthrough and SR-IOV device manager for KVM/libvirt hosts."""
     global _verbose
     _verbose = verbose
+    if os.environ.get("NO_COLOR"):  # https://no-color.org: any value turns colour off
+        ctx.color = False
     ctx.obj = context.Context(sysfs_root, state_dir, lock_timeout, connect, config_dir,
                               verbose)
 

@@ -100,27 +100,32 @@ def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[P
                     module_for(machine, driver) if steps else None, notes)
 
 
-def plan_bind(machine: Machine, host: Host, survey: Survey, address: PciAddress, driver: str,
-              force: bool) -> Proposal:
+def plan_bind(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
+              driver: str, force: bool) -> Proposal:
+    """Each function to DRIVER, as one transaction; no group rule (bind is the tool for
+    drivers other than vfio-pci, and for doing by hand what detach does for a group)."""
     check_driver_name(driver)
-    d = host.require(address)
-    if d.driver == driver:
-        return Proposal(plans.Plan(f"bind {address} {driver}", ()), None,
-                        (f"{address} is already on {driver}",))
-    refuse_unsafe(machine.sysfs, host, survey, [d], force)
-    step = BindDriver(str(address), driver, driver, d.driver, d.driver_override)
-    return Proposal(plans.Plan(f"bind {address} {driver}", (step,)), module_for(machine, driver),
-                    ())
+    found = [host.require(a) for a in addresses]
+    moving = [d for d in found if d.driver != driver]
+    refuse_unsafe(machine.sysfs, host, survey, moving, force)
+    steps = tuple(BindDriver(str(d.address), driver, driver, d.driver, d.driver_override)
+                  for d in moving)
+    notes = tuple(f"{d.address} is already on {driver}" for d in found if d.driver == driver)
+    command = f"bind {' '.join(str(a) for a in addresses)} {driver}"
+    return Proposal(plans.Plan(command, steps), module_for(machine, driver) if steps else None,
+                    notes)
 
 
-def plan_unbind(machine: Machine, host: Host, survey: Survey, address: PciAddress,
+def plan_unbind(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
                 force: bool) -> Proposal:
-    d = host.require(address)
-    if d.driver is None:
-        return Proposal(plans.Plan(f"unbind {address}", ()), None, (f"{address} has no driver",))
-    refuse_unsafe(machine.sysfs, host, survey, [d], force)
-    step = BindDriver(str(address), None, d.driver_override, d.driver, d.driver_override)
-    return Proposal(plans.Plan(f"unbind {address}", (step,)), None, ())
+    found = [host.require(a) for a in addresses]
+    bound = [d for d in found if d.driver is not None]
+    refuse_unsafe(machine.sysfs, host, survey, bound, force)
+    steps = tuple(BindDriver(str(d.address), None, d.driver_override, d.driver,
+                             d.driver_override) for d in bound)
+    notes = tuple(f"{d.address} has no driver" for d in found if d.driver is None)
+    return Proposal(plans.Plan(f"unbind {' '.join(str(a) for a in addresses)}", steps), None,
+                    notes)
 
 
 def plan_rebind(machine: Machine, host: Host, addresses: tuple[PciAddress, ...],

@@ -233,7 +233,7 @@ def plan_apply(machine: Machine, host: Host, survey: Survey, definitions: list[D
             continue
         try:
             if d.driver is not None:
-                p = drivers.plan_bind(machine, host, survey, device.address, d.driver, False)
+                p = drivers.plan_bind(machine, host, survey, (device.address,), d.driver, False)
             else:
                 assert d.vfs is not None and d.vf_driver is not None
                 p = sriov.plan_create(machine, host, survey, device.address, d.vfs, d.vf_driver,

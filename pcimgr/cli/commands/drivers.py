@@ -40,26 +40,28 @@ def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> No
 
 
 @click.command()
-@click.argument("address", callback=address_arg)
+@click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
 @click.argument("driver")
 @dry_run_option
 @force_option
 @click.pass_obj
-def bind(obj: Context, address: PciAddress, driver: str, dry_run: bool, force: bool) -> None:
-    """Bind one function to DRIVER (driver_override + unbind + drivers_probe)."""
+def bind(obj: Context, addresses: tuple[PciAddress, ...], driver: str, dry_run: bool,
+         force: bool) -> None:
+    """Bind functions to DRIVER (driver_override + unbind + drivers_probe), as one
+    transaction."""
     from pcimgr.drivers import planner as drivers
     drivers.check_driver_name(driver)
-    change(obj, (address,), lambda host, state, _: drivers.plan_bind(
-        obj.machine, host, state, address, driver, force), dry_run)
+    change(obj, addresses, lambda host, state, _: drivers.plan_bind(
+        obj.machine, host, state, addresses, driver, force), dry_run)
 
 
 @click.command()
-@click.argument("address", callback=address_arg)
+@click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
 @dry_run_option
 @force_option
 @click.pass_obj
-def unbind(obj: Context, address: PciAddress, dry_run: bool, force: bool) -> None:
-    """Leave one function without a driver."""
+def unbind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool, force: bool) -> None:
+    """Leave functions without a driver, as one transaction."""
     from pcimgr.drivers import planner as drivers
-    change(obj, (address,), lambda host, state, _: drivers.plan_unbind(
-        obj.machine, host, state, address, force), dry_run)
+    change(obj, addresses, lambda host, state, _: drivers.plan_unbind(
+        obj.machine, host, state, addresses, force), dry_run)

@@ -48,11 +48,12 @@ def _needs_root_for_config(obj: Context) -> None:
 @click.option("--group", is_flag=True,
               help="With --driver vfio-pci: define the other functions of the IOMMU group too.")
 @timeout_option
+@dry_run_option
 @click.pass_obj
 def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | None,
            vf_driver: str | None, vf_index: int | None, mac: str | None, vlan: int | None,
            qos: int | None, trust: bool | None, spoofchk: bool | None, group: bool,
-           timeout: float) -> None:
+           timeout: float, dry_run: bool) -> None:
     """Record what a function should be across reboots; `apply` (and udev) make it so.
 
     The same checks as the change itself run first (the host's use of the function, the
@@ -67,15 +68,27 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
         raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
     host = discovery.scan_related(obj.sysfs, (address,))
     cfg = obj.config_dir
-    _needs_root_for_config(obj)
 
-    def work() -> None:  # read, check, merge and write under the lock: no define loses another's
+    def checked() -> list[definitions.Definition]:
         d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
                            vf_driver, vf_index, settings)
         existing = {e.address: e for e in definitions.load_all(cfg)[0]}
         new = persist.with_group(host, d, existing) if group and driver else [d]
         persist.check(obj.machine, host, usage.survey(obj.machine), new, existing, timeout)
-        for each in new:
+        return new
+
+    if dry_run:
+        for each in checked():
+            click.echo(f"Would define {each.address} ({each.ids}, IOMMU group "
+                       f"{each.iommu_group}): {each.describe()}: write "
+                       f"{definitions.path(cfg, each.address)} and "
+                       f"{os.path.join(cfg, 'udev', definitions.env_name(each))}")
+        click.echo("(--dry-run: nothing written)")
+        return
+    _needs_root_for_config(obj)
+
+    def work() -> None:  # read, check, merge and write under the lock: no define loses another's
+        for each in checked():
             definitions.save(cfg, each)
             click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
                        f"{each.describe()}")
@@ -88,13 +101,23 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
 @click.argument("address", callback=address_arg)
 @click.option("--vf", "vf_index", type=Digits(0, 0xFFFF), metavar="INDEX",
               help="Drop only this VF's settings.")
+@dry_run_option
 @click.pass_obj
-def undefine(obj: Context, address: PciAddress, vf_index: int | None) -> None:
+def undefine(obj: Context, address: PciAddress, vf_index: int | None, dry_run: bool) -> None:
     """Forget a definition (the function stays as it is now)."""
     from pcimgr.core.errors import Damaged, NotFound
     from pcimgr.persist import definitions
     from pcimgr.persist import planner as persist
     cfg = obj.config_dir
+    if dry_run:
+        d = definitions.load(cfg, str(address))
+        if d is None:
+            raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
+        kept = persist.without_vf(d, vf_index)
+        click.echo(f"Would remove {definitions.path(cfg, str(address))} and its udev env file"
+                   if kept is None else f"Would keep {address}: {kept.describe()}")
+        click.echo("(--dry-run: nothing written)")
+        return
     _needs_root_for_config(obj)
 
     def work() -> None:
