@@ -65,3 +65,22 @@ def test_no_color_turns_colour_off(demo_root: Path, tmp_path: Path) -> None:
     plain = runner.invoke(cli, ["demo", "--keep", str(tmp_path / "b")], color=True,
                           env={"NO_COLOR": "1"})
     assert "\x1b[" in coloured.output and "\x1b[" not in plain.output
+
+
+def test_global_options_after_the_command(run, demo_root: Path) -> None:
+    r = run("list", "--all", "--sysfs-root", demo_root, "--json")
+    assert r.exit_code == 0 and '"0000:04:00.0"' in r.output
+    r = run("vfs", "list", "05:00.0", f"--sysfs-root={demo_root}")
+    assert r.exit_code == 0 and "82576" in r.output
+    r = run("detach", "04:00.0", "--group", "-v", "--sysfs-root", demo_root)
+    assert r.exit_code == 0 and "pcimgr: echo 'vfio-pci'" in r.output
+
+
+def test_where_global_options_are_taken() -> None:
+    from pcimgr.cli.app import globals_first
+    assert globals_first(["list", "--sysfs-root", "/x", "--all"]) == [
+        "--sysfs-root", "/x", "list", "--all"]
+    assert globals_first(["-v", "vfs", "set", "05:00.0", "0", "--vlan", "5", "-c", "u"]) == [
+        "-v", "-c", "u", "vfs", "set", "05:00.0", "0", "--vlan", "5"]
+    assert globals_first(["xml", "--", "--sysfs-root"]) == ["xml", "--", "--sysfs-root"]
+    assert globals_first(["--sysfs-root", "/x"]) == ["--sysfs-root", "/x"]

@@ -50,9 +50,47 @@ def load_command(name: str) -> click.Command:
     return command
 
 
+_GLOBAL_VALUES = frozenset({"--sysfs-root", "--state-dir", "--lock-timeout", "--config-dir",
+                            "-c", "--connect"})
+_GLOBAL_FLAGS = frozenset({"-v", "--verbose"})
+
+
+def globals_first(args: list[str]) -> list[str]:
+    """`pcimgr list --sysfs-root DIR` as `pcimgr --sysfs-root DIR list`: the global options
+    are taken wherever they stand, as virsh and git users expect (no command has options of
+    these names; `--` ends the search)."""
+    at = 0
+    while at < len(args) and args[at].startswith("-"):  # the options before the command
+        at += 2 if args[at] in _GLOBAL_VALUES else 1
+    if at >= len(args):
+        return args
+    moved: list[str] = []
+    kept: list[str] = []
+    rest = args[at + 1:]
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word == "--":
+            kept += rest[i:]
+            break
+        if word in _GLOBAL_VALUES and i + 1 < len(rest):
+            moved += rest[i:i + 2]
+            i += 2
+            continue
+        if word in _GLOBAL_FLAGS or word.split("=", 1)[0] in _GLOBAL_VALUES:
+            moved.append(word)
+        else:
+            kept.append(word)
+        i += 1
+    return args[:at] + moved + [args[at]] + kept
+
+
 class _Group(click.Group):
     """Loads commands on demand, and turns pcimgr's expected errors into one line and
     their exit code, never a traceback."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, globals_first(args))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)  # aliases work without crowding the help
