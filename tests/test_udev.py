@@ -13,10 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_shipped_files_are_what_install_udev_writes() -> None:
     """udev/ holds the files for a packaged pcimgr (/usr/bin, /etc/pcimgr)."""
-    assert (REPO / "udev" / udev.RULES_NAME).read_text() == \
-        udev.rules("/usr/bin/pcimgr", "/etc/pcimgr")
-    assert (REPO / "udev" / udev.UNIT_NAME).read_text() == \
-        udev.unit("/usr/bin/pcimgr", "/etc/pcimgr")
+    for rel, text in udev.files("/usr/bin/pcimgr", "/etc/pcimgr"):
+        assert (REPO / "udev" / Path(rel).name).read_text() == text, rel
 
 
 def test_install_under_a_prefix(run, demo_root: Path) -> None:
@@ -30,14 +28,44 @@ def test_install_under_a_prefix(run, demo_root: Path) -> None:
     assert "driver_override" not in rules.replace("before it writes driver_override", "")
     unit = (tmp_path / "etc/systemd/system/pcimgr-apply.service").read_text()
     assert "Before=libvirtd.service" in unit and f"--config-dir {cfg} apply" in unit
+    assert "udev-settle" not in unit  # deprecated; the rules start a unit per function
+    template = (tmp_path / "etc/systemd/system/pcimgr-apply@.service").read_text()
+    assert f"--config-dir {cfg} apply --device %I\n" in template
+
+
+def test_rules_claim_drivers_from_udev_and_leave_vf_work_to_the_unit() -> None:
+    """A driver is claimed from udev (before 80-drivers loads the host driver); VF work runs
+    in pcimgr-apply@ADDR under systemd (its output in the journal), from udev without it.
+    Nothing happens for a function without a definition."""
+    lines = udev.rules("/usr/bin/pcimgr", "/etc/pcimgr").splitlines()
+    apply = 'RUN+="/usr/bin/pcimgr --config-dir /etc/pcimgr apply --device %k --quiet"'
+    defined = lines.index('TEST!="/etc/pcimgr/udev/%k_$env{PCI_ID}.env", GOTO="pcimgr_end"')
+    claim = lines.index(f'ACTION=="add", ENV{{PCIMGR_DRIVER}}=="?*", {apply}')
+    vfs_only = lines.index('ENV{PCIMGR_VFS}!="?*", GOTO="pcimgr_end"')
+    systemd = lines.index('TEST=="/run/systemd/system", GOTO="pcimgr_systemd"')
+    label = lines.index('LABEL="pcimgr_systemd"')
+    assert defined < claim < vfs_only < systemd < label
+    without = "\n".join(lines[systemd:label])
+    assert f'ACTION=="bind", {apply}' in without
+    assert f'ACTION=="add", ENV{{PCIMGR_DRIVER}}!="?*", {apply}' in without  # not twice
+    under = "\n".join(lines[label:])
+    assert 'ACTION=="add", TAG+="systemd", ENV{SYSTEMD_WANTS}+="pcimgr-apply@%k.service"' \
+        in under
+    assert 'ACTION=="bind", RUN+="/bin/systemctl --no-block start pcimgr-apply@%k.service"' \
+        in under
+    assert "/usr/bin/pcimgr" not in under
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
-def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
     unit = tmp_path / udev.UNIT_NAME
     unit.write_text(udev.unit("/bin/true", "/etc/pcimgr"))
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    problems = [line for line in r.stderr.splitlines() if udev.UNIT_NAME in line]
+    # a template is verified as one of its instances, named as the rules name them
+    instance = tmp_path / "pcimgr-apply@0000:04:00.0.service"
+    instance.write_text(udev.template("/bin/true", "/etc/pcimgr"))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit), str(instance)],
+                       capture_output=True, text=True)
+    problems = [line for line in r.stderr.splitlines() if "pcimgr-apply" in line]
     assert problems == [], r.stderr
 
 
@@ -54,4 +82,6 @@ def test_simulated_host_never_installs_outside_itself(run, demo_root: Path,
     assert (demo_root / "etc/udev/rules.d" / udev.RULES_NAME).exists()
     assert r.output.splitlines() == [f"wrote {demo_root}/etc/udev/rules.d/70-pcimgr.rules",
                                      f"wrote {demo_root}/etc/systemd/system/"
-                                     "pcimgr-apply.service"]
+                                     "pcimgr-apply.service",
+                                     f"wrote {demo_root}/etc/systemd/system/"
+                                     "pcimgr-apply@.service"]

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from pcimgr.core.address import PciAddress
 
@@ -46,12 +47,49 @@ class Digits(click.IntRange):
         return super().convert(value, param, ctx)
 
 
-def address_arg(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, tuple):
-        return tuple(PciAddress.parse(v) for v in value)
-    return PciAddress.parse(value)
+class Address(click.ParamType):
+    """A PCI function as people write it (`04:00.0`, `0000:04:00.0`, `pci_0000_04_00_0`);
+    Tab offers the functions the host has."""
+
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        # BadInput itself, not click's "Invalid value": one line naming the accepted forms
+        return value if isinstance(value, PciAddress) else PciAddress.parse(value)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[CompletionItem]:
+        from pcimgr.cli import complete
+        found = complete.addresses(ctx, incomplete)
+        if not found and param.nargs == -1:
+            # `bind ADDR... DRIVER`: click gives every word to the open-ended list, so a word
+            # that is no address is completed as the argument after it
+            later = ctx.command.params[ctx.command.params.index(param) + 1:]
+            for other in later:
+                if isinstance(other, click.Argument):
+                    return other.type.shell_complete(ctx, other, incomplete)
+        return complete.items(found)
+
+
+class Named(click.ParamType):
+    """A free-form name (a driver, a libvirt domain) whose Tab completion asks the host."""
+
+    name = "name"
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[CompletionItem]:
+        from pcimgr.cli import complete
+        return complete.items(complete.NAMES[self.what](ctx, incomplete))
+
+
+ADDRESS = Address()
+DRIVER = Named("driver")
+DOMAIN = Named("domain")
+PROFILE = Named("profile")
 
 
 def emit_json(data: Any) -> None:

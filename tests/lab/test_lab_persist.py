@@ -41,6 +41,18 @@ def vfs_on_vfio() -> list[str | None]:
     return [driver(os.path.basename(os.readlink(PF_DIR / n))) for n in links]
 
 
+def udevadm_test_under_systemd(action: str, address: str) -> str:
+    """What udev would do with the installed rules if systemd were PID 1 (the guest's init
+    is busybox): the rules test /run/systemd/system, as systemd's own tools do."""
+    Path("/run/systemd/system").mkdir(parents=True)
+    try:
+        test = subprocess.run(["udevadm", "test", f"--action={action}",
+                               f"/sys/bus/pci/devices/{address}"], capture_output=True, text=True)
+    finally:
+        Path("/run/systemd/system").rmdir()
+    return test.stdout + test.stderr
+
+
 def test_udev_binds_a_defined_function_without_pcimgr_being_run(rules: None) -> None:
     # the e1000 pair shares a group: defined together, applied together
     r = pcimgr("define", E1000[0], "--driver", "vfio-pci", "--group")
@@ -52,6 +64,10 @@ def test_udev_binds_a_defined_function_without_pcimgr_being_run(rules: None) -> 
     assert not [line for line in out.splitlines()
                 if "70-pcimgr.rules" in line and "invalid" in line.lower()], out[-3000:]
     assert driver(E1000[0]) == "e1000"
+    # where systemd runs (its runtime directory is what the rules test), a driver is still
+    # claimed from udev itself, before the host driver's module loads
+    out = udevadm_test_under_systemd("add", E1000[0])
+    assert f"apply --device {E1000[0]}" in out and "SYSTEMD_WANTS" not in out, out[-3000:]
     other = subprocess.run(["udevadm", "test", "--action=add",
                             f"/sys/bus/pci/devices/{E1000E[0]}"], capture_output=True, text=True)
     assert "apply --device" not in other.stdout + other.stderr  # not defined: not matched
@@ -75,6 +91,14 @@ def test_vfs_come_back_after_the_pf_driver_is_rebound(rules: None) -> None:
     assert vfs_on_vfio() == []
     Path("/sys/bus/pci/drivers/igb/bind").write_text(PF)
     assert eventually(lambda: vfs_on_vfio() == ["vfio-pci", "vfio-pci"]), vfs_on_vfio()
+
+    # under systemd the VF work goes to the template unit, its output in the journal
+    out = udevadm_test_under_systemd("add", PF)
+    assert f"SYSTEMD_WANTS=pcimgr-apply@{PF}.service" in out, out[-3000:]
+    assert "apply --device" not in out, out[-3000:]
+    out = udevadm_test_under_systemd("bind", PF)
+    assert f"systemctl --no-block start pcimgr-apply@{PF}.service" in out, out[-3000:]
+    assert "apply --device" not in out, out[-3000:]
 
     # changed behind pcimgr's back: status reports it
     (PF_DIR / "sriov_numvfs").write_text("0")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 
 from pcimgr.cli.context import Context
-from pcimgr.cli.options import address_arg, dry_run_option, force_option
+from pcimgr.cli.options import ADDRESS, DRIVER, dry_run_option, force_option
 from pcimgr.cli.runner import change
 from pcimgr.core.address import PciAddress
 
 
 @click.command()
-@click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
-@click.option("--driver", default="vfio-pci", show_default=True,
+@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
+@click.option("--driver", type=DRIVER, default="vfio-pci", show_default=True,
               help="The stub driver to bind (vfio-pci, or pci-stub).")
 @click.option("--group", is_flag=True,
               help="Also detach the other functions of the IOMMU groups (all or none).")
@@ -29,7 +29,7 @@ def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: 
 
 
 @click.command()
-@click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
+@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
 @dry_run_option
 @click.pass_obj
 def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> None:
@@ -40,8 +40,8 @@ def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> No
 
 
 @click.command()
-@click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
-@click.argument("driver")
+@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
+@click.argument("driver", type=DRIVER)
 @dry_run_option
 @force_option
 @click.pass_obj
@@ -56,7 +56,7 @@ def bind(obj: Context, addresses: tuple[PciAddress, ...], driver: str, dry_run: 
 
 
 @click.command()
-@click.argument("addresses", nargs=-1, required=True, callback=address_arg, metavar="ADDR...")
+@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
 @dry_run_option
 @force_option
 @click.pass_obj

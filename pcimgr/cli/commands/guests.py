@@ -8,7 +8,8 @@ import click
 
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import (
-    address_arg,
+    ADDRESS,
+    DOMAIN,
     dry_run_option,
     force_option,
     mac_option,
@@ -20,8 +21,8 @@ from pcimgr.core.address import PciAddress
 
 
 @click.command()
-@click.argument("address", callback=address_arg)
-@click.argument("vm")
+@click.argument("address", type=ADDRESS)
+@click.argument("vm", type=DOMAIN)
 @click.option("--live/--no-live", default=None,
               help="Hot-plug into the running guest [default: if it is running].")
 @click.option("--config/--no-config", default=None,
@@ -53,7 +54,7 @@ def assign(obj: Context, address: PciAddress, vm: str, live: bool | None, config
 
 
 @click.command()
-@click.argument("address", callback=address_arg)
+@click.argument("address", type=ADDRESS)
 @click.option("--keep-detached", is_flag=True,
               help="Leave the function (and its group mates) on vfio-pci.")
 @timeout_option

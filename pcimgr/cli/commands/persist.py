@@ -10,8 +10,9 @@ import click
 
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import (
+    ADDRESS,
+    DRIVER,
     Digits,
-    address_arg,
     dry_run_option,
     emit_json,
     json_option,
@@ -33,8 +34,9 @@ def _needs_root_for_config(obj: Context) -> None:
 
 
 @click.command()
-@click.argument("address", callback=address_arg)
-@click.option("--driver", help="Bind this driver (e.g. vfio-pci) whenever the function appears.")
+@click.argument("address", type=ADDRESS)
+@click.option("--driver", type=DRIVER,
+              help="Bind this driver (e.g. vfio-pci) whenever the function appears.")
 @click.option("--vfs", type=Digits(1, 0xFFFF), help="A PF: create this many VFs.")
 @click.option("--vf-driver", type=click.Choice(["vfio-pci", "host"]),
               help="The VFs' driver [default: vfio-pci].")
@@ -98,7 +100,7 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
 
 
 @click.command()
-@click.argument("address", callback=address_arg)
+@click.argument("address", type=ADDRESS)
 @click.option("--vf", "vf_index", type=Digits(0, 0xFFFF), metavar="INDEX",
               help="Drop only this VF's settings.")
 @dry_run_option
@@ -145,7 +147,7 @@ def undefine(obj: Context, address: PciAddress, vf_index: int | None, dry_run: b
 
 
 @click.command()
-@click.option("--device", "device", callback=address_arg, metavar="ADDR",
+@click.option("--device", "device", type=ADDRESS, metavar="ADDR",
               help="Only this function's definition (what the udev rules run).")
 @timeout_option
 @dry_run_option
@@ -274,10 +276,7 @@ def install_udev(obj: Context, prefix: str | None, dry_run: bool) -> None:
     ran = os.path.abspath(sys.argv[0])
     exe = ran if os.path.basename(ran) == "pcimgr" else (shutil.which("pcimgr") or ran)
     if dry_run:
-        for rel, text in ((f"etc/udev/rules.d/{udev.RULES_NAME}",
-                           udev.rules(exe, obj.config_dir)),
-                          (f"etc/systemd/system/{udev.UNIT_NAME}",
-                           udev.unit(exe, obj.config_dir))):
+        for rel, text in udev.files(exe, obj.config_dir):
             click.echo(f"would write {os.path.join(prefix, rel)}:")
             click.echo("  " + text.rstrip("\n").replace("\n", "\n  "))
         if prefix == "/":

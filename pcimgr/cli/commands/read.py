@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pcimgr.cli.context import Context
-from pcimgr.cli.options import address_arg, emit_json, json_option, mac_option, vlan_option
+from pcimgr.cli.options import ADDRESS, DRIVER, emit_json, json_option, mac_option, vlan_option
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import PciDevice
 
@@ -15,7 +15,7 @@ from pcimgr.core.model import PciDevice
 @click.option("--class", "klass", metavar="CLASS",
               help="net, storage, display, bridge, ... or a hex class prefix (02, 0c03).")
 @click.option("--vendor", metavar="VENDOR", help="Hex vendor id (8086) or part of its name.")
-@click.option("--driver", metavar="DRIVER", help="Bound driver name, or 'none'.")
+@click.option("--driver", type=DRIVER, metavar="DRIVER", help="Bound driver name, or 'none'.")
 @json_option
 @click.pass_obj
 def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None,
@@ -61,7 +61,7 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
 
 
 @click.command()
-@click.argument("address", callback=address_arg)
+@click.argument("address", type=ADDRESS)
 @json_option
 @click.pass_obj
 def show(obj: Context, address: PciAddress, as_json: bool) -> None:
@@ -112,7 +112,7 @@ def groups(obj: Context, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("address", required=False, callback=address_arg)
+@click.argument("address", required=False, type=ADDRESS)
 @click.option("--unmanaged", is_flag=True,
               help="managed='no': libvirt leaves host driver binding to you (or pcimgr).")
 @click.option("--interface", is_flag=True,

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from pcimgr.cli.options import emit_json, json_option
+from pcimgr.cli.options import PROFILE, emit_json, json_option
 
 
 @click.group()
@@ -16,7 +16,7 @@ def sim() -> None:
 
 @sim.command("create")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--profile", default="demo", show_default=True,
+@click.option("--profile", type=PROFILE, default="demo", show_default=True,
               help="demo, lab, or scale:PFSxVFS (e.g. scale:256x15).")
 @click.option("--no-iommu", is_flag=True, help="A host booted without intel_iommu=on.")
 def sim_create(directory: str, profile: str, no_iommu: bool) -> None:

@@ -9,8 +9,8 @@ import click
 
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import (
+    ADDRESS,
     Digits,
-    address_arg,
     dry_run_option,
     emit_json,
     force_option,
@@ -29,7 +29,7 @@ def vfs() -> None:
 
 
 @vfs.command("list")
-@click.argument("pf", required=False, callback=address_arg)
+@click.argument("pf", required=False, type=ADDRESS)
 @json_option
 @click.pass_obj
 def vfs_list(obj: Context, pf: PciAddress | None, as_json: bool) -> None:
@@ -58,7 +58,7 @@ def _vfs_report(obj: Context, pf: PciAddress) -> Callable[[Any], str]:
 
 
 @vfs.command("create")
-@click.argument("pf", callback=address_arg)
+@click.argument("pf", type=ADDRESS)
 @click.argument("count", type=Digits(0, 0xFFFF))
 @click.option("--driver", type=click.Choice(["vfio-pci", "host"]), default="vfio-pci",
               show_default=True,
@@ -80,7 +80,7 @@ def vfs_create(obj: Context, pf: PciAddress, count: int, driver: str, pf_up: boo
 
 
 @vfs.command("destroy")
-@click.argument("pf", callback=address_arg)
+@click.argument("pf", type=ADDRESS)
 @timeout_option
 @dry_run_option
 @force_option
@@ -95,7 +95,7 @@ def vfs_destroy(obj: Context, pf: PciAddress, timeout: float, dry_run: bool,
 
 
 @vfs.command("set")
-@click.argument("pf", callback=address_arg)
+@click.argument("pf", type=ADDRESS)
 @click.argument("index", type=Digits(0, 0xFFFF))
 @mac_option
 @click.option("--vlan", type=Digits(0, 4094), help="Port VLAN id, 1-4094; 0 removes it.")
