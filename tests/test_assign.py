@@ -261,6 +261,9 @@ def test_without_the_libvirt_binding_reads_work_and_guests_say_how(run, demo_roo
     """libvirt-python is an extra: read commands run without it, and assign says in one line
     how to install it."""
     mocker.patch.dict(sys.modules, {"libvirt": None})  # `import libvirt` raises ImportError
+    # a process without the binding has no connection either (earlier tests opened some)
+    from pcimgr.host import libvirt_adapter
+    mocker.patch.dict(libvirt_adapter._connections, clear=True)
     r = run("--sysfs-root", demo_root, "--connect", "test:///default", "list")
     assert r.exit_code == 0 and "guests unknown" in r.output
     r = run("--sysfs-root", demo_root, "--connect", "test:///default", "assign", "04:00.0",
