@@ -4,6 +4,7 @@ its system log."""
 
 import errno
 import json
+import os
 from pathlib import Path
 
 from pcimgr.core.errors import KernelError
@@ -72,6 +73,34 @@ def test_the_linux_host_tells_its_system_log(mocker) -> None:
     from pcimgr.host.linux import LinuxMachine
     logged = mocker.patch("syslog.syslog")
     LinuxMachine().system_log("detach 0000:04:00.0: done")
+    assert logged.call_args.args[1] == "detach 0000:04:00.0: done"
+
+
+def test_the_journal_gets_fields_to_select_on(tmp_path: Path, mocker) -> None:
+    """Where journald listens, one datagram in its native protocol: the message and
+    PCIMGR_* fields (journalctl PCIMGR_RESULT='rolled back'). A real socket receives it."""
+    import socket
+
+    from pcimgr.host.linux import LinuxMachine
+    from pcimgr.plans import history
+    from pcimgr.plans.transaction import Plan
+    listening = tmp_path / "journal.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(listening))
+        mocker.patch.object(LinuxMachine, "JOURNAL_SOCKET", str(listening))
+        logged = mocker.patch("syslog.syslog")
+        plan = Plan("detach 0000:04:00.0", ())
+        history.add(LinuxMachine(), str(tmp_path / "state"), plan, "rolled back",
+                    "step 2 failed:\nEBUSY")
+        fields = dict(line.split("=", 1) for line in sock.recv(65536).decode().splitlines())
+    assert fields["MESSAGE"] == "detach 0000:04:00.0: rolled back (step 2 failed: EBUSY)"
+    assert fields["SYSLOG_IDENTIFIER"] == "pcimgr" and fields["PRIORITY"] == "5"
+    assert fields["PCIMGR_COMMAND"] == "detach 0000:04:00.0"
+    assert fields["PCIMGR_RESULT"] == "rolled back" and fields["PCIMGR_UID"] == str(os.getuid())
+    assert not logged.called  # not twice
+    # no journald: syslog
+    mocker.patch.object(LinuxMachine, "JOURNAL_SOCKET", str(tmp_path / "none"))
+    history.add(LinuxMachine(), str(tmp_path / "state"), plan, "done")
     assert logged.call_args.args[1] == "detach 0000:04:00.0: done"
 
 

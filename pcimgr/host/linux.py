@@ -91,7 +91,27 @@ class LinuxMachine:
             why = r.stderr.strip() or "no such driver after modprobe"
             raise KernelError(f"cannot load {name}: {why}; check that the kernel has the module")
 
-    def system_log(self, message: str) -> None:
+    # journald's native socket: fields a query can select on (journalctl PCIMGR_RESULT=...)
+    JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+    def system_log(self, message: str, fields: dict[str, str] | None = None) -> None:
+        if fields and self._journal(message, fields):
+            return
         import syslog
         syslog.openlog("pcimgr", syslog.LOG_PID, syslog.LOG_DAEMON)
         syslog.syslog(syslog.LOG_NOTICE, message)
+
+    def _journal(self, message: str, fields: dict[str, str]) -> bool:
+        """One datagram of KEY=value lines (systemd's native journal protocol); False where
+        no journald listens, and the message goes to syslog instead."""
+        import socket
+        entry = {"MESSAGE": message, "PRIORITY": "5", "SYSLOG_IDENTIFIER": "pcimgr",
+                 "SYSLOG_FACILITY": "3", "SYSLOG_PID": str(os.getpid()), **fields}
+        data = "".join(f"{key}={' '.join(str(value).split())}\n"
+                       for key, value in entry.items()).encode()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(data, self.JOURNAL_SOCKET)
+        except OSError:
+            return False
+        return True

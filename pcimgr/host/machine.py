@@ -86,5 +86,6 @@ class Machine(Protocol):
     def load_module(self, name: str) -> None:
         """Load a driver's module; KernelError when it cannot be had."""
 
-    def system_log(self, message: str) -> None:
-        """Tell the host's log what pcimgr changed (the journal, through syslog)."""
+    def system_log(self, message: str, fields: dict[str, str] | None = None) -> None:
+        """Tell the host's log what pcimgr changed: the journal with fields to select on
+        (PCIMGR_COMMAND, PCIMGR_RESULT, PCIMGR_STEPS, ...), else syslog."""

@@ -60,7 +60,10 @@ def _add(machine: Machine, state: str, entry: dict[str, Any]) -> None:
     steps = "; ".join(entry["steps"])
     machine.system_log(f"{entry['command']}: {entry['result']}"
                        + (f": {steps}" if steps else "")
-                       + (f" ({entry['detail']})" if entry["detail"] else ""))
+                       + (f" ({entry['detail']})" if entry["detail"] else ""),
+                       {"PCIMGR_COMMAND": entry["command"], "PCIMGR_RESULT": entry["result"],
+                        "PCIMGR_STEPS": steps, "PCIMGR_DETAIL": entry["detail"],
+                        "PCIMGR_UID": str(entry["uid"])})
     try:
         kept = load(state)[-(KEEP - 1):]
         statefile.write(path(state), kept + [entry], top=state)

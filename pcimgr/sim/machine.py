@@ -131,7 +131,7 @@ class SimulatedMachine:
     def load_module(self, name: str) -> None:
         raise NotFound(f"driver {name} is not loaded on this simulated host")
 
-    def system_log(self, message: str) -> None:
+    def system_log(self, message: str, fields: dict[str, str] | None = None) -> None:
         """The real host's log is not this tree's: its history file is the record."""
 
 
