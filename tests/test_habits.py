@@ -1,10 +1,14 @@
 """The habits of the tools administrators know (issue 14, part): bind/unbind several
 functions as one transaction, `reattach` as virsh calls it, define/undefine dry runs,
-NO_COLOR."""
+NO_COLOR; list --overrides and several filter values, tables that fit the terminal,
+xml --json, the read commands mentioning an unfinished transaction."""
 
 import errno
+import json
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pcimgr.cli.app import cli
@@ -84,3 +88,139 @@ def test_where_global_options_are_taken() -> None:
         "-v", "-c", "u", "vfs", "set", "05:00.0", "0", "--vlan", "5"]
     assert globals_first(["xml", "--", "--sysfs-root"]) == ["xml", "--", "--sysfs-root"]
     assert globals_first(["--sysfs-root", "/x"]) == ["--sysfs-root", "/x"]
+
+
+# -- list: overrides, several filter values, the terminal's width --------------------
+
+def test_list_overrides_shows_only_overridden_functions_with_the_override(
+        run, demo_root: Path) -> None:
+    assert run("--sysfs-root", demo_root, "list", "--overrides").stdout == \
+        "No function has a driver_override.\n"
+    assert run("--sysfs-root", demo_root, "bind", "06:00.0", "pci-stub").exit_code == 0
+    assert run("--sysfs-root", demo_root, "detach", "01:00.0", "--group").exit_code == 0
+    r = run("--sysfs-root", demo_root, "list", "--overrides")
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ADDRESS", "DEVICE", "DRIVER", "OVERRIDE"]
+    # every class (the GPU and its audio function are not network functions)
+    assert [line.split()[0] for line in lines[1:]] == ["0000:01:00.0", "0000:01:00.1",
+                                                       "0000:06:00.0"]
+    assert "pci-stub  pci-stub" in lines[3] and "vfio-pci  vfio-pci" in lines[1]
+    r = run("--sysfs-root", demo_root, "list", "--overrides", "--json")
+    assert [(d["address"], d["driver_override"]) for d in json.loads(r.stdout)] == [
+        ("0000:01:00.0", "vfio-pci"), ("0000:01:00.1", "vfio-pci"), ("0000:06:00.0", "pci-stub")]
+
+
+def test_plain_list_marks_an_override_and_explains_it_on_stderr(run, demo_root: Path) -> None:
+    r = run("--sysfs-root", demo_root, "list")
+    assert "*" not in r.output
+    assert run("--sysfs-root", demo_root, "bind", "06:00.0", "pci-stub").exit_code == 0
+    r = run("--sysfs-root", demo_root, "list")
+    row = next(line for line in r.stdout.splitlines() if line.startswith("0000:06:00.0"))
+    assert " pci-stub* " in row
+    assert " igb " in next(line for line in r.stdout.splitlines()
+                           if line.startswith("0000:05:00.0"))
+    assert r.stderr.startswith("* driver_override is set") and "list --overrides" in r.stderr
+    assert "*" not in run("--sysfs-root", demo_root, "list", "--json").stdout
+
+
+def _addresses(out: str) -> list[str]:
+    return [line.split()[0] for line in out.splitlines()[1:]]
+
+
+def test_filters_take_several_values_repeated_or_with_commas(run, demo_root: Path) -> None:
+    want = ["0000:05:00.0", "0000:06:00.0"]
+    assert _addresses(run("--sysfs-root", demo_root, "list", "--driver", "igb,i40e").stdout) \
+        == want
+    assert _addresses(run("--sysfs-root", demo_root, "list", "--driver", "igb", "--driver",
+                          "i40e").stdout) == want
+    r = run("--sysfs-root", demo_root, "list", "--class", "display,storage")
+    assert _addresses(r.stdout) == ["0000:00:02.0", "0000:01:00.0", "0000:02:00.0"]
+    r = run("--sysfs-root", demo_root, "list", "--class", "03", "--class", "01")
+    assert _addresses(r.stdout) == ["0000:00:02.0", "0000:01:00.0", "0000:02:00.0"]
+    r = run("--sysfs-root", demo_root, "list", "--vendor", "15b3,10de", "--all", "--json")
+    assert {d["vendor_id"] for d in json.loads(r.stdout)} == {"15b3", "10de"}
+    # several options still narrow each other: Mellanox functions on igb are none
+    r = run("--sysfs-root", demo_root, "list", "--vendor", "mellanox", "--driver", "igb,mlx5_core")
+    assert len(_addresses(r.stdout)) == 3
+    r = run("--sysfs-root", demo_root, "list", "--driver", "igb,,i40e")
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "empty value" in r.output
+    r = run("--sysfs-root", demo_root, "list", "--class", "net,bogus")
+    assert r.exit_code == 2 and "unknown class 'bogus'" in r.output
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """stdout and stderr of the CLI runner are a terminal of that many columns."""
+    from click import testing
+
+    def make(columns: int) -> None:
+        monkeypatch.setattr(testing._NamedTextIOWrapper, "isatty", lambda self: True,
+                            raising=False)
+        monkeypatch.setenv("COLUMNS", str(columns))
+    return make
+
+
+def test_list_fits_the_terminal_and_wide_prints_everything(run, demo_root: Path,
+                                                         terminal: Callable[[int], None]) -> None:
+    piped = run("--sysfs-root", demo_root, "list", "--all").stdout
+    assert max(map(len, piped.splitlines())) > 120  # today's output, names cut at 44
+    assert "Cannon Lake PCH PCI Express Root Port #17 [8086:a340]" in piped
+    terminal(150)
+    fitted = run("--sysfs-root", demo_root, "list", "--all").stdout
+    assert max(map(len, fitted.splitlines())) == 150
+    assert _addresses(fitted) == _addresses(piped)
+    assert "Cannon Lake PCH PCI E… [8086:a340]" in fitted  # ids are never cut
+    terminal(60)  # only DEVICE gives way, down to 12 characters of the name
+    narrow = run("--sysfs-root", demo_root, "list", "--all").stdout
+    assert "  MT27800 Fam… [15b3:1018]  " in narrow and "(+2)" in narrow
+    wide = run("--sysfs-root", demo_root, "list", "--all", "--wide").stdout
+    assert "82571EB/82571GB Gigabit Ethernet Controller D0/D1 (copper applications) " \
+           "[8086:105e]" in wide
+    terminal(400)  # room enough: the same as a pipe
+    assert run("--sysfs-root", demo_root, "list", "--all").stdout == piped
+
+
+# -- xml --json -----------------------------------------------------------------------
+
+def test_xml_json_has_the_fields_and_the_xml(run, demo_root: Path) -> None:
+    r = run("--sysfs-root", demo_root, "xml", "07:00.2", "--unmanaged", "--json")
+    data = json.loads(r.stdout)
+    assert data == {"element": "hostdev", "type": "pci", "mode": "subsystem", "managed": False,
+                    "address": "0000:07:00.2", "domain": "0x0000", "bus": "0x07",
+                    "slot": "0x00", "function": "0x2", "net_mode": None, "mac": None,
+                    "vlan": None,
+                    "xml": run("--sysfs-root", demo_root, "xml", "07:00.2",
+                               "--unmanaged").stdout.rstrip("\n")}
+    r = run("--sysfs-root", demo_root, "xml", "07:00.3", "--interface", "--mac",
+            "52:54:00:12:34:56", "--vlan", "42", "--json")
+    data = json.loads(r.stdout)
+    assert (data["element"], data["type"], data["managed"], data["mac"], data["vlan"]) == \
+        ("interface", "hostdev", True, "52:54:00:12:34:56", 42)
+    assert "<tag id=\"42\" />" in data["xml"]
+    data = json.loads(run("xml", "--mode", "virtio", "--bridge", "br0", "--json").stdout)
+    assert (data["type"], data["net_mode"], data["address"]) == ("bridge", "virtio", None)
+
+
+# -- read commands mention a killed run's transaction ------------------------------------
+
+def test_read_commands_mention_an_unfinished_transaction_on_stderr_only(
+        run, demo_root: Path) -> None:
+    from tests.killed import run_killed_after
+    assert run("--sysfs-root", demo_root, "status").stderr == ""
+    assert run_killed_after("unbind", "--sysfs-root", str(demo_root), "bind", "06:00.0",
+                            "pci-stub") == 9
+    reads = [("list",), ("list", "--json"), ("show", "06:00.0"), ("show", "06:00.0", "--json"),
+             ("groups",), ("groups", "--json"), ("vfs", "list"), ("vfs", "list", "--json"),
+             ("status",), ("status", "--json")]
+    for args in reads:
+        r = run("--sysfs-root", demo_root, *args)
+        assert r.exit_code == 0, (args, r.output)
+        assert [line for line in r.stderr.splitlines() if "unfinished" in line] == [
+            line for line in r.stderr.splitlines() if "recover --dry-run" in line], args
+        assert r.stderr.count("unfinished transaction") == 1, args
+        assert "pcimgr recover --dry-run" in r.stderr
+        assert "recover" not in r.stdout, args
+        if "--json" in args:
+            json.loads(r.stdout)
+    assert run("--sysfs-root", demo_root, "recover").exit_code == 0
+    assert run("--sysfs-root", demo_root, "list").stderr == ""

@@ -50,5 +50,21 @@ def driver_filter(text: str) -> Predicate:
     return lambda d: d.driver == text
 
 
+def any_of(values: Iterable[str], make: Callable[[str], Predicate]) -> Predicate:
+    """An option given several times or as a comma-separated list (`--driver igb,i40e`,
+    `--driver igb --driver i40e`): a function matches when it matches one of the values."""
+    words = [w.strip() for value in values for w in value.split(",")]
+    if any(not w for w in words):
+        raise BadInput(f"an empty value in {','.join(values)!r}; separate values with "
+                       "single commas (igb,i40e)")
+    chosen = [make(w) for w in words]
+    return lambda d: any(p(d) for p in chosen)
+
+
+def overridden(d: PciDevice) -> bool:
+    """driver_override is set (what `driverctl list-overrides` shows)."""
+    return d.driver_override is not None
+
+
 def select(devices: Iterable[PciDevice], predicates: list[Predicate]) -> list[PciDevice]:
     return [d for d in devices if all(p(d) for p in predicates)]

@@ -92,6 +92,15 @@ DOMAIN = Named("domain")
 PROFILE = Named("profile")
 
 
+def terminal_columns() -> int | None:
+    """The terminal's width when stdout is one (COLUMNS wins, as shutil reads it); None on a
+    pipe, whose output stays as it always was."""
+    if not sys.stdout.isatty():
+        return None
+    import shutil
+    return shutil.get_terminal_size().columns
+
+
 def emit_json(data: Any) -> None:
     # Indented for a person at a terminal; compact for pipes, where json's C
     # encoder (indent=None only) is ten times faster on thousands of functions.

@@ -13,6 +13,8 @@ from pcimgr.core.model import Host, IommuGroup, PciDevice
 from pcimgr.host.names import Namer
 
 if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
+
     from pcimgr.plans.transaction import Plan
     from pcimgr.sriov.planner import PfView
 from pcimgr.core.vfconfig import VfConfig
@@ -78,10 +80,39 @@ def group_json(group: IommuGroup, namer: Namer) -> dict[str, Any]:
     }
 
 
-def device_label(d: PciDevice, namer: Namer) -> str:
-    name = namer(d).device or namer(d).class_name or "device"
-    if len(name) > NAME_WIDTH:
-        name = name[:NAME_WIDTH - 1] + "…"
+def xml_json(element: ET.Element, text: str, address: PciAddress | None,
+             net_mode: str | None = None) -> dict[str, Any]:
+    """`pcimgr xml --json`: the element's fields, read back from the element itself, and
+    the XML as printed."""
+    source = element.find("source/address")
+    parts = {k: None if source is None else source.get(k)
+             for k in ("domain", "bus", "slot", "function")}
+    managed = element.get("managed")
+    mac = element.find("mac")
+    tag = element.find("vlan/tag")
+    return {
+        "element": element.tag,
+        "type": element.get("type"),
+        "mode": element.get("mode"),
+        "managed": None if managed is None else managed == "yes",
+        "address": None if address is None else str(address),
+        **parts,
+        "net_mode": net_mode,
+        "mac": None if mac is None else mac.get("address"),
+        "vlan": None if tag is None else int(tag.get("id") or "0"),
+        "xml": text,
+    }
+
+
+def device_name(d: PciDevice, namer: Namer) -> str:
+    return namer(d).device or namer(d).class_name or "device"
+
+
+def device_label(d: PciDevice, namer: Namer, width: int | None = NAME_WIDTH) -> str:
+    """The name shortened to width (None: whole), then the ids, which are never cut."""
+    name = device_name(d, namer)
+    if width is not None and len(name) > width:
+        name = name[:width - 1] + "…"
     return f"{name} [{d.ids}]"
 
 
@@ -94,9 +125,12 @@ def sriov_cell(d: PciDevice) -> str:
 
 
 def list_rows(devices: list[PciDevice], namer: Namer, uses: Callable[[PciDevice], list[str]],
-              holders: Callable[[PciAddress], list[str] | None] | None = None) -> list[list[str]]:
+              holders: Callable[[PciAddress], list[str] | None] | None = None,
+              name_width: int | None = NAME_WIDTH,
+              overrides: bool = False) -> list[list[str]]:
     """Rows in address order, each VF right under its PF when both are shown; with
-    holders, a last column of the domains that have each function."""
+    holders, a last column of the domains that have each function. The driver carries
+    OVERRIDE_MARK when driver_override is set; with overrides, a column shows it instead."""
     shown = {d.address for d in devices}
     children: dict[Any, list[PciDevice]] = {}
     top = []
@@ -107,8 +141,9 @@ def list_rows(devices: list[PciDevice], namer: Namer, uses: Callable[[PciDevice]
             top.append(d)
     rows = []
     for d in top:
-        rows.append(_row(d, namer, "", uses(d)))
-        rows += [_row(vf, namer, "  ", uses(vf)) for vf in children.get(d.address, [])]
+        rows.append(_row(d, namer, "", uses(d), name_width, overrides))
+        rows += [_row(vf, namer, "  ", uses(vf), name_width, overrides)
+                 for vf in children.get(d.address, [])]
     if holders is not None:
         for row in rows:
             row.append(", ".join(holders(PciAddress.parse(row[0].strip())) or []) or "-")
@@ -117,12 +152,48 @@ def list_rows(devices: list[PciDevice], namer: Namer, uses: Callable[[PciDevice]
 
 LIST_HEADERS = ["ADDRESS", "DEVICE", "DRIVER", "IOMMU", "NUMA", "NETDEVS", "SR-IOV", "HOST USE"]
 HOLDER_HEADER = "GUEST"
+OVERRIDE_HEADER = "OVERRIDE"
+OVERRIDE_MARK = "*"
+OVERRIDE_FOOTNOTE = ("* driver_override is set: the kernel binds only that driver to the "
+                     "function, also after a reprobe (`pcimgr list --overrides`)")
+MIN_NAME_WIDTH = 12
 
 
-def _row(d: PciDevice, namer: Namer, indent: str, uses: list[str]) -> list[str]:
-    return [indent + str(d.address), device_label(d, namer), d.driver or "-",
+def list_headers(overrides: bool, holders: bool) -> list[str]:
+    headers = list(LIST_HEADERS)
+    if overrides:
+        headers.insert(headers.index("DRIVER") + 1, OVERRIDE_HEADER)
+    return headers + ([HOLDER_HEADER] if holders else [])
+
+
+def _row(d: PciDevice, namer: Namer, indent: str, uses: list[str], name_width: int | None,
+         overrides: bool) -> list[str]:
+    driver = d.driver or "-"
+    if overrides:
+        driver_cells = [driver, d.driver_override or "-"]
+    else:
+        driver_cells = [driver + (OVERRIDE_MARK if d.driver_override is not None else "")]
+    return [indent + str(d.address), device_label(d, namer, name_width), *driver_cells,
             _opt(d.iommu_group), _opt(d.numa_node), ",".join(d.netdevs) or "-", sriov_cell(d),
             use_cell(uses)]
+
+
+def fitted(devices: list[PciDevice], namer: Namer,
+           rows: Callable[[int | None], list[list[str]]], headers: list[str],
+           columns: int | None) -> str:
+    """The table, its DEVICE names shortened until its lines fit `columns` (a terminal's
+    width), never below MIN_NAME_WIDTH; columns None: the names whole (`--wide`)."""
+    if columns is None:
+        return table(rows(None), headers)
+    width = min(NAME_WIDTH, max((len(device_name(d, namer)) for d in devices), default=0))
+    text = table(rows(NAME_WIDTH), headers)
+    while width > MIN_NAME_WIDTH:
+        over = max(len(line) for line in text.splitlines()) - columns
+        if over <= 0:
+            break
+        width = max(MIN_NAME_WIDTH, width - over)
+        text = table(rows(width), headers)
+    return text
 
 
 def use_cell(uses: list[str]) -> str:

@@ -14,6 +14,17 @@ from pcimgr.cli.context import Context
 from pcimgr.core.address import PciAddress
 
 
+def mention_unfinished(obj: Context) -> None:
+    """Read commands: one line on stderr when a killed run left its journal (never on stdout,
+    never in JSON), so the administrator looking at the host knows it is half-changed."""
+    from pcimgr.plans import pending
+    state = os.path.abspath(obj.state_dir) if obj.state_dir else obj.machine.default_state_dir
+    if pending.unfinished(state):
+        click.echo(f"pcimgr: note: a killed run left an unfinished transaction "
+                   f"({pending.journal_path(state)}); `pcimgr recover --dry-run` shows what "
+                   "undoing it does", err=True)
+
+
 def print_plan(proposal: Any, state: str) -> None:
     """What --dry-run shows: the plan's writes and calls, and a pending recovery."""
     from pcimgr.plans import transaction

@@ -21,9 +21,9 @@ from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Interrupted, NeedsRoot, PcimgrError, RolledBack
 from pcimgr.host.machine import Machine
 from pcimgr.plans import interrupts, records, statefile
+from pcimgr.plans.pending import journal_path
 from pcimgr.plans.step import Step, from_json
 
-JOURNAL = "journal.json"
 INCOMPLETE = "ROLLBACK INCOMPLETE"  # in a report: some function is not as it was
 RECOVER_FIX = ("`pcimgr recover --dry-run` shows what it names, `pcimgr recover --discard` "
                "forgets it once you have checked those functions (`pcimgr list --all`)")
@@ -42,10 +42,6 @@ class Plan:
             lines.append(f"{n}. {step.summary()}")
             lines += [f"     {w}" for w in step.describe()]
         return "\n".join(lines)
-
-
-def journal_path(state_dir: str) -> str:
-    return os.path.join(state_dir, JOURNAL)
 
 
 Progress = Callable[[int, int, "Step"], None]

@@ -20,7 +20,13 @@ from pcimgr.cli.options import (
     on_off,
     timeout_option,
 )
-from pcimgr.cli.runner import print_plan, progress, run_locked, run_locked_config
+from pcimgr.cli.runner import (
+    mention_unfinished,
+    print_plan,
+    progress,
+    run_locked,
+    run_locked_config,
+)
 from pcimgr.core.address import PciAddress
 
 # -- definitions, applied at boot --------------------------------------------------
@@ -226,6 +232,7 @@ def status(obj: Context, as_json: bool) -> None:
     defs, damaged = definitions.load_all(obj.config_dir)
     host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
     findings = persist.status(obj.machine, host, usage.survey(obj.machine, deep=False), defs)
+    mention_unfinished(obj)
     if as_json:
         emit_json([{"address": f.definition.address, "ids": f.definition.ids,
                      "iommu_group": f.definition.iommu_group,

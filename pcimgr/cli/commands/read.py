@@ -2,43 +2,69 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from pcimgr.cli.context import Context
-from pcimgr.cli.options import ADDRESS, DRIVER, emit_json, json_option, mac_option, vlan_option
+from pcimgr.cli.options import (
+    ADDRESS,
+    DRIVER,
+    emit_json,
+    json_option,
+    mac_option,
+    terminal_columns,
+    vlan_option,
+)
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import PciDevice
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 
 @click.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Every function, not only network ones.")
-@click.option("--class", "klass", metavar="CLASS",
-              help="net, storage, display, bridge, ... or a hex class prefix (02, 0c03).")
-@click.option("--vendor", metavar="VENDOR", help="Hex vendor id (8086) or part of its name.")
-@click.option("--driver", type=DRIVER, metavar="DRIVER", help="Bound driver name, or 'none'.")
+@click.option("--class", "klass", metavar="CLASS", multiple=True,
+              help="net, storage, display, bridge, ... or a hex class prefix (02, 0c03); "
+                   "repeat it or separate with commas for several.")
+@click.option("--vendor", metavar="VENDOR", multiple=True,
+              help="Hex vendor id (8086) or part of its name; several: repeat or commas.")
+@click.option("--driver", type=DRIVER, metavar="DRIVER", multiple=True,
+              help="Bound driver name, or 'none'; several: igb,i40e or repeat --driver.")
+@click.option("--overrides", is_flag=True,
+              help="Only functions whose driver_override is set (of every class unless "
+                   "--class), with the override.")
+@click.option("--wide", is_flag=True,
+              help="Whole device names, even wider than the terminal.")
 @json_option
 @click.pass_obj
-def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None,
-             driver: str | None, as_json: bool) -> None:
+def list_cmd(obj: Context, show_all: bool, klass: tuple[str, ...], vendor: tuple[str, ...],
+             driver: tuple[str, ...], overrides: bool, wide: bool, as_json: bool) -> None:
     """PCI functions with driver, IOMMU group, NUMA node, netdevs and SR-IOV state.
 
-    Network functions (class 02) by default; VFs are shown under their PF.
+    Network functions (class 02) by default; VFs are shown under their PF. A `*` after
+    the driver: the function's driver_override is set.
     """
     from pcimgr.cli import filters, render
+    from pcimgr.cli.runner import mention_unfinished
     from pcimgr.drivers import safety
     from pcimgr.host import usage
     predicates = []
-    if klass is not None:
-        predicates.append(filters.class_filter(klass))
-    elif not show_all:
+    if klass:
+        predicates.append(filters.any_of(klass, filters.class_filter))
+    elif not show_all and not overrides:
         predicates.append(filters.class_filter("net"))
-    if vendor is not None:
-        predicates.append(filters.vendor_filter(vendor, obj.namer))
-    if driver is not None:
-        predicates.append(filters.driver_filter(driver))
+    if vendor:
+        predicates.append(filters.any_of(vendor, lambda v: filters.vendor_filter(v, obj.namer)))
+    if driver:
+        predicates.append(filters.any_of(driver, filters.driver_filter))
+    if overrides:
+        predicates.append(filters.overridden)
     host = obj.host()
     devices = filters.select(host.devices, predicates)
     survey = usage.survey(obj.machine, deep=False)  # no /proc scan for every listing
+    mention_unfinished(obj)
 
     def uses(d: PciDevice) -> list[str]:
         return safety.host_use(obj.sysfs, d, survey)
@@ -50,14 +76,27 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
     if notice:
         click.echo(notice)
     if not devices:
-        click.echo("No matching PCI functions (try --all).")
+        click.echo("No function has a driver_override." if overrides and not (klass or vendor
+                                                                              or driver)
+                   else "No matching PCI functions (try --all).")
         return
     known = obj.holdings() is not None
-    click.echo(render.table(render.list_rows(devices, obj.namer, uses,
-                                             obj.holders if known else None),
-                            render.LIST_HEADERS + ([render.HOLDER_HEADER] if known else [])))
+
+    def rows(width: int | None) -> list[list[str]]:
+        return render.list_rows(devices, obj.namer, uses, obj.holders if known else None,
+                                width, overrides)
+    headers = render.list_headers(overrides, known)
+    columns = terminal_columns()
+    if wide:
+        click.echo(render.fitted(devices, obj.namer, rows, headers, None))
+    elif columns is None:
+        click.echo(render.table(rows(render.NAME_WIDTH), headers))
+    else:
+        click.echo(render.fitted(devices, obj.namer, rows, headers, columns))
     if obj.holdings_problem:
         click.echo(obj.holdings_problem)
+    if not overrides and any(d.driver_override is not None for d in devices):
+        click.echo(render.OVERRIDE_FOOTNOTE, err=True)
 
 
 @click.command()
@@ -67,11 +106,13 @@ def list_cmd(obj: Context, show_all: bool, klass: str | None, vendor: str | None
 def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     """Everything known about one function, its IOMMU group and its hostdev XML."""
     from pcimgr.cli import render
+    from pcimgr.cli.runner import mention_unfinished
     from pcimgr.core import hostdev_xml
     from pcimgr.drivers import safety
     from pcimgr.host import discovery, usage
     device = discovery.require(obj.sysfs, address)
     survey = usage.survey(obj.machine)
+    mention_unfinished(obj)
     group = None if device.iommu_group is None else discovery.read_group(obj.sysfs,
                                                                          device.iommu_group)
     xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address))
@@ -100,7 +141,9 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
 def groups(obj: Context, as_json: bool) -> None:
     """IOMMU groups, their members, and whether VFIO can use each group now."""
     from pcimgr.cli import render
+    from pcimgr.cli.runner import mention_unfinished
     host = obj.host()
+    mention_unfinished(obj)
     if as_json:
         emit_json([render.group_json(g, obj.namer) for g in host.groups.values()])
         return
@@ -124,10 +167,12 @@ def groups(obj: Context, as_json: bool) -> None:
 @click.option("--source-dev", metavar="DEV", help="Host NIC for macvtap.")
 @mac_option
 @vlan_option
+@click.option("--json", "as_json", is_flag=True,
+              help="The element's fields and the XML as JSON (docs/json.md).")
 @click.pass_obj
 def xml(obj: Context, address: PciAddress | None, unmanaged: bool, interface: bool,
         mode: str | None, bridge: str | None, source_dev: str | None, mac: str | None,
-        vlan: int | None) -> None:
+        vlan: int | None, as_json: bool) -> None:
     """libvirt XML for a guest NIC: <hostdev> or <interface type='hostdev'> for a function
     on this host, or with --mode the <interface> of an emulated/paravirtual mode."""
     from pcimgr.core import hostdev_xml
@@ -138,7 +183,7 @@ def xml(obj: Context, address: PciAddress | None, unmanaged: bool, interface: bo
         if address is not None or vlan or interface or unmanaged:
             raise BadInput("--mode takes no ADDRESS and no --interface/--unmanaged/--vlan; "
                            "give --bridge BR (or --source-dev DEV for macvtap) and --mac")
-        click.echo(hostdev_xml.to_string(netmodes.interface(mode, bridge, source_dev, mac)))
+        _print_xml(netmodes.interface(mode, bridge, source_dev, mac), None, mode, as_json)
         return
     if address is None:
         raise BadInput("give the ADDRESS of a function, or --mode for an emulated NIC")
@@ -147,4 +192,15 @@ def xml(obj: Context, address: PciAddress | None, unmanaged: bool, interface: bo
         raise BadInput("--mac and --vlan belong to the interface form; add --interface")
     element = (hostdev_xml.interface(address, not unmanaged, mac, vlan) if interface
                else hostdev_xml.hostdev(address, managed=not unmanaged))
-    click.echo(hostdev_xml.to_string(element))
+    _print_xml(element, address, None, as_json)
+
+
+def _print_xml(element: ET.Element, address: PciAddress | None, mode: str | None,
+               as_json: bool) -> None:
+    from pcimgr.core import hostdev_xml
+    text = hostdev_xml.to_string(element)
+    if as_json:
+        from pcimgr.cli import render
+        emit_json(render.xml_json(element, text, address, mode))
+    else:
+        click.echo(text)

@@ -19,7 +19,7 @@ from pcimgr.cli.options import (
     on_off,
     timeout_option,
 )
-from pcimgr.cli.runner import change
+from pcimgr.cli.runner import change, mention_unfinished
 from pcimgr.core.address import PciAddress
 
 
@@ -39,6 +39,7 @@ def vfs_list(obj: Context, pf: PciAddress | None, as_json: bool) -> None:
     from pcimgr.sriov import planner as sriov
     host = discovery.scan_related(obj.sysfs, (pf,)) if pf else obj.host()
     views = sriov.survey(obj.machine, host, pf)
+    mention_unfinished(obj)
     if as_json:
         emit_json([render.vfs_json(v, obj.namer, obj.holders) for v in views])
         return
