@@ -224,3 +224,52 @@ def test_read_commands_mention_an_unfinished_transaction_on_stderr_only(
             json.loads(r.stdout)
     assert run("--sysfs-root", demo_root, "recover").exit_code == 0
     assert run("--sysfs-root", demo_root, "list").stderr == ""
+
+
+# -- detach/bind --save: now and at boot ----------------------------------------------
+
+def test_detach_save_changes_now_and_defines_for_boot(run, demo_root: Path) -> None:
+    r = run("--sysfs-root", demo_root, "detach", "04:00.0", "--group", "--save")
+    assert r.exit_code == 0, r.output
+    assert [driver_of(demo_root, a) for a in PAIR] == ["vfio-pci", "vfio-pci"]
+    assert "Defined 0000:04:00.1 (8086:105e, IOMMU group 5): driver vfio-pci" in r.stdout
+    for a in PAIR:
+        saved = json.loads((demo_root / f".pcimgr-config/devices/{a}.json").read_text())
+        assert saved["driver"] == "vfio-pci"
+    # what `define` would have written, byte for byte
+    other = run("--sysfs-root", demo_root, "--config-dir", demo_root / "by-define", "define",
+                "04:00.0", "--driver", "vfio-pci", "--group")
+    assert other.exit_code == 0, other.output
+    assert (demo_root / "by-define/devices/0000:04:00.0.json").read_bytes() == \
+        (demo_root / ".pcimgr-config/devices/0000:04:00.0.json").read_bytes()
+    r = run("--sysfs-root", demo_root, "status")
+    assert r.exit_code == 0 and r.stdout.count(": ok") == 2
+
+
+def test_bind_save_and_its_dry_run(run, demo_root: Path) -> None:
+    before = tree(demo_root)
+    r = run("--sysfs-root", demo_root, "bind", "06:00.0", "pci-stub", "--save", "--dry-run")
+    assert r.exit_code == 0 and "Would define 0000:06:00.0" in r.stdout, r.output
+    assert r.stdout.index("Plan for") < r.stdout.index("Would define")
+    assert tree(demo_root) == before and not (demo_root / ".pcimgr-config").exists()
+    r = run("--sysfs-root", demo_root, "bind", "06:00.0", "pci-stub", "--save")
+    assert r.exit_code == 0 and driver_of(demo_root, "0000:06:00.0") == "pci-stub"
+    assert "Defined 0000:06:00.0 (8086:1572, IOMMU group 9): driver pci-stub" in r.stdout
+    # already bound: nothing to change, but the definition is still written
+    (demo_root / ".pcimgr-config/devices/0000:06:00.0.json").unlink()
+    r = run("--sysfs-root", demo_root, "bind", "06:00.0", "pci-stub", "--save")
+    assert r.exit_code == 0 and "Nothing to do." in r.stdout and "Defined" in r.stdout
+    assert (demo_root / ".pcimgr-config/devices/0000:06:00.0.json").exists()
+
+
+def test_save_refused_changes_nothing(run, demo_root: Path) -> None:
+    before = tree(demo_root)
+    # the group rule of a definition: detach alone would refuse too, so does --save first
+    r = run("--sysfs-root", demo_root, "detach", "04:00.0", "--save")
+    assert r.exit_code == 4 and r.output.startswith("pcimgr: refusing")
+    # --force moves a function the host uses now; a definition is never forced
+    r = run("--sysfs-root", demo_root, "bind", "02:00.0", "pci-stub", "--save", "--force")
+    assert r.exit_code == 4 and r.output.count("\n") == 1
+    assert "refusing to define" in r.output
+    assert tree(demo_root) == before and not (demo_root / ".pcimgr-config").exists()
+    assert driver_of(demo_root, "0000:02:00.0") == "nvme"

@@ -37,8 +37,11 @@ def print_plan(proposal: Any, state: str) -> None:
 
 
 def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..., Any],
-            dry_run: bool, report: Callable[[Any], str] | None = None) -> None:
-    """Validate, plan, then act under the lock with journal and rollback (docs/plans.md)."""
+            dry_run: bool, report: Callable[[Any], str] | None = None,
+            then: Callable[[], None] | None = None) -> None:
+    """Validate, plan, then act under the lock with journal and rollback (docs/plans.md).
+    then: after the change succeeded (or had nothing to do), still under the lock; after
+    the plan in a dry run."""
     from pcimgr.host import discovery, usage
     from pcimgr.plans import runner
     sysfs = obj.sysfs
@@ -49,6 +52,8 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
         print_plan(proposal, state)
         for note in proposal.notes:
             click.echo(f"({note})")
+        if then is not None:
+            then()
         return
 
     def work() -> None:
@@ -58,14 +63,16 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
             click.echo(note)
         if not proposal.plan.steps:
             click.echo("Nothing to do.")
-            return
-        runner.execute(obj.machine, state, proposal, progress())
-        if report is not None:
-            click.echo(report(proposal))
-            return
-        from pcimgr.cli import render
-        moved = tuple(PciAddress.parse(s.address) for s in proposal.plan.steps)
-        click.echo(render.moves(proposal.plan, discovery.scan_related(sysfs, moved)))
+        else:
+            runner.execute(obj.machine, state, proposal, progress())
+            if report is not None:
+                click.echo(report(proposal))
+            else:
+                from pcimgr.cli import render
+                moved = tuple(PciAddress.parse(s.address) for s in proposal.plan.steps)
+                click.echo(render.moves(proposal.plan, discovery.scan_related(sysfs, moved)))
+        if then is not None:
+            then()
 
     run_locked(obj, state, work)
 

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import ADDRESS, DRIVER, dry_run_option, force_option
 from pcimgr.cli.runner import change
 from pcimgr.core.address import PciAddress
+
+save_option = click.option(
+    "--save", is_flag=True,
+    help="Also define it for every boot, as `pcimgr define ADDR --driver DRIVER` (checked "
+         "first: a definition that would be refused stops the change too).")
+
+
+def _saving(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: bool,
+            save: bool, dry_run: bool) -> Callable[[], None] | None:
+    if not save:
+        return None
+    from pcimgr.cli import defining
+    return defining.saving(obj, addresses, driver, group, dry_run)
 
 
 @click.command()
@@ -16,16 +31,19 @@ from pcimgr.core.address import PciAddress
               help="The stub driver to bind (vfio-pci, or pci-stub).")
 @click.option("--group", is_flag=True,
               help="Also detach the other functions of the IOMMU groups (all or none).")
+@save_option
 @dry_run_option
 @force_option
 @click.pass_obj
 def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: bool,
-           dry_run: bool, force: bool) -> None:
-    """Take functions from their host drivers and bind them to vfio-pci, as one transaction."""
+           save: bool, dry_run: bool, force: bool) -> None:
+    """Take functions from their host drivers and bind them to vfio-pci, as one transaction;
+    with --save, at every boot too."""
     from pcimgr.drivers import planner as drivers
     drivers.check_driver_name(driver)
+    then = _saving(obj, addresses, driver, group, save, dry_run)
     change(obj, addresses, lambda host, state, _: drivers.plan_detach(
-        obj.machine, host, state, addresses, driver, group, force), dry_run)
+        obj.machine, host, state, addresses, driver, group, force), dry_run, then=then)
 
 
 @click.command()
@@ -42,17 +60,19 @@ def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> No
 @click.command()
 @click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
 @click.argument("driver", type=DRIVER)
+@save_option
 @dry_run_option
 @force_option
 @click.pass_obj
-def bind(obj: Context, addresses: tuple[PciAddress, ...], driver: str, dry_run: bool,
-         force: bool) -> None:
+def bind(obj: Context, addresses: tuple[PciAddress, ...], driver: str, save: bool,
+         dry_run: bool, force: bool) -> None:
     """Bind functions to DRIVER (driver_override + unbind + drivers_probe), as one
-    transaction."""
+    transaction; with --save, at every boot too."""
     from pcimgr.drivers import planner as drivers
     drivers.check_driver_name(driver)
+    then = _saving(obj, addresses, driver, False, save, dry_run)
     change(obj, addresses, lambda host, state, _: drivers.plan_bind(
-        obj.machine, host, state, addresses, driver, force), dry_run)
+        obj.machine, host, state, addresses, driver, force), dry_run, then=then)
 
 
 @click.command()

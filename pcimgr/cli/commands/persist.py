@@ -31,14 +31,6 @@ from pcimgr.core.address import PciAddress
 
 # -- definitions, applied at boot --------------------------------------------------
 
-def _needs_root_for_config(obj: Context) -> None:
-    from pcimgr.core.errors import NeedsRoot
-    if obj.machine.needs_root and os.geteuid() != 0 and not os.access(
-            os.path.dirname(obj.config_dir.rstrip("/")) or "/", os.W_OK):
-        raise NeedsRoot(f"definitions live in {obj.config_dir} and need root to change; run "
-                        "it with sudo (or give --config-dir)")
-
-
 @click.command()
 @click.argument("address", type=ADDRESS)
 @click.option("--driver", type=DRIVER,
@@ -66,40 +58,27 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
 
     The same checks as the change itself run first (the host's use of the function, the
     IOMMU group, the driver's existence): a definition is applied at every boot."""
-    from pcimgr.host import discovery, usage, vfinfo
-    from pcimgr.persist import definitions
-    from pcimgr.persist import planner as persist
+    from pcimgr.cli import defining
+    from pcimgr.host import discovery, vfinfo
     settings = {k: v for k, v in (("mac", mac), ("vlan", vlan), ("qos", qos), ("trust", trust),
                                   ("spoofchk", spoofchk)) if v is not None}
     if vfinfo.qos_without_vlan(settings):
         from pcimgr.core.errors import BadInput
         raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
     host = discovery.scan_related(obj.sysfs, (address,))
-    cfg = obj.config_dir
 
-    def checked() -> list[definitions.Definition]:
-        d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
-                           vf_driver, vf_index, settings)
-        existing = {e.address: e for e in definitions.load_all(cfg)[0]}
-        new = persist.with_group(host, d, existing) if group and driver else [d]
-        persist.check(obj.machine, host, usage.survey(obj.machine), new, existing, timeout)
-        return new
+    def checked() -> list[Any]:
+        return defining.checked(obj, host, (address,), driver, group, timeout, vfs, vf_driver,
+                                vf_index, settings)
 
     if dry_run:
-        for each in checked():
-            click.echo(f"Would define {each.address} ({each.ids}, IOMMU group "
-                       f"{each.iommu_group}): {each.describe()}: write "
-                       f"{definitions.path(cfg, each.address)} and "
-                       f"{os.path.join(cfg, 'udev', definitions.env_name(each))}")
+        defining.would_define(obj, checked())
         click.echo("(--dry-run: nothing written)")
         return
-    _needs_root_for_config(obj)
+    defining.needs_root_for_config(obj)
 
     def work() -> None:  # read, check, merge and write under the lock: no define loses another's
-        for each in checked():
-            definitions.save(cfg, each)
-            click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
-                       f"{each.describe()}")
+        defining.write(obj, checked())
     run_locked_config(obj, work)
     click.echo("`pcimgr apply` makes it so now; at boot the udev rules do "
                "(`pcimgr install-udev` once).")
@@ -126,7 +105,8 @@ def undefine(obj: Context, address: PciAddress, vf_index: int | None, dry_run: b
                    if kept is None else f"Would keep {address}: {kept.describe()}")
         click.echo("(--dry-run: nothing written)")
         return
-    _needs_root_for_config(obj)
+    from pcimgr.cli import defining
+    defining.needs_root_for_config(obj)
 
     def work() -> None:
         try:
