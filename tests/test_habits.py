@@ -273,3 +273,62 @@ def test_save_refused_changes_nothing(run, demo_root: Path) -> None:
     assert "refusing to define" in r.output
     assert tree(demo_root) == before and not (demo_root / ".pcimgr-config").exists()
     assert driver_of(demo_root, "0000:02:00.0") == "nvme"
+
+
+# -- long waits say so on a terminal, every few seconds -----------------------------------
+
+class FakeClock:
+    """time.monotonic and time.sleep for a wait that takes seconds without taking them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_long_wait_for_the_lock_says_so_every_few_seconds_on_a_terminal(
+        run, demo_root: Path, monkeypatch: pytest.MonkeyPatch,
+        terminal: Callable[[int], None]) -> None:
+    from pcimgr.host import waiting
+    from pcimgr.plans import lock
+    from pcimgr.sim.machine import SimulatedMachine
+    clock = FakeClock()
+    monkeypatch.setattr(lock, "time", clock)
+    monkeypatch.setattr(waiting, "time", clock)
+    monkeypatch.setattr(waiting, "_notice", None)  # put back whatever the runs set
+    held = SimulatedMachine(str(demo_root)).lock_dir
+    with lock.exclusive(held, 0):
+        r = run("--sysfs-root", demo_root, "--lock-timeout", "10", "bind", "06:00.0", "pci-stub")
+        assert r.exit_code == 8 and r.stdout == "", r.output
+        assert "waiting" not in r.stderr  # a pipe: only the error
+        terminal(100)
+        r = run("--sysfs-root", demo_root, "--lock-timeout", "10", "bind", "06:00.0", "pci-stub")
+    assert r.exit_code == 8
+    lines = r.stderr.splitlines()
+    assert [line.rsplit(" (", 1)[1] for line in lines[:-1]] == ["3 s)", "6 s)", "9 s)"]
+    assert lines[0].startswith("pcimgr: waiting for another pcimgr to release ")
+    assert lines[-1].startswith("pcimgr: another pcimgr is changing this host")
+    assert driver_of(demo_root, "0000:06:00.0") == "i40e"
+
+
+def test_a_kernel_wait_says_what_it_waits_for(demo_root: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcimgr.host import uevents, waiting
+    from pcimgr.sim.machine import SimulatedMachine
+    clock = FakeClock()
+    monkeypatch.setattr(uevents, "time", clock)
+    monkeypatch.setattr(waiting, "time", clock)
+    monkeypatch.setattr(waiting, "_notice", None)
+    said: list[str] = []
+    waiting.notify_to(said.append)
+    with uevents.Watcher(SimulatedMachine(str(demo_root))) as watcher:
+        start = clock.now
+        assert watcher.wait(lambda: clock.now >= start + 7, 30, "2 VF(s) of 05:00.0 to appear")
+        assert not watcher.wait(lambda: False, 4, "nothing")
+    assert said == ["waiting for 2 VF(s) of 05:00.0 to appear (3 s)",
+                    "waiting for 2 VF(s) of 05:00.0 to appear (6 s)",
+                    "waiting for nothing (3 s)"]

@@ -81,6 +81,7 @@ def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
     """Act as root under the lock, after undoing (and saying so) what a killed run left."""
     from pcimgr.plans import runner
     obj.machine.require_root("changing the host (writes to /sys)")
+    say_long_waits()
 
     def after_recovery(recovered: str | None) -> None:
         from pcimgr.core.errors import RolledBack
@@ -99,14 +100,31 @@ def run_locked_config(obj: Context, work: Callable[[], None]) -> None:
     from pcimgr.plans import lock, statefile
     obj.machine.check_writable()
     obj.state  # noqa: B018 - refuses a state directory overlapping the definitions
+    say_long_waits()
     with lock.exclusive(obj.machine.lock_dir, obj.lock_timeout):
         statefile.sweep(obj.config_dir, ("", "devices", "udev"))
         work()
 
 
+def on_terminal() -> bool:
+    return sys.stderr.isatty() and sys.stdout.isatty()
+
+
+def say_long_waits() -> None:
+    """On a terminal, a wait of more than a few seconds (the lock, VFs appearing, a driver
+    binding, a guest letting go) says "pcimgr: waiting for ... (N s)" on stderr every few
+    seconds (host/waiting.py); on pipes and in logs, nothing."""
+    from pcimgr.host import waiting
+    waiting.notify_to(_waiting_line if on_terminal() else None)
+
+
+def _waiting_line(text: str) -> None:
+    click.echo(f"pcimgr: {text}", err=True)
+
+
 def progress() -> Callable[[int, int, Any], None] | None:
     """Step by step on a terminal (VFs appearing and binding take seconds); silent on pipes."""
-    if not sys.stderr.isatty() or not sys.stdout.isatty():
+    if not on_terminal():
         return None
 
     def show(done: int, total: int, step: Any) -> None:

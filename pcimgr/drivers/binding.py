@@ -113,7 +113,8 @@ def move(machine: Machine, address: str, driver: str | None, override: str | Non
 
 def _wait_for(machine: Machine, address: str, driver: str, seconds: float) -> bool:
     with Watcher(machine) as watcher:
-        return watcher.wait(lambda: current_driver(machine.sysfs, address) == driver, seconds)
+        return watcher.wait(lambda: current_driver(machine.sysfs, address) == driver, seconds,
+                            f"{address} to bind to {driver}")
 
 
 @register

@@ -16,6 +16,7 @@ from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import LibvirtFailure
 from pcimgr.host import libvirt_adapter
 from pcimgr.host.machine import Machine
+from pcimgr.host.waiting import Patience
 from pcimgr.plans.step import StepBase, register
 
 
@@ -28,12 +29,14 @@ def _flags(live: bool, config: bool) -> str:
     return " ".join(f for f, on in (("--live", live), ("--config", config)) if on)
 
 
-def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
+def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> bool:
     """Polling the live XML: libvirt's DEVICE_REMOVED event would need an event loop thread."""
     deadline = time.monotonic() + timeout
+    patience = Patience(what)
     while not check():
         if time.monotonic() >= deadline:
             return False
+        patience.tick()
         time.sleep(0.2)
     return True
 
@@ -111,7 +114,8 @@ class DetachDevice(StepBase):
             def released() -> bool:
                 now = lv.domain(self.uuid)
                 return not now.active or not _holds(now.live_xml, self.address)
-            if not _wait_until(released, self.timeout):
+            if not _wait_until(released, self.timeout,
+                               f"{self.domain} to release {self.address}"):
                 raise LibvirtFailure(
                     f"{self.domain} has not released {self.address} {self.timeout:g} s after "
                     "the unplug request (a guest without an OS or driver for it never "

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from pcimgr.host.machine import Machine
+from pcimgr.host.waiting import Patience
 
 POLL = 0.01        # the polling fallback's period
 EVENT_SLICE = 0.1  # even with a monitor, re-check this often (an event may be filtered out)
@@ -47,16 +48,20 @@ class Watcher:
             self._monitor = _kernel_monitor()
             self._can_monitor = self._monitor is not None
 
-    def wait(self, condition: Callable[[], bool], timeout: float) -> bool:
-        """True as soon as condition() holds; False if it still does not after timeout."""
+    def wait(self, condition: Callable[[], bool], timeout: float,
+             what: str = "the kernel") -> bool:
+        """True as soon as condition() holds; False if it still does not after timeout.
+        A long wait says "waiting for WHAT (N s)" every few seconds (host/waiting.py)."""
         if condition():
             return True
         self._start()
         deadline = time.monotonic() + timeout
+        patience = Patience(what)
         while not condition():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
+            patience.tick()
             if self._monitor is not None:
                 self._monitor.poll(timeout=min(remaining, EVENT_SLICE))
             else:

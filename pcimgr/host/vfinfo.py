@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pcimgr.core.errors import BadInput, KernelError
 from pcimgr.core.vfconfig import VfConfig
 from pcimgr.host.sysfs import Sysfs, device_path
+from pcimgr.host.waiting import Patience
 
 if TYPE_CHECKING:
     from pcimgr.host.machine import Machine
@@ -51,12 +52,14 @@ def configure(machine: Machine, pf: str, netdev: str, index: int, settings: dict
     """Set some of read()'s keys on VF `index`, retrying while the driver says the VF is
     in reset."""
     deadline = time.monotonic() + timeout
+    patience = Patience(f"VF {index} of {netdev} to leave reset")
     while True:
         try:
             machine.set_vf(pf, netdev, index, settings)
             return
         except OSError as e:
             if e.errno == errno.EAGAIN and time.monotonic() < deadline:
+                patience.tick()
                 time.sleep(_RETRY_PAUSE)
                 continue
             why = ("the VF is still in reset after "

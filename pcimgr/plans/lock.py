@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pcimgr.core.errors import Busy
+from pcimgr.host.waiting import Patience
 from pcimgr.plans import statefile
 
 DEFAULT_WAIT = 30.0
@@ -42,6 +43,7 @@ def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT) -> Iterator[None]:
             raise
     try:
         deadline = time.monotonic() + wait
+        patience = Patience(f"another pcimgr to release {path}")
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -52,6 +54,7 @@ def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT) -> Iterator[None]:
                 if time.monotonic() >= deadline:
                     raise Busy(f"another pcimgr is changing this host (lock {path} held for "
                                f"over {wait:g} s); wait for it to finish and retry") from None
+                patience.tick()
                 time.sleep(0.05)
         yield
     finally:

@@ -43,7 +43,8 @@ def set_count(machine: Machine, pf: str, count: int, timeout: float, wait_driver
     sysfs = machine.sysfs
     with Watcher(machine) as watcher:
         sysfs.write_attr(device_path(pf, "sriov_numvfs"), str(count))
-        if not watcher.wait(lambda: len(vf_links(sysfs, pf)) == count, timeout):
+        if not watcher.wait(lambda: len(vf_links(sysfs, pf)) == count, timeout,
+                            f"{count} VF(s) of {pf} to appear"):
             raise KernelError(f"{pf}: {len(vf_links(sysfs, pf))} of {count} VFs are there "
                               f"{timeout:g} s after writing sriov_numvfs; see `dmesg` "
                               "(or give --timeout more time)")
@@ -53,7 +54,8 @@ def set_count(machine: Machine, pf: str, count: int, timeout: float, wait_driver
                               f"{', '.join(expect)} as sriov_offset/sriov_stride promised")
         if wait_drivers:
             # the native VF driver may be missing: the caller reports unbound VFs
-            watcher.wait(lambda: all(current_driver(sysfs, a) for a in found), timeout)
+            watcher.wait(lambda: all(current_driver(sysfs, a) for a in found), timeout,
+                         f"the VFs of {pf} to get their drivers")
 
 
 @register

@@ -6,7 +6,7 @@ import click
 
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import dry_run_option
-from pcimgr.cli.runner import run_locked_config
+from pcimgr.cli.runner import run_locked_config, say_long_waits
 
 
 @click.command()
@@ -60,4 +60,5 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
         click.echo(recovered[0].upper() + recovered[1:] if recovered
                    else "No unfinished transaction.")
     obj.machine.require_root("recovering a transaction (writes to /sys)")
+    say_long_waits()
     runner.locked(obj.machine, state, obj.lock_timeout, report)
