@@ -10,7 +10,7 @@ from typing import Any
 
 from pcimgr.core.errors import KernelError, NeedsRoot
 from pcimgr.core.vfconfig import VfConfig
-from pcimgr.host import facts
+from pcimgr.host import facts, sysfiles
 from pcimgr.host.sysfs import REAL_ROOT, Sysfs
 
 
@@ -90,6 +90,34 @@ class LinuxMachine:
         if r.returncode != 0 or not self.sysfs.exists(f"bus/pci/drivers/{name}"):
             why = r.stderr.strip() or "no such driver after modprobe"
             raise KernelError(f"cannot load {name}: {why}; check that the kernel has the module")
+
+    def read_system_file(self, rel: str) -> bytes | None:
+        return sysfiles.read(self.system_root, rel)
+
+    def list_system_dir(self, rel: str) -> list[str]:
+        return sysfiles.names(self.system_root, rel)
+
+    def write_system_file(self, rel: str, data: bytes, mode: int) -> None:
+        sysfiles.write(self.system_root, rel, data, mode)
+
+    def remove_system_file(self, rel: str) -> None:
+        os.unlink(sysfiles.path(self.system_root, rel))
+
+    def find_program(self, name: str) -> str | None:
+        return sysfiles.which(self.system_root, name)
+
+    def run_program(self, argv: list[str]) -> None:
+        command = " ".join(argv)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=1800,
+                               stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise KernelError(f"`{command}` could not run ({e}); run it by hand") from e
+        if r.returncode != 0:
+            said = (r.stderr.strip() or r.stdout.strip()).splitlines()
+            raise KernelError(f"`{command}` failed (exit {r.returncode}"
+                              + (f": {said[-1]}" if said else "") + "); fix that and run it "
+                              "by hand")
 
     # journald's native socket: fields a query can select on (journalctl PCIMGR_RESULT=...)
     JOURNAL_SOCKET = "/run/systemd/journal/socket"

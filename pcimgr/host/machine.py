@@ -89,3 +89,23 @@ class Machine(Protocol):
     def system_log(self, message: str, fields: dict[str, str] | None = None) -> None:
         """Tell the host's log what pcimgr changed: the journal with fields to select on
         (PCIMGR_COMMAND, PCIMGR_RESULT, PCIMGR_STEPS, ...), else syslog."""
+
+    # the host's own files and programs (doctor --fix: bootloader, initramfs); each path is
+    # relative to system_root ("etc/default/grub", "proc/cpuinfo")
+    def read_system_file(self, rel: str) -> bytes | None:
+        """The file's bytes, None when it does not exist."""
+
+    def list_system_dir(self, rel: str) -> list[str]:
+        """The directory's entries, sorted; none when it does not exist."""
+
+    def write_system_file(self, rel: str, data: bytes, mode: int) -> None:
+        """Atomically; an existing file keeps its mode, mode is for a new one."""
+
+    def remove_system_file(self, rel: str) -> None: ...
+
+    def find_program(self, name: str) -> str | None:
+        """The host's program of that name ("/usr/sbin/update-grub"), None if it has none."""
+
+    def run_program(self, argv: list[str]) -> None:
+        """Run one of the host's programs (update-grub, update-initramfs -u); KernelError
+        naming it and its last words when it fails."""

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
-from pcimgr.sim import tree
+from pcimgr.sim import boot, tree
 from pcimgr.sim.kernel import SimulatedKernel
 from pcimgr.sim.marker import MARKER
 from pcimgr.sim.profiles import DeviceSpec, Profile
@@ -35,6 +35,7 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
     if iommu:
         os.makedirs(os.path.join(root, "class/iommu/dmar0"), exist_ok=True)
     _write_marker(root, profile, iommu)
+    boot.write(root, _host_facts(profile, iommu))  # /etc's boot files, /proc/cpuinfo
 
     specs = sorted(profile.devices, key=lambda s: _depth(s, profile))
     secondary = _secondary_buses(profile)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.errors import NeedsRoot, NotFound, Refused
 from pcimgr.core.vfconfig import VfConfig
+from pcimgr.host import sysfiles
 from pcimgr.host.sysfs import Sysfs, WriteFn
 from pcimgr.sim import marker
 
@@ -133,6 +134,48 @@ class SimulatedMachine:
 
     def system_log(self, message: str, fields: dict[str, str] | None = None) -> None:
         """The real host's log is not this tree's: its history file is the record."""
+
+    # its /etc, /proc/cpuinfo and programs are files in the tree (sim/boot.py writes them)
+    RAN = ".pcimgr-ran"  # what run_program would have run, one JSON list per line
+
+    def read_system_file(self, rel: str) -> bytes | None:
+        return sysfiles.read(self.root, self._inside(rel))
+
+    def list_system_dir(self, rel: str) -> list[str]:
+        return sysfiles.names(self.root, self._inside(rel))
+
+    def write_system_file(self, rel: str, data: bytes, mode: int) -> None:
+        sysfiles.write(self.root, self._inside(rel), data, mode)
+
+    def remove_system_file(self, rel: str) -> None:
+        os.unlink(sysfiles.path(self.root, self._inside(rel)))
+
+    def find_program(self, name: str) -> str | None:
+        return sysfiles.which(self.root, name)
+
+    def run_program(self, argv: list[str]) -> None:
+        """Never the real update-grub or update-initramfs: the host's are not this tree's.
+        Recorded instead (ran())."""
+        import json
+        with open(os.path.join(self.root, self.RAN), "a") as f:
+            f.write(json.dumps(argv) + "\n")
+
+    def ran(self) -> list[list[str]]:
+        import json
+        try:
+            with open(os.path.join(self.root, self.RAN)) as f:
+                return [json.loads(line) for line in f]
+        except FileNotFoundError:
+            return []
+
+    def _inside(self, rel: str) -> str:
+        """rel, when no link takes it out of the tree (as _write for sysfs)."""
+        real = os.path.realpath(sysfiles.path(self.root, rel))
+        if os.path.commonpath([real, self._real_root]) != self._real_root:
+            raise Refused(f"refusing {sysfiles.path(self.root, rel)}: a link takes it to "
+                          f"{real}, outside the simulated host {self.root}; rebuild the host "
+                          "with `pcimgr sim create`")
+        return rel
 
 
 def _check_trusted(root: str, marker_path: str) -> None:

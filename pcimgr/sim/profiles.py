@@ -76,6 +76,10 @@ class HostFacts:
     interrupt_remapping: bool = True                                # IR-* irqchips
     modules: tuple[str, ...] = ("vfio-pci", "vfio_iommu_type1", "vhost_net", "pci-stub")
     vhost_net: bool = True                                          # /dev/vhost-net
+    # the boot files sim/boot.py lays out (doctor --fix edits them)
+    cpu_vendor: str = "GenuineIntel"                                # /proc/cpuinfo vendor_id
+    bootloader: str = "grub"               # grub (Debian), systemd-boot, grubby (Fedora), none
+    initramfs: str = "initramfs-tools"     # initramfs-tools, dracut, none
 
 
 @dataclass(frozen=True)

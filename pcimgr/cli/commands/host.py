@@ -9,12 +9,27 @@ from pcimgr.cli.options import emit_json, json_option
 
 
 @click.command()
+@click.option("--fix", is_flag=True,
+              help="Turn the IOMMU on in the kernel command line (through the host's "
+                   "bootloader) and load vfio early, claiming functions defined onto "
+                   "vfio-pci in the initramfs; then reboot (docs/boot.md).")
+@click.option("--dry-run", is_flag=True,
+              help="With --fix: print each file's diff and each command, change nothing.")
 @json_option
 @click.pass_obj
-def doctor(obj: Context, as_json: bool) -> None:
-    """Can this host pass devices through? Each check with its fix (exit 10 if one fails)."""
+def doctor(obj: Context, fix: bool, dry_run: bool, as_json: bool) -> None:
+    """Can this host pass devices through? Each check with its fix (exit 10 if one fails).
+    With --fix, set up what the host's own files decide: the kernel command line and vfio
+    early in boot."""
     from pcimgr.advice import doctor as doc
-    from pcimgr.core.errors import Mismatch
+    from pcimgr.core.errors import BadInput, Mismatch
+    if dry_run and not fix:
+        raise BadInput("--dry-run goes with --fix: `pcimgr doctor --fix --dry-run`")
+    if fix:
+        if as_json:
+            raise BadInput("--json does not go with --fix; drop one of them")
+        _fix(obj, dry_run)
+        return
     checks = doc.run(obj.machine, obj.host(), obj.asked_uri)
     possible = doc.passthrough_possible(checks)
     if as_json:
@@ -28,6 +43,40 @@ def doctor(obj: Context, as_json: bool) -> None:
                    "Passthrough cannot work on this host until the failed checks are fixed.")
     if not possible:
         raise Mismatch("a check failed")
+
+
+def _fix(obj: Context, dry_run: bool) -> None:
+    """doctor --fix: the plan, every refusal before the first write; then the writes under
+    the host's lock and the regeneration commands."""
+    from pcimgr.advice import bootloader, early_claim, edits
+    from pcimgr.cli.runner import run_locked_config
+    from pcimgr.persist import definitions
+    machine = obj.machine
+    if not dry_run:
+        machine.require_root("doctor --fix")
+    found, _damaged = definitions.load_all(obj.config_dir)  # status names the damaged ones
+    defined = sorted(d.address for d in found if d.driver == "vfio-pci")
+    parts = [bootloader.plan(machine), early_claim.plan(machine, obj.config_dir, defined)]
+    for part in parts:
+        for line in part.lines:
+            click.echo(line)
+    changes = [e for p in parts for e in p.edits]
+    # the initramfs first: kernel-install copies it into the boot entry it writes
+    commands = [argv for p in reversed(parts) for argv in p.commands]
+    if not changes and not commands:
+        click.echo("Nothing to change: the kernel command line and vfio early in boot are set "
+                   "up already.")
+        return
+    if dry_run:
+        for e in changes:
+            click.echo(edits.diff(machine, e), nl=False)
+        for argv in commands:
+            click.echo(f"would run: {' '.join(argv)}")
+        click.echo("(--dry-run: nothing written)")
+        return
+    run_locked_config(obj, lambda: edits.apply(machine, changes, commands, click.echo))
+    click.echo("Reboot for the changes to take effect: the kernel command line and the "
+               "initramfs are read at boot.")
 
 
 @click.command()

@@ -1,0 +1,255 @@
+"""The kernel command line that turns the IOMMU on, through the bootloader the host uses
+(`doctor --fix`, docs/boot.md).
+
+The words: intel_iommu=on on an Intel CPU, amd_iommu=on on an AMD (or Hygon) one (the
+vendor from /proc/cpuinfo), and iommu=pt. Only the missing ones are added: a switch that
+is on already (intel_iommu=on,sm_on), any iommu= the administrator chose, count as
+present; a switch turned off (intel_iommu=off) is refused, not overridden.
+
+The bootloader, in this order:
+- grubby (Fedora, RHEL): `grubby --update-kernel=ALL --args=...` where an entry in
+  /boot/loader/entries lacks a word; grubby also keeps /etc/default/grub in step;
+- kernel-install / systemd-boot: /etc/kernel/cmdline, then `kernel-install add` for the
+  running kernel (`proxmox-boot-tool refresh` on Proxmox);
+- GRUB: /etc/default/grub's GRUB_CMDLINE_LINUX_DEFAULT (else GRUB_CMDLINE_LINUX; else a
+  GRUB_CMDLINE_LINUX_DEFAULT line appended), everything else byte for byte, then
+  update-grub (else grub-mkconfig -o /boot/grub/grub.cfg).
+A layout it cannot read (unbalanced quotes, a line continuation, shell expansion, the
+variable set twice or again in /etc/default/grub.d) is refused, naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pcimgr.advice.edits import Edit, Part, decode, shown
+from pcimgr.core.errors import Refused
+from pcimgr.host.machine import Machine
+
+VENDORS = {"GenuineIntel": "intel_iommu", "AuthenticAMD": "amd_iommu",
+           "HygonGenuine": "amd_iommu"}
+GRUB = "etc/default/grub"
+KERNEL_CMDLINE = "etc/kernel/cmdline"
+ENTRIES = "boot/loader/entries"
+
+
+def wanted(machine: Machine) -> tuple[str, list[str]]:
+    """The CPU's vendor and the words it needs: its IOMMU switch and iommu=pt."""
+    data = machine.read_system_file("proc/cpuinfo") or b""
+    vendor = next((line.split(":", 1)[1].strip() for line in
+                   data.decode("utf-8", "replace").splitlines()
+                   if line.split(":", 1)[0].strip() == "vendor_id"), None)
+    if vendor not in VENDORS:
+        raise Refused(f"cannot tell an Intel or AMD CPU from {shown(machine, 'proc/cpuinfo')} "
+                      f"(vendor_id {vendor or 'missing'}): turn the IOMMU on in the kernel "
+                      "command line by hand (docs/boot.md)")
+    return vendor, [f"{VENDORS[vendor]}=on", "iommu=pt"]
+
+
+def missing(words: list[str], want: list[str], where: str) -> list[str]:
+    """The wanted words that the command line (words) lacks; Refused when it turns the
+    IOMMU off."""
+    lacking = []
+    for w in want:
+        key = w.split("=", 1)[0]
+        values = [v for word in words if word.startswith(key + "=")
+                  for v in word.split("=", 1)[1].split(",")]
+        if key != "iommu" and "off" in values:
+            raise Refused(f"{where} turns the IOMMU off ({key}=off): remove that word and run "
+                          "`pcimgr doctor --fix` again")
+        if not (values if key == "iommu" else "on" in values):
+            lacking.append(w)
+    return lacking
+
+
+def plan(machine: Machine) -> Part:
+    vendor, want = wanted(machine)
+    vendor_word = want[0]
+    part: Part | None = None
+    if machine.find_program("grubby"):
+        part = _grubby(machine, want)
+    elif machine.read_system_file(KERNEL_CMDLINE) is not None:
+        part = _kernel_cmdline(machine, want)
+    elif machine.read_system_file(GRUB) is not None:
+        regenerate = _grub_regenerate(machine)
+        if regenerate:
+            part = _grub(machine, want, regenerate)
+    if part is not None:
+        part.lines.insert(0, f"CPU: {vendor}, so the kernel command line needs "
+                          f"{' '.join(want)}")
+        return part
+    raise Refused(f"cannot tell the bootloader: no grubby, no "
+                  f"{shown(machine, KERNEL_CMDLINE)} (kernel-install, systemd-boot) and no "
+                  f"{shown(machine, GRUB)} with update-grub or grub-mkconfig; add "
+                  f"{vendor_word} iommu=pt to the kernel command line by hand")
+
+
+def _say(part: Part, where: str, lacking: list[str], want: list[str]) -> None:
+    part.lines.append(f"kernel command line ({where}: " + (
+        f"add {' '.join(lacking)}" if lacking else f"has {' '.join(want)}"))
+
+
+# --- grubby -------------------------------------------------------------------------------
+
+def _grubby(machine: Machine, want: list[str]) -> Part:
+    entries = [n for n in machine.list_system_dir(ENTRIES) if n.endswith(".conf")]
+    by_hand = f"run `grubby --update-kernel=ALL --args=\"{' '.join(want)}\"` by hand"
+    if not entries:
+        raise Refused(f"grubby without boot entries in {shown(machine, ENTRIES)} (no BLS) is "
+                      f"not one pcimgr can read; {by_hand}")
+    lacking: list[str] = []
+    for name in entries:
+        rel = f"{ENTRIES}/{name}"
+        text = decode(machine, rel, machine.read_system_file(rel) or b"", by_hand)
+        words = [w for line in text.splitlines() if line.split(None, 1)[:1] == ["options"]
+                 for w in line.split()[1:]]
+        if "$kernelopts" in words:  # RHEL 8: the options are in grubenv
+            env = decode(machine, "boot/grub2/grubenv",
+                         machine.read_system_file("boot/grub2/grubenv") or b"", by_hand)
+            words += [w for line in env.splitlines() if line.startswith("kernelopts=")
+                      for w in line.split("=", 1)[1].split()]
+        lacking += [w for w in missing(words, want, shown(machine, rel)) if w not in lacking]
+    part = Part()
+    _say(part, f"grubby): {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in "
+         f"{shown(machine, ENTRIES)}", lacking, want)
+    if lacking:
+        part.commands.append(["grubby", "--update-kernel=ALL", f"--args={' '.join(lacking)}"])
+    return part
+
+
+# --- kernel-install, systemd-boot -----------------------------------------------------------
+
+def _kernel_cmdline(machine: Machine, want: list[str]) -> Part:
+    path = shown(machine, KERNEL_CMDLINE)
+    before = machine.read_system_file(KERNEL_CMDLINE) or b""
+    text = decode(machine, KERNEL_CMDLINE, before, f"add {' '.join(want)} to it by hand")
+    lacking = missing(text.split(), want, path)
+    part = Part()
+    if machine.find_program("proxmox-boot-tool"):
+        regenerate = ["proxmox-boot-tool", "refresh"]
+    elif machine.find_program("kernel-install"):
+        release = (machine.read_system_file("proc/sys/kernel/osrelease") or b"").decode().strip()
+        regenerate = ["kernel-install", "add", release, f"/boot/vmlinuz-{release}"]
+    else:
+        raise Refused(f"{path} is there but neither kernel-install nor proxmox-boot-tool: "
+                      f"cannot tell which bootloader reads it; add {' '.join(want)} to the "
+                      "kernel command line by hand")
+    _say(part, f"kernel-install): {path}", lacking, want)
+    if lacking:
+        kept = text.rstrip()
+        tail = text[len(kept):] or "\n"
+        after = kept + (" " if kept else "") + " ".join(lacking) + tail
+        part.edits.append(Edit(KERNEL_CMDLINE, before, after.encode()))
+        part.commands.append(regenerate)
+    return part
+
+
+# --- GRUB ----------------------------------------------------------------------------------
+
+_ASSIGN = re.compile(r"[ \t]*(?:export[ \t]+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)")
+_BARE = re.compile(r"[^\s\"'$`\\;&|<>()#]*")
+_TAIL = re.compile(r"[ \t]*(#.*)?")
+
+
+def _grub_regenerate(machine: Machine) -> list[str] | None:
+    if machine.find_program("update-grub"):
+        return ["update-grub"]
+    for program, cfg in (("grub-mkconfig", "/boot/grub/grub.cfg"),
+                         ("grub2-mkconfig", "/boot/grub2/grub.cfg")):
+        if machine.find_program(program):
+            return [program, "-o", cfg]
+    return None
+
+
+def _value(rest: str) -> tuple[str, int, str]:
+    """(the value, where it ends in rest, its quote); ValueError saying why it is not one
+    quoted string or word pcimgr can edit."""
+    if rest.rstrip().endswith("\\"):
+        raise ValueError("a line continuation")
+    if rest[:1] in ("'", '"'):
+        q = rest[0]
+        end = rest.find(q, 1)
+        if end < 0:
+            raise ValueError("unbalanced quotes")
+        value, end, quote = rest[1:end], end + 1, q
+        if q == '"' and any(c in value for c in "$`\\"):
+            raise ValueError("shell expansion ($, `, \\)")
+    else:
+        m = _BARE.match(rest)
+        assert m is not None  # matches the empty string
+        value, end, quote = m.group(), m.end(), ""
+    if not _TAIL.fullmatch(rest[end:]):
+        tail = rest[end:]
+        raise ValueError("unbalanced quotes" if tail.count('"') % 2 or tail.count("'") % 2
+                         else "more than one quoted string" if tail[:1] in "'\"" else
+                         "shell expansion ($, `, \\)" if tail[:1] in "$`\\" else
+                         f"more after the value ({tail.strip()!r})")
+    return value, end, quote
+
+
+def _grub(machine: Machine, want: list[str], regenerate: list[str]) -> Part:
+    path = shown(machine, GRUB)
+    by_hand = f"add {' '.join(want)} to its GRUB_CMDLINE_LINUX_DEFAULT by hand"
+    before = machine.read_system_file(GRUB) or b""
+    text = decode(machine, GRUB, before, by_hand)
+    lines = text.split("\n")
+    found: dict[str, tuple[int, str, int, str]] = {}  # variable -> (line, value, end, quote)
+    for n, line in enumerate(lines):
+        m = _ASSIGN.fullmatch(line)
+        if not m:
+            continue
+        var = m[1]
+        if var in found:
+            raise Refused(f"cannot edit {path}: {var} is set on lines {found[var][0] + 1} and "
+                          f"{n + 1}; keep one and run `pcimgr doctor --fix` again")
+        try:
+            value, end, quote = _value(m[2])
+        except ValueError as e:
+            raise Refused(f"cannot edit {path}: its {var} (line {n + 1}) has {e}; make it one "
+                          f"quoted string on one line, or {by_hand}") from None
+        found[var] = (n, value, m.start(2) + end, quote)
+    if not found and not any(line.lstrip().startswith("GRUB_") for line in lines):
+        raise Refused(f"cannot edit {path}: it has no GRUB_ setting, not GRUB's defaults as "
+                      f"pcimgr knows them; {by_hand}")
+    var = "GRUB_CMDLINE_LINUX_DEFAULT" if ("GRUB_CMDLINE_LINUX_DEFAULT" in found
+                                           or not found) else "GRUB_CMDLINE_LINUX"
+    _overridden(machine, var, by_hand)
+    words = [w for _, value, _, _ in found.values() for w in value.split()]
+    lacking = missing(words, want, path)
+    part = Part()
+    _say(part, f"GRUB): {path} {var}", lacking, want)
+    if not lacking:
+        return part
+    added = " ".join(lacking)
+    if var in found:
+        n, value, end, quote = found[var]
+        line = lines[n]
+        sep = "" if not value or value[-1] in " \t" else " "
+        if quote:
+            lines[n] = line[:end - 1] + sep + added + line[end - 1:]
+        else:
+            lines[n] = line[:end - len(value)] + f'"{value}{sep}{added}"' + line[end:]
+        after = "\n".join(lines)
+    else:
+        after = text + ("" if text.endswith("\n") or not text else "\n") \
+            + f'{var}="{added}"\n'
+    part.edits.append(Edit(GRUB, before, after.encode()))
+    part.commands.append(regenerate)
+    return part
+
+
+def _overridden(machine: Machine, var: str, by_hand: str) -> None:
+    """update-grub reads /etc/default/grub.d/*.cfg after /etc/default/grub: one that sets the
+    variable anew would make the edit count for nothing."""
+    for name in machine.list_system_dir("etc/default/grub.d"):
+        if not name.endswith(".cfg"):
+            continue
+        rel = f"etc/default/grub.d/{name}"
+        text = (machine.read_system_file(rel) or b"").decode("utf-8", "replace")
+        for line in text.splitlines():
+            m = _ASSIGN.fullmatch(line)
+            if m and m[1] == var and f"${var}" not in m[2] and f"${{{var}}}" not in m[2]:
+                raise Refused(f"{shown(machine, rel)} sets {var} after "
+                              f"{shown(machine, GRUB)}, so an edit there would count for "
+                              f"nothing; add the words to {shown(machine, rel)} by hand, or "
+                              f"move its {var} into {shown(machine, GRUB)}")
