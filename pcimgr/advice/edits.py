@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,6 +80,8 @@ def apply(machine: Machine, edits: list[Edit], commands: list[list[str]],
         why = f"{err.strerror}: {err.filename}" if isinstance(err, OSError) else str(err)
         for e in reversed(done):
             try:
+                if machine.read_system_file(e.rel) == e.before:
+                    continue  # its write failed before the rename: it is as it was
                 if e.before is not None:
                     machine.write_system_file(e.rel, e.before, e.mode)
                 else:
@@ -94,4 +97,4 @@ def apply(machine: Machine, edits: list[Edit], commands: list[list[str]],
         say(f"wrote {path}" + (f" (as it was: {path}{BACKUP})" if e.before is not None else ""))
     for argv in commands:
         machine.run_program(argv)
-        say(f"ran: {' '.join(argv)}")
+        say(f"ran: {shlex.join(argv)}")

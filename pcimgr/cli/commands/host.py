@@ -48,6 +48,8 @@ def doctor(obj: Context, fix: bool, dry_run: bool, as_json: bool) -> None:
 def _fix(obj: Context, dry_run: bool) -> None:
     """doctor --fix: the plan, every refusal before the first write; then the writes under
     the host's lock and the regeneration commands."""
+    import shlex
+
     from pcimgr.advice import bootloader, early_claim, edits
     from pcimgr.cli.runner import run_locked_config
     from pcimgr.persist import definitions
@@ -71,7 +73,7 @@ def _fix(obj: Context, dry_run: bool) -> None:
         for e in changes:
             click.echo(edits.diff(machine, e), nl=False)
         for argv in commands:
-            click.echo(f"would run: {' '.join(argv)}")
+            click.echo(f"would run: {shlex.join(argv)}")
         click.echo("(--dry-run: nothing written)")
         return
     run_locked_config(obj, lambda: edits.apply(machine, changes, commands, click.echo))
