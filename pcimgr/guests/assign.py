@@ -17,9 +17,11 @@ from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
 from pcimgr.core.model import Host
 from pcimgr.drivers import planner as drivers
+from pcimgr.drivers import reset as resets
+from pcimgr.guests import numa
 from pcimgr.guests.holdings import Holdings
 from pcimgr.guests.steps import AttachDevice, DetachDevice
-from pcimgr.host import discovery, vfinfo
+from pcimgr.host import discovery, topology, vfinfo
 from pcimgr.host.libvirt_adapter import Libvirt
 from pcimgr.host.machine import Machine
 from pcimgr.host.usage import Survey
@@ -71,11 +73,19 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
                           + ", ".join(f"{h.domain} ({h.where})" for h in others)
                           + " has, and a group can go to one guest only; "
                           f"`pcimgr release {mate.address}` first")
+    def held_by(a: PciAddress) -> list[str]:
+        return [h.domain for h in holdings.get(a, []) if h.uuid != domain.uuid]
+    # a reset between guests that would hit the host's or another guest's functions
+    ours = {address, *moving, *(m.address for m in (group_of.members if group_of else ()))}
+    notes = resets.assign_notes(topology.neighbourhood(machine.sysfs, address), address,
+                                survey, held_by, ours, force)
+    notes += numa.warnings(machine.sysfs, device, domain.name,
+                           domain.live_xml or domain.config_xml or "")
     element = (hostdev_xml.interface(address, managed, mac, vlan) if mac or vlan
                else hostdev_xml.hostdev(address, managed))
     attach = AttachDevice(str(address), lv.uri, domain.name, domain.uuid,
                           hostdev_xml.to_string(element), live, config)
-    notes = list(detach.notes)
+    notes += detach.notes
     if mac or vlan:
         notes += _pf_link_warning(machine, device.physfn)
     steps: list[Step] = [] if managed else list(detach.plan.steps)

@@ -100,6 +100,20 @@ class Sysfs:
         """The attribute's text without its trailing newline, or None if unreadable."""
         return _read_text(self.path(rel))
 
+    def read_bytes(self, rel: str, size: int = 4096) -> bytes | None:
+        """A binary attribute (a function's `config`): as much as this user may read
+        (64 bytes for all but root), or None if absent."""
+        try:
+            fd = os.open(self.path(rel), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+        try:
+            return os.read(fd, size)
+        finally:
+            os.close(fd)
+
     def read_link(self, rel: str) -> str | None:
         """The symlink's target as stored, or None when it is not a link."""
         try:

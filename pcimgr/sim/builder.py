@@ -39,15 +39,19 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
 
     specs = sorted(profile.devices, key=lambda s: _depth(s, profile))
     secondary = _secondary_buses(profile)
+    populated: set[tuple[int, int]] = set()  # buses holding a function, in enumeration order
     for spec in specs:
         address = PciAddress.parse(spec.address)
         parent = (tree.root_bus_dir(root, address.domain) if spec.parent is None
                   else tree.device_dir(root, spec.parent))
         sriov = spec.sriov
+        bus = (address.domain, address.bus)
         fn = tree.Function(
             address, spec.vendor, spec.device, spec.class_code, spec.revision, spec.subsystem,
             spec.numa_node, spec.is_bridge, secondary.get(spec.address, 0), spec.boot_vga,
-            (sriov.total, sriov.offset, sriov.stride, 0, sriov.vf_device) if sriov else None)
+            (sriov.total, sriov.offset, sriov.stride, 0, sriov.vf_device) if sriov else None,
+            spec.capabilities, alone_on_bus=spec.parent is not None and bus not in populated)
+        populated.add(bus)
         tree.create_function(root, parent, fn, spec.iommu_group if iommu else None)
 
     kernel = SimulatedKernel(root)
@@ -61,6 +65,17 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
         tree.stack_net(root, name, kind, lowers)
     for name, (dm_name, slaves) in profile.host.block_stacks.items():
         tree.stack_block(root, name, dm_name, slaves)
+    _numa_nodes(root, profile)
+
+
+def _numa_nodes(root: str, profile: Profile) -> None:
+    """devices/system/node/nodeN/cpulist for the nodes the functions are on: 8 CPUs each,
+    numbered as Linux numbers a two-socket host's (node 0: 0-7, node 1: 8-15)."""
+    for node in sorted({max(s.numa_node, 0) for s in profile.devices}):
+        d = os.path.join(root, "devices/system/node", f"node{node}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "cpulist"), "w") as f:
+            f.write(f"{8 * node}-{8 * node + 7}\n")
 
 
 def _write_marker(root: str, profile: Profile, iommu: bool) -> None:

@@ -13,13 +13,15 @@ import json
 import os
 from collections.abc import Callable
 
+from pcimgr.core import configspace as core_configspace
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.core.model import BRIDGE_CLASSES
 from pcimgr.sim import configspace, tree
 
 STATE = ".pcimgr-sim-state.json"
-WRITE_ONLY = frozenset({"bind", "unbind", "new_id", "remove_id", "drivers_probe", "rescan"})
+WRITE_ONLY = frozenset({"bind", "unbind", "new_id", "remove_id", "drivers_probe", "rescan",
+                        "reset"})
 VFIO = "vfio-pci"
 
 
@@ -66,7 +68,8 @@ class SimulatedKernel:
             raise _fail(errno.EACCES)
         on_device = {"driver_override": self._driver_override,
                      "sriov_numvfs": self._sriov_numvfs,
-                     "sriov_drivers_autoprobe": self._sriov_autoprobe}.get(attr)
+                     "sriov_drivers_autoprobe": self._sriov_autoprobe,
+                     "reset": self._reset}.get(attr)
         return on_device(address, value, commit) if on_device else commit()
 
     def _device_at(self, directory: str) -> PciAddress | None:
@@ -85,6 +88,21 @@ class SimulatedKernel:
         commit()
         name = value.split("\n", 1)[0]  # driver_set_override() cuts at the first newline
         tree.set_attr(self.root, address, "driver_override", name or "(null)")
+
+    def _reset(self, address: PciAddress, value: str, commit: Callable[[], None]) -> None:
+        """`echo 1 > reset`: the first of reset_method that works; a function no method
+        fits has no `reset` file at all. Counted in the kernel state, as a test can ask."""
+        if value.strip() != "1":
+            raise _fail(errno.EINVAL)
+        if not os.path.exists(os.path.join(tree.device_dir(self.root, address), "reset")):
+            raise _fail(errno.ENOENT)
+        resets = self._state().setdefault("resets", {})
+        resets[str(address)] = resets.get(str(address), 0) + 1
+        self._save_state()
+        commit()
+
+    def resets(self, address: PciAddress) -> int:
+        return int(self._state().get("resets", {}).get(str(address), 0))
 
     def _sriov_autoprobe(self, address: PciAddress, value: str, commit: Callable[[], None]) -> None:
         flag = _strtobool(value)
@@ -250,7 +268,7 @@ class SimulatedKernel:
             fn = tree.Function(vf, read("vendor")[2:], spec["vf_device"], int(read("class"), 16),
                                int(read("revision"), 16),
                                (read("subsystem_vendor")[2:], read("subsystem_device")[2:]),
-                               int(read("numa_node")))
+                               int(read("numa_node")), caps=self._vf_caps(pf))
             group = tree.lowest_free_group(self.root) if self.host["iommu"] else None
             vf_dir = tree.create_function(self.root, os.path.dirname(pf_dir), fn, group)
             os.symlink(os.path.relpath(pf_dir, vf_dir), os.path.join(vf_dir, "physfn"))
@@ -263,6 +281,16 @@ class SimulatedKernel:
         self._save_state()
         for vf in vfs:
             self.probe(vf)
+
+    def _vf_caps(self, pf: PciAddress) -> configspace.Caps:
+        """SR-IOV requires FLR of every VF (lab: the igb VFs' reset_method is "flr"); a VF
+        shares its PF's link."""
+        with open(os.path.join(tree.device_dir(self.root, pf), "config"), "rb") as f:
+            link = core_configspace.parse(f.read())
+        sim_link = None
+        if link.link_max is not None and link.link_current is not None:
+            sim_link = (*link.link_max, *link.link_current)
+        return configspace.Caps("endpoint", sim_link, flr=True)
 
     def _disable_vfs(self, pf: PciAddress) -> None:
         pf_dir = tree.device_dir(self.root, pf)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from pcimgr.core.errors import NotFound
 from pcimgr.core.model import BRIDGE_CLASSES
+from pcimgr.sim.configspace import Caps
 from pcimgr.sim.tree import NVME_SUBSYSTEM
 
 
@@ -46,6 +47,17 @@ class DeviceSpec:
     net_via: tuple[str, ...] = ()
     disk_via: tuple[str, ...] = ("host0",)
     framebuffer: str | None = None  # fbN while the native driver is bound
+    # PCIe capabilities (port type, link, FLR, PM, ACS); None: a root port with ACS for a
+    # bridge, else a PCIe endpoint (integrated on the root bus) that resets through PM
+    caps: Caps | None = None
+
+    @property
+    def capabilities(self) -> Caps:
+        if self.caps is not None:
+            return self.caps
+        if self.is_bridge:
+            return Caps("root-port", acs=ACS_PORT)
+        return Caps("endpoint" if self.parent else "integrated-endpoint", pm_soft_reset=True)
 
     @property
     def native(self) -> str | None:
@@ -93,58 +105,71 @@ class Profile:
 
 
 NET = 0x020000
+# ACS as QEMU's pcie-root-port has it (lab: ACSCap 0x5f, Linux enables SV RR CR UF)
+ACS_PORT = 0x5F
+NO_ACS_PORT = Caps("root-port")  # consumer CPU and some PCH ports: no ACS capability
 NET_DRIVERS = ("e1000e", "igb", "igbvf", "i40e", "iavf", "mlx5_core", "e1000")
 STUBS = ("vfio-pci", "pci-stub")
 # igb has no ndo_set_vf_link_state: `ip link set PF vf N state ...` is EOPNOTSUPP (lab)
 IGB_VF_SETTINGS = ("mac", "vlan", "spoofchk", "trust")
 
 
-def _root_port(address: str, group: int, device: str = "a110") -> DeviceSpec:
-    return DeviceSpec(address, "8086", device, 0x060400, "pcieport", group, numa_node=0)
+def _root_port(address: str, group: int, device: str = "a110",
+               caps: Caps | None = None) -> DeviceSpec:
+    return DeviceSpec(address, "8086", device, 0x060400, "pcieport", group, numa_node=0,
+                      caps=caps)
 
 
 def demo() -> Profile:
     """The host from our users' example, plus the hardware they asked about."""
     rp = _root_port
+    # ports with ACS get groups of their own; 00:01.0 (the CPU's x16 port) and 00:1b.0 have
+    # none, so what is below them shares their group. The X710 trained at x4 in an x8 slot;
+    # the GPU has neither FLR nor a PM reset (No_Soft_Reset): only its bus can be reset.
+    gen1 = (2.5, 4, 2.5, 4)
     devices = (
         DeviceSpec("0000:00:00.0", "8086", "3ec2", 0x060000, "skl_uncore", 0,
                    subsystem=("1028", "0869"), revision=0x07, numa_node=0),
-        rp("0000:00:01.0", 1, "1901"),
+        rp("0000:00:01.0", 1, "1901", caps=Caps("root-port", (8.0, 16, 8.0, 16))),
         DeviceSpec("0000:01:00.0", "10de", "1b81", 0x030000, "nouveau", 1,
                    subsystem=("10de", "119d"), revision=0xa1, parent="0000:00:01.0",
-                   numa_node=0, boot_vga=False),
+                   numa_node=0, boot_vga=False,
+                   caps=Caps("endpoint", (8.0, 16, 8.0, 16), pm_soft_reset=False)),
         DeviceSpec("0000:01:00.1", "10de", "10f0", 0x040300, "snd_hda_intel", 1,
                    subsystem=("10de", "119d"), revision=0xa1, parent="0000:00:01.0",
-                   numa_node=0),
+                   numa_node=0, caps=Caps("endpoint", (8.0, 16, 8.0, 16), pm_soft_reset=False)),
         DeviceSpec("0000:00:02.0", "8086", "3e92", 0x030000, "i915", 2,
                    subsystem=("1028", "0869"), numa_node=0, boot_vga=True),
-        rp("0000:00:1b.0", 3, "a340"),
+        rp("0000:00:1b.0", 3, "a340", caps=Caps("root-port", (8.0, 4, 8.0, 4))),
         DeviceSpec("0000:02:00.0", "144d", "a808", 0x010802, "nvme", 3,
                    subsystem=("144d", "a801"), parent="0000:00:1b.0", numa_node=0,
                    disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3"),
-                   disk_via=(NVME_SUBSYSTEM,)),
-        rp("0000:00:1c.0", 4, "a338"),
+                   disk_via=(NVME_SUBSYSTEM,),
+                   caps=Caps("endpoint", (8.0, 4, 8.0, 4), flr=True, pm_soft_reset=True)),
+        rp("0000:00:1c.0", 4, "a338", caps=Caps("root-port", (8.0, 4, 2.5, 4), acs=ACS_PORT)),
         DeviceSpec("0000:04:00.0", "8086", "105e", 0x020000, "e1000e", 5,
                    subsystem=("8086", "115e"), revision=0x06, parent="0000:00:1c.0",
-                   numa_node=0, netdev="enp4s0f0"),
+                   numa_node=0, netdev="enp4s0f0", caps=Caps("endpoint", gen1, pm_soft_reset=True)),
         DeviceSpec("0000:04:00.1", "8086", "105e", 0x020000, "e1000e", 5,
                    subsystem=("8086", "115e"), revision=0x06, parent="0000:00:1c.0",
-                   numa_node=0, netdev="enp4s0f1"),
-        rp("0000:00:1c.4", 6, "a33c"),
+                   numa_node=0, netdev="enp4s0f1", caps=Caps("endpoint", gen1, pm_soft_reset=True)),
+        rp("0000:00:1c.4", 6, "a33c", caps=Caps("root-port", (8.0, 4, 2.5, 4), acs=ACS_PORT)),
         DeviceSpec("0000:05:00.0", "8086", "10c9", 0x020000, "igb", 7,
                    subsystem=("8086", "a03c"), revision=0x01, parent="0000:00:1c.4",
                    numa_node=0, netdev="enp5s0f0",
                    sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
                                    vf_device="10ca", vf_driver="igbvf",
                                    configurable_by=("igb",),
-                                   vf_settings=IGB_VF_SETTINGS)),
-        rp("0000:00:1d.0", 8, "a330"),
+                                   vf_settings=IGB_VF_SETTINGS),
+                   caps=Caps("endpoint", gen1, flr=True, pm_soft_reset=True)),
+        rp("0000:00:1d.0", 8, "a330", caps=Caps("root-port", (8.0, 8, 8.0, 4), acs=ACS_PORT)),
         DeviceSpec("0000:06:00.0", "8086", "1572", 0x020000, "i40e", 9,
                    subsystem=("8086", "0000"), revision=0x02, parent="0000:00:1d.0",
                    numa_node=0, netdev="enp6s0f0",
                    sriov=SriovSpec(total=64, offset=16, stride=1, vf_device="154c",
-                                   vf_driver="iavf", configurable_by=("i40e",))),
-        rp("0000:00:1d.4", 10, "a334"),
+                                   vf_driver="iavf", configurable_by=("i40e",)),
+                   caps=Caps("endpoint", (8.0, 8, 8.0, 4), flr=True)),
+        rp("0000:00:1d.4", 10, "a334", caps=Caps("root-port", (8.0, 16, 8.0, 16), acs=ACS_PORT)),
         DeviceSpec("0000:07:00.0", "15b3", "1017", 0x020000, "mlx5_core", 11,
                    subsystem=("15b3", "0007"), parent="0000:00:1d.4", numa_node=0,
                    netdev="enp7s0f0np0",
@@ -152,14 +177,18 @@ def demo() -> Profile:
                                    vf_driver="mlx5_core", numvfs=2,
                                    configurable_by=("mlx5_core",),
                                    vf_config=(("52:54:00:6b:3c:01", 100),
-                                              ("52:54:00:6b:3c:02", 0)))),
+                                              ("52:54:00:6b:3c:02", 0))),
+                   caps=Caps("endpoint", (8.0, 16, 8.0, 16), flr=True, acs=0x1D)),
         # The chipset: LPC, SMBus and the management NIC share one group.
         DeviceSpec("0000:00:1f.0", "8086", "a306", 0x060100, None, 12,
-                   subsystem=("1028", "0869"), revision=0x10, numa_node=0),
+                   subsystem=("1028", "0869"), revision=0x10, numa_node=0,
+                   caps=Caps("integrated-endpoint")),
         DeviceSpec("0000:00:1f.4", "8086", "a323", 0x0c0500, "i801_smbus", 12,
-                   subsystem=("1028", "0869"), revision=0x10, numa_node=0),
+                   subsystem=("1028", "0869"), revision=0x10, numa_node=0,
+                   caps=Caps("integrated-endpoint")),
         DeviceSpec("0000:00:1f.6", "8086", "15bb", 0x020000, "e1000e", 12,
-                   subsystem=("1028", "0869"), revision=0x10, numa_node=0, netdev="eno1"),
+                   subsystem=("1028", "0869"), revision=0x10, numa_node=0, netdev="eno1",
+                   caps=Caps("integrated-endpoint", flr=True, pm_soft_reset=True)),
     )
     drivers = ("pcieport", "skl_uncore", "nouveau", "snd_hda_intel", "i915", "nvme",
                "i801_smbus") + NET_DRIVERS + STUBS
@@ -174,49 +203,59 @@ def demo() -> Profile:
 def lab() -> Profile:
     """The QEMU real-kernel lab guest (tests/lab), as Linux 6.1 enumerated it there."""
     rh, q35 = ("1af4", "1100"), "8086"
+    # capabilities as Linux 6.1 read them there (tests/lab/fixtures/capabilities.json)
+    conventional, x1 = Caps(None), (2.5, 1, 2.5, 1)
+    port = Caps("root-port", (16.0, 32, 2.5, 1), acs=ACS_PORT)
     devices = (
-        DeviceSpec("0000:00:00.0", q35, "29c0", 0x060000, None, 0, subsystem=rh),
+        DeviceSpec("0000:00:00.0", q35, "29c0", 0x060000, None, 0, subsystem=rh, caps=conventional),
         DeviceSpec("0000:00:01.0", "1af4", "1009", 0x000200, "virtio-pci", 1,
-                   subsystem=("1af4", "0009")),
+                   subsystem=("1af4", "0009"), caps=conventional),
         DeviceSpec("0000:00:02.0", "1af4", "1009", 0x000200, "virtio-pci", 2,
-                   subsystem=("1af4", "0009")),
+                   subsystem=("1af4", "0009"), caps=conventional),
         DeviceSpec("0000:00:03.0", "1b36", "000c", 0x060400, "pcieport", 3,
-                   subsystem=("1b36", "0000")),
+                   subsystem=("1b36", "0000"), caps=port),
         DeviceSpec("0000:01:00.0", "8086", "10c9", NET, "igb", 11, subsystem=rh, revision=0x01,
                    parent="0000:00:03.0", netdev="enp1s0",
                    sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
                                    vf_device="10ca", vf_driver="igbvf",
                                    configurable_by=("igb",),
-                                   vf_settings=IGB_VF_SETTINGS)),
+                                   vf_settings=IGB_VF_SETTINGS),
+                   caps=Caps("endpoint", x1, flr=True, pm_soft_reset=True)),
         # pcie-pci-bridge: no driver binds it; its group holds both e1000
-        DeviceSpec("0000:00:04.0", "1b36", "000e", 0x060400, None, 4),
+        DeviceSpec("0000:00:04.0", "1b36", "000e", 0x060400, None, 4,
+                   caps=Caps("pcie-to-pci-bridge", x1, pm_soft_reset=True)),
         DeviceSpec("0000:02:01.0", "8086", "100e", NET, "e1000", 4, subsystem=rh,
-                   revision=0x03, parent="0000:00:04.0", netdev="ens1"),
+                   revision=0x03, parent="0000:00:04.0", netdev="ens1", caps=conventional),
         DeviceSpec("0000:02:02.0", "8086", "100e", NET, "e1000", 4, subsystem=rh,
-                   revision=0x03, parent="0000:00:04.0", netdev="ens2"),
+                   revision=0x03, parent="0000:00:04.0", netdev="ens2", caps=conventional),
         DeviceSpec("0000:00:05.0", "1b36", "000c", 0x060400, "pcieport", 5,
-                   subsystem=("1b36", "0000")),
+                   subsystem=("1b36", "0000"), caps=port),
         DeviceSpec("0000:03:00.0", "8086", "10d3", NET, "e1000e", 12, subsystem=("8086", "0000"),
-                   parent="0000:00:05.0", netdev="enp3s0f0"),
+                   parent="0000:00:05.0", netdev="enp3s0f0",
+                   caps=Caps("endpoint", x1, pm_soft_reset=True)),
         DeviceSpec("0000:03:00.1", "8086", "10d3", NET, "e1000e", 12, subsystem=("8086", "0000"),
-                   parent="0000:00:05.0", netdev="enp3s0f1"),
+                   parent="0000:00:05.0", netdev="enp3s0f1",
+                   caps=Caps("endpoint", x1, pm_soft_reset=True)),
         # the shapes of a host's own network and disks (tests/lab/test_lab_hostuse.py)
         DeviceSpec("0000:00:06.0", "1af4", "1000", NET, "virtio-pci", 6,
-                   subsystem=("1af4", "0001"), netdev="enp0s6", net_via=("virtio2",)),
+                   subsystem=("1af4", "0001"), netdev="enp0s6", net_via=("virtio2",),
+                   caps=conventional),
         DeviceSpec("0000:00:07.0", "1b36", "000d", 0x0c0330, "xhci_hcd", 7, subsystem=rh,
-                   revision=0x01, netdev="enx40540012345c", net_via=("usb1", "1-1", "1-1:1.0")),
+                   revision=0x01, netdev="enx40540012345c", net_via=("usb1", "1-1", "1-1:1.0"),
+                   caps=Caps("integrated-endpoint")),
         DeviceSpec("0000:00:08.0", "1b36", "0010", 0x010802, "nvme", 8, subsystem=rh,
                    revision=0x02, disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2", "nvme0n1p3"),
-                   disk_via=(NVME_SUBSYSTEM,)),
+                   disk_via=(NVME_SUBSYSTEM,),
+                   caps=Caps("integrated-endpoint", flr=True, pm_soft_reset=False)),
         DeviceSpec("0000:00:09.0", "1af4", "1004", 0x010000, "virtio-pci", 9,
                    subsystem=("1af4", "0008"), disks=("sda", "sda1"),
-                   disk_via=("virtio3", "host0", "target0:0:0", "0:0:0:0")),
+                   disk_via=("virtio3", "host0", "target0:0:0", "0:0:0:0"), caps=conventional),
         DeviceSpec("0000:00:1f.0", q35, "2918", 0x060100, "lpc_ich", 10, subsystem=rh,
-                   revision=0x02),
+                   revision=0x02, caps=conventional),
         DeviceSpec("0000:00:1f.2", q35, "2922", 0x010601, "ahci", 10, subsystem=rh,
-                   revision=0x02),
+                   revision=0x02, caps=conventional),
         DeviceSpec("0000:00:1f.3", q35, "2930", 0x0c0500, "i801_smbus", 10, subsystem=rh,
-                   revision=0x02),
+                   revision=0x02, caps=conventional),
     )
     # vfio-pci as after `modprobe vfio-pci`, which the lab does first
     drivers = ("pcieport", "shpchp", "virtio-pci", "lpc_ich", "ahci", "i801_smbus",

@@ -21,7 +21,8 @@ GROUPS = "kernel/iommu_groups"
 READ_ONLY = frozenset({"vendor", "device", "class", "subsystem_vendor", "subsystem_device",
                        "revision", "modalias", "irq", "resource", "sriov_totalvfs",
                        "sriov_offset", "sriov_stride", "sriov_vf_device", "boot_vga",
-                       "local_cpulist"})
+                       "local_cpulist", "current_link_speed", "current_link_width",
+                       "max_link_speed", "max_link_width"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class Function:
     secondary_bus: int = 0
     boot_vga: bool | None = None
     sriov: tuple[int, int, int, int, str] | None = None  # total, offset, stride, numvfs, vf_device
+    caps: configspace.Caps = configspace.Caps()
+    # Linux decides a function's reset methods once, when it enumerates it: "bus" only
+    # while no other function sits on its bus yet (the lab's second e1000 on a bus has
+    # none; the first keeps "bus" although a bus reset now hits both)
+    alone_on_bus: bool = False
 
 
 def _write(path: str, text: str) -> None:
@@ -87,6 +93,12 @@ def create_function(root: str, parent_dir: str, fn: Function, group: int | None)
     }
     if fn.boot_vga is not None:
         attrs["boot_vga"] = "1" if fn.boot_vga else "0"
+    attrs.update(_link_attrs(fn.caps))
+    methods = reset_methods(fn.caps, fn.alone_on_bus and not fn.bridge)
+    if methods:
+        attrs["reset_method"] = " ".join(methods)
+    else:
+        del attrs["reset"]  # the kernel shows `reset` only where some method works
     sriov_cap = None
     if fn.sriov is not None:
         total, offset, stride, numvfs, vf_device = fn.sriov
@@ -101,12 +113,36 @@ def create_function(root: str, parent_dir: str, fn: Function, group: int | None)
         f.write(configspace.build(
             int(fn.vendor, 16), int(fn.device, 16), fn.class_code, fn.revision,
             int(sv, 16), int(sd, 16), fn.bridge, fn.secondary_bus, fn.secondary_bus,
-            sriov_cap))
+            sriov_cap, fn.caps))
     _link(os.path.join(root, "bus/pci"), os.path.join(path, "subsystem"))
     _link(path, os.path.join(root, DEVICES, str(fn.address)))
     if group is not None:
         join_group(root, fn.address, group)
     return path
+
+
+def reset_methods(caps: configspace.Caps, bus: bool) -> list[str]:
+    """In the kernel's order (pci_reset_fn_methods): FLR, PM (a D3hot->D0 cycle that
+    resets, i.e. No_Soft_Reset clear), then a reset of the bus the function is on."""
+    methods = ["flr"] if caps.flr else []
+    if caps.pm_soft_reset:
+        methods.append("pm")
+    if bus:
+        methods.append("bus")
+    return methods
+
+
+def _link_attrs(caps: configspace.Caps) -> dict[str, str]:
+    """The link files of a PCIe function; an integrated endpoint has no link to show
+    (Linux 6.1 in the lab: "Unknown", width 0, max width 255)."""
+    if caps.port_type is None:
+        return {}
+    if caps.port_type == "integrated-endpoint":
+        return {"current_link_speed": "Unknown", "current_link_width": "0",
+                "max_link_speed": "Unknown", "max_link_width": "255"}
+    max_speed, max_width, speed, width = caps.link or (2.5, 1, 2.5, 1)
+    return {"current_link_speed": f"{speed:.1f} GT/s PCIe", "current_link_width": str(width),
+            "max_link_speed": f"{max_speed:.1f} GT/s PCIe", "max_link_width": str(max_width)}
 
 
 def write_uevent(path: str, fn: Function | None, driver: str | None) -> None:
