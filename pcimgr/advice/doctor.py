@@ -16,8 +16,9 @@ from pcimgr.core.model import Host
 from pcimgr.host.machine import Machine
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
-GRUB_FIX = ("add intel_iommu=on (Intel) or amd_iommu=on (AMD) to GRUB_CMDLINE_LINUX in "
-            "/etc/default/grub, run update-grub and reboot")
+GRUB_FIX = ("`pcimgr doctor --fix` adds intel_iommu=on (Intel) or amd_iommu=on (AMD) to the "
+            "kernel command line through the host's bootloader (/etc/default/grub and "
+            "update-grub on Debian), then reboot")
 
 
 @dataclass(frozen=True)
