@@ -58,8 +58,10 @@ def ansible(name: str, *args: str, home: Path) -> subprocess.CompletedProcess:
         # the modules import this checkout's pcimgr, as a host imports its installed one
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
+    # a bound against a hang, not a speed check: in the emulated lab guest on a busy
+    # two-core machine one playbook has taken over 120 s
     return subprocess.run([tool(name), *args], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=home)
+                          timeout=600, cwd=home)
 
 
 def build_fleet(tmp_path: Path, fleet: dict) -> tuple[Path, dict[str, Path]]:

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pcimgr.core.errors import PcimgrError
-from pcimgr.core.model import Host
+from pcimgr.core.model import Host, IommuGroup
+from pcimgr.core.topology import Topology
 from pcimgr.host.machine import Machine
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -39,8 +40,10 @@ def passthrough_possible(checks: list[Check]) -> bool:
 def run(machine: Machine, host: Host, libvirt_uri: str | None) -> list[Check]:
     """libvirt_uri None: do not ask libvirt (the machine does not by default, and no
     --connect said otherwise)."""
+    from pcimgr.host import topology
+    topo = topology.read(machine.sysfs, host)
     checks = [_iommu(machine, host), _interrupt_remapping(machine, host), _vfio(machine),
-              _vhost_net(machine), _sriov(host), _shared_groups(host),
+              _vhost_net(machine), _sriov(host), _shared_groups(host, topo), _links(topo),
               _libvirt(machine, libvirt_uri), _root(machine)]
     return checks
 
@@ -107,16 +110,30 @@ def _sriov(host: Host) -> Check:
         for d in pfs if d.sriov is not None))
 
 
-def _shared_groups(host: Host) -> Check:
+def _shared_groups(host: Host, topo: Topology) -> Check:
     shared = [g for g in host.groups.values()
               if sum(1 for m in g.members if not m.is_bridge) > 1]
     if not shared:
         return Check("groups", PASS, "every endpoint has an IOMMU group of its own")
+
+    def why(g: IommuGroup) -> str:
+        # in a few words; `pcimgr groups --why` says it whole, with the way out
+        return "; ".join(topo.why_shared([m.address for m in g.members], short=True))
     return Check("groups", WARN, "groups shared by several endpoints (go to a guest together, "
                  "`--group`): " + "; ".join(
                      f"{g.number}: " + ", ".join(str(m.address) for m in g.members
-                                                  if not m.is_bridge) for g in shared),
-                 "a card in a slot behind an ACS-capable root port gets a group of its own")
+                                                  if not m.is_bridge) + f" ({why(g)})"
+                     for g in shared),
+                 "a card in a slot behind an ACS-capable root port gets a group of its own "
+                 "(`pcimgr groups --why`)")
+
+
+def _links(topo: Topology) -> Check:
+    slow = [f"{a}: {topo.degraded(a)}" for a in sorted(topo.nodes) if topo.degraded(a)]
+    if not slow:
+        return Check("links", PASS, "every PCIe link trained at what both ends support")
+    return Check("links", WARN, "; ".join(slow), "reseat the card or move it to a slot wired "
+                 "for its width and speed (`pcimgr tree` shows each link)")
 
 
 def _libvirt(machine: Machine, uri: str | None) -> Check:

@@ -244,7 +244,9 @@ def group_rows(host: Host, namer: Namer) -> list[list[str]]:
 
 
 def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
-              vfs: list[PciDevice], uses: list[str]) -> str:
+              vfs: list[PciDevice], uses: list[str],
+              insight: tuple[tuple[str, str], ...] = (), why: tuple[str, ...] = ()) -> str:
+    """insight: more fields (link, reset) after host use; why: why the group is shared."""
     names = namer(d)
     lines = [f"{d.address}  {names.device or 'unknown device'}"]
 
@@ -274,6 +276,8 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
     field("host use", uses[0] if uses else "none")
     for use in uses[1:]:
         field("", use)
+    for label, value in insight:
+        field(label, value)
     lines.append("")
     if group is None:
         lines.append("Not in an IOMMU group: the IOMMU is off (intel_iommu=on / amd_iommu=on).")
@@ -288,6 +292,8 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
             "this function" if m.address == d.address else "endpoint")
         lines.append(f"  {m.address}  {(m.driver or 'no driver'):<14}{device_label(m, namer)}"
                      f"  ({role})")
+    lines += [f"  why shared: {line}" if i == 0 else f"              {line}"
+              for i, line in enumerate(why)]
     return "\n".join(lines)
 
 

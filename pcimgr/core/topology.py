@@ -13,10 +13,9 @@ from pcimgr.core.configspace import ConfigSpace, speed_text
 
 # resets that touch only the function itself (the kernel's reset_method names)
 FUNCTION_LEVEL = ("device_specific", "acpi", "flr", "af_flr", "pm")
-ACS_OVERRIDE = ("pcie_acs_override (an out-of-tree kernel patch) only pretends the ports "
-                "isolate: devices below them can still reach each other's memory by "
-                "peer-to-peer DMA, so a guest could read or corrupt the host's or another "
-                "guest's data")
+ACS_OVERRIDE = ("that out-of-tree kernel patch only pretends the ports isolate: devices "
+                "below them can still reach each other's memory by peer-to-peer DMA, so a "
+                "guest could read or corrupt the host's or another guest's data")
 
 
 @dataclass(frozen=True)
@@ -129,13 +128,14 @@ class Topology:
 
     # -- isolation ---------------------------------------------------------------
 
-    def why_shared(self, members: list[PciAddress]) -> list[str]:
+    def why_shared(self, members: list[PciAddress], short: bool = False) -> list[str]:
         """Why these functions are one IOMMU group, culprits first, then the way out; the
         kernel's reasoning (pci_device_group in drivers/iommu/iommu.c): a function is
         isolated from what is beside it only when every port above it, and its own
         multifunction device, has ACS with Source Validation, Request and Completion
         Redirect and Upstream Forwarding enabled, and no conventional PCI bridge is
-        above it (requests from behind one carry the bridge's ID)."""
+        above it (requests from behind one carry the bridge's ID). short: the culprits in a
+        few words each, without the way out (doctor's one line)."""
         if len(members) < 2:
             return []
         if any(a in self.nodes and not self.nodes[a].config.complete for a in members):
@@ -144,8 +144,10 @@ class Topology:
         group = set(members)
         reasons: dict[str, str] = {}  # one line per culprit, in the order found
         for a in sorted(members):
-            for key, reason in self._culprits(a, group):
-                reasons.setdefault(key, reason)
+            for key, reason, brief in self._culprits(a, group):
+                reasons.setdefault(key, brief if short else reason)
+        if short:
+            return list(reasons.values()) or ["a platform quirk or the firmware's tables"]
         found = list(reasons.values()) or [
             "nothing in the configuration space explains it: the platform put them together "
             "(a kernel quirk, or the firmware's DMAR/IVRS tables)"]
@@ -154,7 +156,8 @@ class Topology:
                 "port that isolates), or give the whole group to one guest",
                 f"not pcie_acs_override: {ACS_OVERRIDE}"]
 
-    def _culprits(self, address: PciAddress, group: set[PciAddress]) -> list[tuple[str, str]]:
+    def _culprits(self, address: PciAddress,
+                  group: set[PciAddress]) -> list[tuple[str, str, str]]:
         node = self.nodes.get(address)
         if node is None:
             return []
@@ -166,7 +169,8 @@ class Topology:
             first = device[0]
             found.append((f"mf {first.domain}:{first.bus}:{first.slot}",
                           f"{', '.join(str(m) for m in device)} are functions of one "
-                          "multifunction device without ACS: they can reach each other"))
+                          "multifunction device without ACS: they can reach each other",
+                          "a multifunction device without ACS"))
         for bridge in self.upstream(address):
             b = self.nodes.get(bridge)
             if b is None:
@@ -175,13 +179,15 @@ class Topology:
             if kind in ("pcie-to-pci-bridge", None):
                 found.append((str(bridge), f"{bridge} is a conventional PCI bridge "
                               "(PCIe-to-PCI): what is behind it reaches the IOMMU with the "
-                              "bridge's ID, so the bridge and its devices are one group"))
+                              "bridge's ID, so the bridge and its devices are one group",
+                              f"behind the PCIe-to-PCI bridge {bridge}"))
                 break
             if kind in ("root-port", "downstream-port") and not _isolates(b.config):
                 missing = ("no ACS capability" if b.config.acs is None else
                            "ACS without " + ", ".join(b.config.acs.missing()))
                 found.append((str(bridge), f"{bridge} ({kind}) has {missing}: the functions "
-                              "below it are not isolated from it or from each other"))
+                              "below it are not isolated from it or from each other",
+                              f"{kind} {bridge} without ACS"))
                 break
         return found
 

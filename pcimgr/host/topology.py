@@ -81,3 +81,14 @@ def _is_bridge(sysfs: Sysfs, address: PciAddress) -> bool:
         return int(klass, 16) >> 8 in BRIDGE_CLASSES
     except ValueError:
         return False
+
+
+def around(sysfs: Sysfs, addresses: list[PciAddress]) -> Topology:
+    """The functions and the bridges above them: enough to say why they share a group."""
+    nodes: dict[PciAddress, Node] = {}
+    for address in addresses:
+        current: PciAddress | None = address
+        while current is not None and current not in nodes:
+            nodes[current] = node(sysfs, current, _is_bridge(sysfs, current))
+            current = nodes[current].parent
+    return Topology(nodes)

@@ -277,10 +277,11 @@ def server() -> Profile:
         DeviceSpec("0000:00:02.0", "8086", "3e92", 0x030000, "i915", 1, subsystem=rh,
                    boot_vga=True, framebuffer="fb0"),
         DeviceSpec("0000:00:03.0", "1af4", "1000", NET, "virtio-pci", 2,
-                   subsystem=("1af4", "0001"), netdev="eth0", net_via=("virtio0",)),
+                   subsystem=("1af4", "0001"), netdev="eth0", net_via=("virtio0",),
+                   caps=Caps(None)),  # conventional PCI, as QEMU's virtio in the lab
         DeviceSpec("0000:00:05.0", "1af4", "1004", 0x010000, "virtio-pci", 3,
                    subsystem=("1af4", "0008"), disks=("sda", "sda1"),
-                   disk_via=("virtio1", "host0", "target0:0:0", "0:0:0:0")),
+                   disk_via=("virtio1", "host0", "target0:0:0", "0:0:0:0"), caps=Caps(None)),
         DeviceSpec("0000:00:14.0", "8086", "a36d", 0x0c0330, "xhci_hcd", 4, subsystem=rh,
                    netdev="enx00e04c680001", net_via=("usb2", "2-1", "2-1:1.0")),
         rp("0000:00:1b.0", 5, "a340"),

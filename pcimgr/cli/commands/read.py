@@ -17,7 +17,7 @@ from pcimgr.cli.options import (
     vlan_option,
 )
 from pcimgr.core.address import PciAddress
-from pcimgr.core.model import PciDevice
+from pcimgr.core.model import Host, PciDevice
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
@@ -109,22 +109,46 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     from pcimgr.cli.runner import mention_unfinished
     from pcimgr.core import hostdev_xml
     from pcimgr.drivers import safety
-    from pcimgr.host import discovery, usage
+    from pcimgr.host import discovery, topology, usage
     device = discovery.require(obj.sysfs, address)
     survey = usage.survey(obj.machine)
     mention_unfinished(obj)
     group = None if device.iommu_group is None else discovery.read_group(obj.sysfs,
                                                                          device.iommu_group)
     xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address))
+    topo = topology.neighbourhood(obj.sysfs, address)
+    reset = topo.reset(address)
+    node = topo.nodes[address]
+    members = [m.address for m in group.members] if group else []
+    why = topology.around(obj.sysfs, members).why_shared(members)
     if as_json:
         emit_json(render.device_json(device, obj.namer, obj.holders(device.address),
                                      safety.host_use(obj.sysfs, device, survey))
-                   | {"group": render.group_json(group, obj.namer) if group else None,
-                      "hostdev_xml": xml})
+                  | {"group": (render.group_json(group, obj.namer) | {"why": why}
+                               if group else None),
+                     "hostdev_xml": xml,
+                     "link": None if node.link is None else {
+                         "speed_gts": node.link.speed, "width": node.link.width},
+                     "link_max": None if node.link_max is None else {
+                         "speed_gts": node.link_max.speed, "width": node.link_max.width},
+                     "degraded": topo.degraded(address),
+                     "reset": {"methods": list(reset.methods),
+                               "function_level": reset.function_level,
+                               "bus_collateral": [str(a) for a in reset.bus_collateral]}})
         return
+    insight = []
+    if node.link is not None:
+        degraded = topo.degraded(address)
+        best = f" (max {node.link_max})" if node.link_max not in (None, node.link) else ""
+        insight.append(("pcie link", f"{node.link}{best}"
+                        + (f"  DEGRADED: {degraded}" if degraded else "")))
+    insight.append(("reset", ", ".join(reset.methods) or "none the kernel can use"))
+    if reset.bus_collateral:
+        insight.append(("bus reset hits", ", ".join(str(a) for a in reset.bus_collateral)))
     vfs = discovery.read_many(obj.sysfs, device.sriov.vfs) if device.sriov else []
     click.echo(render.show_text(device, group, obj.namer, vfs,
-                                safety.host_use(obj.sysfs, device, survey, long=True)))
+                                safety.host_use(obj.sysfs, device, survey, long=True),
+                                tuple(insight), tuple(why)))
     holders = obj.holders(device.address)
     if holders is not None:
         click.echo(f"Guests:        {', '.join(holders) or 'none'}")
@@ -136,22 +160,39 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
 
 
 @click.command()
+@click.option("--why", is_flag=True,
+              help="For each shared group, why its functions share it (ACS, multifunction "
+                   "devices, conventional PCI bridges) and the way out; needs root.")
 @json_option
 @click.pass_obj
-def groups(obj: Context, as_json: bool) -> None:
+def groups(obj: Context, why: bool, as_json: bool) -> None:
     """IOMMU groups, their members, and whether VFIO can use each group now."""
     from pcimgr.cli import render
     from pcimgr.cli.runner import mention_unfinished
     host = obj.host()
     mention_unfinished(obj)
+    reasons = _why_shared(obj, host) if why else {}
     if as_json:
-        emit_json([render.group_json(g, obj.namer) for g in host.groups.values()])
+        emit_json([render.group_json(g, obj.namer)
+                   | ({"why": reasons.get(g.number, [])} if why else {})
+                   for g in host.groups.values()])
         return
     notice = render.iommu_off_notice(host)
     if notice:
         click.echo(notice)
         return
     click.echo(render.table(render.group_rows(host, obj.namer), render.GROUP_HEADERS))
+    for number, lines in reasons.items():
+        click.echo(f"\nGroup {number} is shared:")
+        click.echo("\n".join(f"  - {line}" for line in lines))
+
+
+def _why_shared(obj: Context, host: Host) -> dict[int, list[str]]:
+    from pcimgr.host import topology
+    shared = {n: [m.address for m in g.members] for n, g in host.groups.items()
+              if len(g.members) > 1}
+    topo = topology.around(obj.sysfs, [a for members in shared.values() for a in members])
+    return {n: topo.why_shared(members) for n, members in shared.items()}
 
 
 @click.command()
