@@ -136,6 +136,9 @@ def test_reset_command(run, demo_root: Path) -> None:
     assert driver_of(demo_root, "0000:05:00.0") == "vfio-pci"
     history = run("--sysfs-root", demo_root, "history").output
     assert "pcimgr reset 0000:05:00.0: done" in history
+    # a PF with VFs: they would go with it
+    r = run("--sysfs-root", demo_root, "reset", "07:00.0")
+    assert r.exit_code == 4 and "has 2 VF(s)" in r.output
     # the GPU's audio function: no method at all
     r = run("--sysfs-root", demo_root, "reset", "01:00.1", "--force")
     assert r.exit_code == 4 and "no reset method" in r.output

@@ -57,6 +57,11 @@ class Advice:
                 "notes": list(self.notes)}
 
 
+# on a multi-socket host the device's DMA and interrupts should not cross the interconnect
+NUMA_NOTE = ("keep the guest's vCPUs and memory on the NIC's NUMA node (`pcimgr show` has the "
+             "node; `pcimgr assign` warns when the guest's pinning is elsewhere)")
+
+
 @dataclass(frozen=True)
 class HostAbilities:
     """What `doctor` found, reduced to what the choice depends on."""
@@ -91,10 +96,10 @@ def advise(guest_os: str, load: str, host: HostAbilities, bridge: str,
     sriov = Advice("sr-iov", "an SR-IOV VF: the guest drives the NIC's own queues, near "
                    "bare-metal speed, with a stable MAC and VLAN set by the PF; no live "
                    "migration", assigned(host.free_vf, True),
-                   ("pcimgr assign VF VM --mac MAC [--vlan ID]",))
+                   ("pcimgr assign VF VM --mac MAC [--vlan ID]", NUMA_NOTE))
     whole = Advice("passthrough", "a whole NIC assigned: bare-metal speed, the host loses "
                    "it; no live migration", assigned(host.free_nic, False),
-                   ("pcimgr assign ADDR VM --group",))
+                   ("pcimgr assign ADDR VM --group", NUMA_NOTE))
     hardware_ok = host.passthrough
     if guest_os == "linux":
         advice = [virtio_fast]

@@ -103,6 +103,10 @@ def plan_reset(machine: Machine, host: Host, survey: Survey, topo: Topology,
         raise Refused(f"refusing: {address} is held by {', '.join(guests)}; a reset under a "
                       f"running guest corrupts what it is doing (`pcimgr release {address}` "
                       "first)")
+    if device.sriov is not None and device.sriov.numvfs and not force:
+        raise Refused(f"refusing: {address} has {device.sriov.numvfs} VF(s), and a reset of a "
+                      "PF resets its VFs with it (their guests and the host lose them)",
+                      forceable=True)
     refuse_unsafe(machine.sysfs, host, survey, [device], force)
     if device.driver is not None and device.driver not in VFIO_DRIVERS and not force:
         raise Refused(f"refusing: {address} is bound to {device.driver}, which would see its "
