@@ -76,7 +76,7 @@ def test_simulated_host_never_installs_outside_itself(run, demo_root: Path,
     assert not (tmp_path / "out").exists()
     r = run("--sysfs-root", demo_root, "install-udev", "--dry-run")
     assert r.exit_code == 0 and f"would write {demo_root}/etc/udev/rules.d/" in r.output
-    assert "udevadm" not in r.output and not (demo_root / "etc").exists()
+    assert "udevadm" not in r.output and not (demo_root / "etc/udev").exists()
     r = run("--sysfs-root", demo_root, "install-udev")
     assert r.exit_code == 0
     assert (demo_root / "etc/udev/rules.d" / udev.RULES_NAME).exists()
