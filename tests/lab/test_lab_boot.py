@@ -32,8 +32,19 @@ def test_mkinitramfs_puts_the_env_files_and_the_early_rule_in(tmp_path: Path) ->
     hook.chmod(0o755)
     image = tmp_path / "initrd.img"
     release = os.uname().release
-    r = subprocess.run(["mkinitramfs", "-d", str(conf), "-o", str(image), release],
-                       capture_output=True, text=True, timeout=600)
+    # mkinitramfs reads the kernel's config from /boot, where the lab's kernel is not
+    # installed: the unpacked package in the lab's cache has it (/boot is the overlay here)
+    config = Path(f"/boot/config-{release}")
+    placed = not config.exists()
+    if placed:
+        from tests.lab import harness
+        shutil.copy(harness.CACHE / "kernel/boot" / config.name, config)
+    try:
+        r = subprocess.run(["mkinitramfs", "-d", str(conf), "-o", str(image), release],
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        if placed:
+            config.unlink()
     assert r.returncode == 0, r.stderr[-3000:]
     listing = subprocess.run(["lsinitramfs", str(image)], capture_output=True, text=True,
                              check=True, timeout=300).stdout.splitlines()
