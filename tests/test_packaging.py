@@ -54,7 +54,7 @@ def test_man_renders_without_warnings() -> None:
                        capture_output=True, text=True, env={**os.environ, "MANWIDTH": "80",
                                                             "MANPAGER": "cat"})
     assert r.returncode == 0 and r.stderr == "", r.stderr
-    assert "pcimgr assign [OPTIONS] ADDRESS VM" in r.stdout
+    assert "pcimgr assign [OPTIONS] [ADDRESS] VM" in r.stdout
 
 
 def bash_complete(words: list[str], env: dict[str, str] | None = None) -> list[str]:

@@ -30,6 +30,8 @@ COMMANDS = {
     "unbind": "drivers:unbind",
     "vfs": "vfs:vfs",
     "assign": "guests:assign", "release": "guests:release",
+    "migrate-prep": "guests:migrate_prep", "migrate-finish": "guests:migrate_finish",
+    "pool": "pool:pool",
     "define": "persist:define", "undefine": "persist:undefine", "apply": "persist:apply",
     "status": "persist:status", "install-udev": "persist:install_udev",
     "doctor": "host:doctor", "advise": "host:advise", "tree": "insight:tree",

@@ -86,7 +86,21 @@ class Named(click.ParamType):
         return complete.items(complete.NAMES[self.what](ctx, incomplete))
 
 
+class AddressOrDomain(click.ParamType):
+    """A function or, where the command says so (`--pool NAME VM`), a libvirt domain: the
+    word as typed; Tab offers both."""
+
+    name = "address-or-domain"
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[CompletionItem]:
+        from pcimgr.cli import complete
+        return complete.items(complete.addresses(ctx, incomplete)
+                              + complete.domains(ctx, incomplete))
+
+
 ADDRESS = Address()
+ADDRESS_OR_DOMAIN = AddressOrDomain()
 DRIVER = Named("driver")
 DOMAIN = Named("domain")
 PROFILE = Named("profile")

@@ -326,9 +326,12 @@ VF_HEADERS = ["VF", "ADDRESS", "DRIVER", "IOMMU", "NETDEVS", "MAC", "VLAN", "QOS
 
 
 def vfs_json(view: PfView, namer: Namer,
-             holders: Callable[[PciAddress], list[str] | None] = lambda a: None) -> dict[str, Any]:
+             holders: Callable[[PciAddress], list[str] | None] = lambda a: None,
+             pools: dict[str, tuple[str, int]] | None = None) -> dict[str, Any]:
+    """pools: PF address -> (the pool it feeds, how many of its VFs the pool has)."""
     pf, s = view.pf, view.pf.sriov
     assert s is not None
+    pool, pooled = (pools or {}).get(str(pf.address), (None, 0))
     return {
         "address": str(pf.address),
         "vendor_id": pf.vendor_id,
@@ -343,7 +346,9 @@ def vfs_json(view: PfView, namer: Namer,
         "drivers_autoprobe": s.drivers_autoprobe,
         "offset": s.offset,
         "stride": s.stride,
-        "vfs": [_vf_json(i, vf, view) | {"holders": holders(vf.address)}
+        "pool": pool,
+        "vfs": [_vf_json(i, vf, view) | {"holders": holders(vf.address),
+                                         "pool": pool if i < pooled else None}
                 for i, vf in enumerate(view.vfs)],
     }
 
@@ -368,19 +373,20 @@ def _vf_json(index: int, vf: PciDevice, view: PfView) -> dict[str, Any]:
 
 
 def vfs_text(views: list[PfView], namer: Namer,
-             holders: Callable[[PciAddress], list[str] | None] = lambda a: None) -> str:
+             holders: Callable[[PciAddress], list[str] | None] = lambda a: None,
+             pools: dict[str, tuple[str, int]] | None = None) -> str:
     if not views:
         return "No SR-IOV capable functions on this host."
     blocks = []
     for view in views:
-        data = vfs_json(view, namer, holders)
+        data = vfs_json(view, namer, holders, pools)
         link = {None: "", True: ", link up", False: ", link DOWN"}[view.link_up]
         autoprobe = {None: "", True: ", autoprobe on", False: ", autoprobe off"}[
             data["drivers_autoprobe"]]
         head = (f"{data['address']}  {device_label(view.pf, namer)}  "
                 f"{data['driver'] or 'no driver'}  {','.join(data['netdevs']) or '-'}\n"
                 f"  {data['numvfs']}/{data['totalvfs']} VFs (VF device {data['vf_device_id']})"
-                f"{autoprobe}{link}")
+                f"{autoprobe}{link}" + (f", pool {data['pool']}" if data["pool"] else ""))
         rows = [[str(v["index"]), v["address"], v["driver"] or "-", _opt(v["iommu_group"]),
                  ",".join(v["netdevs"]) or "-", v["mac"] or "-",
                  _opt(v["vlan"]) if v["vlan"] else "-", _opt(v["qos"]) if v["vlan"] else "-",

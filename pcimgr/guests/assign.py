@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from pcimgr.core import hostdev_xml
+from pcimgr.core import hostdev_xml, pool_xml
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
 from pcimgr.core.model import Host
@@ -20,6 +20,8 @@ from pcimgr.drivers import planner as drivers
 from pcimgr.drivers import reset as resets
 from pcimgr.guests import numa
 from pcimgr.guests.holdings import Holdings
+from pcimgr.guests.network_steps import AttachInterface, DetachInterface
+from pcimgr.guests.pools import Failover
 from pcimgr.guests.steps import AttachDevice, DetachDevice
 from pcimgr.host import discovery, topology, vfinfo
 from pcimgr.host.libvirt_adapter import Libvirt
@@ -38,7 +40,8 @@ def record_path(state: str, address: str) -> str:
 def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdings: Holdings,
                 address: PciAddress, vm: str, live: bool | None, config: bool | None,
                 group: bool, managed: bool, mac: str | None, vlan: int | None,
-                force: bool) -> Proposal:
+                force: bool, failover: Failover | None = None) -> Proposal:
+    """failover: the VF as the transient member of a virtio teaming pair (issue 17)."""
     device = host.require(address)
     domain = lv.domain(vm)
     live = domain.active if live is None else live
@@ -51,7 +54,7 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
                        "drop --config")
     if not (live or config):
         raise BadInput("neither --live nor --config: nothing would be attached")
-    if (mac or vlan) and (device.physfn is None or device.base_class != 0x02):
+    if (mac or vlan or failover) and (device.physfn is None or device.base_class != 0x02):
         raise BadInput(f"--mac and --vlan give a NIC's SR-IOV VF to the guest as "
                        f"<interface type='hostdev'>, and {address} is not a VF of a NIC; "
                        "assign it without them")
@@ -81,14 +84,24 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
                                 survey, held_by, ours, force)
     notes += numa.warnings(machine.sysfs, device, domain.name,
                            domain.live_xml or domain.config_xml or "")
-    element = (hostdev_xml.interface(address, managed, mac, vlan) if mac or vlan
-               else hostdev_xml.hostdev(address, managed))
+    partner: list[Step] = []
+    if failover is not None:
+        mac = (mac or pool_xml.random_mac()).lower()
+        virtio = pool_xml.failover_virtio(mac, failover.bridge, failover.network)
+        partner.append(AttachInterface(str(address), lv.uri, domain.name, domain.uuid,
+                                       hostdev_xml.to_string(virtio), mac, live, config))
+        element = pool_xml.teamed_vf(address, mac, vlan, pool_xml.alias_for(mac), managed)
+    elif mac or vlan:
+        element = hostdev_xml.interface(address, managed, mac, vlan)
+    else:
+        element = hostdev_xml.hostdev(address, managed)
     attach = AttachDevice(str(address), lv.uri, domain.name, domain.uuid,
                           hostdev_xml.to_string(element), live, config)
     notes += detach.notes
     if mac or vlan:
         notes += _pf_link_warning(machine, device.physfn)
     steps: list[Step] = [] if managed else list(detach.plan.steps)
+    steps += partner  # the virtio member first: the alias the VF's <teaming> names
     steps.append(attach)
     # the functions pcimgr moves, and so gives back on release (one already on
     # vfio-pci, e.g. a VF created for guests, stays there)
@@ -124,6 +137,7 @@ def plan_release(machine: Machine, host: Host, lv: Libvirt, holdings: Holdings,
             continue
         steps.append(DetachDevice(str(address), lv.uri, h.domain, h.uuid, live, h.config_xml,
                                   timeout))
+        steps += _failover_partners(lv, address, h.uuid, live, h.config_xml, timeout)
     if not steps:
         notes.append(f"no domain on {lv.uri} holds {address}")
     if not keep_detached:
@@ -144,3 +158,27 @@ def plan_release(machine: Machine, host: Host, lv: Libvirt, holdings: Holdings,
     return Proposal(plans.Plan(f"release {address}", tuple(steps)), None, tuple(notes),
                     ((record_path("", str(address)), None),))
 
+
+def _failover_partners(lv: Libvirt, address: PciAddress, uuid: str, live_xml: str | None,
+                       config_xml: str | None, timeout: float) -> list[Step]:
+    """The virtio member of the VF's teaming pair goes with it (after it)."""
+    import xml.etree.ElementTree as ET
+    aliases = set()
+    for xml in (live_xml, config_xml):
+        if xml:
+            teaming = ET.fromstring(xml).find("./teaming")
+            if teaming is not None and teaming.get("persistent"):
+                aliases.add(teaming.get("persistent"))
+    if not aliases:
+        return []
+    domain = lv.domain(uuid)
+    live = pool_xml.interfaces(domain.live_xml)
+    config = pool_xml.interfaces(domain.config_xml)
+    steps: list[Step] = []
+    for iface in {i.mac: i for i in live + config if i.alias in aliases}.values():
+        steps.append(DetachInterface(
+            str(address), lv.uri, domain.name, domain.uuid,
+            hostdev_xml.to_string(iface.element), iface.mac,
+            any(i.mac == iface.mac for i in live), any(i.mac == iface.mac for i in config),
+            timeout))
+    return steps

@@ -20,16 +20,16 @@ from pcimgr.host.waiting import Patience
 from pcimgr.plans.step import StepBase, register
 
 
-def _where(live: bool, config: bool) -> str:
+def where(live: bool, config: bool) -> str:
     return " and ".join(w for w, on in (("running guest", live), ("persistent config", config))
                         if on)
 
 
-def _flags(live: bool, config: bool) -> str:
+def virsh_flags(live: bool, config: bool) -> str:
     return " ".join(f for f, on in (("--live", live), ("--config", config)) if on)
 
 
-def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> bool:
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> bool:
     """Polling the live XML: libvirt's DEVICE_REMOVED event would need an event loop thread."""
     deadline = time.monotonic() + timeout
     patience = Patience(what)
@@ -59,11 +59,11 @@ class AttachDevice(StepBase):
     kind: str = "attach"
 
     def summary(self) -> str:
-        return f"{self.address}: attach to {self.domain} ({_where(self.live, self.config)})"
+        return f"{self.address}: attach to {self.domain} ({where(self.live, self.config)})"
 
     def describe(self) -> list[str]:
         return [f"virsh -c {self.uri} attach-device {self.domain} /dev/stdin "
-                f"{_flags(self.live, self.config)} <<EOF", *self.xml.splitlines(), "EOF"]
+                f"{virsh_flags(self.live, self.config)} <<EOF", *self.xml.splitlines(), "EOF"]
 
     def apply(self, machine: Machine) -> None:
         libvirt_adapter.connect(self.uri).attach(self.uuid, self.xml, self.live, self.config)
@@ -94,7 +94,7 @@ class DetachDevice(StepBase):
 
     def summary(self) -> str:
         return (f"{self.address}: detach from {self.domain} "
-                f"({_where(self.live_xml is not None, self.config_xml is not None)})")
+                f"({where(self.live_xml is not None, self.config_xml is not None)})")
 
     def describe(self) -> list[str]:
         lines = []
@@ -114,7 +114,7 @@ class DetachDevice(StepBase):
             def released() -> bool:
                 now = lv.domain(self.uuid)
                 return not now.active or not _holds(now.live_xml, self.address)
-            if not _wait_until(released, self.timeout,
+            if not wait_until(released, self.timeout,
                                f"{self.domain} to release {self.address}"):
                 raise LibvirtFailure(
                     f"{self.domain} has not released {self.address} {self.timeout:g} s after "

@@ -143,6 +143,79 @@ class Libvirt:
         except lv.libvirtError as e:
             raise self._failure(f"{verb}ing the device", e) from e
 
+    # -- networks (SR-IOV pools) ------------------------------------------------
+
+    def network_xml(self, name: str) -> str | None:
+        """The network's persistent XML, or None when there is no such network."""
+        lv = self._lv
+        try:
+            net = self._conn.networkLookupByName(name)
+            return str(net.XMLDesc(lv.VIR_NETWORK_XML_INACTIVE))
+        except lv.libvirtError as e:
+            if e.get_error_code() == lv.VIR_ERR_NO_NETWORK:
+                return None
+            raise self._failure(f"looking up network {name}", e) from e
+
+    def network_state(self, name: str) -> tuple[bool, bool]:
+        """(active, autostart) of an existing network."""
+        try:
+            net = self._conn.networkLookupByName(name)
+            return bool(net.isActive()), bool(net.autostart())
+        except self._lv.libvirtError as e:
+            raise self._failure(f"reading network {name}", e) from e
+
+    def define_network(self, xml: str) -> None:
+        """Define, start and autostart it (a pool must survive the host's reboot)."""
+        self._trace(f"net-define, net-start, net-autostart: {' '.join(xml.split())}")
+        lv = self._lv
+        try:
+            net = self._conn.networkDefineXML(xml)
+            if not net.isActive():
+                net.create()
+            net.setAutostart(1)
+        except lv.libvirtError as e:
+            raise self._failure("defining the network", e) from e
+
+    def undefine_network(self, name: str) -> None:
+        self._trace(f"net-destroy, net-undefine {name}")
+        lv = self._lv
+        try:
+            net = self._conn.networkLookupByName(name)
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+        except lv.libvirtError as e:
+            if e.get_error_code() == lv.VIR_ERR_NO_NETWORK:
+                return
+            raise self._failure(f"removing network {name}", e) from e
+
+    def network_ports(self, name: str) -> list[tuple[str, str]]:
+        """(domain name, the VF's address as in the port's XML) of each port a running guest
+        holds on the network: which guest has which VF (libvirt 5.5+)."""
+        import xml.etree.ElementTree as ET
+        lv = self._lv
+        try:
+            net = self._conn.networkLookupByName(name)
+            ports = net.listAllPorts(0) if net.isActive() else []
+        except (lv.libvirtError, AttributeError):
+            return []
+        found = []
+        for port in ports:
+            try:
+                root = ET.fromstring(port.XMLDesc(0))
+            except (lv.libvirtError, ET.ParseError):
+                continue
+            owner = root.findtext("./owner/name") or "?"
+            a = root.find("./plug/address")
+            found.append((owner, "" if a is None else "{}:{}:{}.{}".format(
+                a.get("domain", "0x0")[2:].zfill(4), a.get("bus", "0x0")[2:].zfill(2),
+                a.get("slot", "0x0")[2:].zfill(2), a.get("function", "0x0")[2:])))
+        return found
+
+    def _trace(self, line: str) -> None:
+        if self.trace is not None:
+            self.trace(f"libvirt {self.uri}: {line}")
+
     def _failure(self, doing: str, e: Any) -> PcimgrError:
         lv, code, text = self._lv, e.get_error_code(), _message(e)
         if code == lv.VIR_ERR_NO_DOMAIN:

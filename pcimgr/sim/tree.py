@@ -372,6 +372,8 @@ def stack_net(root: str, name: str, kind: str, lowers: list[str]) -> None:
     top = os.path.join(root, "devices/virtual/net", name)
     os.makedirs(top)
     _write(os.path.join(top, "operstate"), "up\n")
+    if kind == "bridge":
+        os.makedirs(os.path.join(top, "bridge"))  # what tells a bridge apart in sysfs
     _link(top, os.path.join(root, "class/net", name))
     for lower in lowers:
         below = os.path.realpath(os.path.join(root, "class/net", lower))

@@ -117,7 +117,7 @@ def plan_create(machine: Machine, host: Host, survey: Survey, address: PciAddres
     if switch:
         assert autoprobe is not None
         steps.append(SetAutoprobe(a, want_autoprobe, autoprobe))
-    expect = _vf_addresses(pf, count)
+    expect = vf_addresses(pf, count)
     steps.append(SetNumVfs(a, count, 0, (), netdev, timeout, wait_drivers=driver != VFIO,
                            expect=expect))
     if driver == VFIO:
@@ -139,7 +139,8 @@ def _require_pf_driver(pf: PciDevice) -> None:
                       f"`pcimgr rebind {a}`")
 
 
-def _vf_addresses(pf: PciDevice, count: int) -> tuple[str, ...]:
+def vf_addresses(pf: PciDevice, count: int) -> tuple[str, ...]:
+    """Where the PF's first COUNT VFs appear (First VF Offset and VF Stride)."""
     s = pf.sriov
     if s is None or s.offset is None or s.stride is None:
         return ()

@@ -40,10 +40,12 @@ def vfs_list(obj: Context, pf: PciAddress | None, as_json: bool) -> None:
     host = discovery.scan_related(obj.sysfs, (pf,)) if pf else obj.host()
     views = sriov.survey(obj.machine, host, pf)
     mention_unfinished(obj)
+    from pcimgr.guests import pools as pool_records
+    pools = {r.pf: (r.name, r.vfs) for r in pool_records.load_all(obj.config_dir)}
     if as_json:
-        emit_json([render.vfs_json(v, obj.namer, obj.holders) for v in views])
+        emit_json([render.vfs_json(v, obj.namer, obj.holders, pools) for v in views])
         return
-    click.echo(render.vfs_text(views, obj.namer, obj.holders))
+    click.echo(render.vfs_text(views, obj.namer, obj.holders, pools))
     if obj.holdings_problem:
         click.echo(obj.holdings_problem)
 
