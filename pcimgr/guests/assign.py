@@ -20,8 +20,7 @@ from pcimgr.drivers import planner as drivers
 from pcimgr.drivers import reset as resets
 from pcimgr.guests import numa
 from pcimgr.guests.holdings import Holdings
-from pcimgr.guests.network_steps import AttachInterface, DetachInterface
-from pcimgr.guests.pools import Failover
+from pcimgr.guests.pools import Failover, detach_interface, live_config
 from pcimgr.guests.steps import AttachDevice, DetachDevice
 from pcimgr.host import discovery, topology, vfinfo
 from pcimgr.host.libvirt_adapter import Libvirt
@@ -44,16 +43,7 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
     """failover: the VF as the transient member of a virtio teaming pair (issue 17)."""
     device = host.require(address)
     domain = lv.domain(vm)
-    live = domain.active if live is None else live
-    config = domain.persistent if config is None else config
-    if live and not domain.active:
-        raise BadInput(f"{domain.name} is not running, so there is no live guest to attach to; "
-                       "drop --live (the persistent configuration is changed by default)")
-    if config and not domain.persistent:
-        raise BadInput(f"{domain.name} is transient (it has no persistent configuration); "
-                       "drop --config")
-    if not (live or config):
-        raise BadInput("neither --live nor --config: nothing would be attached")
+    live, config = live_config(domain, live, config)
     if (mac or vlan or failover) and (device.physfn is None or device.base_class != 0x02):
         raise BadInput(f"--mac and --vlan give a NIC's SR-IOV VF to the guest as "
                        f"<interface type='hostdev'>, and {address} is not a VF of a NIC; "
@@ -88,8 +78,8 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
     if failover is not None:
         mac = (mac or pool_xml.random_mac()).lower()
         virtio = pool_xml.failover_virtio(mac, failover.bridge, failover.network)
-        partner.append(AttachInterface(str(address), lv.uri, domain.name, domain.uuid,
-                                       hostdev_xml.to_string(virtio), mac, live, config))
+        partner.append(AttachDevice(str(address), lv.uri, domain.name, domain.uuid,
+                                    hostdev_xml.to_string(virtio), live, config, mac=mac))
         element = pool_xml.teamed_vf(address, mac, vlan, pool_xml.alias_for(mac), managed)
     elif mac or vlan:
         element = hostdev_xml.interface(address, managed, mac, vlan)
@@ -176,9 +166,7 @@ def _failover_partners(lv: Libvirt, address: PciAddress, uuid: str, live_xml: st
     config = pool_xml.interfaces(domain.config_xml)
     steps: list[Step] = []
     for iface in {i.mac: i for i in live + config if i.alias in aliases}.values():
-        steps.append(DetachInterface(
-            str(address), lv.uri, domain.name, domain.uuid,
-            hostdev_xml.to_string(iface.element), iface.mac,
-            any(i.mac == iface.mac for i in live), any(i.mac == iface.mac for i in config),
-            timeout))
+        steps.append(detach_interface(lv, str(address), domain, iface,
+                                      any(i.mac == iface.mac for i in live),
+                                      any(i.mac == iface.mac for i in config), timeout))
     return steps

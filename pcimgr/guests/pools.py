@@ -15,7 +15,7 @@ from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, NotFound, Refused
 from pcimgr.core.hostdev_xml import to_string
 from pcimgr.guests.holdings import Holdings
-from pcimgr.guests.network_steps import AttachInterface, DetachInterface
+from pcimgr.guests.steps import AttachDevice, DetachDevice
 from pcimgr.host.libvirt_adapter import Domain, Libvirt
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.plans import statefile
@@ -113,12 +113,14 @@ def view(lv: Libvirt, holdings: Holdings, domains: list[Domain],
                     {str(k): v for k, v in holders.items()}, users)
 
 
-def _live_config(domain: Domain, live: bool | None, config: bool | None) -> tuple[bool, bool]:
+def live_config(domain: Domain, live: bool | None, config: bool | None) -> tuple[bool, bool]:
+    """Where an attach goes: by default the running guest if it runs and the persistent
+    configuration if it has one; what cannot be is bad input."""
     live = domain.active if live is None else live
     config = domain.persistent if config is None else config
     if live and not domain.active:
         raise BadInput(f"{domain.name} is not running, so there is no live guest to attach to; "
-                       "drop --live")
+                       "drop --live (the persistent configuration is changed by default)")
     if config and not domain.persistent:
         raise BadInput(f"{domain.name} is transient (it has no persistent configuration); "
                        "drop --config")
@@ -173,7 +175,7 @@ def failover(sysfs: Sysfs, lv: Libvirt, bridge: str | None,
 def plan_assign(lv: Libvirt, pool: PoolView, vm: str, mac: str | None, vlan: int | None,
                 live: bool | None, config: bool | None, failover: Failover | None) -> Proposal:
     domain = lv.domain(vm)
-    live, config = _live_config(domain, live, config)
+    live, config = live_config(domain, live, config)
     require_free(pool, domain.name)
     mac = (mac or pool_xml.random_mac()).lower()
     vlan = vlan if vlan is not None else pool.record.vlan
@@ -190,15 +192,17 @@ def plan_assign(lv: Libvirt, pool: PoolView, vm: str, mac: str | None, vlan: int
 
 
 def _attach(lv: Libvirt, address: str, domain: Domain, element: Any, mac: str, live: bool,
-            config: bool) -> AttachInterface:
-    return AttachInterface(address, lv.uri, domain.name, domain.uuid, to_string(element),
-                           mac, live, config)
+            config: bool) -> AttachDevice:
+    return AttachDevice(address, lv.uri, domain.name, domain.uuid, to_string(element), live,
+                        config, mac=mac)
 
 
-def _detach(lv: Libvirt, address: str, domain: Domain, iface: pool_xml.GuestInterface,
-            live: bool, config: bool, timeout: float) -> DetachInterface:
-    return DetachInterface(address, lv.uri, domain.name, domain.uuid, to_string(iface.element),
-                           iface.mac, live, config, timeout)
+def detach_interface(lv: Libvirt, address: str, domain: Domain,
+                     iface: pool_xml.GuestInterface, live: bool, config: bool,
+                     timeout: float) -> DetachDevice:
+    xml = to_string(iface.element)
+    return DetachDevice(address, lv.uri, domain.name, domain.uuid, xml if live else None,
+                        xml if config else None, timeout, mac=iface.mac)
 
 
 def plan_release(lv: Libvirt, record: PoolRecord, vm: str, timeout: float) -> Proposal:
@@ -217,7 +221,7 @@ def plan_release(lv: Libvirt, record: PoolRecord, vm: str, timeout: float) -> Pr
     for mac, iface in [*taken.items(), *pairs.items()]:
         in_live = any(i.mac == mac for i in live)
         in_config = any(i.mac == mac for i in config)
-        steps.append(_detach(lv, record.pf, domain, iface, in_live, in_config, timeout))
+        steps.append(detach_interface(lv, record.pf, domain, iface, in_live, in_config, timeout))
     return Proposal(plans.Plan(f"release --pool {record.name} {domain.name}", tuple(steps)),
                     None, ())
 
@@ -235,7 +239,7 @@ def plan_migrate_prep(lv: Libvirt, records: dict[str, PoolRecord], vm: str,
         raise NotFound(f"{domain.name} has no failover pair (an <interface> with <teaming "
                        "type='transient'>); `pcimgr assign --pool NAME VM --failover` makes "
                        "one")
-    steps: list[Step] = [_detach(lv, _address(i, records), domain, i, True, False, timeout)
+    steps: list[Step] = [detach_interface(lv, _address(i, records), domain, i, True, False, timeout)
                          for i in transient]
     return Proposal(plans.Plan(f"migrate-prep {domain.name}", tuple(steps)), None, ())
 

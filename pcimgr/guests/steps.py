@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pcimgr.core import hostdev_xml
+from pcimgr.core import hostdev_xml, pool_xml
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import LibvirtFailure
 from pcimgr.host import libvirt_adapter
@@ -41,9 +41,17 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> bool:
     return True
 
 
-def _holds(xml: str | None, address: str) -> bool:
+def _holds(xml: str | None, address: str, mac: str | None = None) -> bool:
+    """The domain XML has the device: an interface by its MAC (pool interfaces and failover
+    pairs, which name no function), anything else by the function's address."""
+    if mac is not None:
+        return any(i.mac == mac.lower() for i in pool_xml.interfaces(xml))
     wanted = PciAddress.parse(address)
     return any(a == wanted for a, _ in hostdev_xml.pci_devices(xml or ""))
+
+
+def _what(address: str, mac: str | None) -> str:
+    return f"{address}: interface {mac}" if mac else address
 
 
 @register
@@ -57,9 +65,11 @@ class AttachDevice(StepBase):
     live: bool
     config: bool
     kind: str = "attach"
+    mac: str | None = None  # an interface known by its MAC (a pool's, a failover member)
 
     def summary(self) -> str:
-        return f"{self.address}: attach to {self.domain} ({where(self.live, self.config)})"
+        return (f"{_what(self.address, self.mac)}: attach to {self.domain} "
+                f"({where(self.live, self.config)})")
 
     def describe(self) -> list[str]:
         return [f"virsh -c {self.uri} attach-device {self.domain} /dev/stdin "
@@ -71,8 +81,8 @@ class AttachDevice(StepBase):
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
         now = lv.domain(self.uuid)
-        live = self.live and now.active and _holds(now.live_xml, self.address)
-        config = self.config and _holds(now.config_xml, self.address)
+        live = self.live and now.active and _holds(now.live_xml, self.address, self.mac)
+        config = self.config and _holds(now.config_xml, self.address, self.mac)
         if live or config:
             lv.detach(self.uuid, self.xml, live, config)
 
@@ -91,9 +101,10 @@ class DetachDevice(StepBase):
     config_xml: str | None
     timeout: float
     kind: str = "detach"
+    mac: str | None = None
 
     def summary(self) -> str:
-        return (f"{self.address}: detach from {self.domain} "
+        return (f"{_what(self.address, self.mac)}: detach from {self.domain} "
                 f"({where(self.live_xml is not None, self.config_xml is not None)})")
 
     def describe(self) -> list[str]:
@@ -113,11 +124,12 @@ class DetachDevice(StepBase):
 
             def released() -> bool:
                 now = lv.domain(self.uuid)
-                return not now.active or not _holds(now.live_xml, self.address)
+                return not now.active or not _holds(now.live_xml, self.address, self.mac)
             if not wait_until(released, self.timeout,
-                               f"{self.domain} to release {self.address}"):
+                              f"{self.domain} to release {_what(self.address, self.mac)}"):
                 raise LibvirtFailure(
-                    f"{self.domain} has not released {self.address} {self.timeout:g} s after "
+                    f"{self.domain} has not released {_what(self.address, self.mac)} "
+                    f"{self.timeout:g} s after "
                     "the unplug request (a guest without an OS or driver for it never "
                     f"acknowledges one); shut the guest down, or `virsh destroy "
                     f"{self.domain}`, then run `pcimgr release {self.address}` again")
@@ -127,7 +139,8 @@ class DetachDevice(StepBase):
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
         now = lv.domain(self.uuid)
-        if self.config_xml is not None and not _holds(now.config_xml, self.address):
+        if self.config_xml is not None and not _holds(now.config_xml, self.address, self.mac):
             lv.attach(self.uuid, self.config_xml, False, True)
-        if self.live_xml is not None and now.active and not _holds(now.live_xml, self.address):
+        if self.live_xml is not None and now.active and \
+                not _holds(now.live_xml, self.address, self.mac):
             lv.attach(self.uuid, self.live_xml, True, False)
