@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.address import PciAddress
-from pcimgr.core.model import Host, IommuGroup, PciDevice
+from pcimgr.core.model import BRIDGE_CLASSES, Host, IommuGroup, PciDevice
 from pcimgr.host.names import Namer
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None,
     host_use: what the host uses it for (safety.host_use), [] for nothing."""
     names = namer(d)
     s = d.sriov
+    physfn = d.physfn
     return {
         "address": str(d.address),
         "vendor_id": d.vendor_id,
@@ -37,7 +38,7 @@ def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None,
         "device": names.device,
         "subsystem_vendor_id": d.subsystem_vendor_id,
         "subsystem_device_id": d.subsystem_device_id,
-        "class": f"{d.class_code:06x}",
+        "class": _class_hex(d.class_code),
         "class_name": names.class_name,
         "revision": d.revision,
         "driver": d.driver,
@@ -45,7 +46,7 @@ def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None,
         "iommu_group": d.iommu_group,
         "numa_node": d.numa_node,
         "netdevs": list(d.netdevs),
-        "is_bridge": d.is_bridge,
+        "is_bridge": d.class_code >> 8 in BRIDGE_CLASSES,
         "sriov": None if s is None else {
             "totalvfs": s.totalvfs,
             "numvfs": s.numvfs,
@@ -55,10 +56,21 @@ def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None,
             "stride": s.stride,
             "vfs": [str(a) for a in s.vfs],
         },
-        "physfn": str(d.physfn) if d.physfn else None,
+        "physfn": str(physfn) if physfn else None,
         "holders": holders,
         "host_use": host_use or [],
     }
+
+
+_CLASS_HEX: dict[int, str] = {}
+
+
+def _class_hex(class_code: int) -> str:
+    """The class as six hex digits; made once per class (thousands of functions, few classes)."""
+    text = _CLASS_HEX.get(class_code)
+    if text is None:
+        text = _CLASS_HEX[class_code] = f"{class_code:06x}"
+    return text
 
 
 def group_json(group: IommuGroup, namer: Namer) -> dict[str, Any]:

@@ -65,7 +65,13 @@ class PciAddress:
         return self.bus << 8 | self.slot << 3 | self.function
 
     def __str__(self) -> str:
-        return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function:x}"
+        # kept once made: `list --json` prints each function's address and its PF's,
+        # and parse() hands out one object per address
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function:x}"
+            object.__setattr__(self, "_text", text)
+        return text
 
     @property
     def nodedev_name(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from dataclasses import replace
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
@@ -15,9 +15,47 @@ _SRIOV_ATTRS = ("sriov_numvfs", "sriov_drivers_autoprobe", "sriov_offset", "srio
 
 
 def scan(sysfs: Sysfs) -> Host:
-    devices = [d for d in (_read_named(sysfs, n) for n in sysfs.list_dir(DEVICES)) if d is not None]
-    devices.sort(key=lambda d: d.address)
+    devices = _scan_bus(sysfs, sysfs.list_dir(DEVICES))
+    devices.sort(key=_by_address)
     return Host(tuple(devices), iommu_enabled=bool(sysfs.list_dir("kernel/iommu_groups")))
+
+
+def _by_address(d: PciDevice) -> PciAddress:
+    return d.address
+
+
+def _scan_bus(sysfs: Sysfs, names: list[str]) -> list[PciDevice]:
+    """Every function named, each directory opened relative to bus/pci/devices.
+
+    A PF's VFs are the functions whose physfn names it, in address order (the
+    virtfn index order: VF n sits at the PF's routing id + offset + n * stride):
+    every VF's physfn link is read anyway, so the PF's virtfnN links are not.
+    """
+    try:
+        bus = sysfs.directory(DEVICES)
+    except Gone:
+        return []
+    found: list[PciDevice] = []
+    with bus:
+        for name in names:
+            try:
+                address = PciAddress.parse(name)
+                with bus.sub(name) as d:
+                    device = _read(d, address, virtfns=False)
+            except (BadInput, Gone):
+                continue
+            if device is not None:
+                found.append(device)
+    vfs: dict[PciAddress, list[PciAddress]] = {}
+    for device in found:
+        if device.physfn is not None:
+            vfs.setdefault(device.physfn, []).append(device.address)
+    for i, device in enumerate(found):
+        if device.sriov is not None:
+            mine = vfs.get(device.address)
+            if mine:
+                found[i] = replace(device, sriov=replace(device.sriov, vfs=tuple(sorted(mine))))
+    return found
 
 
 def read_device(sysfs: Sysfs, address: PciAddress) -> PciDevice | None:
@@ -29,43 +67,57 @@ def read_device(sysfs: Sysfs, address: PciAddress) -> PciDevice | None:
         return None
 
 
-def _read(d: Directory, address: PciAddress) -> PciDevice | None:
+def _read(d: Directory, address: PciAddress, virtfns: bool = True) -> PciDevice | None:
+    """virtfns: read the PF's VFs from its virtfnN links (else left empty for the caller)."""
     # uevent carries DRIVER, PCI_CLASS, PCI_ID and PCI_SUBSYS_ID in one read: the
     # values of the driver link and the vendor/device/class/subsystem files
     # (pci_uevent() in drivers/pci/pci-driver.c) for a fifth of the opens.
-    event = _uevent(d.read("uevent"))
-    ids, klass = event.get("PCI_ID", ""), event.get("PCI_CLASS")
-    if len(ids) != 9 or klass is None:
+    event = "\n" + (d.read("uevent") or "")
+    ids, klass = _field(event, "\nPCI_ID="), _field(event, "\nPCI_CLASS=")
+    if ids is None or len(ids) != 9 or klass is None:
         return None
     class_code = int(klass, 16)
-    subsys = event.get("PCI_SUBSYS_ID", "")
+    driver, subsys = _field(event, "\nDRIVER="), _field(event, "\nPCI_SUBSYS_ID=")
     revision = d.read("revision")
     physfn = _address_link(d.link("physfn"))
     sriov = None
     if physfn is None:  # only a PF can have VFs of its own
         totalvfs = d.read("sriov_totalvfs")
         if totalvfs is not None:
-            sriov = _sriov(d, totalvfs)
-    driver = event.get("DRIVER")
+            sriov = _sriov(d, totalvfs, virtfns)
     # Only a bound network driver registers interfaces: skip the listing otherwise.
     has_net = driver is not None and driver not in NO_NETDEV_DRIVERS \
         and class_code >> 8 not in BRIDGE_CLASSES
+    sub_vendor = sub_device = None
+    if subsys is not None and len(subsys) == 9:
+        sub_vendor, sub_device = subsys[:4].lower(), subsys[5:].lower()
+    group = d.link("iommu_group")
     return PciDevice(
         address=address,
         vendor_id=ids[:4].lower(),
         device_id=ids[5:].lower(),
-        subsystem_vendor_id=subsys[:4].lower() if len(subsys) == 9 else None,
-        subsystem_device_id=subsys[5:].lower() if len(subsys) == 9 else None,
+        subsystem_vendor_id=sub_vendor,
+        subsystem_device_id=sub_device,
         class_code=class_code,
         revision=revision[2:] if revision and revision.startswith("0x") else None,
         driver=driver,
         driver_override=override(d.read("driver_override")),
-        iommu_group=_int(_basename(d.link("iommu_group"))),
+        iommu_group=_int(group.rpartition("/")[2]) if group else None,
         numa_node=_numa(d.read("numa_node")),
         netdevs=_netdevs(d, driver) if has_net else (),
         sriov=sriov,
         physfn=physfn,
     )
+
+
+def _field(event: str, key: str) -> str | None:
+    """KEY's value in a uevent's text (which starts with a newline), or None."""
+    i = event.find(key)
+    if i < 0:
+        return None
+    i += len(key)
+    j = event.find("\n", i)
+    return event[i:] if j < 0 else event[i:j]
 
 
 def _netdevs(d: Directory, driver: str | None) -> tuple[str, ...]:
@@ -115,10 +167,6 @@ def _read_named(sysfs: Sysfs, name: str) -> PciDevice | None:
         return None
 
 
-def _uevent(text: str | None) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in (text or "").splitlines() if "=" in line)
-
-
 def require(sysfs: Sysfs, address: PciAddress) -> PciDevice:
     device = read_device(sysfs, address)
     if device is None:
@@ -126,10 +174,10 @@ def require(sysfs: Sysfs, address: PciAddress) -> PciDevice:
     return device
 
 
-def _sriov(d: Directory, totalvfs: str) -> SriovInfo:
+def _sriov(d: Directory, totalvfs: str, virtfns: bool = True) -> SriovInfo:
     a = {name: d.read(name) for name in _SRIOV_ATTRS}
     numvfs = _int(a["sriov_numvfs"]) or 0
-    vfs = (_address_link(d.link(f"virtfn{i}")) for i in range(numvfs))
+    vfs = (_address_link(d.link(f"virtfn{i}")) for i in range(numvfs if virtfns else 0))
     autoprobe, vf_device = a["sriov_drivers_autoprobe"], a["sriov_vf_device"]
     return SriovInfo(
         totalvfs=_int(totalvfs) or 0,
@@ -140,10 +188,6 @@ def _sriov(d: Directory, totalvfs: str) -> SriovInfo:
         stride=_int(a["sriov_stride"]),
         vfs=tuple(vf for vf in vfs if vf is not None),
     )
-
-
-def _basename(target: str | None) -> str | None:
-    return os.path.basename(target) if target else None
 
 
 def _int(text: str | None) -> int | None:
@@ -167,6 +211,6 @@ def _address_link(target: str | None) -> PciAddress | None:
     if not target:
         return None
     try:
-        return PciAddress.parse(os.path.basename(target))
+        return PciAddress.parse(target.rpartition("/")[2])
     except BadInput:
         return None

@@ -29,6 +29,10 @@ _ABSENT = (errno_mod.ENOENT, errno_mod.ENODEV, errno_mod.ENXIO, errno_mod.EACCES
            errno_mod.EPERM, errno_mod.EINVAL, errno_mod.EIO, errno_mod.ENOTDIR)
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+
 class Gone(Exception):
     """The directory disappeared (a function removed while being read)."""
 
@@ -42,10 +46,13 @@ class Directory:
     Absent or unreadable entries read as None.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, parent: Directory | None = None) -> None:
         self.path = path
         try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            if parent is None:
+                self._fd = os.open(path, _DIR_FLAGS)
+            else:  # relative to the parent: no walk of the path from the root again
+                self._fd = os.open(path.rpartition("/")[2], _DIR_FLAGS, dir_fd=parent._fd)
         except OSError as e:
             if e.errno in _ABSENT:
                 raise Gone(path) from None
@@ -57,8 +64,26 @@ class Directory:
     def __exit__(self, *exc: object) -> None:
         os.close(self._fd)
 
+    def sub(self, name: str) -> Directory:
+        """An entry of this directory held open the same way (one name, no slashes)."""
+        return Directory(f"{self.path}/{name}", self)
+
     def read(self, name: str) -> str | None:
-        return _read_text(name, self._fd)
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=self._fd)
+        except OSError as e:
+            if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+                return None
+            raise
+        try:
+            data = os.read(fd, 4096)
+        except OSError as e:
+            if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+                return None
+            raise
+        finally:
+            os.close(fd)
+        return data.decode("utf-8", "replace").rstrip("\n")
 
     def link(self, name: str) -> str | None:
         try:
@@ -71,7 +96,7 @@ class Directory:
     def list(self, name: str) -> list[str] | None:
         # by path: listdir(fd) costs a dup, an fdopendir and a rewind on top
         try:
-            return sorted(os.listdir(os.path.join(self.path, name)))
+            return sorted(os.listdir(f"{self.path}/{name}"))
         except OSError as e:
             if e.errno in _ABSENT:
                 return None

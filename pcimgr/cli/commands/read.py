@@ -66,10 +66,14 @@ def list_cmd(obj: Context, show_all: bool, klass: tuple[str, ...], vendor: tuple
     survey = usage.survey(obj.machine, deep=False)  # no /proc scan for every listing
     mention_unfinished(obj)
 
+    sysfs = obj.sysfs
+
     def uses(d: PciDevice) -> list[str]:
-        return safety.host_use(obj.sysfs, d, survey)
+        return safety.host_use(sysfs, d, survey)
     if as_json:
-        emit_json([render.device_json(d, obj.namer, obj.holders(d.address), uses(d))
+        namer = obj.namer
+        holders = obj.holders if obj.holdings() is not None else _unasked
+        emit_json([render.device_json(d, namer, holders(d.address), uses(d))
                    for d in devices])
         return
     notice = render.iommu_off_notice(host)
@@ -97,6 +101,10 @@ def list_cmd(obj: Context, show_all: bool, klass: tuple[str, ...], vendor: tuple
         click.echo(obj.holdings_problem)
     if not overrides and any(d.driver_override is not None for d in devices):
         click.echo(render.OVERRIDE_FOOTNOTE, err=True)
+
+
+def _unasked(address: PciAddress) -> None:
+    """holders() where libvirt was not asked (or could not be): null in every row."""
 
 
 @click.command()
