@@ -145,7 +145,7 @@ class Context:
     def namer(self) -> Namer:
         if self._namer is None:
             from pcimgr.host.names import Namer
-            self._namer = Namer()
+            self._namer = Namer(udev=self.machine.udev_database())
         return self._namer
 
 

@@ -12,6 +12,7 @@ from pcimgr.core.errors import KernelError, NeedsRoot
 from pcimgr.core.vfconfig import VfConfig
 from pcimgr.host import facts, sysfiles
 from pcimgr.host.sysfs import REAL_ROOT, Sysfs
+from pcimgr.host.udevdb import UdevDatabase
 
 
 class LinuxMachine:
@@ -90,6 +91,12 @@ class LinuxMachine:
         if r.returncode != 0 or not self.sysfs.exists(f"bus/pci/drivers/{name}"):
             why = r.stderr.strip() or "no such driver after modprobe"
             raise KernelError(f"cannot load {name}: {why}; check that the kernel has the module")
+
+    def udev_database(self) -> UdevDatabase | None:
+        # only for the running kernel's own bus: a tree elsewhere is not what udev saw
+        if self.sysfs.root != REAL_ROOT:
+            return None
+        return UdevDatabase.open(self.system_root)
 
     def read_system_file(self, rel: str) -> bytes | None:
         return sysfiles.read(self.system_root, rel)

@@ -7,10 +7,13 @@ whether the host is real; it asks the machine, and the simulated one answers.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pcimgr.core.vfconfig import VfConfig
 from pcimgr.host.sysfs import Sysfs
+
+if TYPE_CHECKING:
+    from pcimgr.host.udevdb import UdevDatabase
 
 
 class Facts(Protocol):
@@ -89,6 +92,10 @@ class Machine(Protocol):
     def system_log(self, message: str, fields: dict[str, str] | None = None) -> None:
         """Tell the host's log what pcimgr changed: the journal with fields to select on
         (PCIMGR_COMMAND, PCIMGR_RESULT, PCIMGR_STEPS, ...), else syslog."""
+
+    def udev_database(self) -> UdevDatabase | None:
+        """The udev database of this host's PCI functions (names from its hwdb), None
+        where there is none for the functions of this sysfs tree."""
 
     # the host's own files and programs (doctor --fix: bootloader, initramfs); each path is
     # relative to system_root ("etc/default/grub", "proc/cpuinfo")

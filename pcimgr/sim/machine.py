@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.errors import NeedsRoot, NotFound, Refused
 from pcimgr.core.vfconfig import VfConfig
-from pcimgr.host import sysfiles
+from pcimgr.host import sysfiles, udevdb
 from pcimgr.host.sysfs import Sysfs, WriteFn
 from pcimgr.sim import marker
 
@@ -137,6 +137,12 @@ class SimulatedMachine:
 
     # its /etc, /proc/cpuinfo and programs are files in the tree (sim/boot.py writes them)
     RAN = ".pcimgr-ran"  # what run_program would have run, one JSON list per line
+
+    def udev_database(self) -> udevdb.UdevDatabase | None:
+        """None unless the tree lays one out (run/udev/data/+pci:ADDRESS): names come from
+        pci.ids, as on a host without udev."""
+        self._inside(udevdb.DATA_DIR)  # no link out of the tree
+        return udevdb.UdevDatabase.open(self.root)
 
     def read_system_file(self, rel: str) -> bytes | None:
         return sysfiles.read(self.root, self._inside(rel))
