@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""Time `pcimgr list --all --json` against `lspci -nnkD` on simulated hosts of growing size.
+"""Time `pcimgr list --all --json` against `lspci -nnkD` on simulated hosts, side by side.
 
-Usage: .venv/bin/python bench/bench_list.py [--sizes 64,1024,4096] [--runs 7]
-Each size is a scale profile (root port + PF + 14 VFs per PF) built on tmpfs.
-Both commands run as whole processes, as a user runs them; the figure is the
-median wall time of --runs runs after one warm-up. Target (issue 2): at 4,096
-functions pcimgr takes at most 0.6x the time of lspci -nnkD.
+Usage: .venv/bin/python bench/bench_list.py [--trees scale,mixed] [--sizes 4096]
+                                            [--runs 15] [--dir /dev/shm]
+Trees: `scale` is `pcimgr sim create --profile scale:PFSx15` (a root port, an igb PF and
+15 VFs each); `mixed` the same shape with the PFs cycling through five NIC models (Intel
+igb, ixgbe and i40e, Mellanox ConnectX-5, Broadcom NetXtreme-E), a third of them
+without VFs. --sizes is the number of functions wanted
+(rounded to whole PFs); --dir where the trees are built (tmpfs by default; give a disk
+directory to measure on disk). Both commands run as whole processes, alternating
+(pcimgr, lspci, pcimgr, ...) after one warm-up each, so that load on the machine hits
+both alike; the figures are medians of --runs runs and their ratio.
+Targets (issue 18): pcimgr <= 1.0x lspci at 4,096 functions; under 1 s at 16,384.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -24,40 +31,82 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from pcimgr.sim import builder, profiles  # noqa: E402
 
-VFS_PER_PF = 14
+VFS_PER_PF = 15
+# (vendor, PF device, VF device, PF driver, VF driver, subsystem)
+MODELS = (("8086", "10c9", "10ca", "igb", "igbvf", ("8086", "a03c")),
+          ("8086", "10fb", "10ed", "ixgbe", "ixgbevf", ("8086", "000c")),
+          ("8086", "1572", "154c", "i40e", "iavf", ("8086", "0000")),
+          ("15b3", "1017", "1018", "mlx5_core", "mlx5_core", ("15b3", "0020")),
+          ("14e4", "16d7", "16dc", "bnxt_en", "bnxt_en", ("14e4", "1402")))
 
 
-def median_time(cmd: list[str], runs: int) -> float:
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
+def mixed(pfs: int) -> profiles.Profile:
+    """The scale shape with the NIC models cycling and every third PF without VFs."""
+    base = profiles.scale(pfs, VFS_PER_PF)
+    devices = []
+    i = 0
+    for spec in base.devices:
+        if spec.sriov is None:
+            devices.append(spec)
+            continue
+        vendor, device, vf_device, driver, vf_driver, subsystem = MODELS[i % len(MODELS)]
+        numvfs = 0 if i % 3 == 2 else VFS_PER_PF
+        sriov = dataclasses.replace(spec.sriov, vf_device=vf_device, vf_driver=vf_driver,
+                                    numvfs=numvfs, configurable_by=(driver,))
+        devices.append(dataclasses.replace(spec, vendor=vendor, device=device, driver=driver,
+                                           subsystem=subsystem, sriov=sriov))
+        i += 1
+    drivers = tuple(sorted({m[3] for m in MODELS} | {m[4] for m in MODELS})) \
+        + ("pcieport",) + profiles.STUBS
+    return profiles.Profile(f"mixed:{pfs}", "mixed NIC models", tuple(devices), drivers)
+
+
+def tree(kind: str, functions: int) -> profiles.Profile:
+    if kind == "scale":
+        return profiles.scale(max(1, functions // (VFS_PER_PF + 2)), VFS_PER_PF)
+    # a third of the PFs have no VFs: more PFs for the same number of functions
+    per_pf = (2 * (VFS_PER_PF + 2) + 2) / 3
+    return mixed(max(1, round(functions / per_pf)))
+
+
+def alternate(commands: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for cmd in commands.values():  # warm-up: page cache, dentries
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    for _ in range(runs):
+        for name, cmd in commands.items():
+            t = time.perf_counter()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="64,1024,4096")
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--trees", default="scale,mixed")
+    ap.add_argument("--sizes", default="4096")
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--dir", default="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     args = ap.parse_args()
     pcimgr = os.path.join(os.path.dirname(sys.executable), "pcimgr")
     lspci = shutil.which("lspci")
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    print(f"{'functions':>9} {'pcimgr ms':>10} {'lspci ms':>9} {'ratio':>6} {'pcimgr us/fn':>13}")
-    with tempfile.TemporaryDirectory(prefix="pcimgr-bench-", dir=base) as tmp:
-        for size in (int(s) for s in args.sizes.split(",")):
-            pfs = max(1, size // (VFS_PER_PF + 2))
-            root = os.path.join(tmp, str(size))
-            builder.build(root, profiles.scale(pfs, VFS_PER_PF))
-            count = len(os.listdir(os.path.join(root, "bus/pci/devices")))
-            ours = median_time([pcimgr, "--sysfs-root", root, "list", "--all", "--json"], args.runs)
-            theirs = median_time([lspci, "-nnkD", "-O", f"sysfs.path={root}/bus/pci"],
-                                 args.runs) if lspci else float("nan")
-            print(f"{count:>9} {ours * 1e3:>10.1f} {theirs * 1e3:>9.1f} {ours / theirs:>6.2f} "
-                  f"{ours / count * 1e6:>13.1f}", flush=True)
-            shutil.rmtree(root)
+    if lspci is None:
+        sys.exit("lspci is not installed (apt-get install pciutils)")
+    print(f"{'tree':>6} {'functions':>9} {'pcimgr ms':>10} {'lspci ms':>9} {'ratio':>6} "
+          f"{'pcimgr us/fn':>13}   (medians of {args.runs} alternating runs)")
+    with tempfile.TemporaryDirectory(prefix="pcimgr-bench-", dir=args.dir) as tmp:
+        for kind in args.trees.split(","):
+            for size in (int(s) for s in args.sizes.split(",")):
+                root = os.path.join(tmp, f"{kind}-{size}")
+                builder.build(root, tree(kind, size))
+                count = len(os.listdir(os.path.join(root, "bus/pci/devices")))
+                times = alternate({
+                    "pcimgr": [pcimgr, "--sysfs-root", root, "list", "--all", "--json"],
+                    "lspci": [lspci, "-nnkD", "-O", f"sysfs.path={root}/bus/pci"]}, args.runs)
+                ours, theirs = (statistics.median(times[n]) for n in ("pcimgr", "lspci"))
+                print(f"{kind:>6} {count:>9} {ours * 1e3:>10.1f} {theirs * 1e3:>9.1f} "
+                      f"{ours / theirs:>6.2f} {ours / count * 1e6:>13.1f}", flush=True)
+                shutil.rmtree(root)
 
 
 if __name__ == "__main__":

@@ -100,16 +100,30 @@ class Libvirt:
         return self._describe(dom)
 
     def domains(self) -> list[Domain]:
+        """Every domain with its XML: one listing (and one of the transient ones, usually
+        empty), then only the XMLDesc calls libvirt needs per domain. Name, UUID and
+        whether it runs (its id) come with the listing; no round trip asks for them."""
+        lv = self._lv
         try:
             found = self._conn.listAllDomains(0)
-        except self._lv.libvirtError as e:
+            transient = {dom.UUIDString() for dom in self._conn.listAllDomains(
+                lv.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)}
+        except lv.libvirtError as e:
             raise self._failure("listing domains", e) from e
         described = []
         for dom in found:
+            uuid = dom.UUIDString()
+            active, persistent = dom.ID() != -1, uuid not in transient
             try:
-                described.append(self._describe(dom))
-            except LibvirtFailure:
-                continue  # undefined while we looked
+                described.append(Domain(
+                    dom.name(), uuid, active, persistent,
+                    dom.XMLDesc(0) if active else None,
+                    dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE) if persistent else None))
+            except lv.libvirtError as e:
+                failure = self._failure("reading a domain", e)
+                if isinstance(failure, LibvirtFailure):
+                    continue  # undefined while we looked
+                raise failure from e
         return sorted(described, key=lambda d: d.name)
 
     def _describe(self, dom: Any) -> Domain:
@@ -164,13 +178,14 @@ class Libvirt:
         except self._lv.libvirtError as e:
             raise self._failure(f"reading network {name}", e) from e
 
-    def define_network(self, xml: str) -> None:
+    def define_network(self, xml: str, start: bool = True) -> None:
         """Define, start and autostart it (a pool must survive the host's reboot)."""
-        self._trace(f"net-define, net-start, net-autostart: {' '.join(xml.split())}")
+        self._trace(f"net-define{', net-start' if start else ''}, net-autostart: "
+                    f"{' '.join(xml.split())}")
         lv = self._lv
         try:
             net = self._conn.networkDefineXML(xml)
-            if not net.isActive():
+            if start and not net.isActive():
                 net.create()
             net.setAutostart(1)
         except lv.libvirtError as e:
