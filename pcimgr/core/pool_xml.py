@@ -31,19 +31,33 @@ def random_mac() -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 
 
-def network(name: str, vfs: list[PciAddress], vlan: int | None) -> ET.Element:
-    """<network><forward mode='hostdev' managed='yes'> with each VF's address: libvirt
-    gives a free one to each guest interface of this network as the guest starts."""
+def network(name: str, pf_dev: str | None, vfs: list[PciAddress],
+            vlan: int | None) -> ET.Element:
+    """<network><forward mode='hostdev' managed='yes'>: libvirt gives a free VF to each guest
+    interface of this network as the guest starts. By the PF's interface when it has one
+    (libvirt finds its VFs when the network starts, as the pool's VF count changes), else
+    by each VF's address (libvirt checks those are VFs of its host when it defines it)."""
     element = ET.Element("network")
     ET.SubElement(element, "name").text = name
     forward = ET.SubElement(element, "forward", {"mode": "hostdev", "managed": "yes"})
-    for vf in vfs:
-        a = address_element(vf)
-        a.set("type", "pci")
-        forward.append(a)
+    if pf_dev:
+        ET.SubElement(forward, "pf", {"dev": pf_dev})
+    else:
+        for vf in vfs:
+            a = address_element(vf)
+            a.set("type", "pci")
+            forward.append(a)
     if vlan:
         ET.SubElement(ET.SubElement(element, "vlan"), "tag", {"id": str(vlan)})
     return element
+
+
+def network_pf(network_xml: str) -> str | None:
+    try:
+        pf = ET.fromstring(network_xml).find("./forward/pf")
+    except ET.ParseError:
+        return None
+    return None if pf is None else pf.get("dev")
 
 
 def network_vfs(network_xml: str) -> list[PciAddress]:

@@ -22,26 +22,30 @@ class DefineNetwork(StepBase):
     xml: str
     previous: str | None   # the network this replaces (pool define again), for undo
     kind: str = "net-define"
+    # libvirt checks at net-start that each address is an SR-IOV VF of its own host: a
+    # simulated host's VFs are not, so there the network is only defined (autostart on)
+    start: bool = True
 
     def summary(self) -> str:
-        return f"{self.address}: libvirt network {self.name} (defined, started, autostart)"
+        return (f"{self.address}: libvirt network {self.name} (defined, "
+                f"{'started, ' if self.start else ''}autostart)")
 
     def describe(self) -> list[str]:
         return [f"virsh -c {self.uri} net-define /dev/stdin <<EOF", *self.xml.splitlines(),
-                "EOF", f"virsh -c {self.uri} net-start {self.name}",
+                "EOF", *([f"virsh -c {self.uri} net-start {self.name}"] if self.start else []),
                 f"virsh -c {self.uri} net-autostart {self.name}"]
 
     def apply(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
         if self.previous is not None:
             lv.undefine_network(self.name)  # a running network keeps its old VF list
-        lv.define_network(self.xml)
+        lv.define_network(self.xml, self.start)
 
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
         lv.undefine_network(self.name)
         if self.previous is not None:
-            lv.define_network(self.previous)
+            lv.define_network(self.previous, self.start)
 
 
 @register
@@ -52,6 +56,7 @@ class UndefineNetwork(StepBase):
     name: str
     xml: str               # what it was, for undo
     kind: str = "net-undefine"
+    active: bool = True    # and whether it ran
 
     def summary(self) -> str:
         return f"{self.address}: libvirt network {self.name} removed"
@@ -66,4 +71,4 @@ class UndefineNetwork(StepBase):
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
         if lv.network_xml(self.name) is None:
-            lv.define_network(self.xml)
+            lv.define_network(self.xml, self.active)

@@ -98,11 +98,14 @@ class PoolView:
         return max(0, len(self.vfs) - len(self.users) - len(direct))
 
 
-def view(lv: Libvirt, holdings: Holdings, domains: list[Domain],
-         record: PoolRecord) -> PoolView:
+def view(lv: Libvirt, holdings: Holdings, domains: list[Domain], record: PoolRecord,
+         sysfs: Sysfs) -> PoolView:
+    """The pool's VFs are its PF's first record.vfs, as the host has them now."""
+    from pcimgr.host import discovery
+    pf = discovery.read_device(sysfs, PciAddress.parse(record.pf))
+    vfs = pf.sriov.vfs[:record.vfs] if pf is not None and pf.sriov is not None else ()
     xml = lv.network_xml(record.name)
     active, autostart = lv.network_state(record.name) if xml is not None else (False, False)
-    vfs = tuple(pool_xml.network_vfs(xml or ""))
     holders = {vf: owner for owner, vf in lv.network_ports(record.name) if vf}
     for vf in vfs:  # given directly (pcimgr assign VF, by hand): the domain XML says so
         for holding in holdings.get(vf, []):

@@ -178,13 +178,14 @@ class Libvirt:
         except self._lv.libvirtError as e:
             raise self._failure(f"reading network {name}", e) from e
 
-    def define_network(self, xml: str) -> None:
+    def define_network(self, xml: str, start: bool = True) -> None:
         """Define, start and autostart it (a pool must survive the host's reboot)."""
-        self._trace(f"net-define, net-start, net-autostart: {' '.join(xml.split())}")
+        self._trace(f"net-define{', net-start' if start else ''}, net-autostart: "
+                    f"{' '.join(xml.split())}")
         lv = self._lv
         try:
             net = self._conn.networkDefineXML(xml)
-            if not net.isActive():
+            if start and not net.isActive():
                 net.create()
             net.setAutostart(1)
         except lv.libvirtError as e:

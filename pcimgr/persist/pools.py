@@ -62,13 +62,21 @@ def plan_define(machine: Machine, host: Host, survey: Survey, lv: Libvirt,
             else:
                 steps += sriov.plan_set(machine, host, pf_address, index, settings,
                                         timeout).plan.steps
+    notes = create.notes
     vfs = [PciAddress.parse(a) for a in sriov.vf_addresses(pf, record.vfs)]
-    xml = to_string(pool_xml.network(record.name, vfs, record.vlan))
-    if existing is None or pool_xml.network_vfs(existing) != vfs or \
-            _vlan(existing) != record.vlan:
-        steps.append(DefineNetwork(record.pf, lv.uri, record.name, xml, existing))
+    pf_dev = pf.netdevs[0] if pf.netdevs else None
+    xml = to_string(pool_xml.network(record.name, pf_dev, vfs, record.vlan))
+    if existing is None or _vlan(existing) != record.vlan or (
+            pool_xml.network_pf(existing) != pf_dev if pf_dev
+            else pool_xml.network_vfs(existing) != vfs):
+        # libvirt's host must be the one whose VFs these are for it to start the network
+        start = machine.asks_libvirt_by_default
+        steps.append(DefineNetwork(record.pf, lv.uri, record.name, xml, existing, start=start))
+        if not start:
+            notes = (*notes, f"{machine.kind}: libvirt's host has none of its VFs, so the "
+                     f"network {record.name} is defined and set to autostart, not started")
     return Proposal(plans.Plan(f"pool define {record.name}", tuple(steps)), create.module,
-                    create.notes)
+                    notes)
 
 
 def _vlan(network_xml: str) -> int | None:
@@ -102,7 +110,8 @@ def plan_undefine(lv: Libvirt, pool: PoolView) -> Proposal:
     xml = lv.network_xml(pool.record.name)
     steps: list[Step] = []
     if xml is not None:
-        steps.append(UndefineNetwork(pool.record.pf, lv.uri, pool.record.name, xml))
+        steps.append(UndefineNetwork(pool.record.pf, lv.uri, pool.record.name, xml,
+                                     active=pool.active))
     return Proposal(plans.Plan(f"pool undefine {pool.record.name}", tuple(steps)), None, ())
 
 

@@ -69,7 +69,7 @@ def assign(obj: Context, first: str, second: str | None, pool_name: str | None,
         vm = first
 
         def propose_pool(host: Any, survey: Any, state: str) -> Any:
-            view = pools.view(lv, obj.holdings_or_fail(), lv.domains(), record)
+            view = pools.view(lv, obj.holdings_or_fail(), lv.domains(), record, obj.sysfs)
             return pools.plan_assign(lv, view, vm, mac, vlan, live, config, teaming)
         change(obj, (PciAddress.parse(record.pf),), propose_pool, dry_run,
                report=lambda p: "\n".join(s.summary() for s in p.plan.steps))
@@ -148,7 +148,7 @@ def migrate_finish(obj: Context, vm: str, dry_run: bool) -> None:
     lv = obj.libvirt()
 
     def propose(host: Any, survey: Any, state: str) -> Any:
-        views = {r.name: pools.view(lv, obj.holdings_or_fail(), lv.domains(), r)
+        views = {r.name: pools.view(lv, obj.holdings_or_fail(), lv.domains(), r, obj.sysfs)
                  for r in pools.load_all(obj.config_dir)}
         return pools.plan_migrate_finish(lv, views, vm)
     first = propose(None, None, "")

@@ -144,7 +144,7 @@ def pool_list(obj: Context, as_json: bool) -> None:
 def _view(obj: Context, record: PoolRecord) -> PoolView:
     from pcimgr.guests import pools
     lv = obj.libvirt()
-    return pools.view(lv, obj.holdings_or_fail(), lv.domains(), record)
+    return pools.view(lv, obj.holdings_or_fail(), lv.domains(), record, obj.sysfs)
 
 
 def _json(v: PoolView) -> dict[str, Any]:
