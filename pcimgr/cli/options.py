@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.shell_completion import CompletionItem
 
 from pcimgr.core.address import PciAddress
+
+if TYPE_CHECKING:  # Tab completion only: not imported by every run
+    from click.shell_completion import CompletionItem
 
 
 class Seconds(click.FloatRange):
