@@ -14,6 +14,8 @@ STEPS: tuple[tuple[str, list[str]], ...] = (
     ("Can this host pass devices through at all? Each check with its fix:", ["doctor"]),
     ("Every IOMMU group, and whether VFIO could use it right now. The two ports of the "
      "82571EB share group 5, so they can only go to a guest together:", ["groups"]),
+    ("The PCIe tree: each function under its port, with its link and reset methods; the "
+     "X710 trained at x4 in an x8 slot:", ["tree"]),
     ("One function in detail, with its group mates and the XML libvirt needs:",
      ["show", "04:00.0"]),
     ("Just the <hostdev> element, ready for `virsh attach-device`:", ["xml", "04:00.0"]),
