@@ -69,21 +69,7 @@ class Directory:
         return Directory(f"{self.path}/{name}", self)
 
     def read(self, name: str) -> str | None:
-        try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=self._fd)
-        except OSError as e:
-            if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
-                return None
-            raise
-        try:
-            data = os.read(fd, 4096)
-        except OSError as e:
-            if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
-                return None
-            raise
-        finally:
-            os.close(fd)
-        return data.decode("utf-8", "replace").rstrip("\n")
+        return _read_text(name, self._fd)
 
     def link(self, name: str) -> str | None:
         try:
@@ -198,7 +184,7 @@ class Sysfs:
 def _read_text(path: str, dir_fd: int | None = None) -> str | None:
     """One sysfs attribute (a page at most) without its newline; None if absent or unreadable."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
     except OSError as e:
         if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
             return None
