@@ -168,3 +168,13 @@ def test_a_pool_on_a_pf_the_host_uses_is_refused(run, server_root: Path,
     assert r.exit_code == 4 and r.output.count("\n") == 1, r.output
     assert libvirtd.virsh("net-info", "pcimgr-host").returncode != 0
     assert not (server_root / ".pcimgr-config/pools/pcimgr-host.json").exists()
+
+
+def test_a_connection_the_daemon_closed_is_opened_again() -> None:
+    """A long run (the lab's, an Ansible module's) may outlive a libvirtd restart."""
+    from pcimgr.host import libvirt_adapter
+    first = libvirt_adapter.connect("test:///default")
+    assert first.alive()
+    first._conn.close()
+    again = libvirt_adapter.connect("test:///default")
+    assert again is not first and again.alive() and again.version()

@@ -24,7 +24,10 @@ def default_uri(explicit: str | None) -> str:
 
 
 def connect(uri: str) -> Libvirt:
-    """One connection per URI for the life of the process (steps reuse it)."""
+    """One connection per URI for the life of the process (steps reuse it); a connection
+    the daemon closed (libvirtd restarted) is opened again."""
+    if uri in _connections and not _connections[uri].alive():
+        _connections.pop(uri).close()
     if uri not in _connections:
         if not _connections:
             # closed before the interpreter tears libvirt's module down, which
@@ -71,6 +74,12 @@ class Libvirt:
             raise LibvirtFailure(f"cannot connect to {uri}: {_message(e)}; is libvirtd (or "
                                  "virtqemud) running, and may this user use it? (--connect "
                                  "URI chooses another)") from e
+
+    def alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except self._lv.libvirtError:
+            return False
 
     def close(self) -> None:
         try:
