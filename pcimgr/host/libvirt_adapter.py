@@ -76,10 +76,13 @@ class Libvirt:
                                  "URI chooses another)") from e
 
     def alive(self) -> bool:
+        """One round trip: isAlive() still says yes to a socket the daemon has closed
+        until something is written to it (then "Broken pipe")."""
         try:
-            return bool(self._conn.isAlive())
+            self._conn.getLibVersion()
         except self._lv.libvirtError:
             return False
+        return True
 
     def close(self) -> None:
         try:
