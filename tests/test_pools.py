@@ -121,6 +121,8 @@ def test_a_failover_pair_is_accepted_by_libvirt_and_released_whole(
         # not running: nothing to unplug before a migration
         r = pcimgr(run, demo_root, libvirt_uri, "migrate-prep", vm)
         assert r.exit_code == 2 and "not running" in r.output
+        r = pcimgr(run, demo_root, libvirt_uri, "migrate-finish", vm)
+        assert r.exit_code == 2 and "not running here" in r.output and r.output.count("\n") == 1
         r = pcimgr(run, demo_root, libvirt_uri, "release", "--pool", pool, vm)
         assert r.exit_code == 0, r.output
         assert interfaces(vm) == []

@@ -130,9 +130,8 @@ def migrate_prep(obj: Context, vm: str, timeout: float, dry_run: bool) -> None:
     from pcimgr.guests import pools
     lv = obj.libvirt()
     records = {r.name: r for r in pools.load_all(obj.config_dir)}
-    proposal = pools.plan_migrate_prep(lv, records, vm, timeout)  # validates first
-    change(obj, tuple(PciAddress.parse(s.address) for s in proposal.plan.steps),
-           lambda host, survey, state: pools.plan_migrate_prep(lv, records, vm, timeout),
+    # the steps change libvirt only: no host functions to read for the plan
+    change(obj, (), lambda host, survey, state: pools.plan_migrate_prep(lv, records, vm, timeout),
            dry_run, report=lambda p: "\n".join(s.summary() for s in p.plan.steps)
            + f"\n{vm} can migrate now; on the destination: `pcimgr migrate-finish {vm}`")
 
@@ -151,6 +150,5 @@ def migrate_finish(obj: Context, vm: str, dry_run: bool) -> None:
         views = {r.name: pools.view(lv, obj.holdings_or_fail(), lv.domains(), r, obj.sysfs)
                  for r in pools.load_all(obj.config_dir)}
         return pools.plan_migrate_finish(lv, views, vm)
-    first = propose(None, None, "")
-    change(obj, tuple(PciAddress.parse(s.address) for s in first.plan.steps), propose, dry_run,
+    change(obj, (), propose, dry_run,
            report=lambda p: "\n".join(s.summary() for s in p.plan.steps))
