@@ -270,3 +270,24 @@ def test_without_the_libvirt_binding_reads_work_and_guests_say_how(run, demo_roo
             "test", "--group", "--dry-run")
     assert r.exit_code != 0 and r.output.count("\n") == 1
     assert "pip install 'pcimgr[libvirt]'" in r.output and "Traceback" not in r.output
+
+
+def test_no_system_daemon_is_known_without_the_binding(run, demo_root: Path, mocker,
+                                                       tmp_path: Path) -> None:
+    """qemu:///system with none of its sockets: reads say so and changes fail in one line,
+    before the binding is imported (it is most of a small host's `list`)."""
+    from pcimgr.host import libvirt_adapter
+    sockets = (str(tmp_path / "libvirt-sock"), str(tmp_path / "virtqemud-sock"))
+    mocker.patch.object(libvirt_adapter, "_SYSTEM_SOCKETS", sockets)
+    mocker.patch.dict(libvirt_adapter._connections, clear=True)
+    mocker.patch.dict(sys.modules, {"libvirt": None})  # an import would say "not installed"
+    r = run("--sysfs-root", demo_root, "--connect", "qemu:///system", "list")
+    assert r.exit_code == 0 and "(guests unknown: cannot connect to qemu:///system: no " \
+        "libvirt daemon listens" in r.output and "not installed" not in r.output
+    r = run("--sysfs-root", demo_root, "--connect", "qemu:///system", "assign", "04:00.0",
+            "vm1", "--group", "--dry-run")
+    assert r.exit_code != 0 and r.output.count("\n") == 1
+    assert "no libvirt daemon listens" in r.output and "systemctl start libvirtd" in r.output
+    (tmp_path / "virtqemud-sock").touch()  # socket activation: the file is there first
+    assert libvirt_adapter.absent_daemon("qemu:///system") is None
+    assert libvirt_adapter.absent_daemon("qemu+ssh://h/system") is None

@@ -16,11 +16,24 @@ from typing import Any
 from pcimgr.core.errors import BadInput, LibvirtFailure, NotFound, PcimgrError
 
 DEFAULT_URI = "qemu:///system"
+# where a system daemon for DEFAULT_URI listens: libvirtd (or virtproxyd) and the
+# modular virtqemud; socket activation creates them before any daemon runs
+_SYSTEM_SOCKETS = tuple(f"{d}/{n}" for d in ("/run/libvirt", "/var/run/libvirt")
+                        for n in ("libvirt-sock", "virtqemud-sock"))
 _connections: dict[str, Libvirt] = {}
 
 
 def default_uri(explicit: str | None) -> str:
     return explicit or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+
+
+def absent_daemon(uri: str) -> str | None:
+    """Why nothing can answer URI, known without importing the binding (its import is
+    most of a small host's `list`): the default URI with none of its sockets. None for
+    every other URI (remote, session daemons that start on demand, test:///)."""
+    if uri != DEFAULT_URI or any(os.path.exists(p) for p in _SYSTEM_SOCKETS):
+        return None
+    return "no libvirt daemon listens (no /run/libvirt/libvirt-sock or virtqemud-sock)"
 
 
 def connect(uri: str) -> Libvirt:
@@ -53,6 +66,10 @@ def _libvirt() -> Any:
     return libvirt
 
 
+_START_DAEMON = ("start it (`systemctl start libvirtd`, or virtqemud), or give --connect URI "
+                 "for another")
+
+
 @dataclass(frozen=True)
 class Domain:
     name: str
@@ -67,6 +84,9 @@ class Libvirt:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.trace: Callable[[str], None] | None = None  # each change as it is made (-v)
+        absent = absent_daemon(uri)
+        if absent:
+            raise LibvirtFailure(f"cannot connect to {uri}: {absent}; {_START_DAEMON}")
         self._lv = _libvirt()
         try:
             self._conn = self._lv.open(uri)

@@ -78,7 +78,7 @@ def list_cmd(obj: Context, show_all: bool, klass: tuple[str, ...], vendor: tuple
         return
     notice = render.iommu_off_notice(host)
     if notice:
-        click.echo(notice)
+        click.echo(notice, err=True)
     if not devices:
         click.echo("No function has a driver_override." if overrides and not (klass or vendor
                                                                               or driver)
@@ -98,7 +98,7 @@ def list_cmd(obj: Context, show_all: bool, klass: tuple[str, ...], vendor: tuple
     else:
         click.echo(render.fitted(devices, obj.namer, rows, headers, columns))
     if obj.holdings_problem:
-        click.echo(obj.holdings_problem)
+        click.echo(obj.holdings_problem, err=True)
     if not overrides and any(d.driver_override is not None for d in devices):
         click.echo(render.OVERRIDE_FOOTNOTE, err=True)
 
@@ -161,7 +161,7 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     if holders is not None:
         click.echo(f"Guests:        {', '.join(holders) or 'none'}")
     elif obj.holdings_problem:
-        click.echo(obj.holdings_problem)
+        click.echo(obj.holdings_problem, err=True)
     click.echo("")
     click.echo("libvirt hostdev XML (`pcimgr xml` prints it alone):")
     click.echo(xml)

@@ -47,7 +47,7 @@ def vfs_list(obj: Context, pf: PciAddress | None, as_json: bool) -> None:
         return
     click.echo(render.vfs_text(views, obj.namer, obj.holders, pools))
     if obj.holdings_problem:
-        click.echo(obj.holdings_problem)
+        click.echo(obj.holdings_problem, err=True)
 
 
 def _vfs_report(obj: Context, pf: PciAddress) -> Callable[[Any], str]:
