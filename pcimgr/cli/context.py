@@ -88,9 +88,10 @@ class Context:
         if self._holdings is False:
             self._holdings = None
             if self.asked_uri is not None:
-                from pcimgr.guests import holdings as guests
                 try:
-                    self._holdings = guests.scan(self.libvirt())
+                    lv = self.libvirt()  # first: no daemon, no import of the scan's XML side
+                    from pcimgr.guests import holdings as guests
+                    self._holdings = guests.scan(lv)
                 except PcimgrError as e:
                     self.holdings_problem = f"(guests unknown: {e})"
         return self._holdings
