@@ -110,3 +110,86 @@ def test_real_sys_read_only(run) -> None:  # type: ignore[no-untyped-def]
     assert r.exit_code == 0, r.output
     listed = [e["address"] for e in json.loads(r.output)]
     assert listed == sorted(os.listdir("/sys/bus/pci/devices"))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except (OSError, ValueError):
+            continue
+        if entry.isdigit() and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def split_everything(mocker):  # type: ignore[no-untyped-def]
+    """Every whole-bus scan split, as on a host with thousands of functions."""
+    mocker.patch.object(discovery, "SPLIT_FROM", 2)
+    mocker.patch.object(discovery.os, "sched_getaffinity", return_value={0, 1})
+    return mocker.spy(discovery.os, "fork")
+
+
+def test_split_scan_reads_what_a_serial_one_does(make_host, split_everything) -> None:  # type: ignore[no-untyped-def]
+    sysfs = SimulatedMachine(str(make_host("server"))).sysfs
+    split = discovery.scan(sysfs)
+    assert split_everything.call_count == 1
+    discovery.SPLIT_FROM = 10**9
+    serial = discovery.scan(sysfs)
+    assert split == serial and len(split.devices) == len(sysfs.list_dir("bus/pci/devices"))
+    pf = next(d for d in split.devices if d.sriov and d.sriov.vfs)
+    assert pf.sriov is not None and len(pf.sriov.vfs) == pf.sriov.numvfs
+
+
+def test_one_cpu_is_not_split(demo_sysfs: Sysfs, split_everything, mocker) -> None:  # type: ignore[no-untyped-def]
+    mocker.patch.object(discovery.os, "sched_getaffinity", return_value={0})
+    discovery.scan(demo_sysfs)
+    assert split_everything.call_count == 0
+
+
+@pytest.mark.parametrize("fault", ["child", "fork"])
+def test_a_failed_child_leaves_its_half_to_the_parent(demo_sysfs: Sysfs, split_everything,
+                                                      mocker, fault: str) -> None:  # type: ignore[no-untyped-def]
+    serial = discovery.scan(demo_sysfs)
+    if fault == "child":  # a full disk, say, while it sends its half: it exits 1
+        mocker.patch.object(discovery.pickle, "dump", side_effect=OSError(28, "No space"))
+    else:
+        mocker.patch.object(discovery.os, "fork", side_effect=OSError(11, "EAGAIN"))
+    assert discovery.scan(demo_sysfs) == serial
+
+
+def test_a_child_killed_from_outside_costs_nothing_but_time(tmp_path: Path) -> None:
+    """strace holds the child in an open of its half for 2 s while the test SIGKILLs it:
+    the parent reads that half itself and prints what an untouched run prints."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    from pcimgr.sim import builder, profiles
+    root = tmp_path / "big"
+    builder.build(str(root), profiles.scale(64, 15))  # 1,088 functions: split
+    cmd = [sys.executable, "-m", "pcimgr", "--sysfs-root", str(root), "list", "--all", "--json"]
+    expected = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    last = sorted(os.listdir(root / "bus/pci/devices"))[-1]  # in the child's half
+    traced = subprocess.Popen(
+        ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(root / "bus/pci/devices" / last),
+         "-e", "inject=openat:delay_enter=2000000:when=1", *cmd],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 30
+    while killed is None and time.monotonic() < deadline:
+        for pcimgr in _children(traced.pid):
+            for child in _children(pcimgr):
+                os.kill(child, signal.SIGKILL)
+                killed = child
+        time.sleep(0.05)
+    out, err = traced.communicate(timeout=60)
+    assert killed is not None, "no split child seen"
+    assert traced.returncode == 0, err
+    assert out == expected
