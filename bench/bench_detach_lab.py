@@ -1,72 +1,169 @@
 #!/usr/bin/env python3
-"""Time detach+rebind of the lab's e1000 pair on the real kernel, against other tools.
+"""Time detaching the lab's e1000 pair on the real kernel, and the way back, against other tools.
 
-Usage: .venv/bin/python bench/bench_detach_lab.py [--rounds 5]
+Usage: .venv/bin/python bench/bench_detach_lab.py [--rounds 5] [--profile]
 Boots the QEMU lab once (tests/lab) and, inside it, moves both e1000 functions
-(one IOMMU group) to vfio-pci and back with: pcimgr (`detach --group` then
-`rebind`, two processes as a user runs them), the bare sysfs writes from a
-shell, driverctl (set-override / unset-override), and dpdk-devbind.py (-b).
-Prints the median seconds per round trip of each. TCG guest, one vCPU.
+(one IOMMU group) to vfio-pci, and back, with: pcimgr (`detach 02:01.0 --group`,
+then `rebind A B`: one process each, as a user runs them), the bare sysfs writes
+from a shell, driverctl (`set-override` x2, `unset-override` x2) and
+dpdk-devbind.py (`-b vfio-pci A B`, `-b e1000 A B`). The detach and the way back
+are timed separately; `python -c pass` and `pcimgr --version` are timed in the
+same boot, as the anchors of what any Python process costs there.
+
+Before booting, pcimgr's modules are compiled (`python -m compileall -q pcimgr`): the
+guest sees the checkout read-only under a tmpfs overlay, so without __pycache__ on
+the host the first start of every boot compiles them. driverctl and dpdk-devbind.py
+are Debian's (`apt-get download driverctl dpdk`, unpacked into the lab cache, never
+installed). With --profile, the same boot also prints where one detach's time goes:
+`-X importtime` (the largest imports), cProfile (the largest functions) and
+`strace -f -c` (system calls), each on a detach of its own. TCG guest, one vCPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import subprocess
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.medians import print_table  # noqa: E402
 from tests.lab import harness  # noqa: E402
 
+CHECKOUT = Path(__file__).resolve().parent.parent
 A, B = "0000:02:01.0", "0000:02:02.0"
+TOOLS = {"driverctl": "usr/sbin/driverctl", "dpdk": "usr/bin/dpdk-devbind.py"}
+
 SCRIPT = r"""
 modprobe vfio-pci
+export PATH="@TOOLS@/usr/sbin:@TOOLS@/usr/bin:$PATH"
+PY="$PWD/.venv/bin/python"
 P="$PWD/.venv/bin/pcimgr"
-now() { date +%s.%N; }
-bare_to() {  # $1 = driver, $2 = override value
+run() {  # name, commands...: prints "name seconds" ($EPOCHREALTIME: no process to read a clock)
+  local name=$1; shift
+  local t0=$EPOCHREALTIME; "$@" >/dev/null 2>&1; local rc=$?; local t1=$EPOCHREALTIME
+  echo "$name $(echo "$t1 - $t0" | bc) $rc"
+}
+on() { for d in @A@ @B@; do [ "$(basename "$(readlink /sys/bus/pci/devices/$d/driver)")" = "$1" ] || echo "NOT ON $1 after $2: $d"; done; }
+bare_to() {  # $1 = override value ('' clears it)
   for d in @A@ @B@; do
-    echo "$2" > /sys/bus/pci/devices/$d/driver_override
-    cur=$(basename "$(readlink /sys/bus/pci/devices/$d/driver)")
-    echo $d > /sys/bus/pci/drivers/$cur/unbind
+    if [ -n "$1" ]; then echo "$1" > /sys/bus/pci/devices/$d/driver_override
+    else echo > /sys/bus/pci/devices/$d/driver_override; fi
+    cur=$(readlink /sys/bus/pci/devices/$d/driver) && echo $d > /sys/bus/pci/drivers/${cur##*/}/unbind
     echo $d > /sys/bus/pci/drivers_probe
   done
 }
-run() {  # name, commands...
-  local name=$1; shift
-  local t0=$(now); "$@" >/dev/null 2>&1; local t1=$(now)
-  echo "$name $(echo "$t1 - $t0" | bc)"
-}
-pcimgr_trip() { "$P" detach @A@ --group && "$P" rebind @A@ @B@; }
-bare_trip() { bare_to vfio-pci vfio-pci; bare_to e1000 ''; for d in @A@ @B@; do echo > /sys/bus/pci/devices/$d/driver_override; done; }
-driverctl_trip() { driverctl set-override @A@ vfio-pci && driverctl set-override @B@ vfio-pci && driverctl unset-override @A@ && driverctl unset-override @B@; }
-devbind_trip() { dpdk-devbind.py -b vfio-pci @A@ @B@ && dpdk-devbind.py -b e1000 @A@ @B@; }
-check() { for d in @A@ @B@; do [ "$(basename "$(readlink /sys/bus/pci/devices/$d/driver)")" = e1000 ] || echo "NOT RESTORED $1 $d"; done; }
+pcimgr_detach() { "$P" detach @A@ --group; }
+pcimgr_back() { "$P" rebind @A@ @B@; }
+bare_detach() { bare_to vfio-pci; }
+bare_back() { bare_to ''; }
+driverctl_detach() { driverctl set-override @A@ vfio-pci && driverctl set-override @B@ vfio-pci; }
+driverctl_back() { driverctl unset-override @A@ && driverctl unset-override @B@; }
+devbind_detach() { dpdk-devbind.py -b vfio-pci @A@ @B@; }
+devbind_back() { dpdk-devbind.py -b e1000 @A@ @B@; }
+# warm-up: one of each, untimed (the page cache of the 9p view)
+"$PY" -c pass; "$P" --version >/dev/null; for t in pcimgr bare driverctl devbind; do ${t}_detach >/dev/null 2>&1; ${t}_back >/dev/null 2>&1; done
+on e1000 warm-up
 for i in $(seq @ROUNDS@); do
-  for tool in pcimgr bare driverctl devbind; do run $tool ${tool}_trip; check $tool; done
+  run python_c_pass "$PY" -c pass
+  run pcimgr_version "$P" --version
+  for t in pcimgr bare driverctl devbind; do
+    run ${t}_detach ${t}_detach; on vfio-pci "$t detach"
+    run ${t}_back ${t}_back; on e1000 "$t back"
+  done
 done
+if [ -n "@PROFILE@" ]; then
+  echo "== -X importtime, detach (cumulative us, largest 25)"
+  "$PY" -X importtime -m pcimgr detach @A@ --group 2>/tmp/imp >/dev/null
+  sort -t'|' -k2 -n -r /tmp/imp | head -25
+  echo "imported modules: $(grep -c 'import time:' /tmp/imp)"
+  "$P" rebind @A@ @B@ >/dev/null
+  echo "== cProfile, detach (cumulative, largest 35)"
+  "$PY" -m cProfile -o /tmp/prof -m pcimgr detach @A@ --group >/dev/null
+  "$PY" -c "import pstats; pstats.Stats('/tmp/prof').sort_stats('cumulative').print_stats(35)" | sed -n '/ncalls/,$p'
+  "$P" rebind @A@ @B@ >/dev/null
+  if command -v strace >/dev/null; then
+    echo "== strace -f -c, detach"
+    strace -f -c -o /tmp/st "$P" detach @A@ --group >/dev/null; head -30 /tmp/st
+    echo "== processes started by detach"
+    strace -f -e trace=execve -o /tmp/ex "$P" rebind @A@ @B@ >/dev/null
+    strace -f -e trace=execve -o /tmp/ex "$P" detach @A@ --group >/dev/null; grep -o 'execve("[^"]*"' /tmp/ex
+    echo "== strace -r of detach: the writes and waits"
+    "$P" rebind @A@ @B@ >/dev/null
+    strace -f -tt -e trace=execve,write,fsync,fdatasync,nanosleep,clock_nanosleep,poll,select,pselect6,wait4,openat -o /tmp/tt "$P" detach @A@ --group >/dev/null
+    grep -E 'execve|fsync|sleep|poll|select|wait4|/sys/bus/pci/(drivers_probe|drivers/[^/]*/(un)?bind)|driver_override|journal|exited' /tmp/tt | grep -v ENOENT | head -80
+    "$P" rebind @A@ @B@ >/dev/null
+  fi
+  on e1000 profile
+fi
 """
+
+
+def fetch_tools() -> Path:
+    """driverctl and dpdk-devbind.py unpacked from Debian's packages into the lab cache."""
+    root = harness.CACHE / "tools"
+    if all((root / rel).exists() for rel in TOOLS.values()):
+        return root
+    debs = harness.CACHE / "deb"
+    debs.mkdir(parents=True, exist_ok=True)
+    for package in TOOLS:
+        if not list(debs.glob(f"{package}_*.deb")):
+            subprocess.run(["apt-get", "download", "-q", package], cwd=debs, check=True,
+                           capture_output=True)
+        subprocess.run(["dpkg-deb", "-x", str(next(debs.glob(f"{package}_*.deb"))), str(root)],
+                       check=True)
+    return root
+
+
+def compile_modules() -> None:
+    """__pycache__ for every module of pcimgr, so that the guest never compiles one."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(CHECKOUT / "pcimgr")],
+                   check=True, env={k: v for k, v in os.environ.items()
+                                    if k != "PYTHONDONTWRITEBYTECODE"})
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--profile", action="store_true",
+                    help="also print -X importtime, cProfile and strace of one detach")
     args = ap.parse_args()
-    script = SCRIPT.replace("@A@", A).replace("@B@", B).replace("@ROUNDS@", str(args.rounds))
-    r = harness.run(script, timeout=1800)
+    compile_modules()
+    script = (SCRIPT.replace("@A@", A).replace("@B@", B).replace("@ROUNDS@", str(args.rounds))
+              .replace("@TOOLS@", str(fetch_tools()))
+              .replace("@PROFILE@", "1" if args.profile else ""))
+    r = harness.run(script, timeout=3600)
     times: dict[str, list[float]] = {}
     for line in r.output.splitlines():
-        if line.startswith("NOT RESTORED"):
-            print(line)
-            continue
-        name, _, value = line.partition(" ")
-        try:
-            times.setdefault(name, []).append(float(value))
-        except ValueError:
-            print(line)
-    print_table(times, "pcimgr", f"round trip of the e1000 pair, {args.rounds} rounds", 12)
+        words = line.split()
+        if len(words) == 3 and words[2] == "0":
+            try:
+                times.setdefault(words[0], []).append(float(words[1]))
+                continue
+            except ValueError:
+                pass
+        print(line)
+    print_table(times, args.rounds)
     return 0
+
+
+def print_table(times: dict[str, list[float]], rounds: int) -> None:
+    def median(name: str) -> float | None:
+        return statistics.median(times[name]) if times.get(name) else None
+
+    print(f"\nmedian ms of {rounds} rounds, one boot (TCG guest, one vCPU)")
+    for anchor in ("python_c_pass", "pcimgr_version"):
+        m = median(anchor)
+        print(f"{anchor:<16}{m * 1000:>9.0f}" if m is not None else f"{anchor:<16}{'failed':>9}")
+    base = median("pcimgr_detach")
+    print(f"{'tool':<16}{'detach':>9}{'vs pcimgr':>11}{'back':>9}")
+    for tool in ("pcimgr", "bare", "driverctl", "devbind"):
+        d, b = median(f"{tool}_detach"), median(f"{tool}_back")
+        ratio = f"{d / base:>10.2f}x" if d is not None and base else f"{'':>11}"
+        print(f"{tool:<16}" + (f"{d * 1000:>9.0f}" if d is not None else f"{'failed':>9}")
+              + ratio + (f"{b * 1000:>9.0f}" if b is not None else f"{'failed':>9}"))
 
 
 if __name__ == "__main__":
