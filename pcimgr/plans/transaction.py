@@ -1,8 +1,8 @@
 """Plans: ordered steps applied with a journal, rolled back in reverse when one fails.
 
-The journal (STATE_DIR/journal.json) is written before and after every step, so
-a process killed half-way leaves enough for the next run to undo what it did
-(`recover`) before doing anything else. Any failure while the plan runs — a step,
+The journal (STATE_DIR/journal.json) is written before the first step and as each
+step starts, so a process killed half-way leaves enough for the next run to undo what
+it did (`recover`) before doing anything else. Any failure while the plan runs — a step,
 a journal write (ENOSPC, EIO), the records that must follow the change, SIGINT or
 SIGTERM — rolls back every started step: exit 0 means complete and recorded.
 """
@@ -66,8 +66,9 @@ def execute(plan: Plan, machine: Machine, state_dir: str, progress: Progress | N
             statefile.write(path, journal, readable=False, top=state_dir)
             started = i + 1
             step.apply(machine)
+            # no write of its own: recovery undoes an "applying" step as it does an "applied"
+            # one, so the next write (the next step's, or the records') carries it
             entries[i]["state"] = "applied"
-            statefile.write(path, journal, readable=False, top=state_dir)
             if progress is not None:
                 progress(i + 1, len(plan.steps), step)
         where = "recording the original drivers"
