@@ -42,9 +42,11 @@ def test_rules_claim_drivers_from_udev_and_leave_vf_work_to_the_unit() -> None:
     defined = lines.index('TEST!="/etc/pcimgr/udev/%k_$env{PCI_ID}.env", GOTO="pcimgr_end"')
     claim = lines.index(f'ACTION=="add", ENV{{PCIMGR_DRIVER}}=="?*", {apply}')
     vfs_only = lines.index('ENV{PCIMGR_VFS}!="?*", GOTO="pcimgr_end"')
+    # a PF's add without its driver starts nothing: its bind follows (one run, not two)
+    driverless = lines.index('ACTION=="add", ENV{DRIVER}!="?*", GOTO="pcimgr_end"')
     systemd = lines.index('TEST=="/run/systemd/system", GOTO="pcimgr_systemd"')
     label = lines.index('LABEL="pcimgr_systemd"')
-    assert defined < claim < vfs_only < systemd < label
+    assert defined < claim < vfs_only < driverless < systemd < label
     without = "\n".join(lines[systemd:label])
     assert f'ACTION=="bind", {apply}' in without
     assert f'ACTION=="add", ENV{{PCIMGR_DRIVER}}!="?*", {apply}' in without  # not twice

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput, Damaged, NeedsRoot, PcimgrError, RolledBack
+from pcimgr.core.errors import BadInput, Damaged, NeedsRoot, NotFound, PcimgrError, RolledBack
 from pcimgr.core.model import PciDevice
 from pcimgr.host.machine import Machine
 from pcimgr.plans import interrupts, statefile
@@ -222,3 +222,17 @@ def _from_json(data: Any) -> Definition:
                 raise ValueError(f"VF {index} has an unknown setting {key!r}")
             statefile.obj({key: value}, **{key: _SETTINGS[key]})
     return d
+
+
+def select(definitions: list[Definition], address: PciAddress | None) -> list[Definition]:
+    """One function's definition (what udev applies when it appears) with those of its IOMMU
+    group: the group is applied whole or not at all. Here, not in the planner: `apply
+    --device` checks it before it waits, without importing the plans."""
+    if address is None:
+        return definitions
+    chosen = [d for d in definitions if d.address == str(address)]
+    if not chosen:
+        raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
+    group = chosen[0].iommu_group
+    return chosen + [d for d in definitions if group is not None and d.iommu_group == group
+                     and d.address != str(address)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput, NotFound, PcimgrError, Refused
+from pcimgr.core.errors import BadInput, PcimgrError, Refused
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.core.vfconfig import VfConfig
 from pcimgr.core.viability import HARMLESS_DRIVERS, VFIO_DRIVERS, blocks_vfio
@@ -296,15 +296,9 @@ def plan_vf_settings(machine: Machine, host: Host, d: Definition, timeout: float
 
 def select(definitions: list[Definition], address: PciAddress | None) -> list[Definition]:
     """One function's definition (what udev applies when it appears) with those of its IOMMU
-    group: the group is applied whole or not at all."""
-    if address is None:
-        return definitions
-    chosen = [d for d in definitions if d.address == str(address)]
-    if not chosen:
-        raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
-    group = chosen[0].iommu_group
-    return chosen + [d for d in definitions if group is not None and d.iommu_group == group
-                     and d.address != str(address)]
+    group: the group is applied whole or not at all (definitions.select)."""
+    from pcimgr.persist.definitions import select as chosen
+    return chosen(definitions, address)
 
 
 def without_vf(d: Definition, index: int | None) -> Definition | None:

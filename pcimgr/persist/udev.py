@@ -12,6 +12,12 @@ neither a new definition nor a card moved to another slot needs new rules.
   the host off at the next boot;
 - bind (the PF's driver came back, which means its VFs are gone): apply again.
 
+VFs need the PF's driver (sriov_numvfs is the driver's), so a PF's add starts apply only
+when the event carries a driver (DRIVER: udevadm trigger at coldplug, after the driver
+bound earlier). A PF that appears before its driver binds (its module loaded by
+80-drivers.rules) sends add, then bind: one run, not two. Runs started together (udev's
+parallel workers at boot) combine: one applies every request (cli/applying.py).
+
 Who runs apply:
 - a driver definition on add: udev itself (RUN), in both cases. RUN entries run in
   rule order, so ours (70-) runs before 80-drivers.rules loads the host driver's
@@ -55,6 +61,8 @@ IMPORT{{file}}="{env}"
 # a driver: claimed now, before 80-drivers.rules loads the host driver's module
 ACTION=="add", ENV{{PCIMGR_DRIVER}}=="?*", RUN+="{apply}"
 ENV{{PCIMGR_VFS}}!="?*", GOTO="pcimgr_end"
+# VFs need the PF's driver: its bind, or its add when the driver is bound already (coldplug)
+ACTION=="add", ENV{{DRIVER}}!="?*", GOTO="pcimgr_end"
 # VFs: under systemd in the template unit (its output in the journal), else from udev
 TEST=="/run/systemd/system", GOTO="pcimgr_systemd"
 ACTION=="add", ENV{{PCIMGR_DRIVER}}!="?*", RUN+="{apply}"

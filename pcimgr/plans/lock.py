@@ -16,7 +16,7 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pcimgr.core.errors import Busy
@@ -24,11 +24,17 @@ from pcimgr.host.waiting import Patience
 from pcimgr.plans import statefile
 
 DEFAULT_WAIT = 30.0
+DONE, TAKEN, WAITING = "done", "taken", "waiting"
 
 
 @contextmanager
-def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT) -> Iterator[None]:
-    """flock(LOCK_EX) on LOCK_DIR/lock, polling up to `wait` seconds, then Busy."""
+def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT,
+              served: Callable[[], str] | None = None) -> Iterator[bool]:
+    """flock(LOCK_EX) on LOCK_DIR/lock, polling up to `wait` seconds, then Busy; yields True.
+
+    served (a request the holder may do for us, plans/requests.py), asked at each poll:
+    DONE ends the wait without the lock (yields False); TAKEN (the holder is doing it)
+    restarts the `wait` seconds; WAITING waits on."""
     path = os.path.join(lock_dir, "lock")
     with statefile.directory(lock_dir, create=True) as dfd:
         assert dfd is not None  # created
@@ -44,6 +50,7 @@ def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT) -> Iterator[None]:
     try:
         deadline = time.monotonic() + wait
         patience = Patience(f"another pcimgr to release {path}")
+        now = WAITING
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -51,11 +58,16 @@ def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT) -> Iterator[None]:
             except OSError as e:
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
-                if time.monotonic() >= deadline:
+                now = served() if served is not None else WAITING
+                if now == DONE:
+                    break
+                if now == TAKEN:
+                    deadline = time.monotonic() + wait
+                elif time.monotonic() >= deadline:
                     raise Busy(f"another pcimgr is changing this host (lock {path} held for "
                                f"over {wait:g} s); wait for it to finish and retry") from None
                 patience.tick()
                 time.sleep(0.05)
-        yield
+        yield now != DONE
     finally:
         os.close(fd)  # closing releases the lock, also when the process dies

@@ -22,8 +22,6 @@ from pcimgr.cli.options import (
 )
 from pcimgr.cli.runner import (
     mention_unfinished,
-    print_plan,
-    progress,
     run_locked,
     run_locked_config,
 )
@@ -141,63 +139,29 @@ def undefine(obj: Context, address: PciAddress, vf_index: int | None, dry_run: b
 @click.pass_obj
 def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool,
           quiet: bool) -> None:
-    """Make the host match the definitions, through the usual plans and refusals."""
-    from pcimgr.core.errors import Mismatch
-    from pcimgr.host import discovery, usage
+    """Make the host match the definitions, through the usual plans and refusals.
+
+    With --device, runs started together (udev's, at boot) combine: the one that gets the
+    lock applies every request, and the others report what it did for theirs."""
+    from pcimgr.cli import applying
     from pcimgr.persist import definitions
     from pcimgr.persist import planner as persist
-    from pcimgr.plans import runner
-    sysfs = obj.sysfs
-    state = obj.state
+    if device is not None and not dry_run:
+        applying.device(obj, device, timeout, quiet)
+        return
     found, damaged = definitions.load_all(obj.config_dir)
     if device is not None:  # a damaged definition of this very device is the answer
         definitions.load(obj.config_dir, str(device))
+        damaged = []
     chosen = persist.select(found, device)
-    addresses = tuple(PciAddress.parse(d.address) for d in chosen)
-
-    def propose() -> Any:
-        host = discovery.scan_related(sysfs, addresses)
-        return persist.plan_apply(obj.machine, host, usage.survey(obj.machine), chosen, timeout,
-                                  obj.holdings())
-
-    def report(planned: Any) -> None:
-        for e in damaged if device is None else ():
-            click.echo(f"skipped {e}", err=True)
-        for line in planned.skipped:
-            click.echo(f"skipped {line}", err=True)
-        for note in planned.proposal.notes:
-            if not quiet or note.startswith("warning"):
-                click.echo(note)
-
     if dry_run:
-        planned = propose()
-        report(planned)
-        print_plan(planned.proposal, state)
-        for d in planned.settings:
-            click.echo(f"then VF settings of {d.address}: {d.describe()}")
+        applying.dry_run(obj, chosen, damaged, timeout, quiet)
         return
 
     def work() -> None:
-        planned = propose()
-        report(planned)
-        if planned.proposal.plan.steps:
-            runner.execute(obj.machine, state, planned.proposal, progress())
-            for step in planned.proposal.plan.steps:
-                click.echo(step.summary())
-        for d in planned.settings:
-            host = discovery.scan_related(sysfs, (PciAddress.parse(d.address),))
-            settings = persist.plan_vf_settings(obj.machine, host, d, timeout)
-            if settings.plan.steps:
-                runner.execute(obj.machine, state, settings)
-                for step in settings.plan.steps:
-                    click.echo(step.summary())
-        _raise_damaged(damaged if device is None else [])
-        if planned.skipped:
-            raise Mismatch(f"{len(planned.skipped)} definition(s) not applied (see above)")
-        if not quiet and not planned.proposal.plan.steps:
-            click.echo("The host matches the definitions." if chosen else "No definitions.")
+        applying.run(obj, chosen, damaged, applying.Report(True, quiet), timeout)
 
-    run_locked(obj, state, work)
+    run_locked(obj, obj.state, work)
 
 
 @click.command()
@@ -235,11 +199,8 @@ def status(obj: Context, as_json: bool) -> None:
 
 
 def _raise_damaged(damaged: list[Any]) -> None:
-    """Exit 11 once the readable definitions were dealt with: each damaged one was named."""
-    if damaged:
-        from pcimgr.core.errors import Damaged
-        raise Damaged(f"{len(damaged)} definition file(s) damaged and skipped (named above); "
-                      "correct them or remove them with `pcimgr undefine ADDR`")
+    from pcimgr.cli import applying
+    applying.raise_damaged(damaged)
 
 
 @click.command("install-udev")
