@@ -7,7 +7,7 @@ display, and a PF whose VFs would vanish with its driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.core.viability import VFIO_DRIVERS
@@ -18,8 +18,7 @@ from pcimgr.host.usage import Survey
 CHIPSET = {0x0600: "host bridge", 0x0601: "ISA/LPC bridge", 0x0C05: "SMBus controller"}
 
 
-@dataclass(frozen=True)
-class Concern:
+class Concern(NamedTuple):  # not a dataclass: cheaper at start (host/usage.py's Use)
     address: str
     reason: str
     forceable: bool = True

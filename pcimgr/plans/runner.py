@@ -5,16 +5,14 @@ Every feature's plans run through here; nothing here knows a feature."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pcimgr.core.errors import RolledBack
 from pcimgr.host.machine import Machine
 from pcimgr.plans import history, lock, records, statefile, transaction
 
 
-@dataclass(frozen=True)
-class Proposal:
+class Proposal(NamedTuple):  # not a dataclass: cheaper at start (transaction.Plan)
     """A plan and what it needs before its first step."""
 
     plan: transaction.Plan
