@@ -67,7 +67,7 @@ def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT,
                     raise Busy(f"another pcimgr is changing this host (lock {path} held for "
                                f"over {wait:g} s); wait for it to finish and retry") from None
                 patience.tick()
-                time.sleep(0.05)
+                time.sleep(0.05 if served is None else 0.01)  # a served run exits promptly
         yield now != DONE
     finally:
         os.close(fd)  # closing releases the lock, also when the process dies

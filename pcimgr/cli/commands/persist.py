@@ -144,11 +144,11 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
     With --device, runs started together (udev's, at boot) combine: the one that gets the
     lock applies every request, and the others report what it did for theirs."""
     from pcimgr.cli import applying
-    from pcimgr.persist import definitions
-    from pcimgr.persist import planner as persist
-    if device is not None and not dry_run:
+    if device is not None and not dry_run:  # imports no plans: it may only wait
         applying.device(obj, device, timeout, quiet)
         return
+    from pcimgr.persist import definitions
+    from pcimgr.persist import planner as persist
     found, damaged = definitions.load_all(obj.config_dir)
     if device is not None:  # a damaged definition of this very device is the answer
         definitions.load(obj.config_dir, str(device))
