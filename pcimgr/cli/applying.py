@@ -189,8 +189,9 @@ def serve(obj: Context, own: Any, params: dict[str, Any], timeout: float,
         groups: dict[tuple[str, ...], tuple[list[Any], list[Any]]] = {}
         for r in todo:
             try:
-                definitions.load(obj.config_dir, r.key)
-                chosen = persist.select(found, PciAddress.parse(r.key))
+                address = PciAddress.parse(r.key)  # first: the key names a file below cfg
+                definitions.load(obj.config_dir, str(address))
+                chosen = persist.select(found, address)
             except (PcimgrError, ValueError) as e:
                 bad = e if isinstance(e, PcimgrError) else Done(str(e), 2)
                 requests.finish(lock_dir, r, requests.Outcome(
