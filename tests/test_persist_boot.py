@@ -277,3 +277,15 @@ def test_the_lock_wait_ends_when_the_request_is_done(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     with lock.exclusive(str(tmp_path), 0.0, lambda: lock.DONE) as got:
         assert got is True  # free: taken at once, whatever served() would say
+
+
+def test_a_request_whose_key_is_no_address_fails_alone(boot_root: Path, run,
+                                                       other_pid: int) -> None:
+    """A request file is read by the run that serves it: a key that is not an address never
+    names a file; that request gets exit 2, the run's own is applied."""
+    other = ask(boot_root, "..", other_pid)
+    r = run("--sysfs-root", boot_root, "apply", "--device", PFS[0], "--quiet")
+    assert r.exit_code == 0, r.output
+    result = requests.outcome(SimulatedMachine(str(boot_root)).lock_dir, other)
+    assert result is not None and result.code == 2 and ".." in result.message
+    assert len(vfs_of(boot_root, PFS[0])) == 2
