@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time detaching the lab's e1000 pair on the real kernel, and the way back, against other tools.
 
-Usage: .venv/bin/python bench/bench_detach_lab.py [--rounds 5] [--profile]
+Usage: .venv/bin/python bench/bench_detach_lab.py [--rounds 5] [--profile] [--before REV]
 Boots the QEMU lab once (tests/lab) and, inside it, moves both e1000 functions
 (one IOMMU group) to vfio-pci, and back, with: pcimgr (`detach 02:01.0 --group`,
 then `rebind A B`: one process each, as a user runs them), the bare sysfs writes
@@ -16,7 +16,9 @@ the host the first start of every boot compiles them. driverctl and dpdk-devbind
 are Debian's (`apt-get download driverctl dpdk`, unpacked into the lab cache, never
 installed). With --profile, the same boot also prints where one detach's time goes:
 `-X importtime` (the largest imports), cProfile (the largest functions) and
-`strace -f -c` (system calls), each on a detach of its own. TCG guest, one vCPU.
+`strace -f -c` (system calls), each on a detach of its own. With --before REV, pcimgr as
+it was at REV (`git archive`, compiled, run with PYTHONPATH) is timed in the same rounds as
+"before": a before/after comparison inside one boot. TCG guest, one vCPU.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ bare_to() {  # $1 = override value ('' clears it)
 }
 pcimgr_detach() { "$P" detach @A@ --group; }
 pcimgr_back() { "$P" rebind @A@ @B@; }
+before_detach() { PYTHONPATH="@BEFORE@" "$P" detach @A@ --group; }
+before_back() { PYTHONPATH="@BEFORE@" "$P" rebind @A@ @B@; }
+TOOLS="pcimgr bare driverctl devbind"
+[ -n "@BEFORE@" ] && TOOLS="before $TOOLS"
 bare_detach() { bare_to vfio-pci; }
 bare_back() { bare_to ''; }
 driverctl_detach() { driverctl set-override @A@ vfio-pci && driverctl set-override @B@ vfio-pci; }
@@ -64,12 +70,12 @@ driverctl_back() { driverctl unset-override @A@ && driverctl unset-override @B@;
 devbind_detach() { dpdk-devbind.py -b vfio-pci @A@ @B@; }
 devbind_back() { dpdk-devbind.py -b e1000 @A@ @B@; }
 # warm-up: one of each, untimed (the page cache of the 9p view)
-"$PY" -c pass; "$P" --version >/dev/null; for t in pcimgr bare driverctl devbind; do ${t}_detach >/dev/null 2>&1; ${t}_back >/dev/null 2>&1; done
+"$PY" -c pass; "$P" --version >/dev/null; for t in $TOOLS; do ${t}_detach >/dev/null 2>&1; ${t}_back >/dev/null 2>&1; done
 on e1000 warm-up
 for i in $(seq @ROUNDS@); do
   run python_c_pass "$PY" -c pass
   run pcimgr_version "$P" --version
-  for t in pcimgr bare driverctl devbind; do
+  for t in $TOOLS; do
     run ${t}_detach ${t}_detach; on vfio-pci "$t detach"
     run ${t}_back ${t}_back; on e1000 "$t back"
   done
@@ -117,11 +123,25 @@ def fetch_tools() -> Path:
     return root
 
 
-def compile_modules() -> None:
+def compile_modules(where: Path) -> None:
     """__pycache__ for every module of pcimgr, so that the guest never compiles one."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(CHECKOUT / "pcimgr")],
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(where / "pcimgr")],
                    check=True, env={k: v for k, v in os.environ.items()
                                     if k != "PYTHONDONTWRITEBYTECODE"})
+
+
+def export(rev: str) -> Path:
+    """pcimgr's package as it was at REV, compiled, in the lab cache (the guest sees it)."""
+    commit = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--verify", rev],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    where = harness.CACHE / f"pcimgr-{commit[:12]}"
+    if not (where / "pcimgr").exists():
+        where.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(CHECKOUT), "archive", commit, "pcimgr"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    compile_modules(where)
+    return where
 
 
 def main() -> int:
@@ -129,11 +149,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true",
                     help="also print -X importtime, cProfile and strace of one detach")
+    ap.add_argument("--before", metavar="REV",
+                    help="also time pcimgr as it was at this git revision, in the same boot")
     args = ap.parse_args()
-    compile_modules()
+    compile_modules(CHECKOUT)
+    before = str(export(args.before)) if args.before else ""
     script = (SCRIPT.replace("@A@", A).replace("@B@", B).replace("@ROUNDS@", str(args.rounds))
               .replace("@TOOLS@", str(fetch_tools()))
-              .replace("@PROFILE@", "1" if args.profile else ""))
+              .replace("@PROFILE@", "1" if args.profile else "").replace("@BEFORE@", before))
     r = harness.run(script, timeout=3600)
     times: dict[str, list[float]] = {}
     for line in r.output.splitlines():
@@ -159,7 +182,9 @@ def print_table(times: dict[str, list[float]], rounds: int) -> None:
         print(f"{anchor:<16}{m * 1000:>9.0f}" if m is not None else f"{anchor:<16}{'failed':>9}")
     base = median("pcimgr_detach")
     print(f"{'tool':<16}{'detach':>9}{'vs pcimgr':>11}{'back':>9}")
-    for tool in ("pcimgr", "bare", "driverctl", "devbind"):
+    for tool in ("before", "pcimgr", "bare", "driverctl", "devbind"):
+        if tool == "before" and not times.get("before_detach"):
+            continue
         d, b = median(f"{tool}_detach"), median(f"{tool}_back")
         ratio = f"{d / base:>10.2f}x" if d is not None and base else f"{'':>11}"
         print(f"{tool:<16}" + (f"{d * 1000:>9.0f}" if d is not None else f"{'failed':>9}")
