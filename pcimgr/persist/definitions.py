@@ -55,8 +55,16 @@ class Definition:
         if self.vfs is not None:
             parts.append(f"{self.vfs} VF(s) on {self.vf_driver}")
         for index, settings in sorted(self.vf.items(), key=lambda kv: int(kv[0])):
-            parts.append(f"VF {index}: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
+            parts.append(f"VF {index}: "
+                         + ", ".join(f"{k} {_word(v)}" for k, v in settings.items()))
         return "; ".join(parts) or "nothing"
+
+
+def _word(value: Any) -> str:
+    """trust and spoofchk as define takes them (on/off), not as Python prints them."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def identify(device: PciDevice, **intent: Any) -> Definition:
