@@ -172,3 +172,12 @@ def test_apply_dry_run_changes_nothing(run, demo_root: Path) -> None:
     r = run("--sysfs-root", demo_root, "apply", "--dry-run")
     assert r.exit_code == 0 and f"echo 3 > /sys/bus/pci/devices/{IGB}/sriov_numvfs" in r.output
     assert tree(demo_root) == before
+
+
+def test_status_says_on_and_off_as_define_takes_them(run, demo_root: Path) -> None:
+    assert run("--sysfs-root", demo_root, "define", "05:00.0", "--vfs", "2").exit_code == 0
+    r = run("--sysfs-root", demo_root, "define", "05:00.0", "--vf", "1", "--spoofchk", "off",
+            "--trust", "on")
+    assert r.exit_code == 0, r.output
+    r = run("--sysfs-root", demo_root, "status")
+    assert "VF 1: spoofchk off, trust on: DRIFT" in r.output, r.output
