@@ -72,10 +72,12 @@ devbind_back() { dpdk-devbind.py -b e1000 @A@ @B@; }
 # warm-up: one of each, untimed (the page cache of the 9p view)
 "$PY" -c pass; "$P" --version >/dev/null; for t in $TOOLS; do ${t}_detach >/dev/null 2>&1; ${t}_back >/dev/null 2>&1; done
 on e1000 warm-up
+REVERSED=$(echo $TOOLS | tr ' ' '\n' | tac | tr '\n' ' ')
 for i in $(seq @ROUNDS@); do
   run python_c_pass "$PY" -c pass
   run pcimgr_version "$P" --version
-  for t in $TOOLS; do
+  order=$TOOLS; [ $((i % 2)) = 0 ] && order=$REVERSED  # no tool always runs first
+  for t in $order; do
     run ${t}_detach ${t}_detach; on vfio-pci "$t detach"
     run ${t}_back ${t}_back; on e1000 "$t back"
   done
@@ -176,19 +178,26 @@ def print_table(times: dict[str, list[float]], rounds: int) -> None:
     def median(name: str) -> float | None:
         return statistics.median(times[name]) if times.get(name) else None
 
-    print(f"\nmedian ms of {rounds} rounds, one boot (TCG guest, one vCPU)")
+    def spread(name: str) -> str:
+        values = times.get(name)
+        return f"{min(values) * 1000:>6.0f}-{max(values) * 1000:<6.0f}" if values else " " * 13
+
+    print(f"\nmedian ms of {rounds} rounds, one boot (TCG guest, one vCPU); min-max after it")
     for anchor in ("python_c_pass", "pcimgr_version"):
         m = median(anchor)
-        print(f"{anchor:<16}{m * 1000:>9.0f}" if m is not None else f"{anchor:<16}{'failed':>9}")
+        print(f"{anchor:<16}{m * 1000:>9.0f} {spread(anchor)}" if m is not None
+              else f"{anchor:<16}{'failed':>9}")
     base = median("pcimgr_detach")
-    print(f"{'tool':<16}{'detach':>9}{'vs pcimgr':>11}{'back':>9}")
+    print(f"{'tool':<16}{'detach':>9}{'':14}{'vs pcimgr':>10}{'back':>9}")
     for tool in ("before", "pcimgr", "bare", "driverctl", "devbind"):
         if tool == "before" and not times.get("before_detach"):
             continue
         d, b = median(f"{tool}_detach"), median(f"{tool}_back")
         ratio = f"{d / base:>10.2f}x" if d is not None and base else f"{'':>11}"
         print(f"{tool:<16}" + (f"{d * 1000:>9.0f}" if d is not None else f"{'failed':>9}")
-              + ratio + (f"{b * 1000:>9.0f}" if b is not None else f"{'failed':>9}"))
+              + f" {spread(f'{tool}_detach')}" + ratio
+              + (f"{b * 1000:>9.0f}" if b is not None else f"{'failed':>9}")
+              + f" {spread(f'{tool}_back')}")
 
 
 if __name__ == "__main__":
