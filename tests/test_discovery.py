@@ -6,7 +6,7 @@ import pytest
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.viability import viability
-from pcimgr.host import discovery
+from pcimgr.host import discovery, halves
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.sim.machine import SimulatedMachine
 
@@ -129,8 +129,8 @@ def _children(pid: int) -> list[int]:
 def split_everything(mocker):  # type: ignore[no-untyped-def]
     """Every whole-bus scan split, as on a host with thousands of functions."""
     mocker.patch.object(discovery, "SPLIT_FROM", 2)
-    mocker.patch.object(discovery.os, "sched_getaffinity", return_value={0, 1})
-    return mocker.spy(discovery.os, "fork")
+    mocker.patch.object(halves.os, "sched_getaffinity", return_value={0, 1})
+    return mocker.spy(halves.os, "fork")
 
 
 def test_split_scan_reads_what_a_serial_one_does(make_host, split_everything) -> None:  # type: ignore[no-untyped-def]
@@ -145,7 +145,7 @@ def test_split_scan_reads_what_a_serial_one_does(make_host, split_everything) ->
 
 
 def test_one_cpu_is_not_split(demo_sysfs: Sysfs, split_everything, mocker) -> None:  # type: ignore[no-untyped-def]
-    mocker.patch.object(discovery.os, "sched_getaffinity", return_value={0})
+    mocker.patch.object(halves.os, "sched_getaffinity", return_value={0})
     discovery.scan(demo_sysfs)
     assert split_everything.call_count == 0
 
@@ -155,9 +155,9 @@ def test_a_failed_child_leaves_its_half_to_the_parent(demo_sysfs: Sysfs, split_e
                                                       mocker, fault: str) -> None:  # type: ignore[no-untyped-def]
     serial = discovery.scan(demo_sysfs)
     if fault == "child":  # a full disk, say, while it sends its half: it exits 1
-        mocker.patch.object(discovery.pickle, "dump", side_effect=OSError(28, "No space"))
+        mocker.patch.object(halves.pickle, "dump", side_effect=OSError(28, "No space"))
     else:
-        mocker.patch.object(discovery.os, "fork", side_effect=OSError(11, "EAGAIN"))
+        mocker.patch.object(halves.os, "fork", side_effect=OSError(11, "EAGAIN"))
     assert discovery.scan(demo_sysfs) == serial
 
 

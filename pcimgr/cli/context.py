@@ -38,8 +38,10 @@ class Context:
 
     @property
     def config_dir(self) -> str:
-        from pcimgr.persist import definitions
-        return definitions.config_dir(self.machine, self.config_dir_option)
+        # here, not in persist.definitions: every change asks (the state/config overlap
+        # check), and importing the definitions would cost it its dataclasses
+        explicit = self.config_dir_option
+        return os.path.abspath(explicit) if explicit else self.machine.default_config_dir
 
     @property
     def state(self) -> str:

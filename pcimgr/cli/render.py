@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import BRIDGE_CLASSES, Host, IommuGroup, PciDevice
-from pcimgr.host.names import Namer
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
 
+    from pcimgr.host.names import Namer
     from pcimgr.plans.transaction import Plan
     from pcimgr.sriov.planner import PfView
 from pcimgr.core.vfconfig import VfConfig

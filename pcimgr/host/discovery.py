@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pickle
-import signal
-import threading
 from dataclasses import replace
 
 from pcimgr.core.address import PciAddress
@@ -38,9 +34,12 @@ def _scan_bus(sysfs: Sysfs, names: list[str]) -> list[PciDevice]:
     virtfn index order: VF n sits at the PF's routing id + offset + n * stride):
     every VF's physfn link is read anyway, so the PF's virtfnN links are not.
     """
-    if len(names) >= SPLIT_FROM and _can_split():
-        found = _read_split(sysfs, names)
-    else:
+    found: list[PciDevice] | None = None
+    if len(names) >= SPLIT_FROM:
+        from pcimgr.host import halves  # fork and pickle: only for thousands of functions
+        if halves.possible():
+            found = halves.read(lambda part: _read_names(sysfs, part), names)
+    if found is None:
         found = _read_names(sysfs, names)
     vfs: dict[PciAddress, list[PciAddress]] = {}
     for device in found:
@@ -71,61 +70,6 @@ def _read_names(sysfs: Sysfs, names: list[str]) -> list[PciDevice]:
             if device is not None:
                 found.append(device)
     return found
-
-
-def _can_split() -> bool:
-    """A second CPU to run on, and no thread that a fork would leave half-copied."""
-    return (hasattr(os, "fork") and len(os.sched_getaffinity(0)) > 1
-            and threading.active_count() == 1)
-
-
-def _read_split(sysfs: Sysfs, names: list[str]) -> list[PciDevice]:
-    """The second half read by a forked child while this process reads the first.
-
-    Reading is system calls and parsing, bound by one CPU; the child sends its devices
-    back pickled through a pipe. If the child fails in any way, its half is read here:
-    a split scan never knows less than a serial one.
-    """
-    half = len(names) // 2
-    mine, theirs = names[:half], names[half:]
-    r, w = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(r)
-        os.close(w)
-        return _read_names(sysfs, names)
-    if pid == 0:  # the child: never returns, never runs the parent's exit handlers
-        status = 1
-        try:
-            # the parent's handlers (a transaction's rollback on SIGINT) are not its own
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.close(r)
-            with os.fdopen(w, "wb") as out:
-                pickle.dump(_read_names(sysfs, theirs), out, protocol=pickle.HIGHEST_PROTOCOL)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(w)
-    status, reaped = -1, False
-    with os.fdopen(r, "rb") as pipe:
-        try:
-            found = _read_names(sysfs, mine)
-            data = pipe.read()
-            status = os.waitpid(pid, 0)[1]
-            reaped = True
-        finally:
-            if not reaped:  # leaving on an exception (Ctrl-C): the child goes too
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-    received: list[PciDevice] | None = None
-    if status == 0:
-        try:
-            received = pickle.loads(data)
-        except (pickle.UnpicklingError, EOFError, ValueError):
-            received = None
-    return found + (received if received is not None else _read_names(sysfs, theirs))
 
 
 def read_device(sysfs: Sysfs, address: PciAddress) -> PciDevice | None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pcimgr.core.vfconfig import VfConfig
 from pcimgr.host.sysfs import Sysfs
 
 if TYPE_CHECKING:
+    from pcimgr.core.vfconfig import VfConfig
     from pcimgr.host.udevdb import UdevDatabase
 
 

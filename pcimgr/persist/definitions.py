@@ -20,15 +20,9 @@ from typing import Any
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Damaged, NeedsRoot, NotFound, PcimgrError, RolledBack
 from pcimgr.core.model import PciDevice
-from pcimgr.host.machine import Machine
 from pcimgr.plans import interrupts, statefile
 
 FORMAT = 1
-
-
-def config_dir(machine: Machine, explicit: str | None) -> str:
-    """--config-dir, else the machine's (/etc/pcimgr, or inside a simulated host)."""
-    return os.path.abspath(explicit) if explicit else machine.default_config_dir
 
 
 @dataclass(frozen=True)
