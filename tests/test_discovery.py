@@ -193,3 +193,22 @@ def test_a_child_killed_from_outside_costs_nothing_but_time(tmp_path: Path) -> N
     assert killed is not None, "no split child seen"
     assert traced.returncode == 0, err
     assert out == expected
+
+
+def test_related_scan_reads_each_function_once(demo_sysfs: Sysfs, mocker) -> None:  # type: ignore[no-untyped-def]
+    """A pair in one group, named together: the group and the pair read once each."""
+    whole = discovery.scan(demo_sysfs)
+    pair = (A("04:00.0"), A("04:00.1"))
+    opened: list[str] = []
+    real_open = os.open
+
+    def spy(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    mocker.patch("pcimgr.host.sysfs.os.open", side_effect=spy)
+    related = discovery.scan_related(demo_sysfs, pair)
+    group = whole.groups[whole.get(pair[0]).iommu_group]  # type: ignore[union-attr]
+    assert {d.address for d in related.devices} >= {m.address for m in group.members}
+    assert all(related.get(d.address) == d for d in group.members)
+    assert opened.count("uevent") == len(related.devices)

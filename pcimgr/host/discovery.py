@@ -148,14 +148,21 @@ def scan_related(sysfs: Sysfs, addresses: tuple[PciAddress, ...]) -> Host:
     Enough for every decision about them, without reading the whole bus: a
     change to two functions on a host with hundreds should cost two, not hundreds.
     """
-    found: dict[PciAddress, PciDevice] = {}
-    for device in read_many(sysfs, addresses):
-        found[device.address] = device
-        if device.iommu_group is not None:
-            found.update((m.address, m) for m in read_group(sysfs, device.iommu_group).members)
+    # each function read once: `rebind A B` of a pair in one group read it three times
+    found = {d.address: d for d in read_many(sysfs, addresses)}
+    for number in sorted({d.iommu_group for d in found.values() if d.iommu_group is not None}):
+        for name in sysfs.list_dir(f"kernel/iommu_groups/{number}/devices"):
+            try:
+                address = PciAddress.parse(name)
+            except BadInput:
+                continue
+            member = None if address in found else read_device(sysfs, address)
+            if member is not None:
+                found[address] = member
     for d in list(found.values()):
         if d.sriov is not None:
-            found.update((vf.address, vf) for vf in read_many(sysfs, d.sriov.vfs))
+            missing = tuple(a for a in d.sriov.vfs if a not in found)
+            found.update((vf.address, vf) for vf in read_many(sysfs, missing))
     return Host(tuple(sorted(found.values(), key=lambda d: d.address)),
                 iommu_enabled=bool(sysfs.list_dir("kernel/iommu_groups")))
 
