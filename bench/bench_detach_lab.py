@@ -14,11 +14,15 @@ Before booting, pcimgr's modules are compiled (`python -m compileall -q pcimgr`)
 guest sees the checkout read-only under a tmpfs overlay, so without __pycache__ on
 the host the first start of every boot compiles them. driverctl and dpdk-devbind.py
 are Debian's (`apt-get download driverctl dpdk`, unpacked into the lab cache, never
-installed). With --profile, the same boot also prints where one detach's time goes:
-`-X importtime` (the largest imports), cProfile (the largest functions) and
-`strace -f -c` (system calls), each on a detach of its own. With --before REV, pcimgr as
-it was at REV (`git archive`, compiled, run with PYTHONPATH) is timed in the same rounds as
-"before": a before/after comparison inside one boot. TCG guest, one vCPU.
+installed). With --profile, the same boot also prints where one detach's time goes: the
+layers of a start (`python -c pass`, `import click`, the CLI, the modules a change adds),
+a detach compiling every module against one with compiled modules (copies in the guest's
+tmpfs: reads over 9p would blur the difference), `-X importtime` (the
+largest imports), cProfile (the largest functions) and `strace` (system calls, processes
+started, the writes and fsyncs in time), each on a detach of its own. With --before REV,
+pcimgr as it was at REV (`git archive`, compiled, run with PYTHONPATH) is timed in the
+same rounds as "before": a before/after comparison inside one boot. Every other round
+runs the tools in reversed order. TCG guest, one vCPU.
 """
 
 from __future__ import annotations
@@ -83,6 +87,24 @@ for i in $(seq @ROUNDS@); do
   done
 done
 if [ -n "@PROFILE@" ]; then
+  med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+  ms() { local t0=$EPOCHREALTIME; "$@" >/dev/null 2>&1; local t1=$EPOCHREALTIME; echo "($t1 - $t0) * 1000 / 1" | bc; }
+  echo "== the layers of a start (median ms of 5)"
+  for what in "pass" "import click" "import pcimgr.cli.app" "import pcimgr.cli.app, pcimgr.cli.commands.drivers, pcimgr.drivers.planner, pcimgr.host.linux, pcimgr.host.netlink, pcimgr.persist.definitions, pcimgr.cli.render, pcimgr.plans.history, pcimgr.plans.lock, pcimgr.sim.marker"; do
+    echo "$(for i in 1 2 3 4 5; do ms "$PY" -c "$what"; done | med) python -c '$what'"
+  done
+  echo "$(for i in 1 2 3 4 5; do ms "$P" --version; done | med) pcimgr --version"
+  echo "== detach from copies in the guest's tmpfs: compiled, and compiling every module (3 runs)"
+  for d in pyc nopyc; do rm -rf /tmp/$d && mkdir /tmp/$d && cp -a pcimgr /tmp/$d/; done  # -a: a .pyc holds its source's mtime
+  find /tmp/nopyc -name __pycache__ -prune -exec rm -rf {} +
+  for d in pyc nopyc pyc nopyc; do  # warm-up: both copies read once
+    PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/tmp/$d "$P" detach @A@ --group >/dev/null; "$P" rebind @A@ @B@ >/dev/null
+  done
+  for i in 1 2 3; do
+    c=$(PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/tmp/pyc ms "$P" detach @A@ --group); "$P" rebind @A@ @B@ >/dev/null
+    n=$(PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/tmp/nopyc ms "$P" detach @A@ --group); "$P" rebind @A@ @B@ >/dev/null
+    echo "compiled $c, compiling $n"
+  done
   echo "== -X importtime, detach (cumulative us, largest 25)"
   "$PY" -X importtime -m pcimgr detach @A@ --group 2>/tmp/imp >/dev/null
   sort -t'|' -k2 -n -r /tmp/imp | head -25
