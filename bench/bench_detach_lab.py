@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time detaching the lab's e1000 pair on the real kernel, and the way back, against other tools.
 
-Usage: .venv/bin/python bench/bench_detach_lab.py [--rounds 5] [--profile] [--before REV]
+Usage: .venv/bin/python bench/bench_detach_lab.py [--rounds 5] [--profile] [--before REV]...
 Boots the QEMU lab once (tests/lab) and, inside it, moves both e1000 functions
 (one IOMMU group) to vfio-pci, and back, with: pcimgr (`detach 02:01.0 --group`,
 then `rebind A B`: one process each, as a user runs them), the bare sysfs writes
@@ -19,9 +19,9 @@ layers of a start (`python -c pass`, `import click`, the CLI, the modules a chan
 a detach compiling every module against one with compiled modules (copies in the guest's
 tmpfs: reads over 9p would blur the difference), `-X importtime` (the
 largest imports), cProfile (the largest functions) and `strace` (system calls, processes
-started, the writes and fsyncs in time), each on a detach of its own. With --before REV,
-pcimgr as it was at REV (`git archive`, compiled, run with PYTHONPATH) is timed in the
-same rounds as "before": a before/after comparison inside one boot. Every other round
+started, the writes and fsyncs in time), each on a detach of its own. With --before REV
+(once or more), pcimgr as it was at REV (`git archive`, compiled, run with PYTHONPATH) is
+timed in the same rounds as "at-REV": before and after compared inside one boot. Every other round
 runs the tools in reversed order. TCG guest, one vCPU.
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -63,10 +64,8 @@ bare_to() {  # $1 = override value ('' clears it)
 }
 pcimgr_detach() { "$P" detach @A@ --group; }
 pcimgr_back() { "$P" rebind @A@ @B@; }
-before_detach() { PYTHONPATH="@BEFORE@" "$P" detach @A@ --group; }
-before_back() { PYTHONPATH="@BEFORE@" "$P" rebind @A@ @B@; }
-TOOLS="pcimgr bare driverctl devbind"
-[ -n "@BEFORE@" ] && TOOLS="before $TOOLS"
+@BEFORE@
+TOOLS="@OLDER@pcimgr bare driverctl devbind"
 bare_detach() { bare_to vfio-pci; }
 bare_back() { bare_to ''; }
 driverctl_detach() { driverctl set-override @A@ vfio-pci && driverctl set-override @B@ vfio-pci; }
@@ -173,14 +172,20 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true",
                     help="also print -X importtime, cProfile and strace of one detach")
-    ap.add_argument("--before", metavar="REV",
-                    help="also time pcimgr as it was at this git revision, in the same boot")
+    ap.add_argument("--before", metavar="REV", action="append", default=[],
+                    help="also time pcimgr as it was at this git revision, in the same boot "
+                         "(repeatable)")
     args = ap.parse_args()
     compile_modules(CHECKOUT)
-    before = str(export(args.before)) if args.before else ""
-    script = (SCRIPT.replace("@A@", A).replace("@B@", B).replace("@ROUNDS@", str(args.rounds))
+    older = [("at-" + re.sub(r"[^A-Za-z0-9]", "_", rev), export(rev)) for rev in args.before]
+    before = "".join(f'{name}_detach() {{ PYTHONPATH="{where}" "$P" detach @A@ --group; }}\n'
+                     f'{name}_back() {{ PYTHONPATH="{where}" "$P" rebind @A@ @B@; }}\n'
+                     for name, where in older)
+    script = (SCRIPT.replace("@BEFORE@", before).replace("@A@", A).replace("@B@", B)
+              .replace("@ROUNDS@", str(args.rounds))
               .replace("@TOOLS@", str(fetch_tools()))
-              .replace("@PROFILE@", "1" if args.profile else "").replace("@BEFORE@", before))
+              .replace("@PROFILE@", "1" if args.profile else "")
+              .replace("@OLDER@", "".join(f"{name} " for name, _ in older)))
     r = harness.run(script, timeout=3600)
     times: dict[str, list[float]] = {}
     for line in r.output.splitlines():
@@ -192,11 +197,11 @@ def main() -> int:
             except ValueError:
                 pass
         print(line)
-    print_table(times, args.rounds)
+    print_table(times, args.rounds, [name for name, _ in older])
     return 0
 
 
-def print_table(times: dict[str, list[float]], rounds: int) -> None:
+def print_table(times: dict[str, list[float]], rounds: int, older: list[str]) -> None:
     def median(name: str) -> float | None:
         return statistics.median(times[name]) if times.get(name) else None
 
@@ -211,9 +216,7 @@ def print_table(times: dict[str, list[float]], rounds: int) -> None:
               else f"{anchor:<16}{'failed':>9}")
     base = median("pcimgr_detach")
     print(f"{'tool':<16}{'detach':>9}{'':14}{'vs pcimgr':>10}{'back':>9}")
-    for tool in ("before", "pcimgr", "bare", "driverctl", "devbind"):
-        if tool == "before" and not times.get("before_detach"):
-            continue
+    for tool in (*older, "pcimgr", "bare", "driverctl", "devbind"):
         d, b = median(f"{tool}_detach"), median(f"{tool}_back")
         ratio = f"{d / base:>10.2f}x" if d is not None and base else f"{'':>11}"
         print(f"{tool:<16}" + (f"{d * 1000:>9.0f}" if d is not None else f"{'failed':>9}")
