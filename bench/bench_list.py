@@ -11,6 +11,8 @@ without VFs. --sizes is the number of functions wanted
 directory to measure on disk). Both commands run as whole processes, alternating
 (pcimgr, lspci, pcimgr, ...) after one warm-up each, so that load on the machine hits
 both alike; the figures are medians of --runs runs and their ratio.
+--before REV also times pcimgr as it was at REV (git archive, compiled, run through
+PYTHONPATH) in the same alternation, so before and after share the machine's moment.
 Targets (issue 18): pcimgr <= 1.0x lspci at 4,096 functions; under 1 s at 16,384.
 """
 
@@ -81,31 +83,58 @@ def alternate(commands: dict[str, list[str]], runs: int) -> dict[str, list[float
     return times
 
 
+# what the console script does (the same start-up for the revision under PYTHONPATH)
+RUN = "import sys; from pcimgr.__main__ import run; sys.argv[0] = 'pcimgr'; sys.exit(run())"
+
+
+def export(rev: str, tmp: str) -> str:
+    """pcimgr's package at rev, compiled, in tmp/before (for PYTHONPATH)."""
+    out = os.path.join(tmp, "before")
+    os.mkdir(out)
+    archive = subprocess.run(["git", "-C", os.path.dirname(HERE), "archive", rev, "pcimgr"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", out], input=archive, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", out], check=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trees", default="scale,mixed")
     ap.add_argument("--sizes", default="4096")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--dir", default="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    ap.add_argument("--before", metavar="REV", help="also time pcimgr as it was at REV")
     args = ap.parse_args()
     pcimgr = os.path.join(os.path.dirname(sys.executable), "pcimgr")
     lspci = shutil.which("lspci")
     if lspci is None:
         sys.exit("lspci is not installed (apt-get install pciutils)")
+    before_head = f" {'before ms':>10} {'ratio':>6}" if args.before else ""
     print(f"{'tree':>6} {'functions':>9} {'pcimgr ms':>10} {'lspci ms':>9} {'ratio':>6} "
-          f"{'pcimgr us/fn':>13}   (medians of {args.runs} alternating runs)")
+          f"{'pcimgr us/fn':>13}{before_head}   (medians of {args.runs} alternating runs)")
     with tempfile.TemporaryDirectory(prefix="pcimgr-bench-", dir=args.dir) as tmp:
+        old = export(args.before, tmp) if args.before else None
         for kind in args.trees.split(","):
             for size in (int(s) for s in args.sizes.split(",")):
                 root = os.path.join(tmp, f"{kind}-{size}")
                 builder.build(root, tree(kind, size))
                 count = len(os.listdir(os.path.join(root, "bus/pci/devices")))
-                times = alternate({
-                    "pcimgr": [pcimgr, "--sysfs-root", root, "list", "--all", "--json"],
-                    "lspci": [lspci, "-nnkD", "-O", f"sysfs.path={root}/bus/pci"]}, args.runs)
+                args_ = ["--sysfs-root", root, "list", "--all", "--json"]
+                commands = {"pcimgr": [pcimgr, *args_],
+                            "lspci": [lspci, "-nnkD", "-O", f"sysfs.path={root}/bus/pci"]}
+                if old is not None:
+                    # -P: not the current directory first (a checkout's pcimgr would win)
+                    commands["before"] = ["env", f"PYTHONPATH={old}", sys.executable, "-P",
+                                          "-c", RUN, *args_]
+                times = alternate(commands, args.runs)
                 ours, theirs = (statistics.median(times[n]) for n in ("pcimgr", "lspci"))
+                then = ""
+                if old is not None:
+                    before = statistics.median(times["before"])
+                    then = f" {before * 1e3:>10.1f} {before / theirs:>6.2f}"
                 print(f"{kind:>6} {count:>9} {ours * 1e3:>10.1f} {theirs * 1e3:>9.1f} "
-                      f"{ours / theirs:>6.2f} {ours / count * 1e6:>13.1f}", flush=True)
+                      f"{ours / theirs:>6.2f} {ours / count * 1e6:>13.1f}{then}", flush=True)
                 shutil.rmtree(root)
 
 
