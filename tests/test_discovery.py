@@ -91,15 +91,21 @@ def test_function_losing_attributes_mid_read_is_skipped(demo_root: Path, demo_sy
     assert host.get(A("04:00.1")) is None and host.get(A("04:00.0")) is not None
 
 
-def test_each_attribute_read_once(demo_sysfs: Sysfs, mocker) -> None:  # type: ignore[no-untyped-def]
-    opened: list[str] = []
+@pytest.fixture
+def opened(mocker) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every path the sysfs layer opens from now on (names relative to a directory fd)."""
+    paths: list[str] = []
     real_open = os.open
 
     def spy(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
-        opened.append(str(path))
+        paths.append(str(path))
         return real_open(path, flags, *args, **kwargs)
 
     mocker.patch("pcimgr.host.sysfs.os.open", side_effect=spy)
+    return paths
+
+
+def test_each_attribute_read_once(demo_sysfs: Sysfs, opened: list[str]) -> None:
     discovery.scan(demo_sysfs)
     assert opened.count("uevent") == len(demo_sysfs.list_dir("bus/pci/devices"))
 
@@ -195,18 +201,11 @@ def test_a_child_killed_from_outside_costs_nothing_but_time(tmp_path: Path) -> N
     assert out == expected
 
 
-def test_related_scan_reads_each_function_once(demo_sysfs: Sysfs, mocker) -> None:  # type: ignore[no-untyped-def]
+def test_related_scan_reads_each_function_once(demo_sysfs: Sysfs, opened: list[str]) -> None:
     """A pair in one group, named together: the group and the pair read once each."""
     whole = discovery.scan(demo_sysfs)
     pair = (A("04:00.0"), A("04:00.1"))
-    opened: list[str] = []
-    real_open = os.open
-
-    def spy(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
-        opened.append(str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    mocker.patch("pcimgr.host.sysfs.os.open", side_effect=spy)
+    opened.clear()
     related = discovery.scan_related(demo_sysfs, pair)
     group = whole.groups[whole.get(pair[0]).iommu_group]  # type: ignore[union-attr]
     assert {d.address for d in related.devices} >= {m.address for m in group.members}

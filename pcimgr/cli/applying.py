@@ -52,12 +52,7 @@ def run(obj: Context, chosen: list[Any], damaged: list[Any], report: Report, tim
     planned = persist.plan_apply(obj.machine, host,
                                  survey if survey is not None else usage.survey(obj.machine),
                                  chosen, timeout, obj.holdings())
-    for e in damaged:
-        report.say(f"skipped {e}", err=True)
-    for line in planned.skipped:
-        report.say(f"skipped {line}", err=True)
-    for note in planned.proposal.notes:
-        report.say(note, when_quiet=note.startswith("warning"))
+    _say_checked(report, damaged, planned)
     if planned.proposal.plan.steps:
         runner.execute(obj.machine, state, planned.proposal, progress() if report.live else None)
         for step in planned.proposal.plan.steps:
@@ -84,16 +79,20 @@ def dry_run(obj: Context, chosen: list[Any], damaged: list[Any], timeout: float,
     host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in chosen))
     planned = persist.plan_apply(obj.machine, host, usage.survey(obj.machine), chosen, timeout,
                                  obj.holdings())
-    report = Report(True, quiet)
+    _say_checked(Report(True, quiet), damaged, planned)
+    print_plan(planned.proposal, obj.state)
+    for d in planned.settings:
+        click.echo(f"then VF settings of {d.address}: {d.describe()}")
+
+
+def _say_checked(report: Report, damaged: list[Any], planned: Any) -> None:
+    """What the checks left out (damaged files, skipped definitions) and the plan's notes."""
     for e in damaged:
         report.say(f"skipped {e}", err=True)
     for line in planned.skipped:
         report.say(f"skipped {line}", err=True)
     for note in planned.proposal.notes:
         report.say(note, when_quiet=note.startswith("warning"))
-    print_plan(planned.proposal, obj.state)
-    for d in planned.settings:
-        click.echo(f"then VF settings of {d.address}: {d.describe()}")
 
 
 def raise_damaged(damaged: list[Any]) -> None:
