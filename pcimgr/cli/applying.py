@@ -122,9 +122,7 @@ def device(obj: Context, address: PciAddress, timeout: float, quiet: bool) -> No
     machine = obj.machine
     machine.require_root("changing the host (writes to /sys)")
     say_long_waits()
-    # what obj.state is, without importing the plans a waiting run never needs (the holder
-    # checks obj.state itself)
-    state = os.path.abspath(obj.state_dir) if obj.state_dir else machine.default_state_dir
+    state = obj.state_path  # the holder checks obj.state (the overlap) itself
     params = _params(obj, state, timeout)
     request = requests.record(machine.lock_dir, str(address), params)
     own: list[PcimgrError | None] = []

@@ -38,18 +38,22 @@ class Context:
 
     @property
     def config_dir(self) -> str:
-        # here, not in persist.definitions: every change asks (the state/config overlap
-        # check), and importing the definitions would cost it its dataclasses
+        """--config-dir, else the machine's (/etc/pcimgr, or inside a simulated host)."""
         explicit = self.config_dir_option
         return os.path.abspath(explicit) if explicit else self.machine.default_config_dir
+
+    @property
+    def state_path(self) -> str:
+        """--state-dir, else the machine's (/var/lib/pcimgr, or inside a simulated host),
+        unchecked: `state` is the one changes use."""
+        return os.path.abspath(self.state_dir) if self.state_dir else \
+            self.machine.default_state_dir
 
     @property
     def state(self) -> str:
         """The state directory, refused when it overlaps the configuration directory
         (apply would take the definitions for its own files, and the other way round)."""
-        from pcimgr.drivers import planner as drivers
-        state = drivers.state_dir(self.machine, self.state_dir)
-        cfg = self.config_dir
+        state, cfg = self.state_path, self.config_dir
         real_state, real_cfg = os.path.realpath(state), os.path.realpath(cfg)
         if os.path.commonpath([real_state, real_cfg]) in (real_state, real_cfg):
             raise BadInput(f"--state-dir {state} and --config-dir {cfg} overlap; give them "

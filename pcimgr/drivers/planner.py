@@ -3,7 +3,6 @@ the safety refusals; plans/runner.py runs them (journal, rollback, original-driv
 
 from __future__ import annotations
 
-import os
 import re
 from typing import TYPE_CHECKING
 
@@ -24,11 +23,6 @@ if TYPE_CHECKING:
     from pcimgr.plans.step import Step
 
 _DRIVER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-
-
-def state_dir(machine: Machine, explicit: str | None) -> str:
-    """--state-dir, else the machine's (/var/lib/pcimgr, or inside a simulated host)."""
-    return os.path.abspath(explicit) if explicit else machine.default_state_dir
 
 
 def check_driver_name(name: str) -> str:

@@ -174,10 +174,6 @@ def locked(machine: Machine, state: str, wait: float, request: Request,
         result = outcome(lock_dir, request)  # also done just before the lock was let go
         if not held or result is not None:
             return result
-        from pcimgr.plans import history, transaction  # only the holder plans and recovers
-        statefile.sweep(state, ("", "devices", "assignments"))
-        recovered = transaction.recover(machine, state)
-        if recovered:
-            history.recovered(machine, state, recovered)
-        work(recovered)
+        from pcimgr.plans import runner  # only the holder plans and recovers
+        runner.recover_then(machine, state, work)
     return None

@@ -50,8 +50,14 @@ def locked(machine: Machine, state: str, wait: float,
     """Run work(recovery message) under the host's lock, after removing the temporary files
     and finishing the transaction a killed run left."""
     with lock.exclusive(machine.lock_dir, wait):
-        statefile.sweep(state, ("", "devices", "assignments"))
-        recovered = transaction.recover(machine, state)
-        if recovered:
-            history.recovered(machine, state, recovered)
-        work(recovered)
+        recover_then(machine, state, work)
+
+
+def recover_then(machine: Machine, state: str, work: Callable[[str | None], None]) -> None:
+    """Under the lock: the temporary files removed, a killed run's transaction finished (its
+    message for work), then work."""
+    statefile.sweep(state, ("", "devices", "assignments"))
+    recovered = transaction.recover(machine, state)
+    if recovered:
+        history.recovered(machine, state, recovered)
+    work(recovered)
