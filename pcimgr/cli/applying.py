@@ -44,6 +44,7 @@ def run(obj: Context, chosen: list[Any], damaged: list[Any], report: Report, tim
     did not read (named, then exit 11). survey: the host's use, when the caller has it."""
     from pcimgr.core.errors import Mismatch
     from pcimgr.host import discovery, usage
+    from pcimgr.persist import definitions
     from pcimgr.persist import planner as persist
     from pcimgr.plans import runner
     state = obj.state
@@ -64,7 +65,7 @@ def run(obj: Context, chosen: list[Any], damaged: list[Any], report: Report, tim
             runner.execute(obj.machine, state, settings)
             for step in settings.plan.steps:
                 report.say(step.summary())
-    raise_damaged(damaged)
+    definitions.raise_damaged(damaged)
     if planned.skipped:
         raise Mismatch(f"{len(planned.skipped)} definition(s) not applied (see above)")
     if not planned.proposal.plan.steps:
@@ -93,14 +94,6 @@ def _say_checked(report: Report, damaged: list[Any], planned: Any) -> None:
         report.say(f"skipped {line}", err=True)
     for note in planned.proposal.notes:
         report.say(note, when_quiet=note.startswith("warning"))
-
-
-def raise_damaged(damaged: list[Any]) -> None:
-    """Exit 11 once the readable definitions were dealt with: each damaged one was named."""
-    if damaged:
-        from pcimgr.core.errors import Damaged
-        raise Damaged(f"{len(damaged)} definition file(s) damaged and skipped (named above); "
-                      "correct them or remove them with `pcimgr undefine ADDR`")
 
 
 class Done(PcimgrError):

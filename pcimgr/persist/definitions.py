@@ -109,6 +109,13 @@ def load_all(cfg: str) -> tuple[list[Definition], list[Damaged]]:
     return found, damaged
 
 
+def raise_damaged(damaged: list[Damaged]) -> None:
+    """Exit 11 once the readable definitions were dealt with: each damaged one was named."""
+    if damaged:
+        raise Damaged(f"{len(damaged)} definition file(s) damaged and skipped (named above); "
+                      "correct them or remove them with `pcimgr undefine ADDR`")
+
+
 def save(cfg: str, definition: Definition) -> None:
     """The definition file and its udev env file, as one change."""
     env = []

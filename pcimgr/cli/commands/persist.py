@@ -192,15 +192,10 @@ def status(obj: Context, as_json: bool) -> None:
                 click.echo(f"  - {line}")
     for e in damaged:
         click.echo(f"DAMAGED: {e}", err=as_json)  # not in the JSON document (docs/json.md)
-    _raise_damaged(damaged)
+    definitions.raise_damaged(damaged)
     if any(not f.ok for f in findings):
         raise Mismatch(f"{sum(not f.ok for f in findings)} definition(s) drifted; "
                        "`pcimgr apply` puts back what it can")
-
-
-def _raise_damaged(damaged: list[Any]) -> None:
-    from pcimgr.cli import applying
-    applying.raise_damaged(damaged)
 
 
 @click.command("install-udev")
