@@ -14,6 +14,7 @@ import click
 from pcimgr import __version__
 from pcimgr.cli import context, options
 from pcimgr.core.errors import Interrupted, NeedsRoot, PcimgrError
+from pcimgr.core.terminal import safe
 
 _verbose = False
 
@@ -114,10 +115,11 @@ class _Group(click.Group):
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else "pcimgr"
-            click.echo(f"pcimgr: {_one_line(e.format_message())}; see {where} --help", err=True)
+            click.echo(safe(f"pcimgr: {_one_line(e.format_message())}; see {where} --help"),
+                       err=True)
             sys.exit(e.exit_code)
         except click.ClickException as e:
-            click.echo(f"pcimgr: {_one_line(e.format_message())}", err=True)
+            click.echo(safe(f"pcimgr: {_one_line(e.format_message())}"), err=True)
             sys.exit(e.exit_code)
         except click.Abort:  # Ctrl-C before pcimgr's own handlers were installed
             click.echo("pcimgr: interrupted; nothing was changed", err=True)
@@ -129,14 +131,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PermissionError as e:
             where = e.filename or "a file pcimgr needs"
-            click.echo(f"pcimgr: permission denied on {where} ({e.strerror}); run as root "
-                       "(sudo) or as the owner of that path", err=True)
+            click.echo(safe(f"pcimgr: permission denied on {where} ({e.strerror}); run as "
+                            "root (sudo) or as the owner of that path"), err=True)
             ctx.exit(NeedsRoot.exit_code)
         except PcimgrError as e:
             if _verbose:
                 import traceback
                 traceback.print_exc()
-            click.echo(f"pcimgr: {e}", err=True)
+            click.echo(safe(f"pcimgr: {e}"), err=True)
             ctx.exit(e.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort, BrokenPipeError):
@@ -144,8 +146,8 @@ class _Group(click.Group):
         except Exception as e:  # noqa: BLE001 - last resort: one line, details with -v
             if _verbose:
                 raise
-            click.echo(f"pcimgr: internal error: {type(e).__name__}: {e} "
-                       "(run with -v for details)", err=True)
+            click.echo(safe(f"pcimgr: internal error: {type(e).__name__}: {e} "
+                            "(run with -v for details)"), err=True)
             ctx.exit(1)
 
 
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("pcimgr: interrupted; nothing was changed", err=True)
         sys.exit(130)
     except Interrupted as e:  # before a command ran
-        click.echo(f"pcimgr: {e}; nothing was changed", err=True)
+        click.echo(safe(f"pcimgr: {e}; nothing was changed"), err=True)
         sys.exit(e.exit_code)
     except BrokenPipeError:
         # `pcimgr list | head` is not an error; keep Python from complaining at exit

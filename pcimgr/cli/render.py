@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import BRIDGE_CLASSES, Host, IommuGroup, PciDevice
+from pcimgr.core.terminal import safe
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
@@ -228,9 +229,12 @@ def iommu_off_notice(host: Host) -> str | None:
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
+    """Every cell made safe for a terminal (names come from udev's database, pci.ids, the
+    host's facts) and kept to one line."""
     import tabulate  # lazy: only table output pays for it
     tabulate.PRESERVE_WHITESPACE = True  # VFs are indented under their PF
-    return tabulate.tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+    return tabulate.tabulate([[safe(cell) for cell in row] for row in rows], headers=headers,
+                             tablefmt="plain", disable_numparse=True)
 
 
 GROUP_HEADERS = ["GROUP", "VFIO", "ADDRESS", "DRIVER", "DEVICE"]
@@ -293,7 +297,7 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
     lines.append("")
     if group is None:
         lines.append("Not in an IOMMU group: the IOMMU is off (intel_iommu=on / amd_iommu=on).")
-        return "\n".join(lines)
+        return "\n".join(safe(line) for line in lines)
     v = viability(group)
     state = "viable for VFIO" if v.viable else (
         "not viable for VFIO until these leave their host drivers: "
@@ -306,7 +310,7 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
                      f"  ({role})")
     lines += [f"  why shared: {line}" if i == 0 else f"              {line}"
               for i, line in enumerate(why)]
-    return "\n".join(lines)
+    return "\n".join(safe(line) for line in lines)
 
 
 def moves(plan: Plan, host: Host) -> str:
@@ -328,7 +332,7 @@ def moves(plan: Plan, host: Host) -> str:
         lines.append(f"IOMMU group {n} is viable for VFIO (/dev/vfio/{n})" if v.viable else
                      f"IOMMU group {n} is not viable yet: " +
                      ", ".join(f"{b.address} on {b.driver}" for b in v.blockers))
-    return "\n".join(lines)
+    return "\n".join(safe(line) for line in lines)
 
 
 # -- SR-IOV (`pcimgr vfs list`) ---------------------------------------------------
@@ -405,6 +409,7 @@ def vfs_text(views: list[PfView], namer: Namer,
                  _onoff(v["trust"]), _onoff(v["spoofchk"]),
                  ", ".join((v["holders"] or []) + v["open_by"]) or "-"]
                 for v in data["vfs"]]
+        head = "\n".join(safe(line) for line in head.split("\n"))
         blocks.append(head + ("\n" + _indent(table(rows, VF_HEADERS)) if rows else ""))
     return "\n\n".join(blocks)
 

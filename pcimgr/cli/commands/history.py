@@ -6,6 +6,7 @@ import click
 
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import Digits, emit_json, json_option
+from pcimgr.core.terminal import safe
 
 
 @click.command()
@@ -22,11 +23,11 @@ def history(obj: Context, limit: int, as_json: bool) -> None:
         emit_json(entries)
         return
     if not entries:
-        click.echo(f"No changes recorded in {log.path(obj.state)}.")
+        click.echo(safe(f"No changes recorded in {log.path(obj.state)}."))
         return
-    for e in entries:
-        click.echo(f"{e['time']}  pcimgr {e['command']}: {e['result']}")
+    for e in entries:  # every field read back from a file: safe for the terminal
+        click.echo(safe(f"{e['time']}  pcimgr {e['command']}: {e['result']}"))
         for step in e["steps"]:
-            click.echo(f"  {step}")
+            click.echo(safe(f"  {step}"))
         if e["detail"]:
-            click.echo(f"  ({e['detail']})")
+            click.echo(safe(f"  ({e['detail']})"))

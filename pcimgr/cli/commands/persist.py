@@ -26,6 +26,7 @@ from pcimgr.cli.runner import (
     run_locked_config,
 )
 from pcimgr.core.address import PciAddress
+from pcimgr.core.terminal import safe
 
 # -- definitions, applied at boot --------------------------------------------------
 
@@ -186,12 +187,12 @@ def status(obj: Context, as_json: bool) -> None:
         click.echo(f"No definitions in {obj.config_dir} (`pcimgr define` adds one).")
     else:
         for f in findings:
-            click.echo(f"{f.definition.address}  {f.definition.ids}  {f.definition.describe()}: "
-                       + ("ok" if f.ok else "DRIFT"))
+            click.echo(safe(f"{f.definition.address}  {f.definition.ids}  "
+                            f"{f.definition.describe()}: " + ("ok" if f.ok else "DRIFT")))
             for line in f.drift:
-                click.echo(f"  - {line}")
+                click.echo(safe(f"  - {line}"))
     for e in damaged:
-        click.echo(f"DAMAGED: {e}", err=as_json)  # not in the JSON document (docs/json.md)
+        click.echo(safe(f"DAMAGED: {e}"), err=as_json)  # not in the JSON document (docs/json.md)
     definitions.raise_damaged(damaged)
     if any(not f.ok for f in findings):
         raise Mismatch(f"{sum(not f.ok for f in findings)} definition(s) drifted; "

@@ -18,6 +18,7 @@ from pcimgr.cli.options import (
 )
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import Host, PciDevice
+from pcimgr.core.terminal import safe
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
@@ -98,7 +99,7 @@ def list_cmd(obj: Context, show_all: bool, klass: tuple[str, ...], vendor: tuple
     else:
         click.echo(render.fitted(devices, obj.namer, rows, headers, columns))
     if obj.holdings_problem:
-        click.echo(obj.holdings_problem, err=True)
+        click.echo(safe(obj.holdings_problem), err=True)
     if not overrides and any(d.driver_override is not None for d in devices):
         click.echo(render.OVERRIDE_FOOTNOTE, err=True)
 
@@ -159,12 +160,12 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
                                 tuple(insight), tuple(why)))
     holders = obj.holders(device.address)
     if holders is not None:
-        click.echo(f"Guests:        {', '.join(holders) or 'none'}")
+        click.echo(safe(f"Guests:        {', '.join(holders) or 'none'}"))
     elif obj.holdings_problem:
-        click.echo(obj.holdings_problem, err=True)
+        click.echo(safe(obj.holdings_problem), err=True)
     click.echo("")
     click.echo("libvirt hostdev XML (`pcimgr xml` prints it alone):")
-    click.echo(xml)
+    click.echo(safe(xml, lines=True))
 
 
 @click.command()
@@ -192,7 +193,7 @@ def groups(obj: Context, why: bool, as_json: bool) -> None:
     click.echo(render.table(render.group_rows(host, obj.namer), render.GROUP_HEADERS))
     for number, lines in reasons.items():
         click.echo(f"\nGroup {number} is shared:")
-        click.echo("\n".join(f"  - {line}" for line in lines))
+        click.echo("\n".join(safe(f"  - {line}") for line in lines))
 
 
 def _why_shared(obj: Context, host: Host) -> dict[int, list[str]]:
@@ -252,4 +253,4 @@ def _print_xml(element: ET.Element, address: PciAddress | None, mode: str | None
         from pcimgr.cli import render
         emit_json(render.xml_json(element, text, address, mode))
     else:
-        click.echo(text)
+        click.echo(safe(text, lines=True))

@@ -1,0 +1,63 @@
+"""Text from outside pcimgr reaches the terminal with its escape sequences shown, not run:
+a udev database name, a definition file's field, a journal's command string."""
+
+import json
+from pathlib import Path
+
+from pcimgr.core.terminal import safe
+
+HOSTILE = "\x1b]0;PWNED\x07\x1b[2J"
+NIC = "0000:04:00.0"
+PF = "0000:05:00.0"
+
+
+def test_safe_shows_controls_escapes_and_bidi_overrides() -> None:
+    assert safe("a\x1b[2Jb\x07\x9b\x7f\u202ec") == "a\\x1b[2Jb\\x07\\x9b\\x7f\\u202ec"
+    assert safe("one\nline\r\t") == "one\\x0aline\\x0d\\x09"
+    assert safe("two\nlines\tkept\x1b", lines=True) == "two\nlines\tkept\\x1b"
+    assert safe("Intel® Ethernet 82599 — ok \\x1b") == "Intel® Ethernet 82599 — ok \\x1b"
+
+
+def _plant_udev_name(root: Path) -> None:
+    data = root / "run/udev/data"
+    data.mkdir(parents=True)
+    (data / f"+pci:{NIC}").write_text(f"I:1\nE:ID_MODEL_FROM_DATABASE=NIC{HOSTILE}\n"
+                                      f"E:ID_VENDOR_FROM_DATABASE=Vendor{HOSTILE}\n")
+
+
+def test_list_and_show_print_a_udev_name_escaped(run, demo_root: Path) -> None:  # type: ignore[no-untyped-def]
+    _plant_udev_name(demo_root)
+    for args in (["list"], ["list", "--wide"], ["show", NIC], ["groups"]):
+        r = run("--sysfs-root", demo_root, *args)
+        assert r.exit_code == 0, r.output
+        assert "\x1b" not in r.output and "\x07" not in r.output
+        assert "NIC\\x1b]0;PWNED\\x07\\x1b[2J" in r.output
+    # JSON stays JSON: the name whole, as json escapes it
+    r = run("--sysfs-root", demo_root, "list", "--all", "--json")
+    assert "\x1b" not in r.output
+    assert {d["address"]: d for d in json.loads(r.output)}[NIC]["device"] == f"NIC{HOSTILE}"
+
+
+def test_status_prints_a_definition_field_escaped(run, demo_root: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run("--sysfs-root", demo_root, "define", PF, "--vfs", "2").exit_code == 0
+    f = demo_root / f".pcimgr-config/devices/{PF}.json"
+    data = json.loads(f.read_text())
+    f.write_text(json.dumps(data | {"vf_driver": None, "vfs": None,
+                                    "driver": f"vfio-pci{HOSTILE}"}))
+    r = run("--sysfs-root", demo_root, "status")
+    assert PF in r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output
+
+
+def test_history_prints_a_journal_command_escaped(run, demo_root: Path) -> None:  # type: ignore[no-untyped-def]
+    state = demo_root / ".pcimgr-state"
+    state.mkdir(exist_ok=True)
+    (state / "history.json").write_text(json.dumps([{
+        "time": "2026-12-07T05:00:00+0000", "command": f"bind{HOSTILE}\nforged line",
+        "result": "done", "steps": [f"step{HOSTILE}"], "detail": HOSTILE}]))
+    r = run("--sysfs-root", demo_root, "history")
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output
+    assert "\nforged line" not in r.output  # one change, one line
+    assert "bind\\x1b]0;PWNED" in r.output
+
