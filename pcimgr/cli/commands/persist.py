@@ -228,7 +228,13 @@ def install_udev(obj: Context, prefix: str | None, dry_run: bool) -> None:
                        f"systemctl enable {udev.UNIT_NAME}")
         click.echo("(--dry-run: nothing written)")
         return
+    from pcimgr.persist import install as installing
+    below = os.path.relpath(prefix, root)
+    files = [(os.path.normpath(os.path.join(below, rel)), text)
+             for rel, text in udev.files(exe, obj.config_dir)]
+
     def install() -> None:
-        for path in udev.install(prefix, exe, obj.config_dir):
-            click.echo(f"wrote {path}")
+        installing.install(root, files, click.echo)
+        if prefix == "/":
+            installing.reload()
     run_locked_config(obj, install)
