@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,18 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.core.errors import Interrupted
+from pcimgr.core.errors import Damaged, Interrupted
 from pcimgr.drivers.binding import current_override
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.plans import interrupts, statefile
 from pcimgr.sim.machine import SimulatedMachine
 from tests.conftest import driver_of
+from tests.strace_faults import ENV, STRACE, TRACED, needs_strace, pcimgr
 
 PAIR = ("0000:04:00.0", "0000:04:00.1")
 DETACH = ("detach", "04:00.0", "--group")
-STRACE = shutil.which("strace")
-needs_strace = pytest.mark.skipif(STRACE is None or os.environ.get("PCIMGR_NO_PTRACE") == "1",
-                                  reason="strace is not installed (scripts/run installs it)")
 
 
 def outcome(root: Path) -> str:
@@ -115,7 +112,7 @@ def test_a_full_disk_at_the_history_entry_keeps_the_finished_change(run, demo_ro
 
 def test_failed_write_leaves_no_temporary_file(tmp_path: Path, mocker) -> None:
     mocker.patch("pcimgr.plans.statefile.os.fsync", side_effect=OSError(errno.EIO, "I/O error"))
-    with pytest.raises(OSError):
+    with pytest.raises(Damaged, match="I/O error; free space there"):
         statefile.write(str(tmp_path / "state/journal.json"), {"a": 1}, top=str(tmp_path / "state"))
     assert os.listdir(tmp_path / "state") == []
 
@@ -163,21 +160,6 @@ def test_second_signal_during_rollback_waits(demo_root: Path) -> None:
 
 
 # -- from outside: strace injects the fault into the real syscall ------------------------
-
-TRACED = ("write", "fsync", "renameat", "unlinkat")
-
-
-def pcimgr(root: Path, *argv: str, inject: str | None = None,
-           trace: Path | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pcimgr", "--sysfs-root", str(root), *argv]
-    if inject or trace:
-        command = [STRACE, "-f", "-qq", "-y", "-e", f"trace={','.join(TRACED)}",
-                   "-o", str(trace or os.devnull)] + (["-e", f"inject={inject}"]
-                                                     if inject else []) + command
-    env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1",
-                        "PYTHONPATH": str(Path(__file__).parent.parent)}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-
 
 def write_points(root: Path, tmp_path: Path,
                  argv: tuple[str, ...] = DETACH) -> list[tuple[str, int, str]]:
@@ -299,8 +281,7 @@ def test_ctrl_c_at_any_point_of_a_read_command_is_one_line(demo_root: Path,
     """SIGINT from the first import of pcimgr to the end of `list`: one line, never a
     traceback, exit 130 (or 0 when it came too late to matter)."""
     log = tmp_path / "trace"
-    env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1",
-                        "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env = ENV
     command = [sys.executable, "-m", "pcimgr", "--sysfs-root", str(demo_root), "list"]
     subprocess.run([STRACE, "-f", "-qq", "-e", "trace=openat", "-o", str(log), *command],
                    env=env, capture_output=True, check=True)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from pcimgr.core.errors import Busy
+from pcimgr.core.errors import Busy, Damaged
 from pcimgr.host.waiting import Patience
 from pcimgr.plans import statefile
 
@@ -46,7 +46,10 @@ def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT,
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise statefile.not_followed(path) from None
-            raise
+            if e.errno == errno.EISDIR:
+                raise Damaged(f"the lock {path} is a directory, not pcimgr's lock file; "
+                              "remove it (no pcimgr holds it) and retry") from None
+            raise statefile.unusable(path, e) from None
     try:
         deadline = time.monotonic() + wait
         patience = Patience(f"another pcimgr to release {path}")
@@ -57,7 +60,7 @@ def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT,
                 break
             except OSError as e:
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
+                    raise statefile.unusable(path, e) from None
                 now = served() if served is not None else WAITING
                 if now == DONE:
                     break

@@ -18,17 +18,25 @@ The requester removes its files. A request whose process is gone is removed by t
 holder (nobody waits for it); so are the files of a holder killed mid-way: its taken
 requests are then done by their own processes, after the usual recovery of its journal.
 The real host's lock directory is /run/pcimgr (tmpfs): nothing survives a reboot.
+
+The directory is trusted for nothing: a process is its pid and its start time (a pid
+reused by another process is not the requester), a pid beyond the kernel's limit is
+nobody's, an entry that is not a regular file is ignored, and a request that does not read
+back is removed (its process, if any, never reads it: it does its own under the lock).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pcimgr.core.errors import Damaged
 from pcimgr.host.machine import Machine
 from pcimgr.plans import lock, statefile
+
+if TYPE_CHECKING:
+    from pcimgr.plans.transaction import Vet
 
 DIR = "requests"
 FIX = "remove it (a request is asked again by its process)"
@@ -57,6 +65,10 @@ def _path(lock_dir: str, name: str, kind: str) -> str:
     return os.path.join(_dir(lock_dir), f"{name}.{kind}")
 
 
+KINDS = ("req", "taken", "done")
+PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT: a larger "pid" is no process
+
+
 def record(lock_dir: str, key: str, params: dict[str, Any]) -> Request:
     """Record this process's request (before it waits for the lock)."""
     if "/" in key or key.startswith("."):
@@ -64,17 +76,26 @@ def record(lock_dir: str, key: str, params: dict[str, Any]) -> Request:
     pid = os.getpid()
     request = Request(f"{key}.{pid}", key, pid, params)
     statefile.write(_path(lock_dir, request.name, "req"),
-                    {"key": key, "pid": pid, "params": params}, readable=False, top=lock_dir)
+                    {"key": key, "pid": pid, "start": _start(pid), "params": params},
+                    readable=False, top=lock_dir)
     return request
 
 
 def forget(lock_dir: str, request: Request) -> None:
-    for kind in ("req", "taken", "done"):
-        statefile.remove(_path(lock_dir, request.name, kind), top=lock_dir)
+    """Remove this request's files (the .req first: without it the rest is an orphan any
+    holder removes); what is in the way of that is no reason to fail the run."""
+    for kind in KINDS:
+        try:
+            statefile.remove(_path(lock_dir, request.name, kind), top=lock_dir)
+        except Damaged:
+            pass  # a directory planted under our name: ignored by every holder
 
 
 def _request_shape(data: Any) -> dict[str, Any]:
-    return statefile.obj(data, key=str, pid=int, params=dict)
+    d = statefile.obj(data, key=str, pid=int, params=dict)
+    if not isinstance(d.setdefault("start", None), (int, type(None))):  # None: not known
+        raise ValueError("'start' is not a number")
+    return d
 
 
 def _outcome_shape(data: Any) -> dict[str, Any]:
@@ -104,53 +125,83 @@ def finish(lock_dir: str, request: Request, result: Outcome) -> None:
                      "together": result.together}, readable=False, top=lock_dir)
 
 
-def _alive(pid: int) -> bool:
+def _start(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), which a reused pid does not share;
+    None where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: int | None = None) -> bool:
+    """Is PID a live process (and, given its start time, the same one)?"""
+    if not 0 < pid < PID_MAX:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return start is None or _start(pid) in (start, None)
 
 
 def pending(lock_dir: str, params: dict[str, Any]) -> list[Request]:
     """The holder: recorded requests with these parameters that no run has done yet, oldest
-    pid first; removes the files of processes that are gone."""
+    pid first; removes the files of processes that are gone, and outcomes nobody asked."""
     found = []
     own = os.getpid()
-    for name in statefile.names(lock_dir, DIR):
+    entries = set(statefile.names(lock_dir, DIR))
+    for name in sorted(entries):
+        path = os.path.join(_dir(lock_dir), name)
         stem, _, kind = name.rpartition(".")
-        pid_text = stem.rpartition(".")[2] if kind in ("req", "taken", "done") else \
+        pid_text = stem.rpartition(".")[2] if kind in KINDS else \
             name.rpartition(".tmp.")[2]  # a writer's temporary file: NAME.KIND.tmp.PID
-        pid = int(pid_text) if pid_text.isdigit() else None
-        if pid is None:
-            continue
+        if not pid_text.isdigit() or not os.path.isfile(path) or os.path.islink(path):
+            continue  # not a file a pcimgr wrote: nothing to do with it
+        pid = int(pid_text)
         if pid != own and not _alive(pid):
-            statefile.remove(os.path.join(_dir(lock_dir), name), top=lock_dir)
+            _drop(lock_dir, path)
             continue
         if kind != "req":
+            if kind in KINDS and f"{stem}.req" not in entries:
+                _drop(lock_dir, path)  # an orphan: its requester forgot (or never asked)
             continue
         try:
-            d = statefile.load(os.path.join(_dir(lock_dir), name), _request_shape, FIX,
-                               top=lock_dir)
+            d = statefile.load(path, _request_shape, FIX, top=lock_dir)
         except Damaged:
-            continue  # its process reads its own request back, never: it waits on the lock
-        if d is None or d["params"] != params or d["pid"] != pid:
+            d = None  # its process never reads it back: it does its own under the lock
+        if d is None or d["pid"] != pid or (pid != own and not _alive(pid, d["start"])):
+            for k in KINDS:  # its pid is another process now (or it never was one)
+                _drop(lock_dir, _path(lock_dir, stem, k))
             continue
-        if os.path.exists(_path(lock_dir, stem, "done")):
+        if d["params"] != params or f"{stem}.done" in entries:
             continue
         found.append(Request(stem, d["key"], pid, d["params"]))
     return sorted(found, key=lambda r: (r.pid != own, r.pid, r.key))
 
 
+def _drop(lock_dir: str, path: str) -> None:
+    try:
+        statefile.remove(path, top=lock_dir)
+    except Damaged:
+        pass  # replaced meanwhile by something that is not a file: ignored as above
+
+
 def take(lock_dir: str, taken: list[Request]) -> None:
-    """The holder: say it is doing these (their processes wait on past the lock's timeout)."""
+    """The holder: say it is doing these (their processes wait on past the lock's timeout);
+    a request whose mark cannot be written is still done (its process may just stop
+    waiting sooner and do it itself)."""
     own = os.getpid()
     for r in taken:
         if r.pid != own:
-            statefile.write(_path(lock_dir, r.name, "taken"), str(own), readable=False,
-                            top=lock_dir)
+            try:
+                statefile.write(_path(lock_dir, r.name, "taken"), str(own), readable=False,
+                                top=lock_dir)
+            except Damaged:
+                pass
 
 
 def served(lock_dir: str, request: Request) -> Callable[[], str]:
@@ -165,7 +216,7 @@ def served(lock_dir: str, request: Request) -> Callable[[], str]:
 
 
 def locked(machine: Machine, state: str, wait: float, request: Request,
-           work: Callable[[str | None], None]) -> Outcome | None:
+           work: Callable[[str | None], None], vet: Vet) -> Outcome | None:
     """plans.runner.locked for a recorded request: None after running work(recovery message)
     under the lock (after the sweep and recovery that function does), or the outcome another
     run wrote for this request while this one waited."""
@@ -175,5 +226,5 @@ def locked(machine: Machine, state: str, wait: float, request: Request,
         if not held or result is not None:
             return result
         from pcimgr.plans import runner  # only the holder plans and recovers
-        runner.recover_then(machine, state, work)
+        runner.recover_then(machine, state, work, vet)
     return None

@@ -41,6 +41,26 @@ def not_followed(path: str) -> Damaged:
                    "directory)")
 
 
+def unusable(path: str, e: OSError) -> Damaged:
+    """A full or failing disk, a read-only filesystem, a name taken by a directory: one
+    line naming the path and the way out."""
+    return Damaged(f"cannot use {path}: {e.strerror or e}; free space there, repair or "
+                   "remount that filesystem, or remove what is in the way (or choose another "
+                   "--state-dir/--config-dir), then retry")
+
+
+@contextmanager
+def failing(path: str) -> Iterator[None]:
+    """OSErrors on pcimgr's own files as one line (Damaged, or NeedsRoot for permission)."""
+    try:
+        yield
+    except PermissionError:
+        raise denied(path, "no permission to use") from None
+    except OSError as e:
+        raise unusable(e.filename if isinstance(e.filename, str) and os.path.isabs(e.filename)
+                       else path, e) from None
+
+
 @contextmanager
 def directory(top: str, rel: str = "", create: bool = False,
               mode: int = 0o700) -> Iterator[int | None]:
@@ -54,7 +74,19 @@ def directory(top: str, rel: str = "", create: bool = False,
             os.makedirs(parent, 0o755, exist_ok=True)
         except PermissionError:
             raise denied(parent, "no permission to create") from None
-    fd = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise unusable(parent, e) from None
+    try:
+        fd = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if create:
+            raise
+        fd = -1  # nothing below a missing parent
+    except OSError as e:
+        raise unusable(parent, e) from None
+    if fd < 0:
+        yield None
+        return
     here = parent or "/"
     try:
         for part in parts:
@@ -71,13 +103,15 @@ def directory(top: str, rel: str = "", create: bool = False,
                     pass  # made by someone else meanwhile: opened (and checked) below
                 except PermissionError:
                     raise denied(here, "no permission to create") from None
+                except OSError as e:
+                    raise unusable(here, e) from None
                 new = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise not_followed(here) from None
                 if e.errno == errno.EACCES:
                     raise denied(here, "no permission to enter") from None
-                raise
+                raise unusable(here, e) from None
             os.close(fd)
             fd = new
         yield fd
@@ -96,18 +130,15 @@ def write(path: str, data: Any, readable: bool = True, mode: int = 0o600,
     text = data if isinstance(data, str) else dumps(data, readable)
     payload = (text.rstrip("\n") + "\n").encode()
     tmp = f"{name}.tmp.{os.getpid()}"
-    with directory(top, rel_dir, create=True, mode=0o700 if mode == 0o600 else 0o755) as dfd:
+    with failing(path), directory(top, rel_dir, create=True,
+                                  mode=0o700 if mode == 0o600 else 0o755) as dfd:
         assert dfd is not None  # created
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, mode, dir_fd=dfd)
-        except FileExistsError:  # left by a killed process that had our pid
-            os.unlink(tmp, dir_fd=dfd)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, mode, dir_fd=dfd)
-        except PermissionError:
-            raise denied(os.path.join(top, rel_dir), "no permission to write in") from None
-        try:
+        try:  # from before the open: a signal just after it must not leave the file
+            try:
+                fd = _create(tmp, dfd, mode)
+            except FileExistsError:  # left by a killed process that had our pid
+                os.unlink(tmp, dir_fd=dfd)
+                fd = _create(tmp, dfd, mode)
             try:
                 view = memoryview(payload)
                 while view:
@@ -116,10 +147,18 @@ def write(path: str, data: Any, readable: bool = True, mode: int = 0o600,
             finally:
                 os.close(fd)
             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except PermissionError:
+            _unlink(tmp, dfd)
+            raise denied(os.path.join(top, rel_dir), "no permission to write in") from None
         except BaseException:
             _unlink(tmp, dfd)  # a full disk or a signal leaves no temporary file behind
             raise
         os.fsync(dfd)  # the rename itself must survive a crash
+
+
+def _create(name: str, dfd: int, mode: int) -> int:
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   mode, dir_fd=dfd)
 
 
 def dumps(data: Any, readable: bool = True) -> str:
@@ -146,7 +185,7 @@ def read_text(path: str, fix: str, top: str | None = None) -> str | None:
     """The file's text; None when absent; Damaged if it is a link, not a regular file,
     too large or not UTF-8."""
     top, rel_dir, name = _split(path, top)
-    with directory(top, rel_dir) as dfd:
+    with failing(path), directory(top, rel_dir) as dfd:
         if dfd is None:
             return None
         try:
@@ -181,7 +220,7 @@ def read_text(path: str, fix: str, top: str | None = None) -> str | None:
 def remove(path: str, top: str | None = None) -> None:
     """Remove the file if it is there (a link is removed, not followed)."""
     top, rel_dir, name = _split(path, top)
-    with directory(top, rel_dir) as dfd:
+    with failing(path), directory(top, rel_dir) as dfd:
         if dfd is not None:
             try:
                 os.unlink(name, dir_fd=dfd)
@@ -193,7 +232,7 @@ def remove(path: str, top: str | None = None) -> None:
 
 def names(top: str, rel: str = "") -> list[str]:
     """The entries of TOP/REL, sorted; [] when it does not exist."""
-    with directory(top, rel) as dfd:
+    with failing(os.path.join(top, rel)), directory(top, rel) as dfd:
         return [] if dfd is None else sorted(os.listdir(dfd))
 
 
