@@ -62,8 +62,8 @@ def would_define(obj: Context, found: list[Definition]) -> None:
 def write(obj: Context, found: list[Definition]) -> None:
     """Write them; the caller holds the host's lock."""
     from pcimgr.persist import definitions
+    definitions.save_all(obj.config_dir, found)
     for each in found:
-        definitions.save(obj.config_dir, each)
         click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
                    f"{each.describe()}")
 

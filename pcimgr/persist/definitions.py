@@ -118,6 +118,19 @@ def raise_damaged(damaged: list[Damaged]) -> None:
 
 def save(cfg: str, definition: Definition) -> None:
     """The definition file and its udev env file, as one change."""
+    save_all(cfg, [definition])
+
+
+def save_all(cfg: str, found: list[Definition]) -> None:
+    """Several definitions (define --group: a group is defined whole or not at all) as one
+    change: a failure at any file puts back every file already written."""
+    changes: list[tuple[str, str | None]] = []
+    for d in found:
+        changes += _files(cfg, d)
+    _change(cfg, ", ".join(d.address for d in found), changes)
+
+
+def _files(cfg: str, definition: Definition) -> list[tuple[str, str | None]]:
     env = []
     if definition.driver:
         env.append(f"PCIMGR_DRIVER={definition.driver}")
@@ -126,9 +139,8 @@ def save(cfg: str, definition: Definition) -> None:
     json_text = statefile.dumps({"format": FORMAT} | asdict(definition))
     env_path = os.path.join(cfg, "udev", env_name(definition))
     stale = [p for p in _env_files(cfg, definition.address) if p != env_path]
-    _change(cfg, definition.address, [(env_path, "\n".join(env)),
-                                      (path(cfg, definition.address), json_text),
-                                      *((p, None) for p in stale)])
+    return [(env_path, "\n".join(env)), (path(cfg, definition.address), json_text),
+            *((p, None) for p in stale)]
 
 
 def remove(cfg: str, address: str) -> None:
@@ -138,7 +150,7 @@ def remove(cfg: str, address: str) -> None:
                            (path(cfg, address), None)])
 
 
-def _change(cfg: str, address: str, changes: list[tuple[str, str | None]]) -> None:
+def _change(cfg: str, addresses: str, changes: list[tuple[str, str | None]]) -> None:
     """Write (text) or remove (None) each file in order; on a failure (a full disk, an I/O
     error, a signal) put back those already changed and say so in one line."""
     before = {p: _text_or_damaged(cfg, p) for p, _ in changes}
@@ -161,12 +173,12 @@ def _change(cfg: str, address: str, changes: list[tuple[str, str | None]]) -> No
                     else:
                         statefile.write(p, before[p], mode=0o644, top=cfg)
                 except (OSError, PcimgrError):
-                    raise RolledBack(f"changing the definition of {address} failed ({_why(e)}) "
+                    raise RolledBack(f"changing the definition of {addresses} failed ({_why(e)}) "
                                      f"and {p} could not be put back; check {cfg}") from e
         if isinstance(e, NeedsRoot):
             raise
-        raise RolledBack(f"changing the definition of {address} failed ({_why(e)}); rolled "
-                         "back: its files are as they were") from e
+        raise RolledBack(f"changing the definition of {addresses} failed ({_why(e)}); "
+                         "rolled back: the files are as they were") from e
 
 
 _DAMAGED = "damaged"

@@ -68,12 +68,23 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
 
 
 def with_group(host: Host, d: Definition, others: Mapping[str, Definition]) -> list[Definition]:
-    """define --group: the same driver for every endpoint of the group still on a host driver."""
+    """define --group: the same driver for every endpoint of the group that would be on a
+    host driver at boot (boot_gaps)."""
     device = host.require(PciAddress.parse(d.address))
     found = [d]
-    for mate in group_gaps(host, device, others):
+    for mate in boot_gaps(host, device, others):
         found.append(identify(mate, driver=d.driver))
     return found
+
+
+def boot_gaps(host: Host, device: PciDevice, defined: Mapping[str, Definition]) -> list[PciDevice]:
+    """Group mates that would keep VFIO from using the group after a reboot, whatever they
+    are on now: at boot a driver-bound endpoint gets its host driver again unless it is
+    defined onto vfio-pci or pci-stub (a mate detached by hand is no definition)."""
+    group = host.groups.get(device.iommu_group) if device.iommu_group is not None else None
+    return [m for m in (group.members if group else ()) if m.address != device.address
+            and not m.is_bridge and m.driver is not None
+            and not _stubbed(defined.get(str(m.address)))]
 
 
 def group_gaps(host: Host, device: PciDevice, defined: Mapping[str, Definition]) -> list[PciDevice]:
@@ -124,12 +135,18 @@ def _check_driver(machine: Machine, host: Host, survey: Survey, device: PciDevic
             raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; "
                           "add intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel "
                           "command line and reboot")
-        gaps = group_gaps(host, device, defined)
+        gaps = boot_gaps(host, device, defined)
         if gaps:
             raise Refused(f"refusing: {device.address} shares IOMMU group {device.iommu_group} "
-                          "with " + ", ".join(f"{m.address} (on {m.driver})" for m in gaps)
+                          "with " + ", ".join(_at_boot(m) for m in gaps)
                           + ", and VFIO can use the group only when they leave their drivers "
                           "too: pass --group to define them together")
+
+
+def _at_boot(mate: PciDevice) -> str:
+    if mate.driver in HARMLESS_DRIVERS:
+        return f"{mate.address} (on {mate.driver} now, undefined: on its host driver at boot)"
+    return f"{mate.address} (on {mate.driver})"
 
 
 # -- status --------------------------------------------------------------------------

@@ -106,7 +106,11 @@ def plan_create(machine: Machine, host: Host, survey: Survey, address: PciAddres
                          "type='hostdev'>; pass --pf-up to bring it up first")
     if s.numvfs == count:
         notes.append(f"{a} already has {count} VF(s)")
-        steps += _rebind_existing(host, s.vfs, driver)
+        rebinds = _rebind_existing(host, s.vfs, driver)
+        # the VFs are there and may be the host's own: moving them is a change like detach
+        refuse_unsafe(machine.sysfs, host, survey,
+                      [host.require(PciAddress.parse(r.address)) for r in rebinds], force)
+        steps += rebinds
         return _proposal(machine, f"vfs create {a} {count}", steps, driver, notes)
     if s.numvfs:
         _refuse_busy_vfs(machine, host, survey, pf, force, guests)
