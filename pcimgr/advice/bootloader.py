@@ -21,8 +21,9 @@ variable set twice or again in /etc/default/grub.d) is refused, naming the file.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from pcimgr.advice.edits import Edit, Part, decode, shown
+from pcimgr.advice.edits import Edit, Part, decode, shown, target
 from pcimgr.core.errors import Refused
 from pcimgr.host.machine import Machine
 
@@ -46,18 +47,38 @@ def wanted(machine: Machine) -> tuple[str, list[str]]:
     return vendor, [f"{VENDORS[vendor]}=on", "iommu=pt"]
 
 
-def missing(words: list[str], want: list[str], where: str) -> list[str]:
-    """The wanted words that the command line (words) lacks; Refused when it turns the
-    IOMMU off."""
+# the modules vfio-pci needs; a blacklist of any keeps passthrough from working
+VFIO_MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1")
+BLACKLISTS = ("module_blacklist", "modprobe.blacklist")
+
+
+def missing(words: list[tuple[str, str]], want: list[str]) -> list[str]:
+    """The wanted words that the command line lacks as the kernel reads it: words are
+    (word, where it is set) in the order the kernel sees them, and the last value of a
+    switch wins (intel_iommu=on then intel_iommu=off: off). Refused when the line turns
+    the IOMMU off or blacklists a vfio module."""
+    for word, where in words:
+        key, _, value = word.partition("=")
+        if key in BLACKLISTS:
+            bad = [m for m in value.split(",") if m.replace("-", "_") in VFIO_MODULES]
+            if bad:
+                raise Refused(f"{where} keeps {bad[0]} from loading ({word}), so no function "
+                              "can go to vfio-pci: remove it there and run `pcimgr doctor "
+                              "--fix` again")
     lacking = []
     for w in want:
         key = w.split("=", 1)[0]
-        values = [v for word in words if word.startswith(key + "=")
-                  for v in word.split("=", 1)[1].split(",")]
-        if key != "iommu" and "off" in values:
-            raise Refused(f"{where} turns the IOMMU off ({key}=off): remove that word and run "
-                          "`pcimgr doctor --fix` again")
-        if not (values if key == "iommu" else "on" in values):
+        state: tuple[str, str, str] | None = None  # (on or off or a value, word, where)
+        for word, where in words:
+            if not word.startswith(key + "="):
+                continue
+            for v in word.split("=", 1)[1].split(","):
+                if key == "iommu" or v in ("on", "off"):
+                    state = (v, word, where)
+        if state is not None and state[0] == "off":
+            raise Refused(f"{state[2]} turns the IOMMU off ({state[1]}): remove that word and "
+                          "run `pcimgr doctor --fix` again")
+        if state is None or (key != "iommu" and state[0] != "on"):
             lacking.append(w)
     return lacking
 
@@ -108,7 +129,8 @@ def _grubby(machine: Machine, want: list[str]) -> Part:
                          machine.read_system_file("boot/grub2/grubenv") or b"", by_hand)
             words += [w for line in env.splitlines() if line.startswith("kernelopts=")
                       for w in line.split("=", 1)[1].split()]
-        lacking += [w for w in missing(words, want, shown(machine, rel)) if w not in lacking]
+        where = shown(machine, rel)
+        lacking += [w for w in missing([(w, where) for w in words], want) if w not in lacking]
     part = Part()
     _say(part, f"grubby): {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in "
          f"{shown(machine, ENTRIES)}", lacking, want)
@@ -120,10 +142,11 @@ def _grubby(machine: Machine, want: list[str]) -> Part:
 # --- kernel-install, systemd-boot -----------------------------------------------------------
 
 def _kernel_cmdline(machine: Machine, want: list[str]) -> Part:
-    path = shown(machine, KERNEL_CMDLINE)
-    before = machine.read_system_file(KERNEL_CMDLINE) or b""
-    text = decode(machine, KERNEL_CMDLINE, before, f"add {' '.join(want)} to it by hand")
-    lacking = missing(text.split(), want, path)
+    rel = target(machine, KERNEL_CMDLINE)
+    path = shown(machine, rel)
+    before = machine.read_system_file(rel) or b""
+    text = decode(machine, rel, before, f"add {' '.join(want)} to it by hand")
+    lacking = missing([(w, path) for w in text.split()], want)
     part = Part()
     if machine.find_program("proxmox-boot-tool"):
         regenerate = ["proxmox-boot-tool", "refresh"]
@@ -139,16 +162,30 @@ def _kernel_cmdline(machine: Machine, want: list[str]) -> Part:
         kept = text.rstrip()
         tail = text[len(kept):] or "\n"
         after = kept + (" " if kept else "") + " ".join(lacking) + tail
-        part.edits.append(Edit(KERNEL_CMDLINE, before, after.encode()))
+        part.edits.append(Edit(rel, before, after.encode()))
         part.commands.append(regenerate)
     return part
 
 
 # --- GRUB ----------------------------------------------------------------------------------
 
-_ASSIGN = re.compile(r"[ \t]*(?:export[ \t]+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)")
+_ASSIGN = re.compile(r"[ \t]*(?:export[ \t]+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)(\+?=)(.*)")
 _BARE = re.compile(r"[^\s\"'$`\\;&|<>()#]*")
 _TAIL = re.compile(r"[ \t]*(#.*)?")
+_VARS = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")  # the order of the words
+GRUB_D = "etc/default/grub.d"
+
+
+@dataclass(frozen=True)
+class _Set:
+    """One assignment: VAR=value (a new value) or VAR+=value, VAR="$VAR value" (added)."""
+
+    var: str
+    adds: bool
+    value: str
+    line: int     # from 0
+    end: int      # where the value ends in the line
+    quote: str
 
 
 def _grub_regenerate(machine: Machine) -> list[str] | None:
@@ -187,69 +224,93 @@ def _value(rest: str) -> tuple[str, int, str]:
     return value, end, quote
 
 
-def _grub(machine: Machine, want: list[str], regenerate: list[str]) -> Part:
-    path = shown(machine, GRUB)
-    by_hand = f"add {' '.join(want)} to its GRUB_CMDLINE_LINUX_DEFAULT by hand"
-    before = machine.read_system_file(GRUB) or b""
-    text = decode(machine, GRUB, before, by_hand)
-    lines = text.split("\n")
-    found: dict[str, tuple[int, str, int, str]] = {}  # variable -> (line, value, end, quote)
-    for n, line in enumerate(lines):
+def _assignments(path: str, text: str, by_hand: str) -> list[_Set]:
+    """The file's GRUB_CMDLINE_LINUX(_DEFAULT) assignments in order; Refused naming the
+    line when one is not a value pcimgr can read."""
+    found = []
+    for n, line in enumerate(text.split("\n")):
         m = _ASSIGN.fullmatch(line)
         if not m:
             continue
-        var = m[1]
-        if var in found:
-            raise Refused(f"cannot edit {path}: {var} is set on lines {found[var][0] + 1} and "
-                          f"{n + 1}; keep one and run `pcimgr doctor --fix` again")
+        var, rest, start = m[1], m[3], m.start(3)
+        adds = m[2] == "+="
+        own = re.match("([\"'])\\$(?:\\{" + var + "\\}|" + var + "\\b) ?", rest)
+        if own and own[1] == '"':  # "$VAR more": more is added, as += does
+            adds, rest, start = True, '"' + rest[own.end():], start + own.end() - 1
         try:
-            value, end, quote = _value(m[2])
+            value, end, quote = _value(rest)
         except ValueError as e:
             raise Refused(f"cannot edit {path}: its {var} (line {n + 1}) has {e}; make it one "
                           f"quoted string on one line, or {by_hand}") from None
-        found[var] = (n, value, m.start(2) + end, quote)
+        found.append(_Set(var, adds, value, n, start + end, quote))
+    return found
+
+
+def _grub(machine: Machine, want: list[str], regenerate: list[str]) -> Part:
+    rel = target(machine, GRUB)
+    path = shown(machine, rel)
+    by_hand = f"add {' '.join(want)} to its GRUB_CMDLINE_LINUX_DEFAULT by hand"
+    before = machine.read_system_file(rel) or b""
+    text = decode(machine, rel, before, by_hand)
+    lines = text.split("\n")
+    sets = _assignments(path, text, by_hand)
+    found: dict[str, _Set] = {}  # variable -> its one assignment of a new value
+    for a in sets:
+        if a.adds:
+            continue
+        if a.var in found:
+            raise Refused(f"cannot edit {path}: {a.var} is set on lines {found[a.var].line + 1} "
+                          f"and {a.line + 1}; keep one and run `pcimgr doctor --fix` again")
+        found[a.var] = a
     if not found and not any(line.lstrip().startswith("GRUB_") for line in lines):
         raise Refused(f"cannot edit {path}: it has no GRUB_ setting, not GRUB's defaults as "
                       f"pcimgr knows them; {by_hand}")
     var = "GRUB_CMDLINE_LINUX_DEFAULT" if ("GRUB_CMDLINE_LINUX_DEFAULT" in found
                                            or not found) else "GRUB_CMDLINE_LINUX"
-    _overridden(machine, var, by_hand)
-    words = [w for _, value, _, _ in found.values() for w in value.split()]
-    lacking = missing(words, want, path)
+    words: dict[str, list[tuple[str, str]]] = {v: [] for v in _VARS}
+    for where, assignments in [(path, sets), *_grub_d(machine, var, by_hand)]:
+        for a in assignments:
+            new = [(w, f"{where} (line {a.line + 1})") for w in a.value.split()]
+            words[a.var] = words[a.var] + new if a.adds else new
+    lacking = missing([w for v in _VARS for w in words[v]], want)
     part = Part()
     _say(part, f"GRUB): {path} {var}", lacking, want)
     if not lacking:
         return part
     added = " ".join(lacking)
     if var in found:
-        n, value, end, quote = found[var]
-        line = lines[n]
-        sep = "" if not value or value[-1] in " \t" else " "
-        if quote:
-            lines[n] = line[:end - 1] + sep + added + line[end - 1:]
+        a = found[var]
+        line = lines[a.line]
+        sep = "" if not a.value or a.value[-1] in " \t" else " "
+        if a.quote:
+            lines[a.line] = line[:a.end - 1] + sep + added + line[a.end - 1:]
         else:
-            lines[n] = line[:end - len(value)] + f'"{value}{sep}{added}"' + line[end:]
+            lines[a.line] = line[:a.end - len(a.value)] + f'"{a.value}{sep}{added}"' \
+                + line[a.end:]
         after = "\n".join(lines)
     else:
         after = text + ("" if text.endswith("\n") or not text else "\n") \
             + f'{var}="{added}"\n'
-    part.edits.append(Edit(GRUB, before, after.encode()))
+    part.edits.append(Edit(rel, before, after.encode()))
     part.commands.append(regenerate)
     return part
 
 
-def _overridden(machine: Machine, var: str, by_hand: str) -> None:
-    """update-grub reads /etc/default/grub.d/*.cfg after /etc/default/grub: one that sets the
-    variable anew would make the edit count for nothing."""
-    for name in machine.list_system_dir("etc/default/grub.d"):
+def _grub_d(machine: Machine, var: str, by_hand: str) -> list[tuple[str, list[_Set]]]:
+    """update-grub sources /etc/default/grub.d/*.cfg, in order, after /etc/default/grub:
+    their assignments (one that sets var anew would make the edit count for nothing)."""
+    out = []
+    for name in machine.list_system_dir(GRUB_D):
         if not name.endswith(".cfg"):
             continue
-        rel = f"etc/default/grub.d/{name}"
-        text = (machine.read_system_file(rel) or b"").decode("utf-8", "replace")
-        for line in text.splitlines():
-            m = _ASSIGN.fullmatch(line)
-            if m and m[1] == var and f"${var}" not in m[2] and f"${{{var}}}" not in m[2]:
-                raise Refused(f"{shown(machine, rel)} sets {var} after "
-                              f"{shown(machine, GRUB)}, so an edit there would count for "
-                              f"nothing; add the words to {shown(machine, rel)} by hand, or "
-                              f"move its {var} into {shown(machine, GRUB)}")
+        rel = f"{GRUB_D}/{name}"
+        where = shown(machine, rel)
+        text = decode(machine, rel, machine.read_system_file(rel) or b"", by_hand)
+        sets = _assignments(where, text, f"move its {var} into {shown(machine, GRUB)}")
+        for a in sets:
+            if a.var == var and not a.adds:
+                raise Refused(f"{where} sets {var} after {shown(machine, GRUB)}, so an edit "
+                              f"there would count for nothing; add the words to {where} by "
+                              f"hand, or move its {var} into {shown(machine, GRUB)}")
+        out.append((where, sets))
+    return out

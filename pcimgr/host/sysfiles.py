@@ -56,9 +56,9 @@ def write(root: str, rel: str, data: bytes, mode: int) -> None:
     except FileNotFoundError:
         st = None
     tmp = os.path.join(directory, f".{name}.pcimgr-tmp.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
+    try:  # from the open on: a signal right after it must not leave the temporary behind
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
         try:
             view = memoryview(data)
             while view:
