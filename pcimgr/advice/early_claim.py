@@ -22,6 +22,7 @@ rebuild (`update-initramfs -u`, `dracut -f`, or a kernel update).
 from __future__ import annotations
 
 from pcimgr.advice.edits import Edit, Part, decode, shown
+from pcimgr.core.escaping import shell
 from pcimgr.host.machine import Machine
 
 MODULES = ("vfio", "vfio_iommu_type1", "vfio_pci")
@@ -59,11 +60,18 @@ def modules_load() -> str:
             + "".join(f"{m}\n" for m in MODULES))
 
 
+def _env_files(cfg: str) -> str:
+    """The glob of the env files, the directory as one shell word (quoted: no expansion)."""
+    word = shell.word(cfg, "the configuration directory (--config-dir)")
+    # a directory that needs no quotes keeps the double quotes hooks written before had
+    return (f'"{cfg}"' if word == cfg else word) + "/udev/*.env"
+
+
 def hook(cfg: str) -> str:
     """The initramfs-tools hook (run by mkinitramfs with DESTDIR)."""
     return f"""\
 #!/bin/sh
-{_ABOUT.format(cfg=cfg)}
+{_ABOUT.format(cfg=shell.comment(cfg))}
 PREREQ="udev"
 prereqs() {{ echo "$PREREQ"; }}
 case "$1" in
@@ -72,7 +80,7 @@ esac
 . /usr/share/initramfs-tools/hook-functions
 manual_add_modules {' '.join(MODULES)}
 mkdir -p "$DESTDIR{INITRAMFS_ENV}" "$DESTDIR/etc/udev/rules.d"
-for f in "{cfg}"/udev/*.env; do
+for f in {_env_files(cfg)}; do
     [ -f "$f" ] && cp "$f" "$DESTDIR{INITRAMFS_ENV}/"
 done
 cat > "$DESTDIR/etc/udev/rules.d/{EARLY_RULES_NAME}" <<'EOF'
@@ -85,14 +93,14 @@ def dracut_module(cfg: str) -> str:
     """The dracut module's module-setup.sh (sourced by dracut)."""
     return f"""\
 #!/bin/bash
-{_ABOUT.format(cfg=cfg)}
+{_ABOUT.format(cfg=shell.comment(cfg))}
 check() {{ return 0; }}
 depends() {{ return 0; }}
 installkernel() {{ hostonly='' instmods {' '.join(MODULES)}; }}
 install() {{
     local f
     inst_dir "{INITRAMFS_ENV}"
-    for f in "{cfg}"/udev/*.env; do
+    for f in {_env_files(cfg)}; do
         [ -f "$f" ] && inst_simple "$f" "{INITRAMFS_ENV}/${{f##*/}}"
     done
     inst_dir /etc/udev/rules.d

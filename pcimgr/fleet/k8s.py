@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pcimgr.core.escaping import yaml
 from pcimgr.fleet.pools import Pool, ranges
 
 DEFAULT_PREFIX = "intel.com"  # the device plugin's own default --resource-prefix
@@ -46,10 +47,10 @@ def _selectors(p: Pool) -> dict[str, Any]:
 
 def configmap(config: dict[str, Any], name: str, namespace: str) -> str:
     """The ConfigMap the device plugin's DaemonSet mounts at /etc/pcidp (config.json)."""
-    body = json.dumps(config, indent=2)
+    body = json.dumps(config, indent=2)  # ASCII: non-ASCII and controls as \u escapes
     return ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
-            f"  name: {name}\n  namespace: {namespace}\ndata:\n  config.json: |\n"
-            + "".join(f"    {line}\n" for line in body.splitlines()))
+            f"  name: {yaml.scalar(name)}\n  namespace: {yaml.scalar(namespace)}\n"
+            "data:\n  config.json: |\n" + yaml.literal(body, 4, "config.json"))
 
 
 def kubevirt_patch(pools: list[Pool], prefix: str, external: bool) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pcimgr.core.escaping import oslo
 from pcimgr.fleet.pools import Pool
 
 DEVICE_TYPES = {"vf": "type-VF", "pf": "type-PF", "pci": "type-PCI"}
@@ -37,7 +38,9 @@ def aliases(pools: list[Pool]) -> list[dict[str, Any]]:
 
 
 def config(pools: list[Pool], physnet: str | None) -> str:
+    # JSON with its non-ASCII escaped is one printable line; oslo.py escapes its `$`
     lines = ["[pci]"]
-    lines += [f"device_spec = {json.dumps(s)}" for s in device_specs(pools, physnet)]
-    lines += [f"alias = {json.dumps(a)}" for a in aliases(pools)]
+    lines += [f"device_spec = {oslo.value(json.dumps(s), 'device_spec')}"
+              for s in device_specs(pools, physnet)]
+    lines += [f"alias = {oslo.value(json.dumps(a), 'alias')}" for a in aliases(pools)]
     return "\n".join(lines) + "\n"

@@ -7,18 +7,23 @@ reason. Field reference: the PVE API, /cluster/mapping/pci (docs/fleet.md).
 
 from __future__ import annotations
 
-import shlex
+import re
 
+from pcimgr.core.escaping import pve, shell
+from pcimgr.core.escaping.refuse import refuse, shown
 from pcimgr.fleet.pools import Member, Pool
+
+_MAPPING_ID = re.compile(r"[a-z][a-z0-9_-]*")  # PVE's pve-configid
 
 
 def map_entry(node: str, pool: Pool, m: Member) -> str:
-    parts = [f"node={node}", f"path={m.address}", f"id={pool.vendor_id}:{pool.device_id}"]
+    """One --map property string; every value from the node's facts is checked (pve.py)."""
+    parts = [("node", node), ("path", m.address), ("id", f"{pool.vendor_id}:{pool.device_id}")]
     if m.subsystem:
-        parts.append(f"subsystem-id={m.subsystem}")
+        parts.append(("subsystem-id", m.subsystem))
     if m.iommu_group is not None:
-        parts.append(f"iommugroup={m.iommu_group}")
-    return ",".join(parts)
+        parts.append(("iommugroup", str(m.iommu_group)))
+    return pve.property_string(parts, f"the facts of {shown(node)}")
 
 
 def mappings(pools: list[Pool]) -> dict[str, list[str]]:
@@ -27,6 +32,10 @@ def mappings(pools: list[Pool]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for p in pools:
         if p.vfio:
+            if not _MAPPING_ID.fullmatch(p.name):
+                raise refuse(f"the facts of {shown(p.host)}: mapping id", p.name, "is not an id "
+                             "Proxmox accepts (from vendor_id and device_id)",
+                             "correct the facts, gathered again on that host")
             found.setdefault(p.name, []).extend(map_entry(p.host, p, m) for m in p.members)
     return found
 
@@ -34,8 +43,8 @@ def mappings(pools: list[Pool]) -> dict[str, list[str]]:
 def pvesh(found: dict[str, list[str]]) -> str:
     lines = ["# pcimgr export proxmox: run once on any node of the cluster"]
     for mapping, entries in sorted(found.items()):
-        lines.append(f"pvesh create /cluster/mapping/pci --id {mapping} --description "
-                     + shlex.quote(f"pcimgr pool {mapping}") + " \\")
-        lines += [f"  --map {shlex.quote(e)}" + (" \\" if i < len(entries) - 1 else "")
+        lines.append(f"pvesh create /cluster/mapping/pci --id {shell.word(mapping, 'id')} "
+                     f"--description {shell.word(f'pcimgr pool {mapping}', 'description')} \\")
+        lines += [f"  --map {shell.word(e, 'map')}" + (" \\" if i < len(entries) - 1 else "")
                   for i, e in enumerate(entries)]
     return "\n".join(lines) + "\n"

@@ -39,6 +39,8 @@ import shutil
 import subprocess
 
 from pcimgr.core.errors import KernelError
+from pcimgr.core.escaping import systemd
+from pcimgr.core.escaping import udev as udev_value
 from pcimgr.plans import statefile
 
 RULES_NAME = "70-pcimgr.rules"
@@ -47,8 +49,11 @@ TEMPLATE_NAME = "pcimgr-apply@.service"
 
 
 def rules(pcimgr: str, cfg: str) -> str:
-    env = f"{cfg}/udev/%k_$env{{PCI_ID}}.env"
-    apply = f"{pcimgr} --config-dir {cfg} apply --device %k --quiet"
+    """Refuses (BadInput) a path udev cannot carry: the units are written with the rules."""
+    cfg_value = udev_value.value(cfg, "the configuration directory (--config-dir)")
+    env = f"{cfg_value}/udev/%k_$env{{PCI_ID}}.env"
+    apply = (f"{udev_value.value(pcimgr, 'the path of pcimgr')} --config-dir {cfg_value} "
+             "apply --device %k --quiet")
     unit = TEMPLATE_NAME.replace("@", "@%k")
     return f"""\
 # pcimgr: give defined PCI functions their defined driver and VFs (see `pcimgr define`).
@@ -75,6 +80,11 @@ LABEL="pcimgr_end"
 """
 
 
+def _command(pcimgr: str, cfg: str) -> str:
+    return (f"{systemd.executable(pcimgr, 'the path of pcimgr')} --config-dir "
+            f"{systemd.word(cfg, 'the configuration directory (--config-dir)')}")
+
+
 def unit(pcimgr: str, cfg: str) -> str:
     return f"""\
 [Unit]
@@ -86,7 +96,7 @@ Before=libvirtd.service virtqemud.service
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart={pcimgr} --config-dir {cfg} apply
+ExecStart={_command(pcimgr, cfg)} apply
 
 [Install]
 WantedBy=multi-user.target
@@ -107,13 +117,14 @@ Before=basic.target libvirtd.service virtqemud.service
 [Service]
 # not RemainAfterExit: the PF driver's next bind starts it again
 Type=oneshot
-ExecStart={pcimgr} --config-dir {cfg} apply --device %I
+ExecStart={_command(pcimgr, cfg)} apply --device %I
 TimeoutStartSec=300
 """
 
 
 def files(pcimgr: str, cfg: str) -> list[tuple[str, str]]:
-    """(path below the system root, text) of everything install-udev writes."""
+    """(path below the system root, text) of everything install-udev writes; BadInput for
+    paths the rules or units cannot carry, before anything is written."""
     return [(f"etc/udev/rules.d/{RULES_NAME}", rules(pcimgr, cfg)),
             (f"etc/systemd/system/{UNIT_NAME}", unit(pcimgr, cfg)),
             (f"etc/systemd/system/{TEMPLATE_NAME}", template(pcimgr, cfg))]

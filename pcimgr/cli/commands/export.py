@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from pcimgr.cli.context import Context
+
+
+def _name(kind: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A callback checking the option's value as its target reads it (core/fleetnames.py)."""
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        from pcimgr.core import fleetnames
+        return None if value is None else fleetnames.check(kind, param.opts[0], value)
+    return check
 
 
 @click.command()
@@ -13,20 +23,22 @@ from pcimgr.cli.context import Context
 @click.option("--facts", "facts_files", multiple=True, metavar="FILE",
               help="Read hosts' facts (`pcimgr export facts`, ansible_facts.pcimgr) instead "
                    "of this host; repeat for a fleet.")
-@click.option("--host-name", metavar="NAME",
+@click.option("--host-name", metavar="NAME", callback=_name("host"),
               help="This host's name in facts and Proxmox maps [default: its hostname].")
 @click.option("--resource-prefix", default="intel.com", show_default=True, metavar="PREFIX",
               help="sriov-device-plugin, kubevirt: the resources' prefix (PREFIX/NAME).")
 @click.option("--configmap", is_flag=True,
               help="sriov-device-plugin: the ConfigMap YAML instead of config.json.")
 @click.option("--configmap-name", default="sriovdp-config", show_default=True, metavar="NAME",
+              callback=_name("dns-subdomain"),
               help="With --configmap: its name (the plugin's DaemonSet mounts it).")
 @click.option("--namespace", default="kube-system", show_default=True, metavar="NS",
+              callback=_name("dns-label"),
               help="With --configmap: its namespace.")
 @click.option("--kubevirt-allocates", is_flag=True,
               help="kubevirt: KubeVirt's own plugin hands the devices out (by vendor:device), "
                    "not the SR-IOV device plugin.")
-@click.option("--physnet", metavar="NAME",
+@click.option("--physnet", metavar="NAME", callback=_name("physnet"),
               help="nova: physical_network tag of the NIC functions (Neutron SR-IOV ports).")
 @click.option("--json", "as_json", is_flag=True, help="proxmox, nova: the entries as JSON.")
 @click.pass_obj
