@@ -2,9 +2,11 @@
 (`doctor --fix`, docs/boot.md).
 
 The words: intel_iommu=on on an Intel CPU, amd_iommu=on on an AMD (or Hygon) one (the
-vendor from /proc/cpuinfo), and iommu=pt. Only the missing ones are added: a switch that
-is on already (intel_iommu=on,sm_on), any iommu= the administrator chose, count as
-present; a switch turned off (intel_iommu=off) is refused, not overridden.
+vendor from /proc/cpuinfo), and iommu=pt. Only the missing ones are added. The command
+line is read as the kernel reads it, the last value of a switch winning: one whose last
+value is on (intel_iommu=on,sm_on), any iommu= but off, count as present; one that ends
+with the IOMMU off (intel_iommu=off, iommu=off) or blacklists a vfio module is refused,
+not overridden.
 
 The bootloader, in this order:
 - grubby (Fedora, RHEL): `grubby --update-kernel=ALL --args=...` where an entry in
@@ -14,8 +16,10 @@ The bootloader, in this order:
 - GRUB: /etc/default/grub's GRUB_CMDLINE_LINUX_DEFAULT (else GRUB_CMDLINE_LINUX; else a
   GRUB_CMDLINE_LINUX_DEFAULT line appended), everything else byte for byte, then
   update-grub (else grub-mkconfig -o /boot/grub/grub.cfg).
-A layout it cannot read (unbalanced quotes, a line continuation, shell expansion, the
-variable set twice or again in /etc/default/grub.d) is refused, naming the file.
+What GRUB passes is every assignment, += and "$VAR ..." addition in /etc/default/grub
+and then /etc/default/grub.d/*.cfg. A layout it cannot read (unbalanced quotes, a line
+continuation, shell expansion, the variable set twice or again in grub.d) is refused,
+naming the file; a linked file is edited through to its target (edits.target).
 """
 
 from __future__ import annotations
