@@ -238,9 +238,10 @@ def test_check_mode_predicts_what_the_run_makes(demo: Path) -> None:
     (2, [{"index": 0, "mac": "01:00:5e:00:00:01"}], BadInput, "multicast or zero"),
     (2, [{"index": 0}], BadInput, "nothing to set for VF 0"),
     (9, [], BadInput, "supports at most 7 VFs under igb"),
-    (-1, [], BadInput, "give 0 \\(no VFs\\) or more"),
-    (2, [{"index": 0, "vlan": 4096}], BadInput, "vlan 4096 is out of range; give 0 to 4095"),
-    (2, [{"index": 0, "vlan": 5, "qos": 8}], BadInput, "qos 8 is out of range"),
+    (-1, [], BadInput, "count: -1 is not in the range 0<=x<=65535"),
+    (2, [{"index": 0, "vlan": 4095}], BadInput, "VF 0: vlan: 4095 is not in the range 0<=x<=4094"),
+    (2, [{"index": True, "mac": "52:54:00:5e:00:03"}], BadInput, "True is not a whole number"),
+    (2, [{"index": 0, "vlan": 5, "qos": 8}], BadInput, "VF 0: qos: 8 is not in the range 0<=x<=7"),
 ])
 def test_vfs_refusals_come_before_any_write(demo: Path, count: int, settings: list,
                                             error: type, message: str) -> None:
@@ -282,7 +283,7 @@ def test_giving_back_undefines_and_count_zero_forgets_the_vfs(demo: Path) -> Non
 
 
 def test_a_guest_vlan_out_of_range_is_bad_input_before_libvirt_is_asked(demo: Path) -> None:
-    with pytest.raises(BadInput, match="vlan 5000 is out of range; give a VLAN tag from 1"):
+    with pytest.raises(BadInput, match="vlan: 5000 is not in the range 1<=x<=4094"):
         guest.ensure(Session(str(demo), connect="test:///nonexistent"),
                      PciAddress.parse("07:00.2"), "vm1", True, False, False,
                      "52:54:00:6b:3c:09", 5000, None, None, False, False, 30)

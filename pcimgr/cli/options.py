@@ -1,52 +1,22 @@
 """Options and arguments the commands share, each with its one rule (a duration, a count,
-a VLAN, an address, a MAC), and JSON output."""
+a VLAN, an address, a MAC), and JSON output. The number rules live in cli.rules, which the
+fleet layer (the Ansible modules) checks its arguments with."""
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from pcimgr.cli.rules import TIMEOUT, VLAN
+from pcimgr.cli.rules import Digits as Digits  # the commands' types, where they always were
+from pcimgr.cli.rules import Seconds as Seconds
 from pcimgr.core.address import PciAddress
 
 if TYPE_CHECKING:  # Tab completion only: not imported by every run
     from click.shell_completion import CompletionItem
-
-
-class Seconds(click.FloatRange):
-    """A duration: a finite number within the range (nan passes every comparison, inf
-    would wait forever)."""
-
-    name = "seconds"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not math.isfinite(_float_or(value)):
-            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
-        return super().convert(value, param, ctx)
-
-
-def _float_or(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 0.0  # click's own message says it is not a number
-
-
-class Digits(click.IntRange):
-    """A count, index or VLAN id: ASCII digits 0-9 only (int() also takes '٣' and ' 3_0'),
-    within the one range the field has in every command."""
-
-    name = "number"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not (value.isascii() and value.isdigit()):
-            self.fail(f"{value!r} is not a number written with the digits 0-9", param, ctx)
-        return super().convert(value, param, ctx)
 
 
 class Address(click.ParamType):
@@ -133,7 +103,7 @@ def mac_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 
 
 mac_option = click.option("--mac", callback=mac_arg, help="The MAC address the guest sees.")
-vlan_option = click.option("--vlan", type=Digits(1, 4094),
+vlan_option = click.option("--vlan", type=VLAN,
                            help="VLAN tag (1-4094) applied by the PF to the VF's traffic.")
 
 
@@ -144,7 +114,7 @@ force_option = click.option("--force", is_flag=True,
 
 
 timeout_option = click.option(
-    "--timeout", type=Seconds(0.1, 3600), default=30.0, show_default=True,
+    "--timeout", type=TIMEOUT, default=30.0, show_default=True,
     metavar="SECONDS",
     help="How long to wait for the kernel or a guest (VFs appearing and binding, a VF in "
          "reset, a guest letting go of a device).")

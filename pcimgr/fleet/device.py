@@ -2,7 +2,8 @@
 optionally kept across reboots by a definition: the pcimgr_device module.
 
 Every check runs before the first write: the plan's refusals, and with persistent the
-definition's (which never forces: it is applied at every boot).
+definition's (which never forces: it is applied at every boot). The definitions and the
+move are one change: written first, put back if the move fails (Session.define_then).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from pcimgr.cli import rules
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import Host
 from pcimgr.drivers import planner as drivers
@@ -24,6 +26,8 @@ HOST = "host"  # give it back to the driver it had before pcimgr moved it
 
 def ensure(s: Session, address: PciAddress, driver: str, group: bool, persistent: bool,
            force: bool, timeout: float = 30.0) -> Result:
+    timeout = rules.checked(rules.TIMEOUT, timeout, "timeout")
+
     def work() -> Result:
         host, survey = s.scan((address,))
         targets = _targets(host, address, group)
@@ -51,15 +55,13 @@ def ensure(s: Session, address: PciAddress, driver: str, group: bool, persistent
         result.plan += [f"define {d.address}: {d.describe()}" for d in saves]
         result.plan += [f"undefine {a}" for a in drops]
         result.changed = result.changed or bool(saves or drops)
-        s.execute(proposal)
         now = defined | {d.address: d for d in saves}
         for a in drops:
             del now[a]
         if not s.check_mode:
-            for d in saves:
-                definitions.save(s.config_dir, d)
-            for a in drops:
-                definitions.remove(s.config_dir, a)
+            changes: dict[str, Definition | None] = {d.address: d for d in saves}
+            s.define_then(changes | dict.fromkeys(drops), defined,
+                          lambda: s.execute(proposal))
             host, _ = s.scan(targets)
             result.after = _view(host, targets, now)
         else:

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from pcimgr.cli import rules
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput
 from pcimgr.core.model import Host
 from pcimgr.drivers import planner as drivers
 from pcimgr.fleet.session import Result, Session
 from pcimgr.guests import assign as assigning
 from pcimgr.guests.holdings import Holdings
+from pcimgr.host import vfinfo
 from pcimgr.plans import records
 
 
 def ensure(s: Session, address: PciAddress, domain: str, present: bool, group: bool,
            managed: bool, mac: str | None, vlan: int | None, live: bool | None,
            config: bool | None, keep_detached: bool, force: bool, timeout: float) -> Result:
-    if vlan is not None and not 1 <= vlan <= 4094:
-        raise BadInput(f"vlan {vlan} is out of range; give a VLAN tag from 1 to 4094")
+    # the rules of `pcimgr assign --vlan --mac --timeout`
+    vlan = None if vlan is None else rules.checked(rules.VLAN, vlan, "vlan")
+    mac = None if mac is None else vfinfo.check_mac(mac)
+    timeout = rules.checked(rules.TIMEOUT, timeout, "timeout")
 
     def work() -> Result:
         host, survey = s.scan((address,))

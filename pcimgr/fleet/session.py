@@ -12,13 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pcimgr.cli import rules
 from pcimgr.cli.context import Context
 from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import PcimgrError, RolledBack
 from pcimgr.core.model import Host
 from pcimgr.host import discovery, usage
 from pcimgr.host.machine import Machine
 from pcimgr.host.usage import Survey
-from pcimgr.plans import runner
+from pcimgr.persist import definitions
+from pcimgr.persist.definitions import Definition
+from pcimgr.plans import interrupts, runner
 from pcimgr.plans.runner import Proposal
 
 T = TypeVar("T")
@@ -47,6 +51,7 @@ class Session:
     def __init__(self, sysfs_root: str = "/sys", state_dir: str | None = None,
                  config_dir: str | None = None, lock_timeout: float = 30.0,
                  check_mode: bool = False, connect: str | None = None) -> None:
+        lock_timeout = rules.checked(rules.LOCK_TIMEOUT, lock_timeout, "lock_timeout")
         self.context = Context(sysfs_root, state_dir, lock_timeout, connect, config_dir)
         self.check_mode = check_mode
 
@@ -79,3 +84,43 @@ class Session:
     def execute(self, proposal: Proposal) -> None:
         if proposal.plan.steps and not self.check_mode:
             runner.execute(self.machine, self.state, proposal)
+
+    def define_then(self, changes: dict[str, Definition | None],
+                    before: dict[str, Definition], move: Callable[[], None]) -> None:
+        """The definitions (None: removed), then move(), as one change: they are written
+        first, so a failed write (a full disk) stops it before the host is touched, and put
+        back as they were when move fails (its transaction has put the host back)."""
+        done: list[str] = []
+        try:
+            for address, definition in changes.items():
+                done.append(address)
+                _put(self.config_dir, address, definition)
+        except (OSError, PcimgrError) as e:
+            # the one that failed put its own files back (definitions' one-change write)
+            self._put_back(done[:-1], before)
+            raise RolledBack(f"{e}; the host was not changed") from e
+        try:
+            move()
+        except RolledBack as e:
+            self._put_back(done, before)
+            raise RolledBack(f"{e}; the definitions were put back as they were" if done
+                             else str(e)) from e
+        except BaseException:
+            self._put_back(done, before)
+            raise
+
+    def _put_back(self, addresses: list[str], before: dict[str, Definition]) -> None:
+        with interrupts.shielded(deliver=False):
+            for address in reversed(addresses):
+                try:
+                    _put(self.config_dir, address, before.get(address))
+                except (OSError, PcimgrError) as e:
+                    raise RolledBack(f"the definition of {address} could not be put back "
+                                     f"({e}); check {self.config_dir}") from e
+
+
+def _put(config_dir: str, address: str, definition: Definition | None) -> None:
+    if definition is None:
+        definitions.remove(config_dir, address)
+    else:
+        definitions.save(config_dir, definition)

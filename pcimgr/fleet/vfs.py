@@ -4,7 +4,8 @@ kept across reboots by a definition: the pcimgr_vfs module.
 Two transactions, as `pcimgr apply` does: the count (sriov.plan_create or plan_destroy),
 then the VF settings through the PF once the VFs exist (sriov.plan_set). Everything that
 can be checked before the first write is: the plans' refusals, the definition's, each
-setting's index and value, and that the PF has the interface settings go through.
+setting's index and value (by the CLI's rules), and that the PF has the interface settings
+go through. The definition is written before both and put back if they fail.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from pcimgr.cli import rules
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
 from pcimgr.core.model import Host
@@ -26,13 +28,13 @@ SETTINGS = ("mac", "vlan", "qos", "trust", "spoofchk")
 
 
 def check_settings(count: int, given: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """index -> the settings given for that VF (None values dropped), validated."""
-    if count < 0:
-        raise BadInput(f"a VF count of {count}; give 0 (no VFs) or more")
+    """index -> the settings given for that VF (None values dropped), validated by the rules
+    of `vfs create` and `vfs set`."""
+    count = rules.checked(rules.VF_COUNT, count, "count")
     found: dict[int, dict[str, Any]] = {}
     for entry in given:
-        index = entry["index"]
-        if not 0 <= index < count:
+        index = rules.checked(rules.VF_INDEX, entry["index"], "vfs[].index")
+        if not index < count:
             raise BadInput(f"VF {index} does not exist with {count} VF(s); indexes run from 0 "
                            f"to {count - 1}" if count else
                            f"VF settings need VFs; give a count of at least {index + 1}")
@@ -42,10 +44,9 @@ def check_settings(count: int, given: list[dict[str, Any]]) -> dict[int, dict[st
         if not settings:
             raise BadInput(f"nothing to set for VF {index}; give mac, vlan, qos, trust or "
                            "spoofchk")
-        for key, top in (("vlan", 4095), ("qos", 7)):
-            if not 0 <= settings.get(key, 0) <= top:
-                raise BadInput(f"VF {index}: {key} {settings[key]} is out of range; give 0 "
-                               f"to {top}")
+        for key, rule in (("vlan", rules.VF_VLAN), ("qos", rules.QOS)):
+            if key in settings:
+                settings[key] = rules.checked(rule, settings[key], f"VF {index}: {key}")
         if vfinfo.qos_without_vlan(settings):
             raise BadInput(f"VF {index}: qos sets the priority of a VLAN; give vlan with it")
         if "mac" in settings:
@@ -57,6 +58,7 @@ def check_settings(count: int, given: list[dict[str, Any]]) -> dict[int, dict[st
 def ensure(s: Session, pf: PciAddress, count: int, driver: str, given: list[dict[str, Any]],
            pf_up: bool, persistent: bool, force: bool, timeout: float) -> Result:
     settings = check_settings(count, given)
+    timeout = rules.checked(rules.TIMEOUT, timeout, "timeout")
 
     def work() -> Result:
         host, survey = s.scan((pf,))
@@ -92,20 +94,17 @@ def ensure(s: Session, pf: PciAddress, count: int, driver: str, given: list[dict
                 for index, each in sorted(settings.items()):
                     result.add(sriov.plan_set(s.machine, host, pf, index, each, timeout))
         else:
-            s.execute(proposal)
-            for index, each in sorted(settings.items()):
-                now = discovery.scan_related(s.machine.sysfs, (pf,))
-                step = sriov.plan_set(s.machine, now, pf, index, each, timeout)
-                result.add(step)
-                s.execute(step)
+            def move() -> None:
+                s.execute(proposal)
+                for index, each in sorted(settings.items()):
+                    now = discovery.scan_related(s.machine.sysfs, (pf,))
+                    step = sriov.plan_set(s.machine, now, pf, index, each, timeout)
+                    result.add(step)
+                    s.execute(step)
+            s.define_then({str(pf): new} if redefine else {}, defined, move)
         if redefine:
             result.plan.append(f"define {pf}: {new.describe()}" if new else f"undefine {pf}")
             result.changed = True
-            if not s.check_mode:
-                if new:
-                    definitions.save(s.config_dir, new)
-                else:
-                    definitions.remove(s.config_dir, str(pf))
         final = new if redefine else old
         if s.check_mode:
             result.after = {**result.before, "numvfs": count,

@@ -133,17 +133,12 @@ def main():
         uri=dict(type="str"),
     ), supports_check_mode=True)
     pcimgr_or_fail(module)
-    from pcimgr.core.errors import PcimgrError
     from pcimgr.fleet import guest
-    from pcimgr.host import vfinfo
     p = module.params
-    try:
-        mac = vfinfo.check_mac(p["mac"]) if p["mac"] else None
-    except PcimgrError as e:
-        module.fail_json(msg=str(e), exit_code=e.exit_code)
+    # every value is checked in pcimgr.fleet by the CLI's rules (cli.rules)
     run(module, lambda: guest.ensure(
         session(module, p["uri"]), address(module, p["address"]), p["domain"],
-        p["state"] == "present", p["group"], p["managed"], mac, p["vlan"], p["live"],
+        p["state"] == "present", p["group"], p["managed"], p["mac"], p["vlan"], p["live"],
         p["config"], p["keep_detached"], p["force"], p["timeout"]))
 
 
