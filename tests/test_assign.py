@@ -228,8 +228,8 @@ def test_killed_assign_is_undone_by_the_next_run(demo_root, libvirt_uri, make_do
 def test_a_wrong_uri_is_one_line(run, demo_root) -> None:
     r = run("--sysfs-root", demo_root, "--connect", "qemu+unix:///system?socket=/nonexistent",
             "assign", "04:00.0", "vm1", "--group")
-    assert r.exit_code == 6 and r.output.count("\n") == 1
-    assert "cannot connect to qemu+unix:///system?socket=/nonexistent" in r.output
+    assert r.exit_code == 2 and r.output.count("\n") == 1  # no query parameters (issue 22)
+    assert "refusing libvirt URI 'qemu+unix:///system?socket=/nonexistent'" in r.output
 
 
 def test_dry_run_against_the_test_driver_needs_no_daemon(run, demo_root) -> None:

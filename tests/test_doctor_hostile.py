@@ -12,7 +12,9 @@ import pytest
 
 from pcimgr.core.errors import Interrupted
 from tests.conftest import tree
+from tests.test_doctor import checks
 from tests.test_doctor_fix import GRUB, fix, make, ran
+from tests.test_hostdriver import set_host_facts
 
 DEFAULT = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"'
 
@@ -122,3 +124,11 @@ def test_no_temporary_stays_in_etc(run, tmp_path, mocker) -> None:  # type: igno
     mocker.patch("os.write", side_effect=OSError(errno.ENOSPC, "No space left on device"))
     assert fix(run, root)[0] == 7
     assert files(root) == before
+
+
+def test_doctor_flags_a_running_kernel_that_blacklists_vfio(run, demo_root: Path) -> None:  # type: ignore[no-untyped-def]
+    set_host_facts(demo_root, cmdline="ro quiet intel_iommu=on modprobe.blacklist=vfio-pci")
+    code, data = checks(run, demo_root)
+    vfio = data["by_name"]["vfio"]
+    assert vfio["status"] == "fail" and "modprobe.blacklist=vfio-pci" in vfio["detail"]
+    assert code == 10 and data["passthrough_possible"] is False

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pcimgr.core.errors import Busy, KernelError, RolledBack
+from pcimgr.drivers import recovery
 from pcimgr.drivers.binding import BindDriver, current_driver, current_override
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.plans import lock, transaction
@@ -117,12 +118,13 @@ def test_recover_after_kill(demo_root: Path, tmp_path: Path, writes: int) -> Non
     assert child.exitcode == 9
     journal = json.loads((tmp_path / "state/journal.json").read_text())
     assert journal["command"] == "detach --group 04:00.0"
-    message = transaction.recover(SimulatedMachine(str(demo_root)), state)
+    machine = SimulatedMachine(str(demo_root))
+    message = transaction.recover(machine, state, recovery.vet(machine))
     assert message is not None and "undid" in message
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
     assert [current_override(SimulatedMachine(str(demo_root)).sysfs, a) for a in PAIR] == [None,
                                                                                            None]
-    assert transaction.recover(SimulatedMachine(str(demo_root)), state) is None
+    assert transaction.recover(machine, state, recovery.vet(machine)) is None
 
 
 def test_a_journal_of_the_flat_layout_is_recovered(demo_root: Path, tmp_path: Path) -> None:
@@ -137,7 +139,8 @@ def test_a_journal_of_the_flat_layout_is_recovered(demo_root: Path, tmp_path: Pa
     journal = json.loads(path.read_text())
     assert all(e["step"].pop("module") == "pcimgr.drivers.binding" for e in journal["steps"])
     path.write_text(json.dumps(journal))
-    message = transaction.recover(SimulatedMachine(str(demo_root)), state)
+    machine = SimulatedMachine(str(demo_root))
+    message = transaction.recover(machine, state, recovery.vet(machine))
     assert message is not None and "undid" in message
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
 

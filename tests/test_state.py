@@ -37,6 +37,7 @@ def journal(root: Path) -> Path:
 def put(path: Path, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
+    path.chmod(0o600)  # as pcimgr writes its files: recovery refuses a journal others may write
 
 
 def one_line(output: str) -> str:

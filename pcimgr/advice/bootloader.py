@@ -56,19 +56,24 @@ VFIO_MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1")
 BLACKLISTS = ("module_blacklist", "modprobe.blacklist")
 
 
+def blacklisted(word: str) -> str | None:
+    """The vfio module a command-line word keeps from loading (vfio-pci spelled either way)."""
+    key, _, value = word.partition("=")
+    if key not in BLACKLISTS:
+        return None
+    return next((m for m in value.split(",") if m.replace("-", "_") in VFIO_MODULES), None)
+
+
 def missing(words: list[tuple[str, str]], want: list[str]) -> list[str]:
     """The wanted words that the command line lacks as the kernel reads it: words are
     (word, where it is set) in the order the kernel sees them, and the last value of a
     switch wins (intel_iommu=on then intel_iommu=off: off). Refused when the line turns
     the IOMMU off or blacklists a vfio module."""
     for word, where in words:
-        key, _, value = word.partition("=")
-        if key in BLACKLISTS:
-            bad = [m for m in value.split(",") if m.replace("-", "_") in VFIO_MODULES]
-            if bad:
-                raise Refused(f"{where} keeps {bad[0]} from loading ({word}), so no function "
-                              "can go to vfio-pci: remove it there and run `pcimgr doctor "
-                              "--fix` again")
+        bad = blacklisted(word)
+        if bad:
+            raise Refused(f"{where} keeps {bad} from loading ({word}), so no function can go "
+                          "to vfio-pci: remove it there and run `pcimgr doctor --fix` again")
     lacking = []
     for w in want:
         key = w.split("=", 1)[0]

@@ -77,6 +77,13 @@ def _interrupt_remapping(machine: Machine, host: Host) -> Check:
 
 
 def _vfio(machine: Machine) -> Check:
+    from pcimgr.advice.bootloader import blacklisted
+    word = next((w for w in machine.kernel_cmdline().split() if blacklisted(w)), None)
+    if word is not None:
+        return Check("vfio", FAIL, f"the kernel was booted with {word}: {blacklisted(word)} "
+                     "cannot load, so no function can go to vfio-pci",
+                     "remove it from the kernel command line (the bootloader's "
+                     "configuration) and reboot")
     loaded = machine.sysfs.exists("bus/pci/drivers/vfio-pci")
     node = machine.sysfs.dev_node_exists("vfio/vfio")
     if loaded and node:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from pcimgr.cli.context import Context
-from pcimgr.cli.runner import print_plan, progress, say_long_waits
+from pcimgr.cli.runner import print_plan, progress, say_long_waits, vet
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import PcimgrError
 
@@ -131,7 +131,7 @@ def device(obj: Context, address: PciAddress, timeout: float, quiet: bool) -> No
         own.append(serve(obj, request, params, timeout, quiet))
 
     try:
-        result = requests.locked(machine, state, obj.lock_timeout, request, work)
+        result = requests.locked(machine, state, obj.lock_timeout, request, work, vet(obj))
     finally:
         requests.forget(machine.lock_dir, request)
     if result is None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pcimgr.cli.context import Context
 from pcimgr.core.address import PciAddress
+
+if TYPE_CHECKING:
+    from pcimgr.plans.transaction import Vet
 
 
 def mention_unfinished(obj: Context) -> None:
@@ -91,7 +94,13 @@ def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
         if recovered:
             click.echo(f"pcimgr: {recovered}", err=True)
         work()
-    runner.locked(obj.machine, state, obj.lock_timeout, after_recovery)
+    runner.locked(obj.machine, state, obj.lock_timeout, after_recovery, vet(obj))
+
+
+def vet(obj: Context, force: bool = False) -> Vet:
+    """Recovery's re-check of a journal's undo: the drivers' rules for a fresh plan."""
+    from pcimgr.drivers import recovery
+    return recovery.vet(obj.machine, force)
 
 
 def run_locked_config(obj: Context, work: Callable[[], None]) -> None:

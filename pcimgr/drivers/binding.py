@@ -7,7 +7,7 @@ override the function had before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pcimgr.core.errors import KernelError
 from pcimgr.core.viability import HARMLESS_DRIVERS
@@ -67,6 +67,14 @@ class BindDriver(StepBase):
 
     def undo(self, machine: Machine) -> None:
         move(machine, self.address, self.original_driver, self.original_override)
+
+    def undo_moves(self) -> tuple[tuple[str, str | None], ...]:
+        return ((self.address, self.original_driver),)
+
+    def undo_describe(self) -> list[str]:
+        return replace(self, target=self.original_driver, target_override=self.original_override,
+                       original_driver=self.target,
+                       original_override=self.target_override).describe()
 
     def remember(self, records: Changes) -> None:
         rel = device_rel(self.address)
@@ -157,6 +165,13 @@ class Reprobe(StepBase):
 
     def undo(self, machine: Machine) -> None:
         move(machine, self.address, self.original_driver, self.original_override)
+
+    def undo_moves(self) -> tuple[tuple[str, str | None], ...]:
+        return ((self.address, self.original_driver),)
+
+    def undo_describe(self) -> list[str]:
+        return BindDriver(self.address, self.original_driver, self.original_override, None,
+                          None).describe()
 
     def remember(self, records: Changes) -> None:
         records.set(device_rel(self.address), None)  # back where the kernel puts it

@@ -26,6 +26,9 @@ class DefineNetwork(StepBase):
     # simulated host's VFs are not, so there the network is only defined (autostart on)
     start: bool = True
 
+    def __post_init__(self) -> None:
+        libvirt_adapter.check_uri(self.uri)  # a journal's step is data: only our URIs
+
     def summary(self) -> str:
         return (f"{self.address}: libvirt network {self.name} (defined, "
                 f"{'started, ' if self.start else ''}autostart)")
@@ -40,6 +43,16 @@ class DefineNetwork(StepBase):
         if self.previous is not None:
             lv.undefine_network(self.name)  # a running network keeps its old VF list
         lv.define_network(self.xml, self.start)
+
+    def undo_describe(self) -> list[str]:
+        lines = [f"virsh -c {self.uri} net-destroy {self.name}",
+                 f"virsh -c {self.uri} net-undefine {self.name}"]
+        if self.previous is not None:
+            lines += [f"virsh -c {self.uri} net-define /dev/stdin <<EOF",
+                      *self.previous.splitlines(), "EOF",
+                      *([f"virsh -c {self.uri} net-start {self.name}"] if self.start else []),
+                      f"virsh -c {self.uri} net-autostart {self.name}"]
+        return lines
 
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
@@ -58,6 +71,9 @@ class UndefineNetwork(StepBase):
     kind: str = "net-undefine"
     active: bool = True    # and whether it ran
 
+    def __post_init__(self) -> None:
+        libvirt_adapter.check_uri(self.uri)
+
     def summary(self) -> str:
         return f"{self.address}: libvirt network {self.name} removed"
 
@@ -67,6 +83,12 @@ class UndefineNetwork(StepBase):
 
     def apply(self, machine: Machine) -> None:
         libvirt_adapter.connect(self.uri).undefine_network(self.name)
+
+    def undo_describe(self) -> list[str]:
+        return [f"virsh -c {self.uri} net-define /dev/stdin <<EOF   # unless it is there",
+                *self.xml.splitlines(), "EOF",
+                *([f"virsh -c {self.uri} net-start {self.name}"] if self.active else []),
+                f"virsh -c {self.uri} net-autostart {self.name}"]
 
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)

@@ -67,6 +67,9 @@ class AttachDevice(StepBase):
     kind: str = "attach"
     mac: str | None = None  # an interface known by its MAC (a pool's, a failover member)
 
+    def __post_init__(self) -> None:
+        libvirt_adapter.check_uri(self.uri)  # a journal's step is data: only our URIs
+
     def summary(self) -> str:
         return (f"{_what(self.address, self.mac)}: attach to {self.domain} "
                 f"({where(self.live, self.config)})")
@@ -77,6 +80,11 @@ class AttachDevice(StepBase):
 
     def apply(self, machine: Machine) -> None:
         libvirt_adapter.connect(self.uri).attach(self.uuid, self.xml, self.live, self.config)
+
+    def undo_describe(self) -> list[str]:
+        return [f"virsh -c {self.uri} detach-device {self.uuid} /dev/stdin "
+                f"{virsh_flags(self.live, self.config)} <<EOF   # where it still has it",
+                *self.xml.splitlines(), "EOF"]
 
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
@@ -102,6 +110,9 @@ class DetachDevice(StepBase):
     timeout: float
     kind: str = "detach"
     mac: str | None = None
+
+    def __post_init__(self) -> None:
+        libvirt_adapter.check_uri(self.uri)
 
     def summary(self) -> str:
         return (f"{_what(self.address, self.mac)}: detach from {self.domain} "
@@ -135,6 +146,14 @@ class DetachDevice(StepBase):
                     f"{self.domain}`, then run `pcimgr release {self.address}` again")
         if self.config_xml is not None:
             lv.detach(self.uuid, self.config_xml, False, True)
+
+    def undo_describe(self) -> list[str]:
+        lines = []
+        for xml, flag in ((self.config_xml, "--config"), (self.live_xml, "--live")):
+            if xml is not None:
+                lines += [f"virsh -c {self.uri} attach-device {self.uuid} /dev/stdin {flag} "
+                          "<<EOF   # where it lacks it", *xml.splitlines(), "EOF"]
+        return lines
 
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,24 @@ def default_uri(explicit: str | None) -> str:
     return explicit or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
 
 
+# The URIs pcimgr itself would use: the qemu driver's system or session daemon, locally or
+# over ssh/tls, and libvirt's in-process test driver. Nothing else: the ext transport runs
+# its ?command=, and query parameters (command, socket, keyfile, netcat, no_verify, ...)
+# choose what runs or what is trusted; a journal or an inherited LIBVIRT_DEFAULT_URI must
+# not make root run a program or talk to an arbitrary socket.
+_LOCAL_URI = re.compile(r"(qemu(\+unix)?:///(system|session)|test:///default)")
+_REMOTE_URI = re.compile(r"qemu\+(ssh|tls)://([A-Za-z0-9_][A-Za-z0-9._-]*@)?"
+                         r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?/(system|session)")
+
+
+def check_uri(uri: str) -> None:
+    """BadInput for a URI pcimgr would not use itself (what the patterns above allow)."""
+    if not (_LOCAL_URI.fullmatch(uri) or _REMOTE_URI.fullmatch(uri)):
+        raise BadInput(f"refusing libvirt URI {uri!r}: pcimgr uses only qemu:///system, "
+                       "qemu:///session, qemu+ssh://HOST/system (or +tls) and test:///default, "
+                       "without query parameters; give one of those with --connect")
+
+
 def absent_daemon(uri: str) -> str | None:
     """Why nothing can answer URI, known without importing the binding (its import is
     most of a small host's `list`): the default URI with none of its sockets. None for
@@ -38,7 +57,9 @@ def absent_daemon(uri: str) -> str | None:
 
 def connect(uri: str) -> Libvirt:
     """One connection per URI for the life of the process (steps reuse it); a connection
-    the daemon closed (libvirtd restarted) is opened again."""
+    the daemon closed (libvirtd restarted) is opened again; BadInput for a URI check_uri
+    refuses, before libvirt sees it."""
+    check_uri(uri)
     if uri in _connections and not _connections[uri].alive():
         _connections.pop(uri).close()
     if uri not in _connections:

@@ -46,18 +46,19 @@ def execute(machine: Machine, state: str, proposal: Proposal,
 
 
 def locked(machine: Machine, state: str, wait: float,
-           work: Callable[[str | None], None]) -> None:
+           work: Callable[[str | None], None], vet: transaction.Vet) -> None:
     """Run work(recovery message) under the host's lock, after removing the temporary files
-    and finishing the transaction a killed run left."""
+    and finishing the transaction a killed run left (if vet accepts its undo)."""
     with lock.exclusive(machine.lock_dir, wait):
-        recover_then(machine, state, work)
+        recover_then(machine, state, work, vet)
 
 
-def recover_then(machine: Machine, state: str, work: Callable[[str | None], None]) -> None:
+def recover_then(machine: Machine, state: str, work: Callable[[str | None], None],
+                 vet: transaction.Vet) -> None:
     """Under the lock: the temporary files removed, a killed run's transaction finished (its
-    message for work), then work."""
+    message for work) once vet accepted it, then work."""
     statefile.sweep(state, ("", "devices", "assignments"))
-    recovered = transaction.recover(machine, state)
+    recovered = transaction.recover(machine, state, vet)
     if recovered:
         history.recovered(machine, state, recovered)
     work(recovered)

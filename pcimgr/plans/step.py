@@ -36,6 +36,13 @@ class Step(Protocol):
 
     def to_json(self) -> dict[str, Any]: ...
 
+    def undo_moves(self) -> tuple[tuple[str, str | None], ...]:
+        """(function, driver; None: no driver) for each function undo() may move: recovery
+        holds them to the rules a fresh plan's moves meet (the caller's vet)."""
+
+    def undo_describe(self) -> list[str]:
+        """The writes and calls undo() may make, as `recover --dry-run` prints them."""
+
     def voids(self) -> tuple[str, ...]:
         """Functions whose original-driver records this step makes void (VFs it removes or
         creates: a VF pcimgr made has no host driver to give back)."""
@@ -46,11 +53,17 @@ class Step(Protocol):
 
 class StepBase:
     """Mixed into the steps' frozen dataclasses: the journal form is the fields and the
-    module that registered the kind; most steps leave the records alone."""
+    module that registered the kind; most steps leave the records and drivers alone."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
         return data | {"module": type(self).__module__}
+
+    def undo_moves(self) -> tuple[tuple[str, str | None], ...]:
+        return ()
+
+    def undo_describe(self) -> list[str]:
+        return []
 
     def voids(self) -> tuple[str, ...]:
         return ()

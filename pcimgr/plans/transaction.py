@@ -9,8 +9,10 @@ SIGTERM — rolls back every started step: exit 0 means complete and recorded.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import time
 import typing
 from collections.abc import Callable
@@ -18,10 +20,18 @@ from dataclasses import fields
 from typing import Any, NamedTuple
 
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput, Interrupted, NeedsRoot, PcimgrError, RolledBack
+from pcimgr.core.errors import (
+    BadInput,
+    Damaged,
+    Interrupted,
+    NeedsRoot,
+    PcimgrError,
+    Refused,
+    RolledBack,
+)
 from pcimgr.host.machine import Machine
 from pcimgr.plans import interrupts, records, statefile
-from pcimgr.plans.pending import journal_path
+from pcimgr.plans.pending import JOURNAL, journal_path
 from pcimgr.plans.step import Step, from_json
 
 INCOMPLETE = "ROLLBACK INCOMPLETE"  # in a report: some function is not as it was
@@ -115,13 +125,51 @@ class Unfinished(NamedTuple):
     records: dict[str, Any]  # relative path -> content before the change (None: none)
 
 
+REFUSED_FIX = ("inspect it (`pcimgr recover --dry-run`) and, unless a pcimgr run of yours left "
+               "it, check the functions it names and remove it (`pcimgr recover --discard`)")
+
+
 def read_journal(state_dir: str) -> Unfinished | None:
-    """The journal left behind, None if there is none; Damaged naming `pcimgr recover`."""
-    return statefile.load(journal_path(state_dir), _journal_shape, RECOVER_FIX, top=state_dir)
+    """The journal left behind, None if there is none; Damaged naming `pcimgr recover`, also
+    for one that is not root's (or this user's) alone: only pcimgr writes it, mode 0600."""
+    path = journal_path(state_dir)
+    _check_owner(path, state_dir)
+    return statefile.load(path, _journal_shape, RECOVER_FIX, top=state_dir)
+
+
+def _check_owner(path: str, state_dir: str) -> None:
+    """Damaged unless the journal is a regular file of root or this user that nobody else
+    may write or read: a journal someone else could have written is a script for root."""
+    with statefile.directory(state_dir) as dfd:
+        if dfd is None:
+            return
+        try:
+            fd = os.open(JOURNAL, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dfd)
+        except (FileNotFoundError, PermissionError):
+            return  # absent, or out of reach: the loader says so
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            why = "it is a symbolic link"
+        else:
+            try:
+                info = os.fstat(fd)
+            finally:
+                os.close(fd)
+            why = ("it is not a regular file" if not stat.S_ISREG(info.st_mode)
+                   else f"it belongs to uid {info.st_uid}, not root or uid {os.geteuid()}"
+                   if info.st_uid not in (0, os.geteuid())
+                   else f"its mode is {stat.S_IMODE(info.st_mode):04o}, not 0600 (others may "
+                        "write or read it)" if info.st_mode & 0o077 else "")
+    if why:
+        raise Damaged(f"refusing the journal {path}: {why}; {REFUSED_FIX}")
 
 
 def _journal_shape(data: Any) -> Unfinished:
     statefile.obj(data, command=str, pid=int, steps=list)
+    if not data["command"].isprintable():  # it is shown on one line, to a terminal
+        raise ValueError(f"command {data['command']!r} is not one printable line")
     started = []
     for n, entry in enumerate(data["steps"], 1):
         try:
@@ -145,6 +193,8 @@ def _step(data: dict[str, Any]) -> Step:
         step = from_json(data)
     except KeyError as e:
         raise ValueError(f"{data['kind']} step without {e}") from None
+    except PcimgrError as e:  # a step refusing what it was given (a libvirt URI)
+        raise ValueError(f"{data['kind']} step: {e}") from None
     hints = typing.get_type_hints(type(step))
     for f in fields(step):  # type: ignore[arg-type]  # every step kind is a dataclass
         # the simple fields an undo acts on must have their types
@@ -158,14 +208,33 @@ def _step(data: dict[str, Any]) -> Step:
         PciAddress.parse(step.address)
     except BadInput:
         raise ValueError(f"{data['kind']} step names no PCI address: {step.address!r}") from None
+    try:
+        moves = step.undo_moves()
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{data['kind']} step: malformed ({e!r})") from None
+    for address, driver in moves:
+        if not isinstance(address, str) or not (driver is None or isinstance(driver, str)):
+            raise ValueError(f"{data['kind']} step moves {address!r} to {driver!r}")
+        try:
+            PciAddress.parse(address)
+        except BadInput:
+            raise ValueError(f"{data['kind']} step moves no PCI address: {address!r}") from None
     return step
 
 
-def recover(machine: Machine, state_dir: str) -> str | None:
-    """Undo an unfinished transaction left by a killed run; a sentence saying so, or None."""
+# Checks the started steps' undo as a fresh plan would be checked (the drivers' safety rules,
+# the host-dependency survey): raises a PcimgrError naming what it refuses. It comes from
+# the front end, since the engine knows no feature.
+Vet = Callable[[tuple[Step, ...]], None]
+
+
+def recover(machine: Machine, state_dir: str, vet: Vet) -> str | None:
+    """Undo an unfinished transaction left by a killed run; a sentence saying so, or None.
+    Nothing is undone unless vet accepts every started step: Damaged naming the journal."""
     unfinished = read_journal(state_dir)
     if unfinished is None:
         return None
+    check(unfinished, state_dir, vet)
     with interrupts.shielded():
         lost = records.restore(state_dir, unfinished.records)
         report = _roll_back(unfinished.started, machine)
@@ -174,6 +243,19 @@ def recover(machine: Machine, state_dir: str) -> str | None:
         statefile.remove(journal_path(state_dir), top=state_dir)
     return (f"found an unfinished `{unfinished.command}` (pid {unfinished.pid}) and undid its "
             f"{len(unfinished.started)} started step(s): {report}")
+
+
+def check(unfinished: Unfinished, state_dir: str, vet: Vet) -> None:
+    """Damaged (one line: the journal, why, what to do) when vet refuses its undo."""
+    try:
+        vet(unfinished.started)
+    except PcimgrError as e:
+        forced = isinstance(e, Refused) and e.forceable
+        raise Damaged(f"refusing the journal {journal_path(state_dir)}: undoing "
+                      f"`{unfinished.command}` {e.problem if isinstance(e, Refused) else e}; "
+                      + REFUSED_FIX + ("; or, if the host can really do without them, "
+                                       "`pcimgr recover --force` undoes it" if forced else ""))\
+            from None
 
 
 def discard(state_dir: str) -> None:

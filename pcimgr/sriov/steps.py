@@ -127,6 +127,9 @@ class SetNumVfs(StepBase):
             _restore_config(machine, self.address, self.netdev, index, vf.get("config"),
                             self.timeout)
 
+    def undo_moves(self) -> tuple[tuple[str, str | None], ...]:
+        return tuple((vf["address"], vf["driver"]) for vf in self.original_vfs)
+
     def voids(self) -> tuple[str, ...]:
         return tuple(vf["address"] for vf in self.original_vfs) + self.expect
 

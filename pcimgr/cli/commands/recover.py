@@ -6,7 +6,7 @@ import click
 
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import dry_run_option
-from pcimgr.cli.runner import run_locked_config, say_long_waits
+from pcimgr.cli.runner import run_locked_config, say_long_waits, vet
 
 
 @click.command()
@@ -14,10 +14,15 @@ from pcimgr.cli.runner import run_locked_config, say_long_waits
 @click.option("--discard", is_flag=True,
               help="Forget the journal without undoing anything (after checking by hand what "
                    "it names); the way out of a damaged journal.")
+@click.option("--force", is_flag=True,
+              help="Undo it even where the host-dependency survey finds the host using a "
+                   "function the undo moves (never a chipset function).")
 @click.pass_obj
-def recover(obj: Context, dry_run: bool, discard: bool) -> None:
+def recover(obj: Context, dry_run: bool, discard: bool, force: bool) -> None:
     """Undo the unfinished transaction a killed pcimgr left (every changing command does
-    this first); show it with --dry-run, or forget it with --discard."""
+    this first, unforced); show it with --dry-run, or forget it with --discard. The undo is
+    checked as a fresh plan would be: a journal that would move what the host needs is
+    refused."""
     from pcimgr.core.errors import Damaged, RolledBack
     from pcimgr.plans import runner, statefile, transaction
     state = obj.state
@@ -38,8 +43,14 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
                    "means, for each started step, newest first:")
         for step in reversed(unfinished.started):
             click.echo(f"  undo: {step.summary()}")
+            click.echo("".join(f"       {line}\n" for line in step.undo_describe()), nl=False)
         if not unfinished.started:
             click.echo("  nothing: no step had started")
+        if dry_run:
+            try:
+                transaction.check(unfinished, state, vet(obj, force))
+            except Damaged as e:
+                click.echo(str(e)[0].upper() + str(e)[1:])
     if dry_run:
         click.echo("No unfinished transaction." if unfinished is None and problem is None
                    else "(--dry-run: nothing changed)")
@@ -61,4 +72,4 @@ def recover(obj: Context, dry_run: bool, discard: bool) -> None:
                    else "No unfinished transaction.")
     obj.machine.require_root("recovering a transaction (writes to /sys)")
     say_long_waits()
-    runner.locked(obj.machine, state, obj.lock_timeout, report)
+    runner.locked(obj.machine, state, obj.lock_timeout, report, vet(obj, force))

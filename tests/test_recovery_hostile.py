@@ -1,0 +1,122 @@
+"""Recovery never trusts a journal it did not check: journals planted in a simulated host's
+state directory that a fresh plan would never make are refused (exit 11, one line naming
+the journal), and nothing they ask for is done."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pcimgr.drivers.binding import BindDriver
+from pcimgr.plans import statefile
+from tests.conftest import driver_of, tree
+
+MANAGEMENT_NIC = "0000:00:03.0"  # the server profile's eth0: its address and default route
+LPC_BRIDGE = "0000:00:1f.0"
+
+
+def plant(root: Path, *steps: dict[str, Any], command: str = "detach 00:03.0") -> Path:
+    """A well-formed journal as a killed run leaves it (pcimgr's own write: mode 0600)."""
+    state = root / ".pcimgr-state"
+    path = state / "journal.json"
+    statefile.write(str(path), {"command": command, "pid": 4242, "started": 0.0,
+                                "steps": [{"step": s, "state": "applied"} for s in steps]},
+                    readable=False, top=str(state))
+    return path
+
+
+def to_vfio(address: str, now: str | None) -> dict[str, Any]:
+    """A bind step whose undo puts `address` on vfio-pci."""
+    return BindDriver(address, now, None, "vfio-pci", "vfio-pci").to_json()
+
+
+def attach(uri: str) -> dict[str, Any]:
+    return {"kind": "attach", "module": "pcimgr.guests.steps", "address": "0000:04:00.0",
+            "uri": uri, "domain": "vm1", "uuid": "6695eb01-f6a4-8304-79aa-97f2502e193f",
+            "xml": "<hostdev/>", "live": False, "config": True, "mac": None}
+
+
+def test_an_undo_taking_the_management_nic_is_refused(run, make_host) -> None:
+    root = make_host("server")
+    journal = plant(root, to_vfio(MANAGEMENT_NIC, "virtio-pci"))
+    r = run("--sysfs-root", root, "recover")
+    assert r.exit_code == 11, r.output
+    last = r.output.splitlines()[-1]
+    assert f"refusing the journal {journal}" in last and MANAGEMENT_NIC in last
+    assert "default route" in last and "recover --discard" in last
+    assert driver_of(root, MANAGEMENT_NIC) == "virtio-pci" and journal.exists()
+    # the recovery a changing command runs first refuses it too, before its own work
+    r = run("--sysfs-root", root, "detach", "04:00.0", "--group")
+    assert r.exit_code == 11 and r.output.count("\n") == 1, r.output
+    assert driver_of(root, MANAGEMENT_NIC) == "virtio-pci"
+    assert driver_of(root, "0000:04:00.0") == "e1000e"
+    # read commands still work, and mention the journal
+    assert run("--sysfs-root", root, "list").exit_code == 0
+
+
+def test_recover_force_still_never_takes_the_lpc_bridge(run, make_host) -> None:
+    root = make_host("server")
+    journal = plant(root, to_vfio(LPC_BRIDGE, None), command="detach 00:1f.0")
+    before = tree(root)
+    for force in ((), ("--force",)):
+        r = run("--sysfs-root", root, "recover", *force)
+        assert r.exit_code == 11, r.output
+        assert "ISA/LPC bridge" in r.output and f"refusing the journal {journal}" in r.output
+        assert "not even with --force" in r.output
+        assert driver_of(root, LPC_BRIDGE) is None
+        assert tree(root) == before
+
+
+def test_a_journal_uri_that_runs_a_program_is_refused(run, demo_root, tmp_path) -> None:
+    ran = tmp_path / "ran"
+    script = tmp_path / "x"
+    script.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    script.chmod(0o755)
+    journal = plant(demo_root, attach(f"qemu+ext:///system?command={script}"))
+    for args in (("recover",), ("recover", "--dry-run"), ("detach", "04:00.0", "--group")):
+        r = run("--sysfs-root", demo_root, *args)
+        assert r.exit_code == 11 or args[-1] == "--dry-run", (args, r.output)
+        assert "refusing libvirt URI" in r.output and str(journal) in r.output
+    assert not ran.exists()
+    assert driver_of(demo_root, "0000:04:00.0") == "e1000e"
+
+
+def test_connect_takes_only_the_uris_pcimgr_uses(run, demo_root, tmp_path) -> None:
+    ran = tmp_path / "ran"
+    script = tmp_path / "x"
+    script.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    script.chmod(0o755)
+    r = run("--sysfs-root", demo_root, "--connect", f"qemu+ext:///system?command={script}",
+            "assign", "04:00.0", "vm1", "--group", "--dry-run")
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "refusing libvirt URI" in r.output
+    assert not ran.exists()
+
+
+def test_a_group_writable_journal_is_refused(run, demo_root) -> None:
+    journal = plant(demo_root, BindDriver("0000:04:00.0", "vfio-pci", "vfio-pci", "e1000e",
+                                          None).to_json())
+    os.chmod(journal, 0o620)
+    r = run("--sysfs-root", demo_root, "recover")
+    assert r.exit_code == 11, r.output
+    assert f"refusing the journal {journal}: its mode is 0620" in r.output
+    assert journal.exists() and driver_of(demo_root, "0000:04:00.0") == "e1000e"
+
+
+def test_recover_dry_run_shows_each_call_with_its_uri(run, demo_root) -> None:
+    plant(demo_root, attach("test:///default"),
+          BindDriver("0000:04:00.0", "vfio-pci", "vfio-pci", "e1000e", None).to_json())
+    before = tree(demo_root)
+    r = run("--sysfs-root", demo_root, "recover", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "virsh -c test:///default detach-device" in r.output
+    assert "echo > /sys/bus/pci/devices/0000:04:00.0/driver_override" in r.output
+    assert tree(demo_root) == before
+
+
+def test_a_driver_name_that_is_a_path_is_refused(run, demo_root) -> None:
+    journal = plant(demo_root, BindDriver("0000:04:00.0", "e1000e", None, "../../../devices",
+                                          None).to_json())
+    r = run("--sysfs-root", demo_root, "recover")
+    assert r.exit_code == 11, r.output
+    assert f"refusing the journal {journal}" in r.output and "not a driver name" in r.output
+    assert driver_of(demo_root, "0000:04:00.0") == "e1000e"
