@@ -76,9 +76,10 @@ class Session:
         if self.check_mode:
             return work()
         self.machine.require_root("changing the host (writes to /sys)")
+        from pcimgr.drivers import recovery
         done: list[T] = []
         runner.locked(self.machine, self.state, self.context.lock_timeout,
-                          lambda recovered: done.append(work()))
+                          lambda recovered: done.append(work()), recovery.vet(self.machine))
         return done[0]
 
     def execute(self, proposal: Proposal) -> None:
