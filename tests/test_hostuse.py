@@ -260,10 +260,13 @@ def test_definitions_saved_only_after_checks(run, server: Path) -> None:
 
 
 def test_vf_count_definition_checks_like_vfs_create(run, server: Path) -> None:
-    # the count it has removes nothing: allowed, while 4 would remove the VF the host uses
-    r = run("--sysfs-root", server, "define", "03:00.0", "--vfs", "2")
+    # the count it has removes nothing: allowed on the VFs' host driver, while 4 would
+    # remove the VF the host uses, and vfio-pci would take it from the host
+    r = run("--sysfs-root", server, "define", "03:00.0", "--vfs", "2", "--vf-driver", "host")
     assert r.exit_code == 0, r.output
     assert (server / ".pcimgr-config/devices/0000:03:00.0.json").exists()
+    r = run("--sysfs-root", server, "define", "03:00.0", "--vfs", "2", "--vf-driver", "vfio-pci")
+    assert r.exit_code == 4 and "0000:03:10.0: interface enp3s0f0v0" in r.output, r.output
 
 
 def _default_route_function() -> tuple[str, str] | None:

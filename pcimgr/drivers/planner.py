@@ -136,6 +136,10 @@ def plan_rebind(machine: Machine, host: Host, addresses: tuple[PciAddress, ...],
                 continue
             steps.append(BindDriver(a, record["driver"], record["override"], d.driver,
                                     d.driver_override))
+        elif d.driver is None and d.driver_override is None:
+            # no record: pcimgr never moved it, and a probe would choose for the host
+            notes.append(f"{a} has no driver, and pcimgr never moved it; nothing to give "
+                         f"back (`pcimgr bind {a} DRIVER` gives it one)")
         elif d.driver not in HARMLESS_DRIVERS and d.driver_override is None:
             notes.append(f"{a} is on its host driver {d.driver}; nothing to give back")
         else:

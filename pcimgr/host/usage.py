@@ -129,15 +129,17 @@ class Survey:
         return [n[6:] for n in self._sysfs.list_dir(f"class/net/{ifname}")
                 if n.startswith("lower_")]
 
-    def _net_functions(self, ifname: str, hops: tuple[str, ...],
-                       depth: int = 0) -> Iterable[tuple[tuple[str, ...], PciAddress]]:
-        """(hops, function) for every PCI function below an interface, through its stack."""
-        if depth > 16:  # stacks are shallow; a loop in a hostile tree must not hang us
+    def _net_functions(self, ifname: str, hops: tuple[str, ...], chain: tuple[str, ...] = ()
+                       ) -> Iterable[tuple[tuple[str, ...], PciAddress]]:
+        """(hops, function) for every PCI function below an interface, through its stack
+        (chain: as in _block_leaves, a loop in a hostile tree is followed once)."""
+        if ifname in chain or len(chain) > 16:
             return
+        chain = (*chain, ifname)
         lowers = self._lowers(ifname)
         if lowers:
             for lower in lowers:
-                yield from self._net_functions(lower, (*hops, lower), depth + 1)
+                yield from self._net_functions(lower, (*hops, lower), chain)
             return
         found = self._pci_ancestor(f"class/net/{ifname}")
         if found is not None:
@@ -189,18 +191,24 @@ class Survey:
                     yield Use(address, w.subject, hops, w.why, w.short)
 
     def _block_leaves(self, block: str, hops: tuple[str, ...],
-                      depth: int = 0) -> Iterable[tuple[tuple[str, ...], str]]:
-        """(hops, sysfs path) of the devices at the bottom of a block device's stack."""
+                      chain: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str]]:
+        """(hops, sysfs path) of the devices at the bottom of a block device's stack.
+
+        chain: the devices above on this path. A device met again on it is a loop in a
+        hostile tree (`slaves` pointing back): it leads nowhere new, so each use is found
+        once; the depth bound keeps a wide hostile stack from costing more than a real one.
+        """
         rel = f"class/block/{block}"
-        if depth > 16 or not self._sysfs.exists(rel):
+        if block in chain or len(chain) > 16 or not self._sysfs.exists(rel):
             return
+        chain = (*chain, block)
         slaves = self._sysfs.list_dir(f"{rel}/slaves")
         if slaves:
             for lower in slaves:
-                yield from self._block_leaves(lower, (*hops, lower), depth + 1)
+                yield from self._block_leaves(lower, (*hops, lower), chain)
         elif self._sysfs.exists(f"{rel}/partition"):
             disk = os.path.basename(os.path.dirname(self._sysfs.resolve(rel)))
-            yield from self._block_leaves(disk, (*hops, disk), depth + 1)
+            yield from self._block_leaves(disk, (*hops, disk), chain)
         else:
             yield hops, rel
 
