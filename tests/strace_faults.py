@@ -26,7 +26,9 @@ def pcimgr(root: Path, *argv: str, inject: str | None = None, trace: Path | None
     command = [sys.executable, "-m", "pcimgr", "--sysfs-root", str(root), *argv]
     if inject or trace:
         assert STRACE is not None
-        command = [STRACE, "-f", "-qq", "-y", "-e", f"trace={','.join(calls)}",
+        if inject:  # strace tampers only with the syscalls it traces
+            calls = (*calls, inject.partition(":")[0])
+        command = [STRACE, "-f", "-qq", "-y", "-e", f"trace={','.join(dict.fromkeys(calls))}",
                    "-o", str(trace or os.devnull)] + (["-e", f"inject={inject}"]
                                                      if inject else []) + command
     return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=120)

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pcimgr.drivers.binding import current_override
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.plans import interrupts, statefile
 from pcimgr.sim.machine import SimulatedMachine
+from tests import strace_faults
 from tests.conftest import driver_of
 from tests.strace_faults import ENV, STRACE, TRACED, needs_strace, pcimgr
 
@@ -347,3 +349,58 @@ def test_define_is_all_or_nothing(make_host: Callable[..., Path], tmp_path: Path
                             f"{'new' if now == new else 'old' if now == old else now}, "
                             f"stderr {r.stderr.strip()!r}")
     assert failures == [], "\n".join(failures)
+
+
+def _first(root: Path, tmp_path: Path, argv: tuple[str, ...], call: str, where: str) -> str:
+    """strace's when=N for the first CALL of ARGV naming WHERE."""
+    log = tmp_path / "probe-trace"
+    assert pcimgr(root, *argv, trace=log, calls=(call,)).returncode == 0
+    found = strace_faults.points(log, (call,), (where,))
+    assert found, f"no {call} of {where}"
+    return f"{call}:when={found[0].ordinal}"
+
+
+@needs_strace
+@pytest.mark.parametrize("argv,call,where", [
+    (DETACH, "mkdirat", '".pcimgr-run"'),  # the lock's directory, at the first change
+    (DETACH, "openat", '"lock"'),
+])
+def test_a_full_disk_at_pcimgr_own_directories_is_one_line(
+        make_host: Callable[..., Path], tmp_path: Path, argv: tuple[str, ...], call: str,
+        where: str) -> None:
+    at = _first(make_host("demo", name="probe"), tmp_path, argv, call, where)
+    root = make_host("demo")
+    r = pcimgr(root, *argv, inject=at.replace(":", ":error=ENOSPC:", 1))
+    assert r.returncode == 11, r.stderr
+    assert "No space left on device; free space there" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and outcome(root) == "as before"
+
+
+@needs_strace
+def test_a_full_run_directory_at_the_request_queue_is_one_line(make_host: Callable[..., Path],
+                                                               tmp_path: Path) -> None:
+    """At boot, on a full /run: apply --device cannot record its request."""
+    def defined(name: str) -> Path:
+        root = make_host("demo", name=name)
+        assert pcimgr(root, "define", "05:00.0", "--vfs", "2").returncode == 0
+        shutil.rmtree(root / ".pcimgr-run")
+        return root
+    argv = ("apply", "--device", "05:00.0")
+    at = _first(defined("probe"), tmp_path, argv, "mkdirat", "requests")
+    r = pcimgr(defined("sys"), *argv, inject=at.replace(":", ":error=ENOSPC:", 1))
+    assert r.returncode == 11 and "requests: No space left on device" in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
+@needs_strace
+@pytest.mark.parametrize("fault", ["signal=SIGINT", "signal=SIGTERM"])
+def test_a_signal_at_the_open_of_a_temporary_file_leaves_none(make_host: Callable[..., Path],
+                                                              tmp_path: Path,
+                                                              fault: str) -> None:
+    """Delivered as the openat that created NAME.tmp.PID returns: the file goes too."""
+    argv = ("define", "05:00.0", "--vfs", "2")
+    at = _first(make_host("demo", name="probe"), tmp_path, argv, "openat", ".tmp.")
+    root = make_host("demo")
+    r = pcimgr(root, *argv, inject=at.replace(":", f":{fault}:", 1))
+    assert r.returncode == 7 and "rolled back" in r.stderr, r.stderr
+    assert list((root / ".pcimgr-config").rglob("*.tmp.*")) == []

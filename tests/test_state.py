@@ -368,3 +368,35 @@ def test_incomplete_recovery_stops_the_command_that_found_it(run, demo_root: Pat
     assert "ROLLBACK INCOMPLETE" in line and "0000:09:00.0" in line
     assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
     assert run("--sysfs-root", demo_root, "detach", "04:00.0", "--group").exit_code == 0
+
+
+@pytest.mark.parametrize("argv", [("detach", "09:00.0"), ("detach", "00:1f.6"),
+                                  ("vfs", "create", "04:00.0", "2"),
+                                  ("bind", "04:00.0", "nosuch")])
+def test_a_refused_change_on_a_fresh_host_creates_no_file(run, demo_root: Path,
+                                                          argv: tuple[str, ...]) -> None:
+    """Validate, then lock: the plan's refusal comes before the lock file is made."""
+    before = sorted(p.name for p in demo_root.iterdir())
+    r = run("--sysfs-root", demo_root, *argv)
+    assert r.exit_code in (2, 3, 4), r.output
+    assert sorted(p.name for p in demo_root.iterdir()) == before
+
+
+def test_a_lock_that_is_a_directory_is_one_line(run, demo_root: Path) -> None:
+    (demo_root / ".pcimgr-run/lock").mkdir(parents=True)
+    r = run("--sysfs-root", demo_root, "detach", "04:00.0", "--group")
+    assert r.exit_code == 11
+    assert "is a directory, not pcimgr's lock file; remove it" in one_line(r.output)
+    assert [driver_of(demo_root, a) for a in PAIR] == ["e1000e", "e1000e"]
+
+
+@pytest.mark.parametrize("option,argv", [("--state-dir", ("detach", "04:00.0", "--group")),
+                                         ("--config-dir", ("status",)),
+                                         ("--config-dir", ("define", "05:00.0", "--vfs", "1"))])
+def test_a_directory_whose_parent_is_missing(run, demo_root: Path, tmp_path: Path,
+                                             option: str, argv: tuple[str, ...]) -> None:
+    """Read: nothing there yet; written: made, as its parent would be."""
+    where = tmp_path / "missing/parent/dir"
+    r = run("--sysfs-root", demo_root, option, where, *argv)
+    assert r.exit_code == 0, r.output
+    assert (where.exists() or argv == ("status",)) and "internal error" not in r.output

@@ -58,6 +58,9 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
         if then is not None:
             then()
         return
+    if _first_change(obj, state):  # validate, then lock: a refusal leaves no lock file
+        obj.machine.require_root("changing the host (writes to /sys)")
+        propose(discovery.scan_related(sysfs, addresses), usage.survey(obj.machine), state)
 
     def work() -> None:
         proposal = propose(discovery.scan_related(sysfs, addresses), usage.survey(obj.machine),
@@ -103,16 +106,27 @@ def vet(obj: Context, force: bool = False) -> Vet:
     return recovery.vet(obj.machine, force)
 
 
-def run_locked_config(obj: Context, work: Callable[[], None]) -> None:
+def run_locked_config(obj: Context, work: Callable[[], None],
+                      check: Callable[[], object] | None = None) -> None:
     """Change definitions (or install files) under the host's lock, which every changing
-    command takes: concurrent defines of one PF would otherwise lose each other's VFs."""
+    command takes: concurrent defines of one PF would otherwise lose each other's VFs.
+    check: work's refusals, run once more before the lock while no run has made it."""
     from pcimgr.plans import lock, statefile
     obj.machine.check_writable()
     obj.state  # noqa: B018 - refuses a state directory overlapping the definitions
+    if check is not None and not lock.made(obj.machine.lock_dir):
+        check()
     say_long_waits()
     with lock.exclusive(obj.machine.lock_dir, obj.lock_timeout):
         statefile.sweep(obj.config_dir, ("", "devices", "udev"))
         work()
+
+
+def _first_change(obj: Context, state: str) -> bool:
+    """No run has made the host's lock (a fresh host, or /run after a boot), and no killed
+    run's journal waits to be undone (which could change what the plan refuses)."""
+    from pcimgr.plans import lock, pending
+    return not lock.made(obj.machine.lock_dir) and not pending.unfinished(state)
 
 
 def on_terminal() -> bool:

@@ -27,6 +27,12 @@ DEFAULT_WAIT = 30.0
 DONE, TAKEN, WAITING = "done", "taken", "waiting"
 
 
+def made(lock_dir: str) -> bool:
+    """Has a run made the host's lock file yet? Until one has, a change checks its plan
+    before taking the lock, so that a refused command creates no file at all."""
+    return os.path.lexists(os.path.join(lock_dir, "lock"))
+
+
 @contextmanager
 def exclusive(lock_dir: str, wait: float = DEFAULT_WAIT,
               served: Callable[[], str] | None = None) -> Iterator[bool]:
