@@ -62,13 +62,14 @@ def test_rules_claim_drivers_from_udev_and_leave_vf_work_to_the_unit() -> None:
 def test_systemd_accepts_the_units(tmp_path: Path) -> None:
     unit = tmp_path / udev.UNIT_NAME
     unit.write_text(udev.unit("/bin/true", "/etc/pcimgr"))
-    # a template is verified as one of its instances, named as the rules name them
-    instance = tmp_path / "pcimgr-apply@0000:04:00.0.service"
-    instance.write_text(udev.template("/bin/true", "/etc/pcimgr"))
-    r = subprocess.run(["systemd-analyze", "verify", str(unit), str(instance)],
-                       capture_output=True, text=True)
-    problems = [line for line in r.stderr.splitlines() if "pcimgr-apply" in line]
-    assert problems == [], r.stderr
+    # a template file is verified as its instance @i (an instance's own file name is looked
+    # up as a template and fails with "Couldn't process aliases", checking nothing)
+    template = tmp_path / udev.TEMPLATE_NAME
+    template.write_text(udev.template("/bin/true", "/etc/pcimgr"))
+    for path in (unit, template):
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and "pcimgr-apply" not in r.stderr, r.stderr
 
 
 def test_simulated_host_never_installs_outside_itself(run, demo_root: Path,

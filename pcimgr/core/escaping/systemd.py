@@ -5,7 +5,8 @@ spaces, and `\\"`, `\\\\` and C escapes (`\\x1b`) inside it stand for themselves
 a specifier (%I) and `$` an environment variable, `%%` and `$$` stand for the characters.
 A NUL cannot be carried; a newline can, as `\\n`, but never raw (it ends the line).
 The executable (the first word) is not an argument: `$` stays as written there, and systemd
-refuses a control character in it ("Executable name contains special characters").
+refuses control characters, quotes and backslashes in it (string_is_safe: "Executable name
+contains special characters").
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ _PLAIN = re.compile(r"[A-Za-z0-9/_.:@+=,-]+")
 
 def executable(path: str, what: str) -> str:
     """The program of an Exec*= line, run as exactly path."""
-    if any(unicodedata.category(c) == "Cc" for c in path):
-        raise refuse(what, path, "holds control characters, which systemd refuses in the "
-                     "program it runs", "give a path without them")
+    if any(unicodedata.category(c) == "Cc" or c in "\"'\\" for c in path):
+        raise refuse(what, path, "holds control characters, quotes or backslashes, which "
+                     "systemd refuses in the program it runs", "give a path without them")
     return _quoted(_carried(path, what))
 
 
