@@ -187,7 +187,8 @@ def ask(root: Path, key: str, pid: int) -> requests.Request:
     request = requests.Request(f"{key}.{pid}", key, pid, params)
     path = Path(machine.lock_dir) / requests.DIR / f"{request.name}.req"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "pid": pid, "params": params}))
+    path.write_text(json.dumps({"key": key, "pid": pid, "start": requests._start(pid),
+                                "params": params}))
     return request
 
 

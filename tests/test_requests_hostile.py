@@ -57,15 +57,16 @@ def test_a_directory_named_like_a_request_is_ignored(host: Path) -> None:
     assert "internal error" not in r.stderr and planted.is_dir()
 
 
-def test_a_request_of_a_pid_another_process_now_has_is_removed(host: Path,
-                                                                stranger: int) -> None:
-    """Recorded before a reboot (the simulated host's run directory is no tmpfs), or by a
-    process whose pid is now another's: not served, not kept."""
+@pytest.mark.parametrize("start", [1, None])
+def test_a_request_of_a_pid_another_process_now_has_is_removed(host: Path, stranger: int,
+                                                                start: int | None) -> None:
+    """Recorded before a reboot (the simulated host's run directory is no tmpfs), by a
+    process whose pid is now another's, or written by hand: not served, not kept."""
     requests = host / ".pcimgr-run/requests"
     params = {"config": str(host / ".pcimgr-config"), "state": str(host / ".pcimgr-state"),
               "timeout": 30.0}
     (requests / f"{PF}.{stranger}.req").write_text(json.dumps(
-        {"key": PF, "pid": stranger, "start": 1, "params": params}))
+        {"key": PF, "pid": stranger, "start": start, "params": params}))
     applied(host)
     assert sorted(p.name for p in requests.iterdir()) == []
 

@@ -135,8 +135,7 @@ def _start(pid: int) -> int | None:
         return None
 
 
-def _alive(pid: int, start: int | None = None) -> bool:
-    """Is PID a live process (and, given its start time, the same one)?"""
+def _alive(pid: int) -> bool:
     if not 0 < pid < PID_MAX:
         return False
     try:
@@ -145,7 +144,13 @@ def _alive(pid: int, start: int | None = None) -> bool:
         return False
     except PermissionError:
         pass
-    return start is None or _start(pid) in (start, None)
+    return True
+
+
+def _requester(pid: int, start: int | None) -> bool:
+    """Is PID still the process that recorded a request at START? (A request that says no
+    start time was not recorded by a pcimgr that could know it: /proc says none either.)"""
+    return _alive(pid) and _start(pid) in (start, None)
 
 
 def pending(lock_dir: str, params: dict[str, Any]) -> list[Request]:
@@ -173,7 +178,7 @@ def pending(lock_dir: str, params: dict[str, Any]) -> list[Request]:
             d = statefile.load(path, _request_shape, FIX, top=lock_dir)
         except Damaged:
             d = None  # its process never reads it back: it does its own under the lock
-        if d is None or d["pid"] != pid or (pid != own and not _alive(pid, d["start"])):
+        if d is None or d["pid"] != pid or (pid != own and not _requester(pid, d["start"])):
             for k in KINDS:  # its pid is another process now (or it never was one)
                 _drop(lock_dir, _path(lock_dir, stem, k))
             continue
