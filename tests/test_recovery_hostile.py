@@ -8,6 +8,7 @@ from typing import Any
 
 from pcimgr.drivers.binding import BindDriver
 from pcimgr.plans import statefile
+from pcimgr.sriov.steps import SetLink, SetNumVfs
 from tests.conftest import driver_of, tree
 
 MANAGEMENT_NIC = "0000:00:03.0"  # the server profile's eth0: its address and default route
@@ -120,3 +121,30 @@ def test_a_driver_name_that_is_a_path_is_refused(run, demo_root) -> None:
     assert r.exit_code == 11, r.output
     assert f"refusing the journal {journal}" in r.output and "not a driver name" in r.output
     assert driver_of(demo_root, "0000:04:00.0") == "e1000e"
+
+
+def test_an_undo_removing_vfs_the_host_uses_is_refused(run, make_host) -> None:
+    """The server's PF 03:00.0 has 2 VFs, and the host has an address on its VF 03:10.0: a
+    journal claiming the PF had none before would destroy them."""
+    root = make_host("server")
+    journal = plant(root, SetNumVfs("0000:03:00.0", 2, 0, (), "enp3s0f0", 5.0, False).to_json(),
+                    command="vfs create 03:00.0 2")
+    r = run("--sysfs-root", root, "recover")
+    assert r.exit_code == 11, r.output
+    assert f"refusing the journal {journal}" in r.output and "0000:03:10.0" in r.output
+    assert (root / "bus/pci/devices/0000:03:00.0/sriov_numvfs").read_text().strip() == "2"
+
+
+def test_an_undo_taking_an_interface_down_is_checked(run, make_host) -> None:
+    root = make_host("server")
+    before = tree(root)
+    # the management interface, by its own function
+    plant(root, SetLink(MANAGEMENT_NIC, "eth0", True).to_json())
+    r = run("--sysfs-root", root, "recover")
+    assert r.exit_code == 11 and "default route" in r.output, r.output
+    # the same interface, claimed by another function
+    plant(root, SetLink("0000:04:00.0", "eth0", True).to_json())
+    r = run("--sysfs-root", root, "recover", "--force")
+    assert r.exit_code == 11, r.output
+    assert "interface 'eth0', which is not 0000:04:00.0's (enp4s0f0)" in r.output
+    assert tree(root) == before

@@ -1,9 +1,11 @@
 """Recovery's re-check: the undo a journal asks for held to the rules of a fresh plan.
 
 A journal is data on disk; root carrying it out must not move a function the host needs
-because the file said so. Each function an undo would move off the driver it is on now
-meets what `detach` would make it meet: the chipset rule (never, not even forced) and the
-host-dependency survey (forceable, as for any plan).
+because the file said so. What an undo takes from the host meets what `detach` or `vfs
+destroy` would make it meet: the chipset rule (never, not even forced) and the
+host-dependency survey (forceable, as for any plan). Taken: a function moved off the
+driver it is on now, the VFs a PF has now when undo rewrites its VF count, and a function
+whose interface undo takes down; an interface undo acts on must be its function's own.
 """
 
 from __future__ import annotations
@@ -22,19 +24,31 @@ def vet(machine: Machine, force: bool = False) -> Vet:
 
     def check(steps: tuple[Step, ...]) -> None:
         moves = [(PciAddress.parse(a), d) for step in steps for a, d in step.undo_moves()]
+        resized = [PciAddress.parse(a) for step in steps for a in step.undo_removes()]
+        links = [(PciAddress.parse(a), n, down) for step in steps
+                 for a, n, down in step.undo_netdevs()]
         for _, driver in moves:
             if driver is not None:
                 check_driver_name(driver)  # it becomes a path below /sys/bus/pci/drivers
-        if not moves:
+        named = tuple(a for a, _ in moves) + tuple(resized) + tuple(a for a, _, _ in links)
+        if not named:
             return
-        host = discovery.scan_related(machine.sysfs, tuple(a for a, _ in moves))
+        host = discovery.scan_related(machine.sysfs, named)
         # a function already on the driver undo names is left alone; one that is gone
         # (a VF the undo recreates) has nothing the host could be using
-        leaving = []
-        for address, driver in moves:
-            d = host.get(address)
-            if d is not None and d.driver != driver and d not in leaving:
+        leaving = [d for a, driver in moves if (d := host.get(a)) is not None
+                   and d.driver != driver]
+        for pf in (host.get(a) for a in resized):
+            if pf is not None and pf.sriov is not None:
+                leaving += [vf for vf in map(host.get, pf.sriov.vfs) if vf is not None]
+        for a, netdev, down in links:
+            d = host.get(a)
+            if d is None or netdev not in d.netdevs:
+                raise Refused(f"would act on interface {netdev!r}, which is not "
+                              f"{a}'s ({', '.join(d.netdevs) if d and d.netdevs else 'none'})")
+            if down:
                 leaving.append(d)
+        leaving = list(dict.fromkeys(leaving))
         if not leaving:
             return
         try:

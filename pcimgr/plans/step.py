@@ -40,6 +40,13 @@ class Step(Protocol):
         """(function, driver; None: no driver) for each function undo() may move: recovery
         holds them to the rules a fresh plan's moves meet (the caller's vet)."""
 
+    def undo_removes(self) -> tuple[str, ...]:
+        """PFs whose VFs undo() may remove (it rewrites sriov_numvfs)."""
+
+    def undo_netdevs(self) -> tuple[tuple[str, str, bool], ...]:
+        """(function, interface, down) for each interface undo() acts on, which must be the
+        function's own; down: undo takes its link down."""
+
     def undo_describe(self) -> list[str]:
         """The writes and calls undo() may make, as `recover --dry-run` prints them."""
 
@@ -60,6 +67,12 @@ class StepBase:
         return data | {"module": type(self).__module__}
 
     def undo_moves(self) -> tuple[tuple[str, str | None], ...]:
+        return ()
+
+    def undo_removes(self) -> tuple[str, ...]:
+        return ()
+
+    def undo_netdevs(self) -> tuple[tuple[str, str, bool], ...]:
         return ()
 
     def undo_describe(self) -> list[str]:

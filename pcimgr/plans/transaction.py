@@ -209,16 +209,20 @@ def _step(data: dict[str, Any]) -> Step:
     except BadInput:
         raise ValueError(f"{data['kind']} step names no PCI address: {step.address!r}") from None
     try:
-        moves = step.undo_moves()
+        moves, removes, netdevs = step.undo_moves(), step.undo_removes(), step.undo_netdevs()
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{data['kind']} step: malformed ({e!r})") from None
     for address, driver in moves:
-        if not isinstance(address, str) or not (driver is None or isinstance(driver, str)):
+        if not (driver is None or isinstance(driver, str)):
             raise ValueError(f"{data['kind']} step moves {address!r} to {driver!r}")
+    for _, netdev, down in netdevs:
+        if not isinstance(netdev, str) or not isinstance(down, bool):
+            raise ValueError(f"{data['kind']} step acts on interface {netdev!r}")
+    for address in [a for a, _ in moves] + list(removes) + [a for a, _, _ in netdevs]:
         try:
-            PciAddress.parse(address)
+            PciAddress.parse(address if isinstance(address, str) else "")
         except BadInput:
-            raise ValueError(f"{data['kind']} step moves no PCI address: {address!r}") from None
+            raise ValueError(f"{data['kind']} step acts on no PCI address: {address!r}") from None
     return step
 
 

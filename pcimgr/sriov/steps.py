@@ -80,6 +80,9 @@ class SetAutoprobe(StepBase):
         machine.sysfs.write_attr(device_path(self.address, "sriov_drivers_autoprobe"),
                          str(int(self.original)))
 
+    def undo_describe(self) -> list[str]:
+        return [f"echo {int(self.original)} > {DEVICES}/{self.address}/sriov_drivers_autoprobe"]
+
 
 @register
 @dataclass(frozen=True)
@@ -130,6 +133,22 @@ class SetNumVfs(StepBase):
     def undo_moves(self) -> tuple[tuple[str, str | None], ...]:
         return tuple((vf["address"], vf["driver"]) for vf in self.original_vfs)
 
+    def undo_removes(self) -> tuple[str, ...]:
+        return (self.address,)
+
+    def undo_netdevs(self) -> tuple[tuple[str, str, bool], ...]:
+        return () if self.netdev is None else ((self.address, self.netdev, False),)
+
+    def undo_describe(self) -> list[str]:
+        lines = [f"echo 0 > {DEVICES}/{self.address}/sriov_numvfs   # unless it has "
+                 f"{self.original} VF(s) now"]
+        if self.original:
+            lines.append(f"echo {self.original} > {DEVICES}/{self.address}/sriov_numvfs")
+        for vf in self.original_vfs:
+            lines.append(f"# then {vf['address']} back on {vf['driver'] or 'no driver'}"
+                         + (f" with its settings through {self.netdev}" if self.netdev else ""))
+        return lines
+
     def voids(self) -> tuple[str, ...]:
         return tuple(vf["address"] for vf in self.original_vfs) + self.expect
 
@@ -178,6 +197,14 @@ class ConfigureVf(StepBase):
         _restore_config(machine, self.address, self.netdev, self.index, self.original,
                         self.timeout)
 
+    def undo_netdevs(self) -> tuple[tuple[str, str, bool], ...]:
+        return ((self.address, self.netdev, False),)
+
+    def undo_describe(self) -> list[str]:
+        wanted = {k: v for k, v in self.original.items() if v is not None}
+        return [" ".join(vfinfo.ip_command(self.netdev, self.index, wanted))
+                + "   # the settings that differ now"]
+
 
 @register
 @dataclass(frozen=True)
@@ -200,3 +227,9 @@ class SetLink(StepBase):
 
     def undo(self, machine: Machine) -> None:
         vfinfo.set_link(machine, self.address, self.netdev, not self.up)
+
+    def undo_netdevs(self) -> tuple[tuple[str, str, bool], ...]:
+        return ((self.address, self.netdev, self.up),)
+
+    def undo_describe(self) -> list[str]:
+        return [f"ip link set dev {self.netdev} {'down' if self.up else 'up'}"]
