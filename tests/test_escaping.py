@@ -30,7 +30,7 @@ from pcimgr.fleet import k8s, nova, proxmox
 from pcimgr.fleet.pools import Member, Pool
 from pcimgr.persist import udev
 from tests.conftest import tree
-from tests.test_exports import export, pcimgr, prepared
+from tests.test_exports import NOVA_PYTHON, export, pcimgr, prepared
 
 CORPUS = {
     "plain": "node-1.example",
@@ -176,6 +176,33 @@ def test_nova_reads_back_every_value_of_its_device_spec(field: str, value: str) 
     assert [json.loads(a) for a in options["alias"]] == nova.aliases([pool])
 
 
+OSLO_READ = """
+import json, sys
+from oslo_config import cfg
+conf = cfg.ConfigOpts()
+conf.register_opts([cfg.MultiStrOpt("device_spec"), cfg.MultiStrOpt("alias")], "pci")
+conf([], project="nova", default_config_files=[sys.argv[1]])
+print(json.dumps({"device_spec": conf.pci.device_spec, "alias": conf.pci.alias}))
+"""
+
+
+def test_oslo_config_itself_reads_back_every_value(tmp_path: Path) -> None:
+    """Nova's own oslo.config (.cache/nova-venv, `scripts/run setup_nova`) on one file with
+    a device_spec per corpus value the layer takes."""
+    if not NOVA_PYTHON.exists():
+        pytest.skip(f"no Nova at {NOVA_PYTHON} (scripts/run test installs it)")
+    pools = [_pool(vendor_id=v) for v in CORPUS.values()
+             if not refused(lambda v=v: nova.config([_pool(vendor_id=v)], None))]
+    conf = tmp_path / "nova.conf"
+    conf.write_text(nova.config(pools, "physnet1"))
+    r = subprocess.run([str(NOVA_PYTHON), "-c", OSLO_READ, str(conf)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    read = json.loads(r.stdout)
+    assert [json.loads(s) for s in read["device_spec"]] == nova.device_specs(pools, "physnet1")
+    assert [json.loads(a) for a in read["alias"]] == nova.aliases(pools)
+
+
 def test_a_dollar_in_a_facts_value_is_oslo_s_escape_in_nova_conf() -> None:
     conf = nova.config([_pool(vendor_id="80$86")], None)
     assert '"vendor_id": "80$$86"' in conf
@@ -253,11 +280,12 @@ def test_the_udev_rules_run_exactly_pcimgr_with_the_config_dir(
     # RUN splits at whitespace: the words are the program and its arguments
     assert {tuple(r.split()) for r in runs} == {
         (exe, "--config-dir", cfg, "apply", "--device", "%k", "--quiet")}
-    if shutil.which("udevadm"):
+    if shutil.which("udevadm"):  # verify: systemd 254+ (older ones say so and are skipped)
         (tmp_path / "70-pcimgr.rules").write_text(out[0])
-        r = subprocess.run(["udevadm", "verify", str(tmp_path / "70-pcimgr.rules")],
+        r = subprocess.run(["udevadm", "verify", "--no-style", str(tmp_path / "70-pcimgr.rules")],
                            capture_output=True, text=True)
-        assert r.returncode == 0 or "verify" in r.stderr, r.stderr
+        if "Unknown command" not in r.stderr and "unrecognized option" not in r.stderr:
+            assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_a_quote_in_the_config_dir_is_refused_before_anything_is_written(
