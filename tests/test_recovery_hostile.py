@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pcimgr.core import hostdev_xml
+from pcimgr.core.address import PciAddress
 from pcimgr.drivers.binding import BindDriver
 from pcimgr.plans import statefile
 from pcimgr.sriov.steps import SetLink, SetNumVfs
@@ -30,10 +32,11 @@ def to_vfio(address: str, now: str | None) -> dict[str, Any]:
     return BindDriver(address, now, None, "vfio-pci", "vfio-pci").to_json()
 
 
-def attach(uri: str) -> dict[str, Any]:
+def attach(uri: str, xml: str | None = None) -> dict[str, Any]:
+    xml = xml or hostdev_xml.to_string(hostdev_xml.hostdev(PciAddress.parse("04:00.0")))
     return {"kind": "attach", "module": "pcimgr.guests.steps", "address": "0000:04:00.0",
             "uri": uri, "domain": "vm1", "uuid": "6695eb01-f6a4-8304-79aa-97f2502e193f",
-            "xml": "<hostdev/>", "live": False, "config": True, "mac": None}
+            "xml": xml, "live": False, "config": True, "mac": None}
 
 
 def test_an_undo_taking_the_management_nic_is_refused(run, make_host) -> None:
@@ -148,3 +151,43 @@ def test_an_undo_taking_an_interface_down_is_checked(run, make_host) -> None:
     assert r.exit_code == 11, r.output
     assert "interface 'eth0', which is not 0000:04:00.0's (enp4s0f0)" in r.output
     assert tree(root) == before
+
+
+def test_a_journal_device_xml_other_than_pcimgrs_is_refused(run, demo_root) -> None:
+    """Undoing a detach attaches the journal's XML: never a host disk, a ROM file or a
+    script, nor another function's device."""
+    nic = hostdev_xml.to_string(hostdev_xml.hostdev(PciAddress.parse("04:00.0")))
+    for xml, why in (("<disk type='block'><source dev='/dev/sda'/><target dev='vdb'/></disk>",
+                      "is a <disk type='block'>"),
+                     (nic.replace("</hostdev>", "<rom file='/etc/shadow'/></hostdev>"),
+                      "names a host file or program"),
+                     ("<interface type='ethernet'><script path='/tmp/x'/></interface>",
+                      "is a <interface type='ethernet'>"),
+                     (hostdev_xml.to_string(hostdev_xml.hostdev(PciAddress.parse("04:00.1"))),
+                      "is not 0000:04:00.0's")):
+        detach = attach("test:///default") | {
+            "kind": "detach", "live_xml": None, "config_xml": xml, "timeout": 5.0}
+        del detach["xml"], detach["live"], detach["config"]
+        journal = plant(demo_root, detach)
+        r = run("--sysfs-root", demo_root, "recover")
+        assert r.exit_code == 11, r.output
+        assert str(journal) in r.output and why in r.output, (why, r.output)
+
+
+def test_a_journal_network_other_than_a_pools_is_refused(run, demo_root) -> None:
+    """Undoing a pool's removal defines the journal's network again: only a hostdev one of
+    the step's name, on its own PF's interface."""
+    pool = ("<network><name>pool1</name><forward mode='hostdev' managed='yes'>"
+            "<pf dev='{dev}'/></forward></network>")
+    for xml, why in (("<network><name>pool1</name><forward mode='nat'/>"
+                      "<ip address='10.9.9.1' netmask='255.255.255.0'/></network>",
+                      "not a pool's <network>"),
+                     (pool.format(dev="enp5s0f0").replace("pool1", "other"),
+                      "not a pool's <network>"),
+                     (pool.format(dev="eth0"), "interface 'eth0', which is not 0000:05:00.0's")):
+        journal = plant(demo_root, {"kind": "net-undefine", "module": "pcimgr.guests.network_steps",
+                                    "address": "0000:05:00.0", "uri": "test:///default",
+                                    "name": "pool1", "xml": xml, "active": True})
+        r = run("--sysfs-root", demo_root, "recover")
+        assert r.exit_code == 11, r.output
+        assert str(journal) in r.output and why in r.output, (why, r.output)

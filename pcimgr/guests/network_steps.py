@@ -4,11 +4,37 @@ looks at libvirt as it is now."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from pcimgr.core import pool_xml
+from pcimgr.core.errors import BadInput
 from pcimgr.host import libvirt_adapter
 from pcimgr.host.machine import Machine
 from pcimgr.plans.step import StepBase, register
+
+# a pool's network as pool_xml.network makes it (and libvirt gives it back: with its uuid)
+_POOL_CHILDREN = {"name", "uuid", "forward", "vlan"}
+
+
+def check_network(xml: str, name: str) -> None:
+    """BadInput unless xml is the hostdev network called `name` that a pool defines: a
+    journal's network XML is data, and libvirt would start whatever it describes."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as e:
+        raise BadInput(f"the XML of network {name} does not parse ({e})") from None
+    forward = root.find("./forward")
+    if root.tag != "network" or root.findtext("./name") != name or forward is None or \
+            forward.get("mode") != "hostdev" or {e.tag for e in root} - _POOL_CHILDREN:
+        raise BadInput(f"refusing the XML of network {name}: it is not a pool's <network> "
+                       "of that name (name, uuid, <forward mode='hostdev'> and vlan only)")
+
+
+def _pf_dev(address: str, *xmls: str | None) -> tuple[tuple[str, str, bool], ...]:
+    """The PF interface the networks name, which must be the pool PF's own."""
+    return tuple((address, dev, False) for dev in
+                 {pool_xml.network_pf(x) for x in xmls if x is not None} if dev is not None)
 
 
 @register
@@ -27,7 +53,15 @@ class DefineNetwork(StepBase):
     start: bool = True
 
     def __post_init__(self) -> None:
-        libvirt_adapter.check_uri(self.uri)  # a journal's step is data: only our URIs
+        # a journal's step is data: only URIs and networks pcimgr would use itself
+        libvirt_adapter.check_uri(self.uri)
+        pool_xml.check_name(self.name)
+        for xml in (self.xml, self.previous):
+            if xml is not None:
+                check_network(xml, self.name)
+
+    def undo_netdevs(self) -> tuple[tuple[str, str, bool], ...]:
+        return _pf_dev(self.address, self.previous)
 
     def summary(self) -> str:
         return (f"{self.address}: libvirt network {self.name} (defined, "
@@ -73,6 +107,11 @@ class UndefineNetwork(StepBase):
 
     def __post_init__(self) -> None:
         libvirt_adapter.check_uri(self.uri)
+        pool_xml.check_name(self.name)
+        check_network(self.xml, self.name)
+
+    def undo_netdevs(self) -> tuple[tuple[str, str, bool], ...]:
+        return _pf_dev(self.address, self.xml)
 
     def summary(self) -> str:
         return f"{self.address}: libvirt network {self.name} removed"

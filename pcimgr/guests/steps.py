@@ -8,12 +8,13 @@ it is now and changes only what is still different.
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pcimgr.core import hostdev_xml, pool_xml
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import LibvirtFailure
+from pcimgr.core.errors import BadInput, LibvirtFailure
 from pcimgr.host import libvirt_adapter
 from pcimgr.host.machine import Machine
 from pcimgr.host.waiting import Patience
@@ -50,6 +51,35 @@ def _holds(xml: str | None, address: str, mac: str | None = None) -> bool:
     return any(a == wanted for a, _ in hostdev_xml.pci_devices(xml or ""))
 
 
+# What the device XML of a step may be: pcimgr attaches and detaches only PCI hostdevs and
+# the interfaces of pools and failover pairs. Nothing that makes libvirt or qemu open a
+# host file or run a program (an ethernet interface's <script>, a <rom file>, a disk).
+_INTERFACE_TYPES = ("hostdev", "network", "bridge")
+_FILE_ATTRIBUTES = ("file", "path", "script", "socket", "tap", "vhost")
+
+
+def check_device(xml: str, address: str, mac: str | None) -> None:
+    """BadInput unless xml is one <hostdev type='pci'> or <interface> of those types, for
+    this function (or the interface with this MAC), naming no host file or program."""
+    try:
+        element = ET.fromstring(xml)
+    except ET.ParseError as e:
+        raise BadInput(f"the device XML for {address} does not parse ({e})") from None
+    kind = element.get("type", "")
+    problem = None
+    if (element.tag, kind) != ("hostdev", "pci") and not (
+            element.tag == "interface" and kind in _INTERFACE_TYPES):
+        problem = f"is a <{element.tag} type={kind!r}>"
+    elif any(e.tag in ("script", "backend") or set(e.attrib) & set(_FILE_ATTRIBUTES)
+             for e in element.iter()):
+        problem = "names a host file or program"
+    elif not _holds(f"<domain><devices>{xml}</devices></domain>", address, mac):
+        problem = f"is not {_what(address, mac)}'s"
+    if problem:
+        raise BadInput(f"refusing the device XML for {_what(address, mac)}: it {problem}; "
+                       "pcimgr attaches only PCI hostdevs and pool interfaces")
+
+
 def _what(address: str, mac: str | None) -> str:
     return f"{address}: interface {mac}" if mac else address
 
@@ -68,7 +98,9 @@ class AttachDevice(StepBase):
     mac: str | None = None  # an interface known by its MAC (a pool's, a failover member)
 
     def __post_init__(self) -> None:
-        libvirt_adapter.check_uri(self.uri)  # a journal's step is data: only our URIs
+        # a journal's step is data: only URIs and devices pcimgr would use itself
+        libvirt_adapter.check_uri(self.uri)
+        check_device(self.xml, self.address, self.mac)
 
     def summary(self) -> str:
         return (f"{_what(self.address, self.mac)}: attach to {self.domain} "
@@ -113,6 +145,9 @@ class DetachDevice(StepBase):
 
     def __post_init__(self) -> None:
         libvirt_adapter.check_uri(self.uri)
+        for xml in (self.live_xml, self.config_xml):
+            if xml is not None:
+                check_device(xml, self.address, self.mac)
 
     def summary(self) -> str:
         return (f"{_what(self.address, self.mac)}: detach from {self.domain} "
