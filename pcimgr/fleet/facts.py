@@ -8,19 +8,26 @@ fleet is built from facts gathered on each host.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
+import stat
 from dataclasses import asdict
 from typing import Any
 
 from pcimgr import __version__
 from pcimgr.core.errors import BadInput, NotFound
+from pcimgr.fleet import facts_schema
 from pcimgr.host.machine import Machine
 from pcimgr.host.names import Namer
 
 FORMAT = 1
 KEYS = ("format", "host", "pcimgr_version", "machine", "devices", "groups", "vfs",
         "definitions")
+# A host's facts take about 1 KiB per function: 16 MiB is thousands of functions, and
+# bounds what --facts reads into memory.
+MAX_BYTES = 16 * 2**20
 
 
 def gather(machine: Machine, config_dir: str, namer: Namer,
@@ -53,24 +60,65 @@ def gather(machine: Machine, config_dir: str, namer: Namer,
 
 
 def load(path: str) -> dict[str, Any]:
-    """Facts saved by `pcimgr export facts > FILE` or from ansible_facts.pcimgr."""
+    """Facts saved by `pcimgr export facts > FILE` or from ansible_facts.pcimgr, checked
+    (facts_schema) before any export reads them."""
+    fix = "give the JSON `pcimgr export facts` prints"
+    text = _read(path)
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested past Python's stack
+        raise BadInput(f"cannot read facts from {path} ({type(e).__name__}: "
+                       f"{str(e)[:200]}); {fix}") from None
+    missing = [k for k in KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise BadInput(f"{path} is not pcimgr facts (no {', '.join(missing)}); {fix}")
+    if data["format"] != FORMAT:
+        raise BadInput(f"{path} has facts format {str(data['format'])[:20]}, this pcimgr reads "
+                       f"{FORMAT}; gather them again with this version")
+    try:
+        facts_schema.check(data)
+    except facts_schema.Invalid as e:
+        raise BadInput(f"{path}: {e}; {fix}") from None
+    return data
+
+
+def _read(path: str) -> bytes:
+    """At most MAX_BYTES of a regular file: never a FIFO that blocks, a device that never
+    ends (/dev/zero) or a symbolic link's target."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFound(f"no facts file {path}; write one with `pcimgr export facts > FILE` "
                        "on the host, or from ansible_facts.pcimgr") from None
-    except (OSError, ValueError) as e:
-        raise BadInput(f"cannot read facts from {path} ({e}); give the JSON `pcimgr export "
-                       "facts` prints") from None
-    missing = [k for k in KEYS if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise BadInput(f"{path} is not pcimgr facts (no {', '.join(missing)}); give the JSON "
-                       "`pcimgr export facts` prints")
-    if data["format"] != FORMAT:
-        raise BadInput(f"{path} has facts format {data['format']}, this pcimgr reads {FORMAT}; "
-                       "gather them again with this version")
-    return data
+    except OSError as e:
+        why = ("it is a symbolic link; give the file it points to" if e.errno == errno.ELOOP
+               else f"{e.strerror}; give a readable file")
+        raise BadInput(f"cannot read facts from {path}: {why}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BadInput(f"{path} is not a regular file; save the facts to a file first "
+                           "(`pcimgr export facts > FILE`)")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_BYTES:
+            chunk = os.read(fd, MAX_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as e:
+        raise BadInput(f"cannot read facts from {path}: {e.strerror}; give a readable "
+                       "file") from None
+    finally:
+        os.close(fd)
+    if size > MAX_BYTES:
+        raise BadInput(f"{path} is larger than {MAX_BYTES // 2**20} MiB, the most facts of "
+                       "one host take; give the JSON `pcimgr export facts` prints")
+    return b"".join(chunks)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def fleet_list(facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
