@@ -112,3 +112,14 @@ def test_define_group_on_a_full_disk_leaves_no_half_group(run, demo_root: Path, 
     assert r.exit_code != 0 and "rolled back" in r.output, r.output
     assert "No space left on device" in r.output
     assert tree(cfg(demo_root)) == before
+
+
+def test_status_names_a_mate_detached_by_hand_as_not_viable(run, demo_root: Path) -> None:
+    # a definition written before the mate's went: at boot 04:00.1 is on e1000e again
+    assert run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci",
+               "--group").exit_code == 0
+    assert run("--sysfs-root", demo_root, "undefine", "04:00.1").exit_code == 0
+    assert run("--sysfs-root", demo_root, "detach", "04:00.0", "--group").exit_code == 0
+    r = run("--sysfs-root", demo_root, "status")
+    assert r.exit_code == 10, r.output
+    assert "IOMMU group 5 is not viable: 0000:04:00.1 on vfio-pci now, undefined" in r.output

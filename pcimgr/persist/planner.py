@@ -181,10 +181,12 @@ def _unsafe(machine: Machine, host: Host, survey: Survey, d: Definition,
         if uses:
             found.append(f"the host uses it ({', '.join(uses)}): apply will not take it")
     if d.driver in VFIO_DRIVERS:
-        gaps = group_gaps(host, device, defined)
+        gaps = boot_gaps(host, device, defined)  # as at boot: a detach by hand does not last
         if gaps:
             found.append(f"IOMMU group {device.iommu_group} is not viable: "
-                         + ", ".join(f"{m.address} on {m.driver}" for m in gaps)
+                         + ", ".join(f"{m.address} on {m.driver}"
+                                     + (" now, undefined" if m.driver in HARMLESS_DRIVERS else "")
+                                     for m in gaps)
                          + " (define them too, or undefine this one)")
     return found
 
