@@ -288,6 +288,53 @@ def test_the_udev_rules_run_exactly_pcimgr_with_the_config_dir(
             assert r.returncode == 0, r.stdout + r.stderr
 
 
+def _udevadm_test(tmp_path: Path, rules: str, device: str) -> list[str]:
+    """udevadm test's run: lines for an add of device with only these rules, in a private
+    mount namespace (the live system's rules directories untouched)."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "rules/70-pcimgr.rules").write_text(rules)
+    binds = "".join(f"{{ [ ! -d {dst} ] || mount --bind {shell.word(str(tmp_path / src), 'x')} "
+                    f"{dst}; }} && "
+                    for src, dst in (("rules", "/etc/udev/rules.d"),
+                                     ("empty", "/usr/lib/udev/rules.d"),
+                                     ("empty", "/run/udev/rules.d")))
+    r = subprocess.run(["unshare", "--mount", "sh", "-c", f"{binds}exec udevadm test "
+                        f"--action=add /sys/bus/pci/devices/{device}"],
+                       capture_output=True, text=True, errors="replace")
+    if "mount" in r.stderr and "run:" not in r.stdout:
+        pytest.skip(f"no private mount namespace here: {r.stderr.strip()}")
+    return [line for line in r.stdout.splitlines() if line.startswith("run: ")]
+
+
+REAL_PCI = sorted(os.listdir("/sys/bus/pci/devices")) if os.path.isdir(
+    "/sys/bus/pci/devices") else []
+
+
+@pytest.mark.skipif(not (shutil.which("udevadm") and shutil.which("unshare") and REAL_PCI
+                         and os.geteuid() == 0), reason="needs udevadm, root and a PCI bus")
+@VALUES
+def test_udev_itself_finds_the_env_file_and_runs_one_apply(tmp_path: Path, value: str) -> None:
+    """udevadm test (as root, a real PCI function of this machine): the env file at the
+    hostile path is found (TEST, IMPORT) and exactly one pcimgr command is run."""
+    device = REAL_PCI[0]
+    cfg = _config_dir(tmp_path, value)
+    out: list[str] = []
+    if cfg is None or refused(lambda: out.append(udev.rules("/usr/bin/pcimgr", str(cfg)))):
+        return
+    pci_id = next(line.split("=", 1)[1] for line in
+                  Path(f"/sys/bus/pci/devices/{device}/uevent").read_text().splitlines()
+                  if line.startswith("PCI_ID="))
+    (cfg / f"udev/{device}_{pci_id}.env").write_text("PCIMGR_DRIVER=vfio-pci\n")
+    runs = _udevadm_test(tmp_path, out[0], device)
+    assert len(runs) == 1, runs
+    # udevadm test substitutes the run list once more as it prints it (udevd runs each
+    # command as the rules substituted it, once): compare exactly where that is the same
+    if "%" not in value and "$" not in value:
+        assert runs[0] == (f"run: '/usr/bin/pcimgr --config-dir {cfg} apply --device "
+                           f"{device} --quiet'")
+
+
 def test_a_quote_in_the_config_dir_is_refused_before_anything_is_written(
         run, demo_root: Path) -> None:
     """It would end the rule's value: what follows, a RUN+= of its own, runs at every
