@@ -351,24 +351,27 @@ def test_define_is_all_or_nothing(make_host: Callable[..., Path], tmp_path: Path
     assert failures == [], "\n".join(failures)
 
 
-def _first(root: Path, tmp_path: Path, argv: tuple[str, ...], call: str, where: str) -> str:
-    """strace's when=N for the first CALL of ARGV naming WHERE."""
+def _first(root: Path, tmp_path: Path, argv: tuple[str, ...], call: str, where: str,
+           nth: int = 0) -> str:
+    """strace's when=N for the first (or NTH) CALL of ARGV naming WHERE."""
     log = tmp_path / "probe-trace"
     assert pcimgr(root, *argv, trace=log, calls=(call,)).returncode == 0
     found = strace_faults.points(log, (call,), (where,))
-    assert found, f"no {call} of {where}"
-    return f"{call}:when={found[0].ordinal}"
+    assert len(found) > nth, f"no {call} of {where}"
+    return f"{call}:when={found[nth].ordinal}"
 
 
 @needs_strace
-@pytest.mark.parametrize("argv,call,where", [
-    (DETACH, "mkdirat", '".pcimgr-run"'),  # the lock's directory, at the first change
-    (DETACH, "openat", '"lock"'),
+@pytest.mark.parametrize("argv,call,where,nth", [
+    (DETACH, "mkdirat", '".pcimgr-run"', 0),  # the lock's directory, at the first change
+    (DETACH, "openat", '".pcimgr-run"', 0),   # not there yet
+    (DETACH, "openat", '".pcimgr-run"', 1),   # just made
+    (DETACH, "openat", '"lock"', 0),
 ])
 def test_a_full_disk_at_pcimgr_own_directories_is_one_line(
         make_host: Callable[..., Path], tmp_path: Path, argv: tuple[str, ...], call: str,
-        where: str) -> None:
-    at = _first(make_host("demo", name="probe"), tmp_path, argv, call, where)
+        where: str, nth: int) -> None:
+    at = _first(make_host("demo", name="probe"), tmp_path, argv, call, where, nth)
     root = make_host("demo")
     r = pcimgr(root, *argv, inject=at.replace(":", ":error=ENOSPC:", 1))
     assert r.returncode == 11, r.stderr

@@ -87,36 +87,46 @@ def directory(top: str, rel: str = "", create: bool = False,
     if fd < 0:
         yield None
         return
-    here = parent or "/"
+    here, missing = parent or "/", False
     try:
         for part in parts:
             here = os.path.join(here, part)
-            try:
-                new = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    yield None
-                    return
-                try:
-                    os.mkdir(part, mode, dir_fd=fd)
-                except FileExistsError:
-                    pass  # made by someone else meanwhile: opened (and checked) below
-                except PermissionError:
-                    raise denied(here, "no permission to create") from None
-                except OSError as e:
-                    raise unusable(here, e) from None
-                new = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise not_followed(here) from None
-                if e.errno == errno.EACCES:
-                    raise denied(here, "no permission to enter") from None
-                raise unusable(here, e) from None
+            new = _enter(fd, part, here, create, mode)
+            if new is None:
+                missing = True
+                break
             os.close(fd)
             fd = new
-        yield fd
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        yield None if missing else fd
     finally:
         os.close(fd)
+
+
+def _enter(fd: int, part: str, here: str, create: bool, mode: int) -> int | None:
+    """The fd of directory PART below FD (HERE), made when create; None when absent."""
+    doing = "enter"
+    try:
+        try:
+            return os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                return None
+        doing = "create"
+        try:
+            os.mkdir(part, mode, dir_fd=fd)
+        except FileExistsError:
+            pass  # made by someone else meanwhile: opened (and checked) below
+        return os.open(part, _DIR_FLAGS, dir_fd=fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise not_followed(here) from None
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise denied(here, f"no permission to {doing}") from None
+        raise unusable(here, e) from None
 
 
 def write(path: str, data: Any, readable: bool = True, mode: int = 0o600,
