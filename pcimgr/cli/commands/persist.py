@@ -219,7 +219,6 @@ def install_udev(obj: Context, prefix: str | None, dry_run: bool) -> None:
     # the rules run this very program: the one the user ran, else the one on PATH
     ran = os.path.abspath(sys.argv[0])
     exe = ran if os.path.basename(ran) == "pcimgr" else (shutil.which("pcimgr") or ran)
-    udev.files(exe, obj.config_dir)  # refuses paths the rules cannot carry, before the lock
     if dry_run:
         for rel, text in udev.files(exe, obj.config_dir):
             click.echo(f"would write {os.path.join(prefix, rel)}:")
