@@ -17,6 +17,7 @@ from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, RolledBack
 from pcimgr.fleet import device, facts, guest, vfs
 from pcimgr.fleet.session import Session
+from pcimgr.host.names import Namer
 from pcimgr.plans import statefile
 from pcimgr.sim import builder, profiles
 from tests.conftest import driver_of
@@ -199,7 +200,7 @@ HOSTILE = {
     "iommu group true": (["devices", DEFINED, "iommu_group"], True,
                          "devices[{}].iommu_group: is true/false"),
     "netdev with a slash": (["vfs", vf_pf, "netdevs"], ["eth/0"], "netdevs[0]"),
-    "host with a space": (["host"], "node 1", "facts.host: 'node 1' is not a host name"),
+    "host with a space": (["host"], "node 1", "facts.host: 'node 1' is not a host name: letters"),
     "host with a newline": (["host"], "node1\nx", "facts.host"),
     "driver with a newline": (["definitions", 0, "driver"], "vfio-pci\n[pci]",
                               "definitions[0].driver"),
@@ -250,6 +251,14 @@ def test_facts_larger_than_the_limit_are_refused_unread(tmp_path: Path) -> None:
     assert r.exit_code == 2
     assert r.stderr == f"pcimgr: {f} is larger than 16 MiB, the most facts of one host take; " \
                        "give the JSON `pcimgr export facts` prints\n"
+
+
+@pytest.mark.parametrize("name", ["node 1", "node1\n[pci]", "-node1", "a" * 254])
+def test_facts_are_gathered_only_under_a_host_name_load_takes(demo: Path, name: str) -> None:
+    """pcimgr_facts' host_name: facts no export could read back are not written."""
+    s = Session(str(demo))
+    with pytest.raises(BadInput, match="the host name .* is not a host name"):
+        facts.gather(s.machine, s.config_dir, Namer(), name)
 
 
 def export_in_child(*args: str) -> subprocess.CompletedProcess:

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pcimgr import __version__
+from pcimgr.core import fleetnames
 from pcimgr.core.errors import BadInput, NotFound
 from pcimgr.fleet import facts_schema
 from pcimgr.host.machine import Machine
@@ -40,6 +41,8 @@ def gather(machine: Machine, config_dir: str, namer: Namer,
     from pcimgr.persist import definitions
     from pcimgr.persist import planner as persist
     from pcimgr.sriov import planner as sriov
+    # as load checks it: facts that every export can read back
+    name = fleetnames.check("host", "the host name", host_name or socket.gethostname())
     sysfs = machine.sysfs
     host = discovery.scan(sysfs)
     survey = usage.survey(machine, deep=False)  # as `list`: no /proc scan
@@ -47,7 +50,7 @@ def gather(machine: Machine, config_dir: str, namer: Namer,
     findings = {f.definition.address: f for f in persist.status(machine, host, survey, defs)}
     return {
         "format": FORMAT,
-        "host": host_name or socket.gethostname(),
+        "host": name,
         "pcimgr_version": __version__,
         "machine": machine.kind,
         "devices": [render.device_json(d, namer, None, safety.host_use(sysfs, d, survey))

@@ -13,12 +13,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pcimgr.core import fleetnames
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
 
 MAX_ITEMS = 65536          # functions, groups, PFs, definitions, a PF's VFs, a list's names
 MAX_TEXT = 1024            # free text: device names, drift descriptions
-HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")   # a hostname or inventory name
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}")
 ID = re.compile(r"[0-9a-f]{4}")                            # vendor and device ids, lower case
 CLASS = re.compile(r"[0-9a-f]{6}")
@@ -84,6 +84,14 @@ def _text(pattern: re.Pattern[str] | None = None, what: str = "") -> Check:
         if len(value) > MAX_TEXT or not value.isprintable():
             raise Invalid(where, f"is not printable text of at most {MAX_TEXT} characters")
     return check
+
+
+def _host(value: Any, where: str) -> None:
+    """The rule of `export --host-name` (core.fleetnames): RFC 1123 labels."""
+    pattern, limit, accepted = fleetnames.RULES["host"]
+    _text()(value, where)
+    if len(value) > limit or not pattern.fullmatch(value):
+        raise Invalid(where, f"{value[:80]!r} is not {accepted}")
 
 
 def _address(value: Any, where: str) -> None:
@@ -168,7 +176,7 @@ DEFINITION = _record({
     "ok": _boolean, "drift": _list(_text()),
 })
 TOP = {
-    "format": _integer(1, 1), "host": _text(HOST, "a host name (letters, digits, . _ -)"),
+    "format": _integer(1, 1), "host": _host,
     "pcimgr_version": _text(VERSION, "a version"), "machine": _text(),
     "devices": _list(DEVICE), "groups": _list(_record({})), "vfs": _list(PF),
     "definitions": _list(DEFINITION),

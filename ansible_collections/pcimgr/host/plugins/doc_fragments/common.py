@@ -23,7 +23,9 @@ options:
       - Default C(/etc/pcimgr), or inside a simulated host.
     type: path
   lock_timeout:
-    description: Seconds a change waits for another pcimgr run to finish.
+    description:
+      - Seconds a change waits for another pcimgr run to finish, 0 to 3600 (as
+        C(pcimgr --lock-timeout); nan and inf are refused).
     type: float
     default: 30
 requirements:

@@ -40,7 +40,7 @@ options:
     description: An SR-IOV VF of a NIC goes in as C(<interface type='hostdev'>) with this MAC.
     type: str
   vlan:
-    description: The VLAN tag of that interface.
+    description: The VLAN tag of that interface, 1 to 4094 (as C(pcimgr assign --vlan)).
     type: int
   live:
     description: Hot-plug into the running guest. Default - if it is running.
@@ -57,7 +57,7 @@ options:
     type: bool
     default: false
   timeout:
-    description: Seconds to wait for a guest to let go of the device.
+    description: Seconds to wait for a guest to let go of the device, 0.1 to 3600.
     type: float
     default: 30
   uri:

@@ -22,7 +22,7 @@ options:
     type: str
     required: true
   count:
-    description: How many VFs; 0 removes them all.
+    description: How many VFs, 0 to 65535 (the PF's limit applies); 0 removes them all.
     type: int
     required: true
   driver:
@@ -46,10 +46,10 @@ options:
         description: The MAC the guest sees.
         type: str
       vlan:
-        description: Port VLAN id the PF applies; 0 none.
+        description: Port VLAN id the PF applies, 0 (none) to 4094, as C(pcimgr vfs set --vlan).
         type: int
       qos:
-        description: 802.1p priority of O(vfs[].vlan).
+        description: 802.1p priority of O(vfs[].vlan), 0 to 7.
         type: int
       trust:
         description: Let the guest change its MAC and use promiscuous mode.
@@ -70,7 +70,7 @@ options:
     type: bool
     default: false
   timeout:
-    description: Seconds to wait for VFs to appear and bind, or a VF in reset.
+    description: Seconds to wait for VFs to appear and bind, or a VF in reset, 0.1 to 3600.
     type: float
     default: 30
 extends_documentation_fragment:
