@@ -5,8 +5,9 @@ long values, separators) goes into every value a generator takes from outside pc
 shell words of the Proxmox script and of the initramfs hook and dracut module, nova.conf's
 options, the ConfigMap's YAML, the udev rules and the systemd units. Each must either be
 refused with one line (BadInput) or come back unchanged from its consumer: sh/bash running
-the script with stub commands, PyYAML, oslo.config's substitution, systemd-analyze, and
-udev's rule syntax (udevadm where installed; a reader of its documented syntax otherwise).
+the script with stub commands, PyYAML, oslo.config (the Nova venv's where installed, else
+its substitution rule), systemd-analyze verify, and udev (udevadm test as root with udev
+installed, and a reader of the rule syntax everywhere).
 """
 
 from __future__ import annotations
