@@ -6,8 +6,11 @@ top and every directory and file below it are opened relative to the directory
 above with O_NOFOLLOW: a link anywhere from the top down is refused (Damaged,
 one line), never followed. Above the top the path is the system's (/var/lib may
 be a link on some hosts). Writes go to NAME.tmp.PID, fsync, rename, fsync of the
-directory; a failed write removes its temporary file, and `sweep` removes those
-a killed process left (callers hold the lock, so no other writer is running).
+directory; a failed write removes its temporary file (also a signal right after its
+open), and `sweep` removes those a killed process left (callers hold the lock, so no
+other writer is running). Every OSError on these files (a full or failing disk, a
+read-only filesystem, a directory where a file belongs) is one line naming the path and
+the way out (Damaged; NeedsRoot for permission), never an internal error.
 """
 
 from __future__ import annotations
