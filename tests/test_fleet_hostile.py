@@ -234,6 +234,19 @@ def test_facts_of_the_wrong_shape_are_bad_input_naming_file_and_field(
     assert not r.stdout
 
 
+@pytest.mark.parametrize("fmt", FORMATS[2:])
+def test_a_pf_whose_vf_device_id_is_unknown_is_left_out_with_a_notice(
+        good: dict, tmp_path: Path, fmt: str) -> None:
+    data = json.loads(json.dumps(good))
+    set_path(data, ["vfs", vf_pf, "vf_device_id"], None)
+    f = tmp_path / "node1.json"
+    f.write_text(json.dumps(data))
+    r = pcimgr("export", fmt, "--facts", str(f))
+    assert r.exit_code == 0, r.output
+    pf = data["vfs"][vf_pf(data)]["address"]
+    assert f"pcimgr: node1: the VF device id of {pf} is unknown; left out" in r.stderr
+
+
 def test_nan_and_nesting_past_the_stack_are_bad_input(good: dict, tmp_path: Path) -> None:
     f = tmp_path / "node1.json"
     f.write_text(json.dumps(good).replace('"iommu_group": 1,', '"iommu_group": NaN,', 1))

@@ -75,6 +75,10 @@ def pools(facts: dict[str, Any]) -> tuple[list[Pool], list[str]]:
             network[key] = device["class"].startswith("02")
             continue
         pf = pfs[address]
+        if pf["vf_device_id"] is None:  # the kernel did not say: no pool can name them
+            notices.append(f"{host}: the VF device id of {address} is unknown; left out "
+                           "(its sriov_vf_device)")
+            continue
         vfs = pf["vfs"][:d["vfs"]]
         drivers = {vf["driver"] for vf in vfs}
         if len(drivers) != 1 or None in drivers:
