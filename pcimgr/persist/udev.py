@@ -34,14 +34,8 @@ The boot unit applies everything once, before libvirtd starts guests.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
-from pcimgr.core.errors import KernelError
 from pcimgr.core.escaping import systemd
 from pcimgr.core.escaping import udev as udev_value
-from pcimgr.plans import statefile
 
 RULES_NAME = "70-pcimgr.rules"
 UNIT_NAME = "pcimgr-apply.service"
@@ -129,26 +123,3 @@ def files(pcimgr: str, cfg: str) -> list[tuple[str, str]]:
             (f"etc/systemd/system/{UNIT_NAME}", unit(pcimgr, cfg)),
             (f"etc/systemd/system/{TEMPLATE_NAME}", template(pcimgr, cfg))]
 
-
-def install(prefix: str, pcimgr: str, cfg: str) -> list[str]:
-    """Write the rules and units under prefix; reload udev and systemd when it is the live
-    system."""
-    written = []
-    for rel, text in files(pcimgr, cfg):
-        path = os.path.join(prefix, rel)
-        statefile.write(path, text, mode=0o644)
-        written.append(path)
-    if os.path.abspath(prefix) == "/":
-        _run(["udevadm", "control", "--reload"])
-        if os.path.isdir("/run/systemd/system"):  # systemd is running
-            _run(["systemctl", "daemon-reload"])
-            _run(["systemctl", "enable", UNIT_NAME])
-    return written
-
-
-def _run(argv: list[str]) -> None:
-    if shutil.which(argv[0]) is None:
-        return
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise KernelError(f"`{' '.join(argv)}` failed: {r.stderr.strip()}")
