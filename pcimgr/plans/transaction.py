@@ -150,7 +150,7 @@ def _check_owner(path: str, state_dir: str) -> None:
             return  # absent, or out of reach: the loader says so
         except OSError as e:
             if e.errno != errno.ELOOP:
-                raise
+                raise statefile.unusable(path, e) from None  # a failing disk: one line
             why = "it is a symbolic link"
         else:
             try:
