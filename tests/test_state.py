@@ -372,7 +372,8 @@ def test_incomplete_recovery_stops_the_command_that_found_it(run, demo_root: Pat
 
 @pytest.mark.parametrize("argv", [("detach", "09:00.0"), ("detach", "00:1f.6"),
                                   ("vfs", "create", "04:00.0", "2"),
-                                  ("bind", "04:00.0", "nosuch")])
+                                  ("bind", "04:00.0", "nosuch"),
+                                  ("define", "04:00.0", "--driver", "vfio-pci")])
 def test_a_refused_change_on_a_fresh_host_creates_no_file(run, demo_root: Path,
                                                           argv: tuple[str, ...]) -> None:
     """Validate, then lock: the plan's refusal comes before the lock file is made."""

@@ -78,7 +78,7 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
 
     def work() -> None:  # read, check, merge and write under the lock: no define loses another's
         defining.write(obj, checked())
-    run_locked_config(obj, work)
+    run_locked_config(obj, work, check=checked)
     click.echo("`pcimgr apply` makes it so now; at boot the udev rules do "
                "(`pcimgr install-udev` once).")
 
