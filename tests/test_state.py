@@ -189,7 +189,8 @@ def test_linked_state_or_config_dir_is_refused(run, demo_root: Path, tmp_path: P
     link = demo_root / linked
     link.parent.mkdir(exist_ok=True)
     link.symlink_to(target)
-    r1 = run("--sysfs-root", demo_root, "define", PAIR[0], "--driver", "vfio-pci")
+    r1 = run("--sysfs-root", demo_root, "define", PAIR[0], "--driver", "vfio-pci",
+             "--group")
     r2 = run("--sysfs-root", demo_root, "detach", "04:00.0", "--group")
     rs = [r for r in (r1, r2) if "symbolic link" in r.output]
     assert rs, (r1.output, r2.output)
