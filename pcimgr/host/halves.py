@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,14 +27,23 @@ def possible() -> bool:
             and threading.active_count() == 1)
 
 
-def read(reader: Callable[[list[str]], list[T]], names: list[str]) -> list[T]:
-    """reader(names), the second half of names read by a forked child."""
+def read(reader: Callable[[list[str]], list[T]], names: list[str],
+         grace: float = 2.0) -> list[T]:
+    """reader(names), the second half of names read by a forked child.
+
+    The child gets at most grace seconds, or four times what the parent's half took if
+    that is longer, beyond the parent's half: a child that is stopped (SIGSTOP, a frozen
+    cgroup) is killed and its half read here."""
     half = len(names) // 2
     mine, theirs = names[:half], names[half:]
     r, w = os.pipe()
+    # A signal between fork and the handlers' reset would run the parent's handler in the
+    # child (a traceback, a rollback there): both are held until each side is ready.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.close(r)
         os.close(w)
         return reader(names)
@@ -42,6 +53,7 @@ def read(reader: Callable[[list[str]], list[T]], names: list[str]) -> list[T]:
             # the parent's handlers (a transaction's rollback on SIGINT) are not its own
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             os.close(r)
             with os.fdopen(w, "wb") as out:
                 pickle.dump(reader(theirs), out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -49,21 +61,48 @@ def read(reader: Callable[[list[str]], list[T]], names: list[str]) -> list[T]:
         finally:
             os._exit(status)
     os.close(w)
-    status, reaped = -1, False
-    with os.fdopen(r, "rb") as pipe:
-        try:
-            found = reader(mine)
-            data = pipe.read()
-            status = os.waitpid(pid, 0)[1]
-            reaped = True
-        finally:
-            if not reaped:  # leaving on an exception (Ctrl-C): the child goes too
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+    data, reaped, ok = b"", False, False
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        started = time.monotonic()
+        found = reader(mine)
+        now = time.monotonic()
+        deadline = now + max(grace, 4 * (now - started))
+        data = _drain(r, deadline)
+        reaped, ok = _reaped(pid, deadline)
+    finally:
+        os.close(r)
+        if not reaped:  # late, stopped, or we leave on an exception (Ctrl-C): it goes
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
     received: list[T] | None = None
-    if status == 0:
+    if ok and data:
         try:
             received = pickle.loads(data)
         except (pickle.UnpicklingError, EOFError, ValueError):
             received = None
     return found + (received if received is not None else reader(theirs))
+
+
+def _drain(fd: int, deadline: float) -> bytes:
+    """What the pipe holds until its writer closes it, or b"" at the deadline."""
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return b""
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _reaped(pid: int, deadline: float) -> tuple[bool, bool]:
+    """(reaped, exited with status 0): the child's end, waited for until the deadline."""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return True, status == 0
+        if time.monotonic() >= deadline:
+            return False, False
+        time.sleep(0.005)
