@@ -245,3 +245,17 @@ def test_empty_write_changes_nothing(demo_root: Path, demo_sysfs: Sysfs) -> None
     demo_sysfs.write_attr(attr, "vfio-pci")
     demo_sysfs.write_attr(attr, "")
     assert demo_sysfs.read_attr(attr) == "vfio-pci"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"dynids": 3}', '{"evil": {}}'])
+def test_a_damaged_kernel_state_is_one_line_before_any_write(run, demo_root, content) -> None:  # type: ignore[no-untyped-def]
+    from pcimgr.sim.kernel import STATE
+    (demo_root / STATE).write_text(content)
+    links = {a: os.readlink(demo_root / "bus/pci/devices" / a / "driver")
+             for a in ("0000:04:00.0", "0000:04:00.1")}
+    r = run("--sysfs-root", demo_root, "detach", "04:00.0", "--group")
+    assert r.exit_code == 2, r.output
+    assert "kernel state" in r.output and "pcimgr sim create" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert {a: os.readlink(demo_root / "bus/pci/devices" / a / "driver")
+            for a in links} == links

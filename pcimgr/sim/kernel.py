@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from collections.abc import Callable
 
 from pcimgr.core import configspace as core_configspace
@@ -36,6 +37,10 @@ class SimulatedKernel:
         self._bus = os.path.join(self.root, "bus/pci")
         self._drivers = os.path.join(self.root, tree.DRIVERS)
         self._state_cache: dict | None = None
+
+    def verify(self) -> None:
+        """A damaged state file refused before a change's first write, not half-way."""
+        self._state()
 
     # -- entry point -------------------------------------------------------
 
@@ -458,11 +463,7 @@ class SimulatedKernel:
     def _state(self) -> dict:
         """Kernel state that sysfs does not show (dynamic ids), kept beside the tree."""
         if self._state_cache is None:
-            try:
-                with open(os.path.join(self.root, STATE)) as f:
-                    self._state_cache = json.load(f)
-            except FileNotFoundError:
-                self._state_cache = {}
+            self._state_cache = _load_state(os.path.join(self.root, STATE))
         return self._state_cache
 
     def _save_state(self) -> None:
@@ -470,6 +471,38 @@ class SimulatedKernel:
         with open(tmp, "w") as f:
             json.dump(self._state(), f)
         os.replace(tmp, os.path.join(self.root, STATE))
+
+
+_STATE_KEYS = {"resets", "dynids", "vfinfo", "open"}
+_STATE_MAX = 1 << 20
+
+
+def _load_state(path: str) -> dict:
+    """The state file as the simulated kernel wrote it, or one line saying the tree is
+    damaged: it is not followed through a link, and its shape is checked before use."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise _damaged(path, e.strerror or str(e)) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise _damaged(path, "not a regular file")
+        raw = f.read(_STATE_MAX + 1)
+    try:
+        state = json.loads(raw) if len(raw) <= _STATE_MAX else None
+    except (ValueError, RecursionError):
+        state = None
+    if not (isinstance(state, dict) and set(state) <= _STATE_KEYS
+            and all(isinstance(v, dict) for v in state.values())):
+        raise _damaged(path, "it does not read as the simulated kernel's state")
+    return state
+
+
+def _damaged(path: str, why: str) -> BadInput:
+    return BadInput(f"the simulated host's kernel state {path} is damaged ({why}); make the "
+                    "tree anew with `pcimgr sim create DIR --profile NAME`")
 
 
 def _new_vf_config() -> dict:

@@ -107,6 +107,7 @@ class SimulatedMachine:
                             f"writable by uid {os.geteuid()}; run as its owner (uid "
                             f"{os.stat(self.root).st_uid}) or make your own with "
                             "`pcimgr sim create DIR`")
+        self.kernel.verify()
 
     def vf_configs(self, pf: str, netdev: str) -> list[VfConfig]:
         return [VfConfig.from_dict(c) for c in self.kernel.vf_configs(pf)]
