@@ -86,3 +86,36 @@ def test_a_damaged_marker_is_one_line(run, demo_root: Path, content: str) -> Non
     r = run("--sysfs-root", demo_root, "list", "--all")
     assert r.exit_code == 11 and r.output.count("\n") == 1, r.output
     assert "marker" in r.output and "pcimgr sim create" in r.output
+
+
+@pytest.mark.parametrize("spoil", ["group-writable parent", "world-writable grandparent",
+                                   "parent of another user"])
+def test_a_tree_below_a_directory_others_may_write_is_refused(run, tmp_path: Path,
+                                                             spoil: str) -> None:
+    """The owner of a directory above the tree could swap it after the check (ssh's rule)."""
+    grand = tmp_path / "grand"
+    parent = grand / "parent"
+    parent.mkdir(parents=True, mode=0o755)
+    os.chmod(grand, 0o755)
+    root = parent / "host"
+    assert run("sim", "create", root, "--profile", "demo").exit_code == 0
+    if spoil == "group-writable parent":
+        os.chmod(parent, 0o775)
+    elif spoil == "world-writable grandparent":
+        os.chmod(grand, 0o777)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("giving a directory away needs root")
+        os.chown(parent, 65534, 65534)
+    r = run("--sysfs-root", root, "list")
+    assert r.exit_code == 4 and r.output.count("\n") == 1, r.output
+    assert "another user could swap the tree" in r.output
+
+
+def test_a_tree_below_a_sticky_directory_is_taken(run, tmp_path: Path) -> None:
+    sticky = tmp_path / "shared"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    root = sticky / "host"
+    assert run("sim", "create", root, "--profile", "demo").exit_code == 0
+    assert run("--sysfs-root", root, "list").exit_code == 0

@@ -200,3 +200,26 @@ def _check_trusted(root: str, marker_path: str) -> None:
             continue
         raise Refused(f"refusing the simulated host {root}: {path} {problem}; use one you made "
                       "(`pcimgr sim create DIR`)")
+    _check_ancestors(root)
+
+
+def _check_ancestors(root: str) -> None:
+    """ssh's rule for the directories above: one another user may write could have the tree
+    swapped for theirs after the check. A sticky one (/tmp, /dev/shm) lets nobody move
+    an entry they do not own, and the entry below it is checked as well."""
+    below = os.path.realpath(root)
+    while below != "/":
+        parent = os.path.dirname(below)
+        info = os.stat(parent)
+        if info.st_uid not in (0, os.geteuid()):
+            problem = f"belongs to uid {info.st_uid}, neither you nor root"
+        elif info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            problem = f"is writable by its group or others (`chmod go-w {parent}`)"
+        elif os.lstat(below).st_uid not in (0, os.geteuid()):
+            problem = f"holds {below}, which belongs to uid {os.lstat(below).st_uid}"
+        else:
+            below = parent
+            continue
+        raise Refused(f"refusing the simulated host {root}: the directory above it {parent} "
+                      f"{problem}; another user could swap the tree; make it elsewhere "
+                      "(`pcimgr sim create DIR`)")
