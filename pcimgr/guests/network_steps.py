@@ -68,9 +68,7 @@ class DefineNetwork(StepBase):
                 f"{'started, ' if self.start else ''}autostart)")
 
     def describe(self) -> list[str]:
-        return [f"virsh -c {self.uri} net-define /dev/stdin <<EOF", *self.xml.splitlines(),
-                "EOF", *([f"virsh -c {self.uri} net-start {self.name}"] if self.start else []),
-                f"virsh -c {self.uri} net-autostart {self.name}"]
+        return _defining(self.uri, self.name, self.xml, self.start)
 
     def apply(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
@@ -79,13 +77,9 @@ class DefineNetwork(StepBase):
         lv.define_network(self.xml, self.start)
 
     def undo_describe(self) -> list[str]:
-        lines = [f"virsh -c {self.uri} net-destroy {self.name}",
-                 f"virsh -c {self.uri} net-undefine {self.name}"]
+        lines = _removing(self.uri, self.name)
         if self.previous is not None:
-            lines += [f"virsh -c {self.uri} net-define /dev/stdin <<EOF",
-                      *self.previous.splitlines(), "EOF",
-                      *([f"virsh -c {self.uri} net-start {self.name}"] if self.start else []),
-                      f"virsh -c {self.uri} net-autostart {self.name}"]
+            lines += _defining(self.uri, self.name, self.previous, self.start)
         return lines
 
     def undo(self, machine: Machine) -> None:
@@ -117,19 +111,26 @@ class UndefineNetwork(StepBase):
         return f"{self.address}: libvirt network {self.name} removed"
 
     def describe(self) -> list[str]:
-        return [f"virsh -c {self.uri} net-destroy {self.name}",
-                f"virsh -c {self.uri} net-undefine {self.name}"]
+        return _removing(self.uri, self.name)
 
     def apply(self, machine: Machine) -> None:
         libvirt_adapter.connect(self.uri).undefine_network(self.name)
 
     def undo_describe(self) -> list[str]:
-        return [f"virsh -c {self.uri} net-define /dev/stdin <<EOF   # unless it is there",
-                *self.xml.splitlines(), "EOF",
-                *([f"virsh -c {self.uri} net-start {self.name}"] if self.active else []),
-                f"virsh -c {self.uri} net-autostart {self.name}"]
+        return _defining(self.uri, self.name, self.xml, self.active, "   # unless it is there")
 
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
         if lv.network_xml(self.name) is None:
             lv.define_network(self.xml, self.active)
+
+
+def _defining(uri: str, name: str, xml: str, start: bool, note: str = "") -> list[str]:
+    """The virsh commands that define (and start) a network, as --dry-run shows them."""
+    return [f"virsh -c {uri} net-define /dev/stdin <<EOF{note}", *xml.splitlines(), "EOF",
+            *([f"virsh -c {uri} net-start {name}"] if start else []),
+            f"virsh -c {uri} net-autostart {name}"]
+
+
+def _removing(uri: str, name: str) -> list[str]:
+    return [f"virsh -c {uri} net-destroy {name}", f"virsh -c {uri} net-undefine {name}"]

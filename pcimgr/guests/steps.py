@@ -107,16 +107,15 @@ class AttachDevice(StepBase):
                 f"({where(self.live, self.config)})")
 
     def describe(self) -> list[str]:
-        return [f"virsh -c {self.uri} attach-device {self.domain} /dev/stdin "
-                f"{virsh_flags(self.live, self.config)} <<EOF", *self.xml.splitlines(), "EOF"]
+        return _device(self.uri, "attach", self.domain, virsh_flags(self.live, self.config),
+                       self.xml)
 
     def apply(self, machine: Machine) -> None:
         libvirt_adapter.connect(self.uri).attach(self.uuid, self.xml, self.live, self.config)
 
     def undo_describe(self) -> list[str]:
-        return [f"virsh -c {self.uri} detach-device {self.uuid} /dev/stdin "
-                f"{virsh_flags(self.live, self.config)} <<EOF   # where it still has it",
-                *self.xml.splitlines(), "EOF"]
+        return _device(self.uri, "detach", self.uuid, virsh_flags(self.live, self.config),
+                       self.xml, "   # where it still has it")
 
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
@@ -154,11 +153,9 @@ class DetachDevice(StepBase):
                 f"({where(self.live_xml is not None, self.config_xml is not None)})")
 
     def describe(self) -> list[str]:
-        lines = []
-        for xml, flag in ((self.live_xml, "--live"), (self.config_xml, "--config")):
-            if xml is not None:
-                lines += [f"virsh -c {self.uri} detach-device {self.domain} /dev/stdin {flag} "
-                          "<<EOF", *xml.splitlines(), "EOF"]
+        lines = [line for xml, flag in ((self.live_xml, "--live"),
+                                        (self.config_xml, "--config")) if xml is not None
+                 for line in _device(self.uri, "detach", self.domain, flag, xml)]
         if self.live_xml is not None:
             lines.append(f"# then wait up to {self.timeout:g} s for the guest to release it")
         return lines
@@ -183,12 +180,10 @@ class DetachDevice(StepBase):
             lv.detach(self.uuid, self.config_xml, False, True)
 
     def undo_describe(self) -> list[str]:
-        lines = []
-        for xml, flag in ((self.config_xml, "--config"), (self.live_xml, "--live")):
-            if xml is not None:
-                lines += [f"virsh -c {self.uri} attach-device {self.uuid} /dev/stdin {flag} "
-                          "<<EOF   # where it lacks it", *xml.splitlines(), "EOF"]
-        return lines
+        return [line for xml, flag in ((self.config_xml, "--config"),
+                                       (self.live_xml, "--live")) if xml is not None
+                for line in _device(self.uri, "attach", self.uuid, flag, xml,
+                                    "   # where it lacks it")]
 
     def undo(self, machine: Machine) -> None:
         lv = libvirt_adapter.connect(self.uri)
@@ -198,3 +193,9 @@ class DetachDevice(StepBase):
         if self.live_xml is not None and now.active and \
                 not _holds(now.live_xml, self.address, self.mac):
             lv.attach(self.uuid, self.live_xml, True, False)
+
+
+def _device(uri: str, verb: str, domain: str, flags: str, xml: str, note: str = "") -> list[str]:
+    """One virsh attach-device/detach-device with its XML, as --dry-run shows it."""
+    return [f"virsh -c {uri} {verb}-device {domain} /dev/stdin {flags} <<EOF{note}",
+            *xml.splitlines(), "EOF"]
