@@ -131,7 +131,8 @@ def device(obj: Context, address: PciAddress, timeout: float, quiet: bool) -> No
         own.append(serve(obj, request, params, timeout, quiet))
 
     try:
-        result = requests.locked(machine, state, obj.lock_timeout, request, work, vet(obj))
+        result = requests.locked(machine, state, obj.lock_timeout, request, work, vet(obj),
+                                 obj.config_dir)
     finally:
         requests.forget(machine.lock_dir, request)
     if result is None:

@@ -59,10 +59,11 @@ def would_define(obj: Context, found: list[Definition]) -> None:
                    f"{os.path.join(cfg, 'udev', definitions.env_name(each))}")
 
 
-def write(obj: Context, found: list[Definition]) -> None:
-    """Write them; the caller holds the host's lock."""
+def write(obj: Context, found: list[Definition],
+          also: list[tuple[str, str | None]] | None = None) -> None:
+    """Write them (and ALSO, in the same change); the caller holds the host's lock."""
     from pcimgr.persist import definitions
-    definitions.save_all(obj.config_dir, found)
+    definitions.save_all(obj.config_dir, found, also)
     for each in found:
         click.echo(f"Defined {each.address} ({each.ids}, IOMMU group {each.iommu_group}): "
                    f"{each.describe()}")
@@ -75,7 +76,6 @@ def saving(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: 
     Returns what runs after the change, under its lock (or after its dry-run plan): they
     are computed now, while the group mates are still on their host drivers."""
     from pcimgr.host import discovery
-    from pcimgr.plans import statefile
     host = discovery.scan_related(obj.sysfs, addresses)
     found = checked(obj, host, addresses, driver, group, SAVE_TIMEOUT)
     if dry_run:
@@ -86,8 +86,7 @@ def saving(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: 
     obj.machine.check_writable()
 
     def save() -> None:
-        statefile.sweep(obj.config_dir, ("", "devices", "udev"))
-        write(obj, found)
+        write(obj, found)  # run_locked swept the configuration and finished a killed change
         click.echo("At boot the udev rules make it so again (`pcimgr install-udev` once).")
     return save
 

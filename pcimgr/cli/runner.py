@@ -97,7 +97,8 @@ def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
         if recovered:
             click.echo(f"pcimgr: {recovered}", err=True)
         work()
-    runner.locked(obj.machine, state, obj.lock_timeout, after_recovery, vet(obj))
+    runner.locked(obj.machine, state, obj.lock_timeout, after_recovery, vet(obj),
+                  obj.config_dir)
 
 
 def vet(obj: Context, force: bool = False) -> Vet:
@@ -111,14 +112,17 @@ def run_locked_config(obj: Context, work: Callable[[], None],
     """Change definitions (or install files) under the host's lock, which every changing
     command takes: concurrent defines of one PF would otherwise lose each other's VFs.
     check: work's refusals, run once more before the lock while no run has made it."""
-    from pcimgr.plans import lock, statefile
+    from pcimgr.plans import filechange, lock, statefile
     obj.machine.check_writable()
     obj.state  # noqa: B018 - refuses a state directory overlapping the definitions
     if check is not None and not lock.made(obj.machine.lock_dir):
         check()
     say_long_waits()
     with lock.exclusive(obj.machine.lock_dir, obj.lock_timeout):
-        statefile.sweep(obj.config_dir, ("", "devices", "udev"))
+        statefile.sweep_tree(obj.config_dir)
+        put = filechange.finish(obj.config_dir)
+        if put:
+            click.echo(f"pcimgr: {put}", err=True)
         work()
 
 

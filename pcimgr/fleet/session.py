@@ -79,7 +79,8 @@ class Session:
         from pcimgr.drivers import recovery
         done: list[T] = []
         runner.locked(self.machine, self.state, self.context.lock_timeout,
-                          lambda recovered: done.append(work()), recovery.vet(self.machine))
+                      lambda recovered: done.append(work()), recovery.vet(self.machine),
+                      self.config_dir)
         return done[0]
 
     def execute(self, proposal: Proposal) -> None:

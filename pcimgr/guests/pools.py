@@ -18,7 +18,7 @@ from pcimgr.guests.holdings import Holdings
 from pcimgr.guests.steps import AttachDevice, DetachDevice
 from pcimgr.host.libvirt_adapter import Domain, Libvirt
 from pcimgr.host.sysfs import Sysfs
-from pcimgr.plans import statefile
+from pcimgr.plans import filechange, statefile
 from pcimgr.plans import transaction as plans
 from pcimgr.plans.runner import Proposal
 from pcimgr.plans.step import Step
@@ -49,9 +49,10 @@ def _shape(data: Any) -> PoolRecord:
     return PoolRecord(**{k: data[k] for k in PoolRecord.__dataclass_fields__})
 
 
-def load(cfg: str, name: str) -> PoolRecord | None:
+def load(cfg: str, name: str, view: dict[str, str | None] | None = None) -> PoolRecord | None:
+    """As it was before a change a kill cut short (plans/filechange.py)."""
     pool_xml.check_name(name)
-    return statefile.load(path(cfg, name), _shape, FIX, top=cfg)
+    return filechange.load(cfg, path(cfg, name), _shape, FIX, view)
 
 
 def require(cfg: str, name: str) -> PoolRecord:
@@ -64,20 +65,18 @@ def require(cfg: str, name: str) -> PoolRecord:
 
 def load_all(cfg: str) -> list[PoolRecord]:
     found = []
-    for file in statefile.names(cfg, "pools"):
+    view = filechange.as_before(cfg)
+    for file in filechange.names(cfg, "pools", view):
         if file.endswith(".json"):
-            record = load(cfg, file[:-5])
+            record = load(cfg, file[:-5], view)
             if record is not None:
                 found.append(record)
     return sorted(found, key=lambda r: r.name)
 
 
-def save(cfg: str, record: PoolRecord) -> None:
-    statefile.write(path(cfg, record.name), asdict(record), mode=0o644, top=cfg)
-
-
-def remove(cfg: str, name: str) -> None:
-    statefile.remove(path(cfg, name), top=cfg)
+def text(record: PoolRecord) -> str:
+    """The record's file, as definitions.save_all writes it with the PF's definition."""
+    return statefile.dumps(asdict(record))
 
 
 @dataclass(frozen=True)

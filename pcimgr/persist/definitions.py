@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput, Damaged, NeedsRoot, NotFound, PcimgrError, RolledBack
+from pcimgr.core.errors import BadInput, Damaged, NotFound
 from pcimgr.core.model import PciDevice
-from pcimgr.plans import interrupts, statefile
+from pcimgr.plans import filechange, statefile
 
 FORMAT = 1
 
@@ -71,15 +71,16 @@ def path(cfg: str, address: str) -> str:
     return os.path.join(cfg, "devices", f"{address}.json")
 
 
-def load(cfg: str, address: str) -> Definition | None:
+def load(cfg: str, address: str,
+         view: dict[str, str | None] | None = None) -> Definition | None:
     """The definition, None if there is none; Damaged (naming the file and the fix) if its
-    file is malformed."""
+    file is malformed. As it was before a change a kill cut short (plans/filechange.py)."""
     def shape(data: Any) -> Definition:
         d = _from_json(data)
         if d.address != address:
             raise ValueError(f"it defines {d.address}, not the function its name says")
         return d
-    return statefile.load(path(cfg, address), shape, fix(address), top=cfg)
+    return filechange.load(cfg, path(cfg, address), shape, fix(address), view)
 
 
 def fix(address: str) -> str:
@@ -96,11 +97,12 @@ def fix(address: str) -> str:
 def load_all(cfg: str) -> tuple[list[Definition], list[Damaged]]:
     """Every definition that reads, and the problem of each one that does not."""
     found, damaged = [], []
-    for name in statefile.names(cfg, "devices"):
+    view = filechange.as_before(cfg)
+    for name in filechange.names(cfg, "devices", view):
         if not name.endswith(".json"):
             continue
         try:
-            d = load(cfg, name[:-5])
+            d = load(cfg, name[:-5], view)
         except Damaged as e:
             damaged.append(e)
             continue
@@ -121,10 +123,11 @@ def save(cfg: str, definition: Definition) -> None:
     save_all(cfg, [definition])
 
 
-def save_all(cfg: str, found: list[Definition]) -> None:
-    """Several definitions (define --group: a group is defined whole or not at all) as one
-    change: a failure at any file puts back every file already written."""
-    changes: list[tuple[str, str | None]] = []
+def save_all(cfg: str, found: list[Definition], also: filechange.Changes | None = None) -> None:
+    """Several definitions (define --group: a group is defined whole or not at all), and
+    ALSO (a pool's record), as one change: a failure at any file, or a kill, puts back
+    every file already written."""
+    changes = list(also or [])
     for d in found:
         changes += _files(cfg, d)
     _change(cfg, ", ".join(d.address for d in found), changes)
@@ -143,58 +146,15 @@ def _files(cfg: str, definition: Definition) -> list[tuple[str, str | None]]:
             *((p, None) for p in stale)]
 
 
-def remove(cfg: str, address: str) -> None:
-    """The definition and its udev env files, as one change (env files first: udev stops
-    acting on the function before status stops showing it)."""
+def remove(cfg: str, address: str, also: filechange.Changes | None = None) -> None:
+    """The definition and its udev env files, and ALSO, as one change (env files first:
+    udev stops acting on the function before status stops showing it)."""
     _change(cfg, address, [*((p, None) for p in _env_files(cfg, address)),
-                           (path(cfg, address), None)])
+                           (path(cfg, address), None), *(also or [])])
 
 
-def _change(cfg: str, addresses: str, changes: list[tuple[str, str | None]]) -> None:
-    """Write (text) or remove (None) each file in order; on a failure (a full disk, an I/O
-    error, a signal) put back those already changed and say so in one line."""
-    before = {p: _text_or_damaged(cfg, p) for p, _ in changes}
-    done: list[str] = []
-    try:
-        for p, text in changes:
-            done.append(p)  # before: a write can fail after its rename (the directory fsync)
-            if text is None:
-                statefile.remove(p, top=cfg)
-            else:
-                statefile.write(p, text, mode=0o644, top=cfg)
-    except (OSError, PcimgrError) as e:
-        with interrupts.shielded(deliver=False):
-            for p in reversed(done):
-                if before[p] is _DAMAGED:
-                    continue  # removed as asked: there was nothing worth putting back
-                try:
-                    if before[p] is None:
-                        statefile.remove(p, top=cfg)
-                    else:
-                        statefile.write(p, before[p], mode=0o644, top=cfg)
-                except (OSError, PcimgrError):
-                    raise RolledBack(f"changing the definition of {addresses} failed ({_why(e)}) "
-                                     f"and {p} could not be put back; check {cfg}") from e
-        if isinstance(e, NeedsRoot):
-            raise
-        raise RolledBack(f"changing the definition of {addresses} failed ({_why(e)}); "
-                         "rolled back: the files are as they were") from e
-
-
-_DAMAGED = "damaged"
-
-
-def _text_or_damaged(cfg: str, p: str) -> str | None:
-    try:
-        return statefile.read_text(p, "", top=cfg)
-    except Damaged:
-        return _DAMAGED
-
-
-def _why(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
-    return str(e)
+def _change(cfg: str, addresses: str, changes: filechange.Changes) -> None:
+    filechange.change(cfg, f"the definition of {addresses}", changes)
 
 
 def env_name(definition: Definition) -> str:

@@ -153,9 +153,16 @@ def _requester(pid: int, start: int | None) -> bool:
     return _alive(pid) and _start(pid) in (start, None)
 
 
-def pending(lock_dir: str, params: dict[str, Any]) -> list[Request]:
-    """The holder: recorded requests with these parameters that no run has done yet, oldest
-    pid first; removes the files of processes that are gone, and outcomes nobody asked."""
+def tidy(lock_dir: str) -> None:
+    """Under the lock (every changing run, `recover` too): remove the files of processes
+    that are gone, a killed requester's temporary file among them."""
+    pending(lock_dir, None)
+
+
+def pending(lock_dir: str, params: dict[str, Any] | None) -> list[Request]:
+    """The holder: recorded requests with these parameters (None: none) that no run has
+    done yet, oldest pid first; removes the files of processes that are gone, and outcomes
+    nobody asked."""
     found = []
     own = os.getpid()
     entries = set(statefile.names(lock_dir, DIR))
@@ -221,7 +228,7 @@ def served(lock_dir: str, request: Request) -> Callable[[], str]:
 
 
 def locked(machine: Machine, state: str, wait: float, request: Request,
-           work: Callable[[str | None], None], vet: Vet) -> Outcome | None:
+           work: Callable[[str | None], None], vet: Vet, config: str) -> Outcome | None:
     """plans.runner.locked for a recorded request: None after running work(recovery message)
     under the lock (after the sweep and recovery that function does), or the outcome another
     run wrote for this request while this one waited."""
@@ -231,5 +238,5 @@ def locked(machine: Machine, state: str, wait: float, request: Request,
         if not held or result is not None:
             return result
         from pcimgr.plans import runner  # only the holder plans and recovers
-        runner.recover_then(machine, state, work, vet)
+        runner.recover_then(machine, state, work, vet, config)
     return None

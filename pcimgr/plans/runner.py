@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from pcimgr.core.errors import RolledBack
 from pcimgr.host.machine import Machine
-from pcimgr.plans import history, lock, records, statefile, transaction
+from pcimgr.plans import filechange, history, lock, records, requests, statefile, transaction
 
 
 class Proposal(NamedTuple):  # not a dataclass: cheaper at start (transaction.Plan)
@@ -46,19 +46,28 @@ def execute(machine: Machine, state: str, proposal: Proposal,
 
 
 def locked(machine: Machine, state: str, wait: float,
-           work: Callable[[str | None], None], vet: transaction.Vet) -> None:
+           work: Callable[[str | None], None], vet: transaction.Vet,
+           config: str | None = None) -> None:
     """Run work(recovery message) under the host's lock, after removing the temporary files
-    and finishing the transaction a killed run left (if vet accepts its undo)."""
+    and finishing what a killed run left: a change of the configuration CONFIG, and a
+    transaction (if vet accepts its undo)."""
     with lock.exclusive(machine.lock_dir, wait):
-        recover_then(machine, state, work, vet)
+        recover_then(machine, state, work, vet, config)
 
 
 def recover_then(machine: Machine, state: str, work: Callable[[str | None], None],
-                 vet: transaction.Vet) -> None:
-    """Under the lock: the temporary files removed, a killed run's transaction finished (its
-    message for work) once vet accepted it, then work."""
+                 vet: transaction.Vet, config: str | None = None) -> None:
+    """Under the lock: the temporary files removed, a killed change of CONFIG's files put
+    back, a killed run's transaction finished once vet accepted it (their messages for
+    work), then work."""
     statefile.sweep(state, ("", "devices", "assignments"))
+    requests.tidy(machine.lock_dir)
+    said = []
+    if config is not None:
+        statefile.sweep_tree(config)
+        said.append(filechange.finish(config))
     recovered = transaction.recover(machine, state, vet)
     if recovered:
         history.recovered(machine, state, recovered)
-    work(recovered)
+    said.append(recovered)
+    work("; ".join(m for m in said if m) or None)

@@ -169,6 +169,36 @@ def write(path: str, data: Any, readable: bool = True, mode: int = 0o600,
         os.fsync(dfd)  # the rename itself must survive a crash
 
 
+def untrusted(top: str, name: str) -> str:
+    """Why TOP/NAME, a file only pcimgr writes (mode 0600), cannot be trusted; "" when it
+    can or is absent (or out of reach: its reader says so). One someone else could have
+    written is a script for root."""
+    with directory(top) as dfd:
+        if dfd is None:
+            return ""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dfd)
+        except (FileNotFoundError, PermissionError):
+            return ""
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise unusable(os.path.join(top, name), e) from None  # a failing disk
+            return "it is a symbolic link"
+        try:
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    if info.st_uid not in (0, os.geteuid()):
+        return f"it belongs to uid {info.st_uid}, not root or uid {os.geteuid()}"
+    if info.st_mode & 0o077:
+        return (f"its mode is {stat.S_IMODE(info.st_mode):04o}, not 0600 (others may write "
+                "or read it)")
+    return ""
+
+
 def _create(name: str, dfd: int, mode: int) -> int:
     return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                    mode, dir_fd=dfd)
@@ -183,8 +213,11 @@ def load(path: str, shape: Callable[[Any], T], fix: str, top: str | None = None)
     """The file's JSON checked by shape (which raises ValueError, TypeError or KeyError
     naming what is wrong); None when the file is absent; Damaged naming the file and fix."""
     text = read_text(path, fix, top)
-    if text is None:
-        return None
+    return None if text is None else parse(path, text, shape, fix)
+
+
+def parse(path: str, text: str, shape: Callable[[Any], T], fix: str) -> T:
+    """load's check of a file's text (read already)."""
     try:
         return shape(json.loads(text))
     except json.JSONDecodeError as e:
@@ -258,6 +291,15 @@ def sweep(top: str, rels: tuple[str, ...] = ("",)) -> None:
             for name in os.listdir(dfd):
                 if _TMP.search(name):
                     _unlink(name, dfd)
+
+
+def sweep_tree(top: str) -> None:
+    """sweep TOP and each directory in it (the configuration: devices, udev, pools)."""
+    with directory(top) as dfd:
+        subdirs = [] if dfd is None else [
+            n for n in os.listdir(dfd)
+            if stat.S_ISDIR(os.stat(n, dir_fd=dfd, follow_symlinks=False).st_mode)]
+    sweep(top, ("", *subdirs))
 
 
 def _unlink(name: str, dfd: int) -> None:

@@ -9,10 +9,8 @@ SIGTERM — rolls back every started step: exit 0 means complete and recorded.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 import time
 import typing
 from collections.abc import Callable
@@ -140,28 +138,7 @@ def read_journal(state_dir: str) -> Unfinished | None:
 def _check_owner(path: str, state_dir: str) -> None:
     """Damaged unless the journal is a regular file of root or this user that nobody else
     may write or read: a journal someone else could have written is a script for root."""
-    with statefile.directory(state_dir) as dfd:
-        if dfd is None:
-            return
-        try:
-            fd = os.open(JOURNAL, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=dfd)
-        except (FileNotFoundError, PermissionError):
-            return  # absent, or out of reach: the loader says so
-        except OSError as e:
-            if e.errno != errno.ELOOP:
-                raise statefile.unusable(path, e) from None  # a failing disk: one line
-            why = "it is a symbolic link"
-        else:
-            try:
-                info = os.fstat(fd)
-            finally:
-                os.close(fd)
-            why = ("it is not a regular file" if not stat.S_ISREG(info.st_mode)
-                   else f"it belongs to uid {info.st_uid}, not root or uid {os.geteuid()}"
-                   if info.st_uid not in (0, os.geteuid())
-                   else f"its mode is {stat.S_IMODE(info.st_mode):04o}, not 0600 (others may "
-                        "write or read it)" if info.st_mode & 0o077 else "")
+    why = statefile.untrusted(state_dir, JOURNAL)
     if why:
         raise Damaged(f"refusing the journal {path}: {why}; {REFUSED_FIX}")
 

@@ -8,17 +8,18 @@ tests/lab holds it to what a real kernel answered.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pcimgr.core import configspace as core_configspace
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.core.model import BRIDGE_CLASSES
-from pcimgr.sim import configspace, tree
+from pcimgr.sim import configspace, tree, undo
 
 STATE = ".pcimgr-sim-state.json"
 WRITE_ONLY = frozenset({"bind", "unbind", "new_id", "remove_id", "drivers_probe", "rescan",
@@ -42,18 +43,33 @@ class SimulatedKernel:
         """A damaged state file refused before a change's first write, not half-way."""
         self._state()
 
+    @contextlib.contextmanager
+    def _reaction(self) -> Iterator[None]:
+        """All or nothing, as a real kernel's store is for the writer (sim/undo.py)."""
+        try:
+            with undo.atomic(self.root):
+                yield
+        except BaseException:
+            self._state_cache = None  # undone on disk: read it again
+            raise
+
     # -- entry point -------------------------------------------------------
 
     def write(self, rel: str, value: str, raw_write: Callable[[str, str], None]) -> None:
         if not value:
             # sysfs_kf_write() returns before the attribute's store(): an empty
             # write changes nothing (clearing driver_override takes "\n").
-            return None
+            return
+        with self._reaction():
+            self._react(rel, value, raw_write)
+
+    def _react(self, rel: str, value: str, raw_write: Callable[[str, str], None]) -> None:
         path = os.path.join(self.root, rel)
         parent = os.path.realpath(os.path.dirname(path))
         attr = os.path.basename(path)
 
         def commit() -> None:
+            undo.before_write(path)
             raw_write(path, value)
             if attr in WRITE_ONLY:  # nothing to read back from these on Linux
                 os.truncate(path, 0)
@@ -276,8 +292,8 @@ class SimulatedKernel:
                                int(read("numa_node")), caps=self._vf_caps(pf))
             group = tree.lowest_free_group(self.root) if self.host["iommu"] else None
             vf_dir = tree.create_function(self.root, os.path.dirname(pf_dir), fn, group)
-            os.symlink(os.path.relpath(pf_dir, vf_dir), os.path.join(vf_dir, "physfn"))
-            os.symlink(os.path.relpath(vf_dir, pf_dir), os.path.join(pf_dir, f"virtfn{index}"))
+            undo.symlink(os.path.relpath(pf_dir, vf_dir), os.path.join(vf_dir, "physfn"))
+            undo.symlink(os.path.relpath(vf_dir, pf_dir), os.path.join(pf_dir, f"virtfn{index}"))
             vfs.append(vf)
         self._set_numvfs(pf, count)
         seeded = [dict(zip(("mac", "vlan"), c, strict=True)) for c in spec.get("vf_config", ())]
@@ -312,7 +328,7 @@ class SimulatedKernel:
             tree.detach_driver(self.root, vf)
             group = tree.group_of(self.root, vf)
             tree.remove_function(self.root, vf)
-            os.unlink(os.path.join(pf_dir, name))
+            undo.discard(os.path.join(pf_dir, name))
             if group is not None:
                 self._refresh_vfio_group(group)
         self._set_numvfs(pf, 0)
@@ -324,8 +340,7 @@ class SimulatedKernel:
         cfg_path = os.path.join(tree.device_dir(self.root, pf), "config")
         with open(cfg_path, "rb") as f:
             cfg = f.read()
-        with open(cfg_path, "wb") as f:
-            f.write(configspace.set_num_vfs(cfg, count))
+        undo.write_bytes(cfg_path, configspace.set_num_vfs(cfg, count))
 
     def _refresh_totalvfs(self, address: PciAddress, driver: str | None) -> None:
         """pci_sriov_set_totalvfs() by a PF driver; reset when it goes (pci_iov_remove)."""
@@ -348,9 +363,9 @@ class SimulatedKernel:
         held = os.path.isdir(members) and any(
             tree.driver_of(self.root, PciAddress.parse(m)) == VFIO for m in os.listdir(members))
         if held and not os.path.exists(node):
-            open(node, "w").close()
+            undo.write_bytes(node, b"")
         elif not held and os.path.exists(node):
-            os.unlink(node)
+            undo.discard(node)
 
     # -- rtnetlink: VF properties and link state, as the PF's driver keeps them --
 
@@ -375,10 +390,10 @@ class SimulatedKernel:
         ndir = os.path.join(tree.device_dir(self.root, PciAddress.parse(pf)), "net", netdev)
         if not os.path.isdir(ndir):
             raise _fail(errno.ENODEV)
-        for name, text in (("flags", "0x1003" if up else "0x1002"),
-                           ("operstate", "up" if up else "down")):
-            with open(os.path.join(ndir, name), "w") as f:
-                f.write(text + "\n")
+        with self._reaction():
+            for name, text in (("flags", "0x1003" if up else "0x1002"),
+                               ("operstate", "up" if up else "down")):
+                undo.write_text(os.path.join(ndir, name), text + "\n")
 
     def _netdev_of(self, address: PciAddress) -> str | None:
         names = os.listdir(os.path.join(tree.device_dir(self.root, address), "net")) \
@@ -467,10 +482,8 @@ class SimulatedKernel:
         return self._state_cache
 
     def _save_state(self) -> None:
-        tmp = os.path.join(self.root, STATE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self._state(), f)
-        os.replace(tmp, os.path.join(self.root, STATE))
+        with self._reaction():  # on its own (netlink, a holder) or part of a store
+            undo.write_text(os.path.join(self.root, STATE), json.dumps(self._state()))
 
 
 _STATE_KEYS = {"resets", "dynids", "vfinfo", "open"}

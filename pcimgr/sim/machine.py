@@ -65,6 +65,9 @@ class SimulatedMachine:
         self.root = os.path.abspath(root)
         _check_trusted(self.root, os.path.join(self.root, marker.MARKER))
         self._real_root = os.path.realpath(self.root)
+        if os.path.lexists(os.path.join(self.root, marker.UNDO_DIR)):
+            from pcimgr.sim import undo  # a change killed inside the kernel's reaction
+            undo.recover(self.root)
         self.sysfs = Sysfs(self.root, dev_root=os.path.join(self.root, "dev"), react=self._write)
         self.default_state_dir = os.path.join(self.root, ".pcimgr-state")
         self.default_config_dir = os.path.join(self.root, ".pcimgr-config")

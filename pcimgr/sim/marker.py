@@ -10,6 +10,9 @@ from typing import Any
 from pcimgr.core.errors import Damaged
 
 MARKER = ".pcimgr-simulated-host.json"
+# present only while the simulated kernel reacts to a write, or after a kill cut it short
+# (sim/undo.py): checked by every opening of the tree, so without importing the simulator
+UNDO_DIR = ".pcimgr-sim-undo"
 
 
 def is_simulated(root: str) -> bool:

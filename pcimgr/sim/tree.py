@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass
 
 from pcimgr.core.address import PciAddress
-from pcimgr.sim import configspace
+from pcimgr.sim import configspace, undo
 from pcimgr.sim import marker as sim_marker
 
 DEVICES = "bus/pci/devices"
@@ -48,12 +47,11 @@ class Function:
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
+    undo.write_text(path, text)
 
 
 def _link(target: str, link: str) -> None:
-    os.symlink(os.path.relpath(target, os.path.dirname(link)), link)
+    undo.symlink(os.path.relpath(target, os.path.dirname(link)), link)
 
 
 def marker(root: str) -> dict:
@@ -66,7 +64,7 @@ def device_dir(root: str, address: PciAddress | str) -> str:
 
 def root_bus_dir(root: str, domain: int) -> str:
     path = os.path.join(root, "devices", f"pci{domain:04x}:00")
-    os.makedirs(path, exist_ok=True)
+    undo.makedirs(path, exist_ok=True)
     return path
 
 
@@ -79,7 +77,7 @@ def modalias(fn: Function) -> str:
 
 def create_function(root: str, parent_dir: str, fn: Function, group: int | None) -> str:
     path = os.path.join(parent_dir, str(fn.address))
-    os.mkdir(path)
+    undo.mkdir(path)
     sv, sd = fn.subsystem
     attrs = {
         "vendor": f"0x{fn.vendor}", "device": f"0x{fn.device}",
@@ -109,11 +107,10 @@ def create_function(root: str, parent_dir: str, fn: Function, group: int | None)
     for name, text in attrs.items():
         _write(os.path.join(path, name), text + "\n" if text else "")
     write_uevent(path, fn, None)
-    with open(os.path.join(path, "config"), "wb") as f:
-        f.write(configspace.build(
-            int(fn.vendor, 16), int(fn.device, 16), fn.class_code, fn.revision,
-            int(sv, 16), int(sd, 16), fn.bridge, fn.secondary_bus, fn.secondary_bus,
-            sriov_cap, fn.caps))
+    undo.write_bytes(os.path.join(path, "config"), configspace.build(
+        int(fn.vendor, 16), int(fn.device, 16), fn.class_code, fn.revision,
+        int(sv, 16), int(sd, 16), fn.bridge, fn.secondary_bus, fn.secondary_bus,
+        sriov_cap, fn.caps))
     _link(os.path.join(root, "bus/pci"), os.path.join(path, "subsystem"))
     _link(path, os.path.join(root, DEVICES, str(fn.address)))
     if group is not None:
@@ -173,14 +170,14 @@ def _read(path: str) -> str:
 def remove_function(root: str, address: PciAddress) -> None:
     path = device_dir(root, address)
     leave_group(root, address)
-    os.unlink(os.path.join(root, DEVICES, str(address)))
-    shutil.rmtree(path)
+    undo.discard(os.path.join(root, DEVICES, str(address)))
+    undo.discard(path)
 
 
 def join_group(root: str, address: PciAddress, group: int) -> None:
     gdir = os.path.join(root, GROUPS, str(group))
     if not os.path.isdir(gdir):
-        os.makedirs(os.path.join(gdir, "devices"))
+        undo.makedirs(os.path.join(gdir, "devices"))
         _write(os.path.join(gdir, "type"), "DMA\n")
         _write(os.path.join(gdir, "reserved_regions"),
                "0x00000000fee00000 0x00000000feefffff msi\n")
@@ -202,10 +199,10 @@ def leave_group(root: str, address: PciAddress) -> None:
     if group is None:
         return
     gdir = os.path.join(root, GROUPS, str(group))
-    os.unlink(os.path.join(gdir, "devices", str(address)))
-    os.unlink(os.path.join(device_dir(root, address), "iommu_group"))
+    undo.discard(os.path.join(gdir, "devices", str(address)))
+    undo.discard(os.path.join(device_dir(root, address), "iommu_group"))
     if not os.listdir(os.path.join(gdir, "devices")):
-        shutil.rmtree(gdir)
+        undo.discard(gdir)
 
 
 def lowest_free_group(root: str) -> int:
@@ -219,7 +216,7 @@ def lowest_free_group(root: str) -> int:
 
 def create_driver(root: str, name: str) -> None:
     path = os.path.join(root, DRIVERS, name)
-    os.makedirs(path)
+    undo.makedirs(path)
     for attr in ("bind", "unbind", "new_id", "remove_id", "uevent"):
         _write(os.path.join(path, attr), "")
 
@@ -262,19 +259,19 @@ def attach_driver(root: str, address: PciAddress, driver: str, children: Childre
     write_uevent(path, None, driver)
     if children.netdev:
         ndir = os.path.join(path, *children.net_via, "net", children.netdev)
-        os.makedirs(ndir)
+        undo.makedirs(ndir)
         _write(os.path.join(ndir, "address"), children.mac + "\n")
         _write(os.path.join(ndir, "operstate"), "up\n")
         _write(os.path.join(ndir, "flags"), "0x1003\n")  # IFF_UP | IFF_BROADCAST | IFF_MULTICAST
         cls = os.path.join(root, "class/net")
-        os.makedirs(cls, exist_ok=True)
+        undo.makedirs(cls, exist_ok=True)
         _link(ndir, os.path.join(cls, children.netdev))
     if children.disks:
         _make_disks(root, path, children)
     if children.framebuffer:
         fb = os.path.join(path, "graphics", children.framebuffer)
-        os.makedirs(fb)
-        os.makedirs(os.path.join(root, "class/graphics"), exist_ok=True)
+        undo.makedirs(fb)
+        undo.makedirs(os.path.join(root, "class/graphics"), exist_ok=True)
         _link(fb, os.path.join(root, "class/graphics", children.framebuffer))
 
 
@@ -285,10 +282,10 @@ def _make_disks(root: str, path: str, c: Children) -> None:
         # nvme0c0n1 hides below the controller (Linux 6.1 in the lab)
         n = disk[4:disk.index("n", 4)]
         controller = os.path.join(path, "nvme", f"nvme{n}")
-        os.makedirs(controller)
+        undo.makedirs(controller)
         _block(root, os.path.join(controller, f"nvme{n}c{n}n1"), c.disk_major, 1000)
         subsys = os.path.join(root, "devices/virtual", NVME_SUBSYSTEM, f"nvme-subsys{n}")
-        os.makedirs(subsys)
+        undo.makedirs(subsys)
         _link(controller, os.path.join(subsys, f"nvme{n}"))
         disk_dir = os.path.join(subsys, disk)
     else:
@@ -299,12 +296,12 @@ def _make_disks(root: str, path: str, c: Children) -> None:
 
 
 def _block(root: str, bdir: str, major: int, minor: int, partition: int | None = None) -> None:
-    os.makedirs(os.path.join(bdir, "holders"))
-    os.makedirs(os.path.join(bdir, "slaves"))
+    undo.makedirs(os.path.join(bdir, "holders"))
+    undo.makedirs(os.path.join(bdir, "slaves"))
     _write(os.path.join(bdir, "dev"), f"{major}:{minor}\n")
     if partition is not None:
         _write(os.path.join(bdir, "partition"), f"{partition}\n")
-    os.makedirs(os.path.join(root, "class/block"), exist_ok=True)
+    undo.makedirs(os.path.join(root, "class/block"), exist_ok=True)
     _link(bdir, os.path.join(root, "class/block", os.path.basename(bdir)))
 
 
@@ -315,19 +312,19 @@ def detach_driver(root: str, address: PciAddress) -> None:
     driver = driver_of(root, address)
     if driver is None:
         return
-    os.unlink(os.path.join(path, "driver"))
-    os.unlink(os.path.join(root, DRIVERS, driver, str(address)))
+    undo.discard(os.path.join(path, "driver"))
+    undo.discard(os.path.join(root, DRIVERS, driver, str(address)))
     write_uevent(path, None, None)
     for name in os.listdir(path):
         child = os.path.join(path, name)
         if os.path.isdir(child) and not os.path.islink(child) and name not in _KEPT \
                 and not _PCI_NAME.fullmatch(name):  # a bridge's functions stay
-            shutil.rmtree(child)
+            undo.discard(child)
     for subsys in _list(os.path.join(root, "devices/virtual", NVME_SUBSYSTEM)):
         sdir = os.path.join(root, "devices/virtual", NVME_SUBSYSTEM, subsys)
         if not any(os.path.exists(os.path.join(sdir, n)) for n in os.listdir(sdir)
                    if os.path.islink(os.path.join(sdir, n))):
-            shutil.rmtree(sdir)  # its last controller is gone
+            undo.discard(sdir)  # its last controller is gone
     _drop_dangling(root)
 
 
@@ -350,7 +347,7 @@ def _drop_dangling(root: str) -> None:
         for name in _list(os.path.join(root, cls)):
             link = os.path.join(root, cls, name)
             if not os.path.exists(link):
-                os.unlink(link)
+                undo.discard(link)
     for kind, prefixes in (("net", ("lower_", "upper_", "master")),
                            ("block", ("slaves/", "holders/"))):
         for name in _list(os.path.join(root, "devices/virtual", kind)):
@@ -361,7 +358,7 @@ def _drop_dangling(root: str) -> None:
                     link = os.path.join(where, entry)
                     if entry.startswith(os.path.basename(prefix)) and os.path.islink(link) \
                             and not os.path.exists(link):
-                        os.unlink(link)
+                        undo.discard(link)
 
 
 MASTER_KINDS = frozenset({"bond", "bridge", "team", "openvswitch"})
@@ -370,10 +367,10 @@ MASTER_KINDS = frozenset({"bond", "bridge", "team", "openvswitch"})
 def stack_net(root: str, name: str, kind: str, lowers: list[str]) -> None:
     """A bond, bridge, team, OVS, VLAN or macvlan device on top of interfaces."""
     top = os.path.join(root, "devices/virtual/net", name)
-    os.makedirs(top)
+    undo.makedirs(top)
     _write(os.path.join(top, "operstate"), "up\n")
     if kind == "bridge":
-        os.makedirs(os.path.join(top, "bridge"))  # what tells a bridge apart in sysfs
+        undo.makedirs(os.path.join(top, "bridge"))  # what tells a bridge apart in sysfs
     _link(top, os.path.join(root, "class/net", name))
     for lower in lowers:
         below = os.path.realpath(os.path.join(root, "class/net", lower))
@@ -388,7 +385,7 @@ def stack_block(root: str, name: str, dm_name: str, slaves: list[str], major: in
     minor = len(_list(os.path.join(root, "devices/virtual/block")))
     top = os.path.join(root, "devices/virtual/block", name)
     _block(root, top, major, minor)
-    os.makedirs(os.path.join(top, "dm"))
+    undo.makedirs(os.path.join(top, "dm"))
     _write(os.path.join(top, "dm", "name"), dm_name + "\n")
     for lower in slaves:
         below = os.path.realpath(os.path.join(root, "class/block", lower))

@@ -73,8 +73,8 @@ def pool_define(obj: Context, name: str, pf: PciAddress, vfs: int | None, vf_dri
             click.echo(f"Would write {pools.path(obj.config_dir, name)} and define {pf} for "
                        f"boot: {pool_plans.definition(host, record).describe()}")
             return
-        defining.write(obj, [pool_plans.definition(host, record)])
-        pools.save(obj.config_dir, record)
+        defining.write(obj, [pool_plans.definition(host, record)],  # one change, both files
+                       also=[(pools.path(obj.config_dir, name), pools.text(record))])
         click.echo(f"Pool {name}: {record.vfs} VF(s) of {pf} for guests "
                    f"(`pcimgr assign --pool {name} VM`)")
     change(obj, (pf,), propose, dry_run, report=lambda p: f"{len(p.plan.steps)} step(s) done",
@@ -106,8 +106,8 @@ def pool_undefine(obj: Context, name: str, dry_run: bool) -> None:
             click.echo(f"Would remove {pools.path(obj.config_dir, name)} and the definition of "
                        f"{record.pf}")
             return
-        definitions.remove(obj.config_dir, record.pf)
-        pools.remove(obj.config_dir, name)
+        definitions.remove(obj.config_dir, record.pf,  # one change, both files
+                           also=[(pools.path(obj.config_dir, name), None)])
         click.echo(f"Pool {name} removed; the VFs of {record.pf} stay until `pcimgr vfs "
                    f"destroy {record.pf}`")
     change(obj, (pf,), propose, dry_run, report=lambda p: f"network {name} removed",

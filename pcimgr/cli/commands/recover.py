@@ -72,4 +72,5 @@ def recover(obj: Context, dry_run: bool, discard: bool, force: bool) -> None:
                    else "No unfinished transaction.")
     obj.machine.require_root("recovering a transaction (writes to /sys)")
     say_long_waits()
-    runner.locked(obj.machine, state, obj.lock_timeout, report, vet(obj, force))
+    runner.locked(obj.machine, state, obj.lock_timeout, report, vet(obj, force),
+                  obj.config_dir)
