@@ -167,5 +167,5 @@ def test_a_damaged_file_replaced_by_a_change_is_not_put_back(tmp_path: Path) -> 
     os.makedirs(os.path.dirname(p))
     os.symlink("/etc/passwd", p)  # read_text refuses it: Damaged
     filechange.change(top, "a", [(p, "new")])
-    assert open(p).read() == "new\n" and not os.path.islink(p)
+    assert Path(p).read_text() == "new\n" and not os.path.islink(p)
     assert not os.path.exists(os.path.join(top, filechange.JOURNAL))

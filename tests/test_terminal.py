@@ -61,3 +61,22 @@ def test_history_prints_a_journal_command_escaped(run, demo_root: Path) -> None:
     assert "\nforged line" not in r.output  # one change, one line
     assert "bind\\x1b]0;PWNED" in r.output
 
+
+
+def test_doctor_prints_the_hosts_files_escaped(run, demo_root: Path) -> None:  # type: ignore[no-untyped-def]
+    """The command line and grub's file are the host's: doctor, and the diff of
+    doctor --fix --dry-run, show an escape in them instead of sending it."""
+    marker = demo_root / ".pcimgr-simulated-host.json"
+    data = json.loads(marker.read_text())
+    data["host"]["cmdline"] = f"BOOT_IMAGE=/vmlinuz quiet{HOSTILE}"
+    marker.write_text(json.dumps(data))
+    grub = demo_root / "etc/default/grub"
+    text = grub.read_text()
+    start = text.index('GRUB_CMDLINE_LINUX_DEFAULT="')
+    end = text.index("\n", start)
+    grub.write_text(text[:start] + f'GRUB_CMDLINE_LINUX_DEFAULT="quiet{HOSTILE}"' + text[end:])
+    for args in (["doctor"], ["doctor", "--fix", "--dry-run"]):
+        r = run("--sysfs-root", demo_root, *args)
+        assert "Traceback" not in r.output, r.output
+        assert "\x1b" not in r.output and "\x07" not in r.output, args
+    assert "quiet\\x1b]0;PWNED\\x07" in r.output  # the diff's line, shown

@@ -6,6 +6,10 @@ import click
 
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import emit_json, json_option
+from pcimgr.core.terminal import safe
+
+# What these print comes from the host's files (the command line, grub's files, module
+# names) and, for advise, from options: a terminal escape in any of them is shown, not run.
 
 
 @click.command()
@@ -36,9 +40,9 @@ def doctor(obj: Context, fix: bool, dry_run: bool, as_json: bool) -> None:
         emit_json({"passthrough_possible": possible, "checks": [c.to_json() for c in checks]})
     else:
         for c in checks:
-            click.echo(f"[{c.status.upper():4}] {c.name:<20} {c.detail}")
+            click.echo(safe(f"[{c.status.upper():4}] {c.name:<20} {c.detail}"))
             if c.fix and c.status != "pass":
-                click.echo(f"       {'':<20} fix: {c.fix}")
+                click.echo(safe(f"       {'':<20} fix: {c.fix}"))
         click.echo("Passthrough can work on this host." if possible else
                    "Passthrough cannot work on this host until the failed checks are fixed.")
     if not possible:
@@ -61,7 +65,7 @@ def _fix(obj: Context, dry_run: bool) -> None:
     parts = [bootloader.plan(machine), early_claim.plan(machine, obj.config_dir, defined)]
     for part in parts:
         for line in part.lines:
-            click.echo(line)
+            click.echo(safe(line))
     changes = [e for p in parts for e in p.edits]
     # the initramfs first: kernel-install copies it into the boot entry it writes
     commands = [argv for p in reversed(parts) for argv in p.commands]
@@ -71,12 +75,13 @@ def _fix(obj: Context, dry_run: bool) -> None:
         return
     if dry_run:
         for e in changes:
-            click.echo(edits.diff(machine, e), nl=False)
+            click.echo(safe(edits.diff(machine, e), lines=True), nl=False)
         for argv in commands:
-            click.echo(f"would run: {shlex.join(argv)}")
+            click.echo(safe(f"would run: {shlex.join(argv)}"))
         click.echo("(--dry-run: nothing written)")
         return
-    run_locked_config(obj, lambda: edits.apply(machine, changes, commands, click.echo))
+    run_locked_config(obj, lambda: edits.apply(machine, changes, commands,
+                                               lambda line: click.echo(safe(line))))
     click.echo("Reboot for the changes to take effect: the kernel command line and the "
                "initramfs are read at boot.")
 
@@ -121,10 +126,10 @@ def advise(obj: Context, guest_os: str, load: str, bridge: str, source_dev: str 
                     "alternatives": [a.to_json() for a in advice[1:]]})
         return
     for n, a in enumerate(advice):
-        click.echo(("Recommended: " if n == 0 else "Alternative: ") + a.mode)
-        click.echo(f"  why: {a.why}")
+        click.echo(safe(("Recommended: " if n == 0 else "Alternative: ") + a.mode))
+        click.echo(safe(f"  why: {a.why}"))
         for note in a.notes:
-            click.echo(f"  note: {note}")
+            click.echo(safe(f"  note: {note}"))
         if a.xml:
-            click.echo("  " + a.xml.replace("\n", "\n  "))
+            click.echo(safe("  " + a.xml.replace("\n", "\n  "), lines=True))
         click.echo("")
