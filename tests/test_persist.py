@@ -38,6 +38,7 @@ def test_define_writes_readable_files_for_people_and_udev(run, demo_root: Path) 
     assert json.loads(path.read_text()) == {
         "format": 1, "address": "0000:04:00.0", "vendor_id": "8086", "device_id": "105e",
         "subsystem_vendor_id": "8086", "subsystem_device_id": "115e", "iommu_group": 5,
+        "group_members": ["0000:04:00.0", "0000:04:00.1"],
         "driver": "vfio-pci", "vfs": None, "vf_driver": None, "vf": {}}
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     env = cfg(demo_root) / "udev/0000:04:00.0_8086:105E.env"  # %k and the uevent's PCI_ID
@@ -95,7 +96,8 @@ def test_moved_hardware_is_reported_and_never_applied(run, demo_root: Path) -> N
 
 
 @pytest.mark.parametrize("changes, drift", [
-    ({"iommu_group": 9}, "IOMMU group changed: 5, defined in 9"),
+    ({"group_members": ["0000:04:00.0"]},
+     "IOMMU group members changed: 0000:04:00.0, 0000:04:00.1 now, defined with 0000:04:00.0"),
     ({"subsystem_device_id": "0000"}, "different subsystem: 8086:115e here, 8086:0000 defined"),
     ({"address": "0000:44:00.0"}, "missing: no function at this address"),
 ])
@@ -124,7 +126,8 @@ def test_apply_keeps_the_safety_refusals(run, demo_root: Path) -> None:
     from pcimgr.persist import definitions
     device = discovery.read_device(SimulatedMachine(str(demo_root)).sysfs,
                                    PciAddress.parse("00:1f.6"))
-    definitions.save(str(cfg(demo_root)), definitions.identify(device, driver="vfio-pci"))
+    host = discovery.scan_related(SimulatedMachine(str(demo_root)).sysfs, (device.address,))
+    definitions.save(str(cfg(demo_root)), definitions.identify(host, device, driver="vfio-pci"))
     r = run("--sysfs-root", demo_root, "apply")
     assert r.exit_code == 10
     assert "skipped 0000:00:1f.6: refusing:" in r.output and "default route" in r.output
@@ -181,3 +184,27 @@ def test_status_says_on_and_off_as_define_takes_them(run, demo_root: Path) -> No
     assert r.exit_code == 0, r.output
     r = run("--sysfs-root", demo_root, "status")
     assert "VF 1: spoofchk off, trust on: DRIFT" in r.output, r.output
+
+
+def test_a_group_is_known_by_its_members_not_its_number(run, demo_root: Path) -> None:
+    """The kernel numbers groups lowest-free-first: a VF recreated while another group
+    took its old number comes back under another one (the lab: group 9, then 10). Same
+    members, no drift, and apply applies; different members are drift. A definition from
+    before members were recorded is not held to its number either."""
+    vf = "0000:05:10.0"
+    assert run("--sysfs-root", demo_root, "vfs", "create", "05:00.0", "1").exit_code == 0
+    assert run("--sysfs-root", demo_root, "define", vf, "--driver", "vfio-pci").exit_code == 0
+    edit(demo_root, vf, iommu_group=99)  # as if it had been defined under another number
+    code, found = status(run, demo_root)
+    assert code == 0 and found[vf]["drift"] == [], found
+    assert run("--sysfs-root", demo_root, "apply").exit_code == 0
+    assert driver_of(demo_root, vf) == "vfio-pci"
+    edit(demo_root, vf, group_members=[vf, "0000:05:00.0"])
+    code, found = status(run, demo_root)
+    assert code == 10 and found[vf]["drift"] == [
+        f"IOMMU group members changed: {vf} now, defined with 0000:05:00.0, {vf}"], found
+    data = json.loads((cfg(demo_root) / f"devices/{vf}.json").read_text())
+    del data["group_members"]
+    (cfg(demo_root) / f"devices/{vf}.json").write_text(json.dumps(data))
+    code, found = status(run, demo_root)
+    assert code == 0 and found[vf]["drift"] == [], found

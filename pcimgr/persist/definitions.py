@@ -19,7 +19,7 @@ from typing import Any
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Damaged, NotFound
-from pcimgr.core.model import PciDevice
+from pcimgr.core.model import Host, PciDevice
 from pcimgr.plans import filechange, statefile
 
 FORMAT = 1
@@ -32,11 +32,14 @@ class Definition:
     device_id: str
     subsystem_vendor_id: str | None
     subsystem_device_id: str | None
-    iommu_group: int | None
+    iommu_group: int | None             # for people: numbers change (lowest free id)
     driver: str | None = None           # bind this driver
     vfs: int | None = None              # a PF: this many VFs
     vf_driver: str | None = None        # ... on vfio-pci, or "host"
     vf: dict[str, dict[str, Any]] = field(default_factory=dict)  # index -> VF settings
+    # the group by what identifies it: its members when defined (None: defined by a
+    # pcimgr that did not record them)
+    group_members: tuple[str, ...] | None = None
 
     @property
     def ids(self) -> str:
@@ -61,10 +64,23 @@ def _word(value: Any) -> str:
     return str(value)
 
 
-def identify(device: PciDevice, **intent: Any) -> Definition:
+def identify(host: Host, device: PciDevice, **intent: Any) -> Definition:
     return Definition(str(device.address), device.vendor_id, device.device_id,
                       device.subsystem_vendor_id, device.subsystem_device_id,
-                      device.iommu_group, **intent)
+                      device.iommu_group, group_members=group_members(host, device),
+                      **intent)
+
+
+def group_members(host: Host, device: PciDevice) -> tuple[str, ...] | None:
+    """The addresses in DEVICE's IOMMU group, sorted; None without a group. The kernel
+    hands out group numbers lowest-free-first (the lab: an igb VF recreated while another
+    VFIO device existed came back in group 10, not 9), so a group is known by these. VFs
+    other than DEVICE are left out: they come and go with their PF's VF count."""
+    group = host.groups.get(device.iommu_group) if device.iommu_group is not None else None
+    if group is None:
+        return None
+    return tuple(sorted({str(device.address)} | {str(m.address) for m in group.members
+                                                 if m.physfn is None}))
 
 
 def path(cfg: str, address: str) -> str:
@@ -186,6 +202,12 @@ def _from_json(data: Any) -> Definition:
         if not _ID.fullmatch(data[key]):
             raise ValueError(f"{key!r} is {data[key]!r}, not 4 hex digits")
     fields = {k: v for k, v in data.items() if k in Definition.__dataclass_fields__}
+    members = fields.get("group_members")
+    if members is not None:
+        if not (isinstance(members, list) and members and len(members) <= 256
+                and all(isinstance(m, str) and _is_address(m) for m in members)):
+            raise ValueError("'group_members' is not a list of PCI addresses")
+        fields["group_members"] = tuple(sorted(members))
     statefile.obj({"driver": None, "vfs": None, "vf_driver": None, "vf": {}} | fields,
                   driver=(str, type(None)), vfs=(int, type(None)),
                   vf_driver=(str, type(None)), vf=dict)
@@ -214,6 +236,19 @@ def select(definitions: list[Definition], address: PciAddress | None) -> list[De
     chosen = [d for d in definitions if d.address == str(address)]
     if not chosen:
         raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
-    group = chosen[0].iommu_group
-    return chosen + [d for d in definitions if group is not None and d.iommu_group == group
-                     and d.address != str(address)]
+    return chosen + [d for d in definitions if d.address != str(address)
+                     and same_group(chosen[0], d)]
+
+
+def same_group(a: Definition, b: Definition) -> bool:
+    """By members where both recorded them; by number only for definitions without."""
+    if a.group_members is not None and b.group_members is not None:
+        return b.address in a.group_members
+    return a.iommu_group is not None and a.iommu_group == b.iommu_group
+
+
+def _is_address(text: str) -> bool:
+    try:
+        return str(PciAddress.parse(text)) == text
+    except BadInput:
+        return False

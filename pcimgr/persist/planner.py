@@ -23,7 +23,7 @@ from pcimgr.drivers import safety
 from pcimgr.host import vfinfo
 from pcimgr.host.machine import Machine
 from pcimgr.host.usage import Survey
-from pcimgr.persist.definitions import Definition, identify
+from pcimgr.persist.definitions import Definition, group_members, identify
 from pcimgr.plans import transaction as plans
 from pcimgr.plans.runner import Proposal
 from pcimgr.plans.step import Step
@@ -44,7 +44,7 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
                        "--mac/--vlan) for an SR-IOV PF")
     if driver is not None:
         drivers.check_driver_name(driver)
-        return identify(device, driver=driver)
+        return identify(host, device, driver=driver)
     pf = sriov.require_pf(host, address)
     assert pf.sriov is not None
     base = existing if existing is not None and existing.vfs is not None else None
@@ -64,7 +64,7 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
         settings[str(vf_index)] = settings.get(str(vf_index), {}) | vf_settings
     settings = {k: v for k, v in settings.items() if int(k) < count}
     chosen = vf_driver or (base.vf_driver if base else None) or "vfio-pci"
-    return identify(pf, vfs=count, vf_driver=chosen, vf=settings)
+    return identify(host, pf, vfs=count, vf_driver=chosen, vf=settings)
 
 
 def with_group(host: Host, d: Definition, others: Mapping[str, Definition]) -> list[Definition]:
@@ -73,7 +73,7 @@ def with_group(host: Host, d: Definition, others: Mapping[str, Definition]) -> l
     device = host.require(PciAddress.parse(d.address))
     found = [d]
     for mate in boot_gaps(host, device, others):
-        found.append(identify(mate, driver=d.driver))
+        found.append(identify(host, mate, driver=d.driver))
     return found
 
 
@@ -202,8 +202,11 @@ def _drift(machine: Machine, host: Host, d: Definition) -> list[str]:
     if subsystem != (d.subsystem_vendor_id, d.subsystem_device_id):
         found.append(f"different subsystem: {subsystem[0]}:{subsystem[1]} here, "
                      f"{d.subsystem_vendor_id}:{d.subsystem_device_id} defined")
-    if device.iommu_group != d.iommu_group:
-        found.append(f"IOMMU group changed: {device.iommu_group}, defined in {d.iommu_group}")
+    members = group_members(host, device)
+    if d.group_members is not None and members != d.group_members:
+        found.append("IOMMU group members changed: "
+                     + (", ".join(members) if members else "no group")
+                     + f" now, defined with {', '.join(d.group_members)}")
     if d.driver is not None and device.driver != d.driver:
         found.append(f"driver is {device.driver or 'none'}, defined {d.driver}")
     if d.vfs is not None:

@@ -96,7 +96,7 @@ def definition(host: Host, record: PoolRecord) -> Definition:
     settings: dict[str, Any] = {k: v for k, v in (("trust", record.trust),
                                                   ("spoofchk", record.spoofchk))
                                 if v is not None}
-    return identify(pf, vfs=record.vfs, vf_driver=record.vf_driver,
+    return identify(host, pf, vfs=record.vfs, vf_driver=record.vf_driver,
                     vf={str(i): dict(settings) for i in range(record.vfs)} if settings else {})
 
 
