@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pcimgr.host.names import Namer
     from pcimgr.plans.transaction import Plan
     from pcimgr.sriov.planner import PfView
+from pcimgr.core.readiness import readiness, ready
 from pcimgr.core.vfconfig import VfConfig
 from pcimgr.core.viability import blocks_vfio, viability
 
@@ -60,7 +61,27 @@ def device_json(d: PciDevice, namer: Namer, holders: list[str] | None = None,
         "physfn": str(physfn) if physfn else None,
         "holders": holders,
         "host_use": host_use or [],
+        "vfio": vfio_json(d),
     }
+
+
+def vfio_json(d: PciDevice) -> dict[str, Any]:
+    """How a guest can take it now (core/readiness.py; docs/json.md)."""
+    r = readiness(d)
+    return {"ready": bool(r.kind), "kind": r.kind or None, "driver": r.driver,
+            "device": d.vfio_dev}
+
+
+def readiness_text(d: PciDevice, detach_binds: str) -> str:
+    r = readiness(d)
+    if r.kind == "vfio-pci":
+        return "ready for a guest: on vfio-pci"
+    if r.kind == "variant":
+        return f"ready for a guest: on {r.driver}, a VFIO variant driver"
+    if r.kind == "vendor":
+        return (f"ready for a guest: on {r.driver}, which registers it with VFIO itself "
+                f"({d.vfio_dev}); give it as managed='no'")
+    return f"not ready: `pcimgr detach {d.address}` binds {detach_binds}"
 
 
 _CLASS_HEX: dict[int, str] = {}
@@ -261,8 +282,10 @@ def group_rows(host: Host, namer: Namer) -> list[list[str]]:
 
 def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
               vfs: list[PciDevice], uses: list[str],
-              insight: tuple[tuple[str, str], ...] = (), why: tuple[str, ...] = ()) -> str:
-    """insight: more fields (link, reset) after host use; why: why the group is shared."""
+              insight: tuple[tuple[str, str], ...] = (), why: tuple[str, ...] = (),
+              ready_lines: tuple[tuple[str, str], ...] = ()) -> str:
+    """insight: more fields (link, reset) after host use; why: why the group is shared;
+    ready_lines: how a guest takes it, and its VFIO device nodes, after the driver."""
     names = namer(d)
     lines = [f"{d.address}  {names.device or 'unknown device'}"]
 
@@ -277,6 +300,8 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
     field("revision", d.revision or "-")
     field("driver", d.driver or "none")
     field("driver_override", d.driver_override or "none")
+    for label, value in ready_lines:
+        field(label, value)
     field("iommu group", _opt(d.iommu_group))
     field("numa node", _opt(d.numa_node))
     field("netdevs", ", ".join(d.netdevs) or "none")
@@ -325,7 +350,7 @@ def moves(plan: Plan, host: Host) -> str:
         driver = now.driver if now else None
         lines.append(f"{step.address}: {step.original_driver or 'no driver'} -> "
                      f"{driver or 'no driver'}")
-        if now is not None and driver == "vfio-pci" and now.iommu_group is not None:
+        if now is not None and ready(now) and now.iommu_group is not None:
             groups.add(now.iommu_group)
     for n in sorted(groups):
         v = viability(host.groups[n])

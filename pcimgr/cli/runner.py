@@ -34,8 +34,9 @@ def print_plan(proposal: Any, state: str) -> None:
     if os.path.exists(transaction.journal_path(state)):
         click.echo("Note: an unfinished transaction would be rolled back first.")
     click.echo(f"Plan for `pcimgr {proposal.plan.command}` (--dry-run: nothing changed):")
-    if proposal.module:
-        click.echo(f"0. modprobe {proposal.module}")
+    for module in (proposal.module, *proposal.also_load):
+        if module:
+            click.echo(f"0. modprobe {module}")
     click.echo(proposal.plan.describe())
 
 

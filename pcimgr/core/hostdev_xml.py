@@ -16,10 +16,14 @@ def address_element(address: PciAddress) -> ET.Element:
     })
 
 
-def hostdev(address: PciAddress, managed: bool = True) -> ET.Element:
-    """<hostdev mode='subsystem' type='pci' managed=...><source><address .../></source></hostdev>"""
+def hostdev(address: PciAddress, managed: bool = True, model: str | None = None) -> ET.Element:
+    """<hostdev mode='subsystem' type='pci' managed=...><source><address .../></source></hostdev>;
+    model: the VFIO variant driver (<driver model=.../>, libvirt >= 10.0), so that libvirt
+    binds that one, not plain vfio-pci, when it manages the function."""
     element = ET.Element("hostdev", {"mode": "subsystem", "type": "pci",
                                       "managed": "yes" if managed else "no"})
+    if model:
+        ET.SubElement(element, "driver", {"model": model})
     ET.SubElement(element, "source").append(address_element(address))
     return element
 
@@ -33,10 +37,13 @@ def to_string(element: ET.Element) -> str:
 
 
 def interface(address: PciAddress, managed: bool = True, mac: str | None = None,
-              vlan: int | None = None) -> ET.Element:
+              vlan: int | None = None, model: str | None = None) -> ET.Element:
     """<interface type='hostdev'>: an SR-IOV VF given to the guest as a NIC, so that libvirt
-    sets its MAC and VLAN through the PF before the guest starts (a stable MAC in the guest)."""
+    sets its MAC and VLAN through the PF before the guest starts (a stable MAC in the guest);
+    model as for hostdev."""
     element = ET.Element("interface", {"type": "hostdev", "managed": "yes" if managed else "no"})
+    if model:
+        ET.SubElement(element, "driver", {"model": model})
     if mac:
         ET.SubElement(element, "mac", {"address": mac})
     source = ET.SubElement(element, "source")

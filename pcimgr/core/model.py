@@ -42,6 +42,7 @@ class PciDevice:
     netdevs: tuple[str, ...]
     sriov: SriovInfo | None
     physfn: PciAddress | None
+    vfio_dev: str | None = None  # vfio-dev/vfioN while VFIO holds it (Linux >= 6.1)
 
     @property
     def base_class(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pcimgr.core.errors import KernelError
-from pcimgr.core.viability import HARMLESS_DRIVERS
+from pcimgr.core.viability import harmless_name
 from pcimgr.host import discovery
 from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs, device_path
@@ -81,7 +81,7 @@ class BindDriver(StepBase):
         record = records.get(rel)
         if record is not None and self.target == record["driver"]:
             records.set(rel, None)  # given back
-        elif record is None and self.original_driver not in HARMLESS_DRIVERS:
+        elif record is None and not harmless_name(self.original_driver):
             # the first time pcimgr moves it: remember where it came from (None: no driver)
             records.set(rel, {"driver": self.original_driver,
                               "override": self.original_override})

@@ -6,10 +6,19 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from pcimgr.core import variants
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
 from pcimgr.core.model import Host, PciDevice
-from pcimgr.core.viability import HARMLESS_DRIVERS, blocks_vfio
+from pcimgr.core.readiness import (
+    VFIO_PCI,
+    readiness,
+    ready,
+    same_driver,
+    vfio_name,
+    what_detach_binds,
+)
+from pcimgr.core.viability import blocks_vfio, harmless
 from pcimgr.drivers.binding import BindDriver, Reprobe
 from pcimgr.drivers.safety import concerns
 from pcimgr.host.machine import Machine
@@ -63,11 +72,40 @@ def refuse_unsafe(sysfs: Sysfs, host: Host, survey: Survey, leaving: list[PciDev
     raise Refused(f"refusing: {reasons}", forceable=True)
 
 
+def targets_of(machine: Machine, devices: list[PciDevice], driver: str | None) -> dict[
+        PciAddress, str]:
+    """What detach binds each function to: DRIVER when given; else the most specific VFIO
+    variant the running kernel offers for it (modules.alias, libvirt's choice too), else
+    vfio-pci."""
+    if driver is not None:
+        return {d.address: driver for d in devices}
+    from pcimgr.host import modaliases
+    aliases = modaliases.vfio_aliases(machine)
+    loaded = machine.sysfs.list_dir("bus/pci/drivers")
+    return {d.address: what_detach_binds(d, driver_of_module(variants.best(d, aliases), loaded))
+            for d in devices}
+
+
+def driver_of_module(module: str | None, loaded: list[str]) -> str | None:
+    """The driver a module registers (its directory under bus/pci/drivers): module names
+    spell `-` as `_` (vfio-pci's module is vfio_pci). Not loaded yet: the module's name,
+    which variants use for their driver too (KBUILD_MODNAME)."""
+    if module is None:
+        return None
+    found = next((d for d in loaded if same_driver(d, module)), None)
+    if found is not None:
+        return found
+    return VFIO_PCI if same_driver(module, VFIO_PCI) else module
+
+
 def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
-                driver: str, group: bool, force: bool) -> Proposal:
-    check_driver_name(driver)
+                driver: str | None, group: bool, force: bool) -> Proposal:
+    """driver None: each function to its best VFIO driver (targets_of); one already ready
+    for a guest (vfio-pci, a variant, a vendor's VFIO provider) is left where it is."""
+    if driver is not None:
+        check_driver_name(driver)
     targets = {d.address: d for d in (host.require(a) for a in addresses)}
-    if driver == "vfio-pci" and not host.iommu_enabled:
+    if (driver is None or vfio_name(driver)) and not host.iommu_enabled:
         raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; add "
                       "intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel command line "
                       "and reboot")
@@ -84,14 +122,22 @@ def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[P
                 + "; VFIO can use the group only when they leave their drivers too: pass "
                 "--group to detach them in the same transaction")
         targets.update((m.address, m) for m in mates)
-    moving = [d for d in sorted(targets.values(), key=lambda d: d.address) if d.driver != driver]
+    ordered = sorted(targets.values(), key=lambda d: d.address)
+    chosen = targets_of(machine, ordered, driver)
+    stays = [d for d in ordered if (d.driver == chosen[d.address] if driver is not None
+                                    else ready(d))]
+    moving = [d for d in ordered if d not in stays]
     refuse_unsafe(machine.sysfs, host, survey, moving, force)
-    notes = tuple(f"{d.address} is already on {driver}" for d in targets.values()
-                  if d.driver == driver)
-    steps = tuple(BindDriver(str(d.address), driver, driver, d.driver, d.driver_override)
-                  for d in moving)
+    notes = tuple(f"{d.address} is already on {d.driver}" if d.driver == chosen[d.address]
+                  else f"{d.address} is ready for a guest already: on {d.driver} "
+                       f"({readiness(d).kind} VFIO driver); `--driver` moves it anyway"
+                  for d in stays)
+    steps = tuple(BindDriver(str(d.address), chosen[d.address], chosen[d.address], d.driver,
+                             d.driver_override) for d in moving)
+    modules = [m for m in dict.fromkeys(module_for(machine, chosen[d.address]) for d in moving)
+               if m]
     return Proposal(plans.Plan(f"detach {' '.join(str(a) for a in addresses)}", steps),
-                    module_for(machine, driver) if steps else None, notes)
+                    modules[0] if modules else None, notes, also_load=tuple(modules[1:]))
 
 
 def plan_bind(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
@@ -140,7 +186,7 @@ def plan_rebind(machine: Machine, host: Host, addresses: tuple[PciAddress, ...],
             # no record: pcimgr never moved it, and a probe would choose for the host
             notes.append(f"{a} has no driver, and pcimgr never moved it; nothing to give "
                          f"back (`pcimgr bind {a} DRIVER` gives it one)")
-        elif d.driver not in HARMLESS_DRIVERS and d.driver_override is None:
+        elif not harmless(d) and d.driver_override is None:
             notes.append(f"{a} is on its host driver {d.driver}; nothing to give back")
         else:
             steps.append(Reprobe(a, d.driver, d.driver_override))

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import Refused
 from pcimgr.core.model import Host
+from pcimgr.core.readiness import ready
 from pcimgr.core.topology import Topology
-from pcimgr.core.viability import VFIO_DRIVERS
 from pcimgr.drivers.planner import refuse_unsafe
 from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import device_path
@@ -108,7 +108,7 @@ def plan_reset(machine: Machine, host: Host, survey: Survey, topo: Topology,
                       "PF resets its VFs with it (their guests and the host lose them)",
                       forceable=True)
     refuse_unsafe(machine.sysfs, host, survey, [device], force)
-    if device.driver is not None and device.driver not in VFIO_DRIVERS and not force:
+    if device.driver is not None and not ready(device) and not force:
         raise Refused(f"refusing: {address} is bound to {device.driver}, which would see its "
                       f"device reset under it; `pcimgr detach {address}` first", forceable=True)
     reset = topo.reset(address)

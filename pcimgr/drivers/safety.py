@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from pcimgr.core.model import Host, PciDevice
-from pcimgr.core.viability import VFIO_DRIVERS
+from pcimgr.core.readiness import ready
 from pcimgr.host.sysfs import Sysfs, device_path
 from pcimgr.host.usage import Survey
 
@@ -45,7 +45,7 @@ def concerns(sysfs: Sysfs, host: Host, targets: list[PciDevice], survey: Survey)
             for vf in d.sriov.vfs:
                 found += [Concern(a, f"its VF {vf}: {use}") for use in survey.of(vf)]
             held = [str(vf.address) for vf in (host.get(v) for v in d.sriov.vfs)
-                    if vf is not None and vf.driver in VFIO_DRIVERS]
+                    if vf is not None and ready(vf)]
             if held:
                 found.append(Concern(a, f"its VFs {', '.join(held)} are on vfio-pci, and "
                                         "unbinding the PF driver destroys them"))

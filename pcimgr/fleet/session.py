@@ -40,8 +40,9 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
     def add(self, proposal: Proposal) -> None:
-        if proposal.module:
-            self.plan.append(f"modprobe {proposal.module}")
+        for module in (proposal.module, *proposal.also_load):
+            if module:
+                self.plan.append(f"modprobe {module}")
         self.plan += proposal.plan.describe().splitlines() if proposal.plan.steps else []
         self.notes += proposal.notes
         self.changed = self.changed or bool(proposal.plan.steps)

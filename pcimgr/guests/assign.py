@@ -15,7 +15,8 @@ import os
 from pcimgr.core import hostdev_xml, pool_xml
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, Refused
-from pcimgr.core.model import Host
+from pcimgr.core.model import Host, PciDevice
+from pcimgr.core.readiness import VFIO_PCI, readiness, vfio_name
 from pcimgr.drivers import planner as drivers
 from pcimgr.drivers import reset as resets
 from pcimgr.guests import numa
@@ -48,7 +49,8 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
         raise BadInput(f"--mac and --vlan give a NIC's SR-IOV VF to the guest as "
                        f"<interface type='hostdev'>, and {address} is not a VF of a NIC; "
                        "assign it without them")
-    detach = drivers.plan_detach(machine, host, survey, (address,), "vfio-pci", group, force)
+    detach = drivers.plan_detach(machine, host, survey, (address,), None, group, force)
+    model, managed, said = _variant(machine, lv, device, managed)
     moving = [PciAddress.parse(s.address) for s in detach.plan.steps]
     for a in sorted({address, *moving}):
         held = holdings.get(a, [])
@@ -82,12 +84,12 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
                                     hostdev_xml.to_string(virtio), live, config, mac=mac))
         element = pool_xml.teamed_vf(address, mac, vlan, pool_xml.alias_for(mac), managed)
     elif mac or vlan:
-        element = hostdev_xml.interface(address, managed, mac, vlan)
+        element = hostdev_xml.interface(address, managed, mac, vlan, model)
     else:
-        element = hostdev_xml.hostdev(address, managed)
+        element = hostdev_xml.hostdev(address, managed, model)
     attach = AttachDevice(str(address), lv.uri, domain.name, domain.uuid,
                           hostdev_xml.to_string(element), live, config)
-    notes += detach.notes
+    notes += detach.notes + said
     if mac or vlan:
         notes += _pf_link_warning(machine, device.physfn)
     steps: list[Step] = [] if managed else list(detach.plan.steps)
@@ -100,6 +102,31 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
     return Proposal(plans.Plan(f"assign {address} {domain.name}", tuple(steps)),
                     None if managed else detach.module, tuple(notes),
                     ((record_path("", str(address)), record),))
+
+
+def _variant(machine: Machine, lv: Libvirt, device: PciDevice, managed: bool) -> tuple[
+        str | None, bool, tuple[str, ...]]:
+    """The XML's <driver model=...> and managed, and what to tell: a VFIO variant driver is
+    named so that libvirt (>= 10.0) binds that one when it manages the function; a vendor's
+    VFIO provider (NVIDIA vGPU VFs on nvidia) is never handed to libvirt to rebind."""
+    now = readiness(device)
+    if now.kind == "vendor":
+        said = (f"{device.address} is ready on {now.driver}, its vendor's VFIO provider: "
+                "given as managed='no' (libvirt would rebind it to vfio-pci)",) if managed \
+            else ()
+        return None, False, said
+    end = now.driver if now.kind else drivers.targets_of(machine, [device], None)[
+        device.address]
+    if end is None or not vfio_name(end) or end == VFIO_PCI:
+        return None, managed, ()
+    version = tuple(int(p) for p in lv.version().split("."))
+    if version < (10, 0, 0):
+        return None, managed, (f"{device.address} ends on the VFIO variant {end}, and "
+                               f"libvirt {lv.version()} predates <driver model=...> (10.0): "
+                               "the XML cannot name it" + (
+                                   "; with managed='yes' libvirt binds vfio-pci instead"
+                                   if managed else ""),)
+    return end, managed, ()
 
 
 def _pf_link_warning(machine: Machine, pf: PciAddress | None) -> list[str]:

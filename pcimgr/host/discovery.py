@@ -7,9 +7,9 @@ from dataclasses import replace
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.core.model import BRIDGE_CLASSES, Host, IommuGroup, PciDevice, SriovInfo, no_function
+from pcimgr.core.readiness import STUB, vfio_name
 from pcimgr.host.sysfs import DEVICES, Directory, Gone, Sysfs
 
-NO_NETDEV_DRIVERS = frozenset({"vfio-pci", "pci-stub"})
 _SRIOV_ATTRS = ("sriov_numvfs", "sriov_drivers_autoprobe", "sriov_offset", "sriov_stride",
                 "sriov_vf_device")
 # From this many functions a whole-bus scan is split with a forked child: below it the
@@ -100,12 +100,18 @@ def _read(d: Directory, address: PciAddress, virtfns: bool = True) -> PciDevice 
         if totalvfs is not None:
             sriov = _sriov(d, totalvfs, virtfns)
     # Only a bound network driver registers interfaces: skip the listing otherwise.
-    has_net = driver is not None and driver not in NO_NETDEV_DRIVERS \
-        and class_code >> 8 not in BRIDGE_CLASSES
+    bridge = class_code >> 8 in BRIDGE_CLASSES
+    vfio = vfio_name(driver)
+    has_net = driver is not None and not vfio and driver != STUB and not bridge
     sub_vendor = sub_device = None
     if subsys is not None and len(subsys) == 9:
         sub_vendor, sub_device = subsys[:4].lower(), subsys[5:].lower()
     group = d.link("iommu_group")
+    netdevs = _netdevs(d, driver) if has_net else ()
+    # VFIO's own device (Linux >= 6.1), whichever driver registered it (a vendor's VFIO
+    # provider shows only so): looked for on a bound endpoint with no interface
+    vfio_dev = d.list("vfio-dev") if driver is not None and not bridge and not netdevs \
+        else None
     return PciDevice(
         address=address,
         vendor_id=ids[:4].lower(),
@@ -118,9 +124,10 @@ def _read(d: Directory, address: PciAddress, virtfns: bool = True) -> PciDevice 
         driver_override=override(d.read("driver_override")),
         iommu_group=_int(group.rpartition("/")[2]) if group else None,
         numa_node=_numa(d.read("numa_node")),
-        netdevs=_netdevs(d, driver) if has_net else (),
+        netdevs=netdevs,
         sriov=sriov,
         physfn=physfn,
+        vfio_dev=vfio_dev[0] if vfio_dev else None,
     )
 
 

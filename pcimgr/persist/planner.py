@@ -16,8 +16,9 @@ from typing import Any
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, PcimgrError, Refused
 from pcimgr.core.model import Host, PciDevice
+from pcimgr.core.readiness import vfio_name
 from pcimgr.core.vfconfig import VfConfig
-from pcimgr.core.viability import HARMLESS_DRIVERS, VFIO_DRIVERS, blocks_vfio
+from pcimgr.core.viability import blocks_vfio, harmless, harmless_name
 from pcimgr.drivers import planner as drivers
 from pcimgr.drivers import safety
 from pcimgr.host import vfinfo
@@ -96,7 +97,7 @@ def group_gaps(host: Host, device: PciDevice, defined: Mapping[str, Definition])
 
 
 def _stubbed(d: Definition | None) -> bool:
-    return d is not None and d.driver in HARMLESS_DRIVERS
+    return d is not None and harmless_name(d.driver)
 
 
 def check(machine: Machine, host: Host, survey: Survey, new: list[Definition],
@@ -130,7 +131,7 @@ def _check_driver(machine: Machine, host: Host, survey: Survey, device: PciDevic
                        f"{d.driver}`)")
     if device.driver != d.driver:
         drivers.refuse_unsafe(machine.sysfs, host, survey, [device], False)
-    if d.driver in VFIO_DRIVERS:
+    if vfio_name(d.driver):
         if not host.iommu_enabled:
             raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; "
                           "add intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel "
@@ -144,7 +145,7 @@ def _check_driver(machine: Machine, host: Host, survey: Survey, device: PciDevic
 
 
 def _at_boot(mate: PciDevice) -> str:
-    if mate.driver in HARMLESS_DRIVERS:
+    if harmless(mate):
         return f"{mate.address} (on {mate.driver} now, undefined: on its host driver at boot)"
     return f"{mate.address} (on {mate.driver})"
 
@@ -180,12 +181,12 @@ def _unsafe(machine: Machine, host: Host, survey: Survey, d: Definition,
         uses = safety.host_use(machine.sysfs, device, survey)
         if uses:
             found.append(f"the host uses it ({', '.join(uses)}): apply will not take it")
-    if d.driver in VFIO_DRIVERS:
+    if vfio_name(d.driver):
         gaps = boot_gaps(host, device, defined)  # as at boot: a detach by hand does not last
         if gaps:
             found.append(f"IOMMU group {device.iommu_group} is not viable: "
                          + ", ".join(f"{m.address} on {m.driver}"
-                                     + (" now, undefined" if m.driver in HARMLESS_DRIVERS else "")
+                                     + (" now, undefined" if harmless(m) else "")
                                      for m in gaps)
                          + " (define them too, or undefine this one)")
     return found
@@ -293,7 +294,7 @@ def _drop_partial_groups(host: Host, planned: dict[str, tuple[Definition, Propos
         going = {a: d for a, (d, _) in planned.items()}
         for a, (d, _) in list(planned.items()):
             device = host.get(PciAddress.parse(a))
-            if d.driver not in VFIO_DRIVERS or device is None or device.driver == d.driver:
+            if not vfio_name(d.driver) or device is None or device.driver == d.driver:
                 continue
             gaps = group_gaps(host, device, going)
             if gaps:

@@ -20,6 +20,7 @@ class Proposal(NamedTuple):  # not a dataclass: cheaper at start (transaction.Pl
     notes: tuple[str, ...]   # no-ops worth telling
     # state files to write (data) or remove (None) once the plan succeeded; relative paths
     records: tuple[tuple[str, dict[str, Any] | None], ...] = ()
+    also_load: tuple[str, ...] = ()  # further drivers to load (detach: several variants)
 
 
 def execute(machine: Machine, state: str, proposal: Proposal,
@@ -35,8 +36,9 @@ def execute(machine: Machine, state: str, proposal: Proposal,
     for step in proposal.plan.steps:
         if step.address not in voided:
             step.remember(changes)
-    if proposal.module:
-        machine.load_module(proposal.module)
+    for module in (proposal.module, *proposal.also_load):
+        if module:
+            machine.load_module(module)
     try:
         transaction.execute(proposal.plan, machine, state, progress, changes)
     except RolledBack as e:

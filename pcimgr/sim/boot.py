@@ -82,6 +82,9 @@ def write(root: str, facts: dict[str, Any]) -> None:
     cpu = "".join(f"processor\t: {n}\nvendor_id\t: {facts['cpu_vendor']}\n"
                   f"model name\t: simulated\n\n" for n in range(2))
     files: dict[str, str] = {"proc/cpuinfo": cpu, "proc/sys/kernel/osrelease": release + "\n"}
+    if facts.get("modules_alias"):
+        files[f"lib/modules/{release}/modules.alias"] = "".join(
+            line + "\n" for line in facts["modules_alias"])
     programs: list[str] = []
     bootloader, initramfs = facts["bootloader"], facts["initramfs"]
     if bootloader == "grub":

@@ -28,8 +28,11 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
             f.write(text)
     for driver in profile.drivers:
         tree.create_driver(root, driver)
-    if "vfio-pci" in profile.drivers:
+    if "vfio-pci" in profile.drivers:  # vfio loaded: its class is there, empty or not
         open(os.path.join(root, "dev/vfio/vfio"), "w").close()
+        os.makedirs(os.path.join(root, "class/vfio-dev"))
+    if profile.host.vfio_cdev:  # IOMMUFD
+        open(os.path.join(root, "dev/iommu"), "w").close()
     if profile.host.vhost_net:
         open(os.path.join(root, "dev/vhost-net"), "w").close()
     if iommu:
@@ -61,11 +64,23 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
     for spec in specs:
         if spec.sriov and spec.sriov.numvfs:
             kernel._enable_vfs(PciAddress.parse(spec.address), spec.sriov.numvfs)
+            for index, driver in spec.sriov.vf_bound:
+                _bind_by_override(root, kernel, spec.address, index, driver)
     for name, (kind, lowers) in profile.host.net_stacks.items():
         tree.stack_net(root, name, kind, lowers)
     for name, (dm_name, slaves) in profile.host.block_stacks.items():
         tree.stack_block(root, name, dm_name, slaves)
     _numa_nodes(root, profile)
+
+
+def _bind_by_override(root: str, kernel: SimulatedKernel, pf: str, index: int,
+                      driver: str) -> None:
+    """What `driverctl set-override VF DRIVER` left: the override, then the driver."""
+    vf = PciAddress.parse(os.path.basename(os.readlink(os.path.join(
+        tree.device_dir(root, pf), f"virtfn{index}"))))
+    kernel._detach(vf)
+    tree.set_attr(root, vf, "driver_override", driver)
+    kernel._attach(vf, driver)
 
 
 def _numa_nodes(root: str, profile: Profile) -> None:

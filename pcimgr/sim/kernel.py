@@ -243,9 +243,10 @@ class SimulatedKernel:
         """pci_device_probe() and the driver's probe; 0 or the errno it fails with."""
         if not self._can_probe(address):
             return errno.ENODEV
-        # vfio_pci_probe(): normal headers only, and the function needs a group
-        if driver == VFIO and (self._is_bridge(address)
-                               or tree.group_of(self.root, address) is None):
+        # vfio_pci_probe() (and every vfio-pci-core driver's): normal headers only, and
+        # the function needs a group
+        if self._registers_vfio(address, driver) and (
+                self._is_bridge(address) or tree.group_of(self.root, address) is None):
             return errno.EINVAL
         self._attach(address, driver)
         return 0
@@ -266,13 +267,52 @@ class SimulatedKernel:
             tuple(static.get("disks", ())), tuple(static.get("disk_via", ("host0",))),
             framebuffer=static.get("framebuffer")) if native else tree.Children())
         self._refresh_totalvfs(address, driver)
+        if self._registers_vfio(address, driver):
+            self._add_vfio_device(address)
         self._refresh_vfio_node(address)
+
+    def _registers_vfio(self, address: PciAddress, driver: str) -> bool:
+        """vfio-pci, a variant on vfio-pci-core (named *_vfio_pci), or a VF driver its PF's
+        profile says registers VFs with VFIO itself (NVIDIA's vGPU VFs stay on nvidia)."""
+        if driver == VFIO or driver.replace("-", "_").endswith("_vfio_pci"):
+            return True
+        pf = self._physfn(address)
+        spec = self._sriov_spec(pf) if pf is not None else None
+        return bool(spec and spec.get("vf_vfio_provider") and driver == spec["vf_driver"])
+
+    def _add_vfio_device(self, address: PciAddress) -> None:
+        """vfio_device_add() (Linux >= 6.1): vfio-dev/vfioN below the function and the class
+        link; with IOMMUFD's device cdev (>= 6.6) its `dev` and /dev/vfio/devices/vfioN.
+        N is the lowest free."""
+        cls = os.path.join(self.root, "class/vfio-dev")
+        undo.makedirs(cls, exist_ok=True)
+        used = {int(n[4:]) for n in os.listdir(cls) if n[4:].isdigit()}
+        n = next(i for i in range(len(used) + 1) if i not in used)
+        vdir = os.path.join(tree.device_dir(self.root, address), "vfio-dev", f"vfio{n}")
+        undo.makedirs(vdir)
+        undo.symlink(os.path.relpath(vdir, cls), os.path.join(cls, f"vfio{n}"))
+        if self.host.get("host", {}).get("vfio_cdev"):
+            undo.write_text(os.path.join(vdir, "dev"), f"511:{n}\n")
+            nodes = os.path.join(self.root, "dev/vfio/devices")
+            undo.makedirs(nodes, exist_ok=True)
+            undo.write_bytes(os.path.join(nodes, f"vfio{n}"), b"")
+
+    def _drop_vfio_devices(self) -> None:
+        """A function's vfio-dev went with its driver: its class link and cdev go too."""
+        cls = os.path.join(self.root, "class/vfio-dev")
+        for name in os.listdir(cls) if os.path.isdir(cls) else ():
+            if not os.path.exists(os.path.join(cls, name)):
+                undo.discard(os.path.join(cls, name))
+                node = os.path.join(self.root, "dev/vfio/devices", name)
+                if os.path.lexists(node):
+                    undo.discard(node)
 
     def _detach(self, address: PciAddress) -> None:
         """device_release_driver(): a PF driver's remove disables SR-IOV first."""
         if self._sriov_spec(address) and int(tree.read_attr(self.root, address, "sriov_numvfs")):
             self._disable_vfs(address)
         tree.detach_driver(self.root, address)
+        self._drop_vfio_devices()
         self._refresh_totalvfs(address, None)
         self._refresh_vfio_node(address)
 
@@ -326,6 +366,7 @@ class SimulatedKernel:
         for name in links:
             vf = PciAddress.parse(os.path.basename(os.readlink(os.path.join(pf_dir, name))))
             tree.detach_driver(self.root, vf)
+            self._drop_vfio_devices()
             group = tree.group_of(self.root, vf)
             tree.remove_function(self.root, vf)
             undo.discard(os.path.join(pf_dir, name))
@@ -361,7 +402,7 @@ class SimulatedKernel:
         node = os.path.join(self.root, "dev/vfio", str(group))
         members = os.path.join(self.root, tree.GROUPS, str(group), "devices")
         held = os.path.isdir(members) and any(
-            tree.driver_of(self.root, PciAddress.parse(m)) == VFIO for m in os.listdir(members))
+            os.path.isdir(os.path.join(members, m, "vfio-dev")) for m in os.listdir(members))
         if held and not os.path.exists(node):
             undo.write_bytes(node, b"")
         elif not held and os.path.exists(node):

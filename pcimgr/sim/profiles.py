@@ -23,6 +23,11 @@ class SriovSpec:
     configurable_by: tuple[str, ...] = ()  # PF drivers that implement sriov_configure
     vf_config: tuple[tuple[str, int], ...] = ()  # (MAC, VLAN) of the VFs present at build
     vf_settings: tuple[str, ...] = ("mac", "vlan", "spoofchk", "trust", "link_state")
+    # the VF driver registers its VFs with VFIO itself (NVIDIA's vGPU VFs on `nvidia`)
+    vf_vfio_provider: bool = False
+    # VFs an administrator had bound elsewhere when the host is built: index -> driver
+    # (through driver_override, as a variant driver must be)
+    vf_bound: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ class HostFacts:
     cpu_vendor: str = "GenuineIntel"                                # /proc/cpuinfo vendor_id
     bootloader: str = "grub"               # grub (Debian), systemd-boot, grubby (Fedora), none
     initramfs: str = "initramfs-tools"     # initramfs-tools, dracut, none
+    # lines of the kernel's modules.alias (lib/modules/RELEASE/modules.alias): VFIO
+    # variant drivers declare theirs as `alias vfio_pci:... MODULE`
+    modules_alias: tuple[str, ...] = ()
+    vfio_cdev: bool = False  # IOMMUFD's /dev/iommu and /dev/vfio/devices/vfioN (>= 6.6)
 
 
 @dataclass(frozen=True)
@@ -327,6 +336,82 @@ def server() -> Profile:
                    devices, drivers, host=host)
 
 
+# modules.alias lines as depmod writes them for the variant drivers (scripts/mod/file2alias.c:
+# PCI_DRIVER_OVERRIDE_DEVICE_VFIO gives the "vfio_pci:" prefix), among ordinary ones
+MODERN_ALIASES = (
+    "alias pci:v000015B3d0000101Dsv*sd*bc*sc*i* mlx5_core",
+    "alias pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_core",
+    "alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci",
+    "alias vfio_pci:v000015B3d00001018sv*sd*bc*sc*i* mlx5_vfio_pci",
+    "alias pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_pci",
+    "alias vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_vfio_pci",
+    "alias pci:v000010DEd*sv*sd*bc03sc*i* nvidia",
+    "alias pci:v00008086d000010CAsv*sd*bc*sc*i* igbvf",
+    "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci",
+)
+
+
+def modern() -> Profile:
+    """A 2025 host (Linux 6.12, IOMMUFD): a ConnectX-6 Dx whose first VF is on the
+    mlx5_vfio_pci variant (live migration), an NVIDIA L4 whose vGPU VFs stay on `nvidia`,
+    which registers them with VFIO itself, a virtio-net SR-IOV NIC whose VFs have the
+    virtio_vfio_pci variant available but are on virtio-pci, and an 82576 whose VFs have
+    no variant (plain vfio-pci)."""
+    rp = _root_port
+    cx6 = Caps("endpoint", (16.0, 16, 16.0, 16), flr=True, acs=0x1D)
+    devices = (
+        rp("0000:00:01.0", 0, caps=Caps("root-port", (16.0, 16, 16.0, 16), acs=ACS_PORT)),
+        DeviceSpec("0000:41:00.0", "15b3", "101d", NET, "mlx5_core", 1,
+                   subsystem=("15b3", "0016"), parent="0000:00:01.0", numa_node=0,
+                   netdev="enp65s0f0np0",
+                   sriov=SriovSpec(total=8, offset=2, stride=1, vf_device="101e",
+                                   vf_driver="mlx5_core", numvfs=2,
+                                   configurable_by=("mlx5_core",),
+                                   vf_bound=((0, "mlx5_vfio_pci"),)),
+                   caps=cx6),
+        rp("0000:00:02.0", 4, caps=Caps("root-port", (16.0, 16, 16.0, 16), acs=ACS_PORT)),
+        DeviceSpec("0000:81:00.0", "10de", "27b8", 0x030200, "nvidia", 5,
+                   subsystem=("10de", "16ca"), revision=0xa1, parent="0000:00:02.0",
+                   numa_node=0, boot_vga=False,
+                   sriov=SriovSpec(total=16, offset=4, stride=1, vf_device="27b8",
+                                   vf_driver="nvidia", numvfs=2, configurable_by=("nvidia",),
+                                   vf_vfio_provider=True),
+                   caps=Caps("endpoint", (16.0, 16, 16.0, 16), flr=True)),
+        rp("0000:00:03.0", 8, caps=Caps("root-port", (8.0, 8, 8.0, 8), acs=ACS_PORT)),
+        DeviceSpec("0000:c1:00.0", "1af4", "1041", NET, "virtio-pci", 9,
+                   subsystem=("1af4", "1100"), revision=0x01, parent="0000:00:03.0",
+                   numa_node=0, netdev="enp193s0", net_via=("virtio0",),
+                   sriov=SriovSpec(total=4, offset=1, stride=1, vf_device="1041",
+                                   vf_driver="virtio-pci", numvfs=1,
+                                   configurable_by=("virtio-pci",), vf_settings=()),
+                   caps=Caps("endpoint", (8.0, 8, 8.0, 8), flr=True)),
+        rp("0000:00:1c.0", 12, "a338", caps=Caps("root-port", (2.5, 4, 2.5, 4), acs=ACS_PORT)),
+        DeviceSpec("0000:02:00.0", "8086", "10c9", NET, "igb", 13, subsystem=("8086", "a03c"),
+                   revision=0x01, parent="0000:00:1c.0", numa_node=0, netdev="enp2s0f0",
+                   sriov=SriovSpec(total=8, driver_total={"igb": 7}, offset=128, stride=2,
+                                   vf_device="10ca", vf_driver="igbvf", numvfs=1,
+                                   configurable_by=("igb",), vf_settings=IGB_VF_SETTINGS),
+                   caps=Caps("endpoint", (2.5, 4, 2.5, 4), flr=True, pm_soft_reset=True)),
+        DeviceSpec("0000:00:1f.0", "8086", "a306", 0x060100, None, 20, numa_node=0,
+                   caps=Caps("integrated-endpoint")),
+        DeviceSpec("0000:00:1f.6", "8086", "15bb", NET, "e1000e", 20, numa_node=0,
+                   netdev="eno1", caps=Caps("integrated-endpoint", flr=True)),
+    )
+    drivers = ("pcieport", "mlx5_core", "mlx5_vfio_pci", "nvidia", "virtio-pci",
+               "virtio_vfio_pci", "igb", "igbvf", "e1000e") + STUBS
+    host = HostFacts(
+        addresses={"eno1": ["192.0.2.10/24"]}, routes={"eno1": ["default"]},
+        cmdline=("BOOT_IMAGE=/boot/vmlinuz-6.12.57+deb13-amd64 root=/dev/sda2 ro quiet "
+                 "intel_iommu=on iommu=pt"),
+        modules=("vfio-pci", "vfio_iommu_type1", "iommufd", "vhost_net", "pci-stub",
+                 "mlx5_vfio_pci", "virtio_vfio_pci"),
+        modules_alias=MODERN_ALIASES, vfio_cdev=True)
+    return Profile("modern", "Linux 6.12 with IOMMUFD: an mlx5 VF on its VFIO variant, "
+                   "NVIDIA vGPU VFs on nvidia (a vendor VFIO provider), virtio-net VFs with "
+                   "a variant available, 82576 VFs for plain vfio-pci", devices, drivers,
+                   host=host)
+
+
 _SCALE = re.compile(r"scale:([0-9]+)x([0-9]+)")  # \d would take other scripts' digits
 
 
@@ -353,7 +438,7 @@ def scale(pfs: int, vfs: int) -> Profile:
                    ("pcieport", "igb", "igbvf") + STUBS)
 
 
-PROFILES = {"demo": demo, "lab": lab, "server": server}
+PROFILES = {"demo": demo, "lab": lab, "modern": modern, "server": server}
 
 
 def get(name: str) -> Profile:

@@ -18,7 +18,7 @@ from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, NotFound, Refused
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.core.vfconfig import VfConfig
-from pcimgr.core.viability import HARMLESS_DRIVERS
+from pcimgr.core.viability import harmless
 from pcimgr.drivers.binding import BindDriver, Reprobe
 from pcimgr.drivers.planner import module_for, refuse_unsafe
 from pcimgr.host import vfinfo
@@ -137,7 +137,7 @@ def _require_pf_driver(pf: PciDevice) -> None:
     if pf.driver is None:
         raise Refused(f"refusing: {a} has no driver, and only the PF's own driver can create "
                       f"VFs; `pcimgr rebind {a}` gives it its host driver back")
-    if pf.driver in HARMLESS_DRIVERS:
+    if harmless(pf):
         raise Refused(f"refusing: {a} is on {pf.driver}, which cannot create VFs (vfio-pci's "
                       f"enable_sriov is off); give it back to its host driver first: "
                       f"`pcimgr rebind {a}`")
@@ -161,7 +161,7 @@ def _rebind_existing(host: Host, vfs: tuple[PciAddress, ...], driver: str) -> li
             continue
         if driver == VFIO and vf.driver != VFIO:
             steps.append(BindDriver(str(a), VFIO, VFIO, vf.driver, vf.driver_override))
-        elif driver != VFIO and (vf.driver in HARMLESS_DRIVERS or vf.driver is None):
+        elif driver != VFIO and (harmless(vf) or vf.driver is None):
             steps.append(Reprobe(str(a), vf.driver, vf.driver_override))
     return steps
 

@@ -17,30 +17,51 @@ save_option = click.option(
          "first: a definition that would be refused stops the change too).")
 
 
-def _saving(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: bool,
+def _saving(obj: Context, addresses: tuple[PciAddress, ...], driver: str | None, group: bool,
             save: bool, dry_run: bool) -> Callable[[], None] | None:
     if not save:
         return None
     from pcimgr.cli import defining
-    return defining.saving(obj, addresses, driver, group, dry_run)
+    return defining.saving(obj, addresses, driver or _one_driver(obj, addresses), group,
+                           dry_run)
+
+
+def _one_driver(obj: Context, addresses: tuple[PciAddress, ...]) -> str:
+    """detach --save without --driver: the driver each function ends on (the one it is
+    ready through, or the one detach binds), when that is one for all of them."""
+    from pcimgr.core.errors import BadInput
+    from pcimgr.core.readiness import readiness
+    from pcimgr.drivers import planner as drivers
+    from pcimgr.host import discovery
+    host = discovery.scan_related(obj.sysfs, addresses)
+    devices = [host.require(a) for a in addresses]
+    chosen = drivers.targets_of(obj.machine, devices, None)
+    ends = {readiness(d).driver or chosen[d.address] for d in devices}
+    if len(ends) != 1:
+        raise BadInput(f"these functions end on different drivers ({', '.join(sorted(ends))});"
+                       " with --save, detach them one driver at a time (`--driver NAME`)")
+    return ends.pop()
 
 
 @click.command()
 @click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
-@click.option("--driver", type=DRIVER, default="vfio-pci", show_default=True,
-              help="The stub driver to bind (vfio-pci, or pci-stub).")
+@click.option("--driver", type=DRIVER,
+              help="The driver to bind (default: the most specific VFIO variant the kernel "
+                   "has for each function, as libvirt chooses, else vfio-pci; or pci-stub).")
 @click.option("--group", is_flag=True,
               help="Also detach the other functions of the IOMMU groups (all or none).")
 @save_option
 @dry_run_option
 @force_option
 @click.pass_obj
-def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: bool,
+def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str | None, group: bool,
            save: bool, dry_run: bool, force: bool) -> None:
-    """Take functions from their host drivers and bind them to vfio-pci, as one transaction;
-    with --save, at every boot too."""
+    """Take functions from their host drivers and make them ready for a guest: bind each to
+    its VFIO variant driver (mlx5_vfio_pci, ...) or vfio-pci, as one transaction; one that
+    is ready already stays. With --save, at every boot too."""
     from pcimgr.drivers import planner as drivers
-    drivers.check_driver_name(driver)
+    if driver is not None:
+        drivers.check_driver_name(driver)
     then = _saving(obj, addresses, driver, group, save, dry_run)
     change(obj, addresses, lambda host, state, _: drivers.plan_detach(
         obj.machine, host, state, addresses, driver, group, force), dry_run, then=then)

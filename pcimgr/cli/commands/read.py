@@ -124,7 +124,15 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     mention_unfinished(obj)
     group = None if device.iommu_group is None else discovery.read_group(obj.sysfs,
                                                                          device.iommu_group)
-    xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address))
+    from pcimgr.core.readiness import VFIO_PCI, readiness
+    from pcimgr.drivers import planner as drivers
+    now = readiness(device)
+    binds = drivers.targets_of(obj.machine, [device], None)[device.address]
+    end = now.driver if now.kind else binds
+    model = end if now.kind != "vendor" and end != VFIO_PCI else None
+    xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address, now.kind != "vendor",
+                                                    model))
+    nodes = vfio_nodes(obj, device)
     topo = topology.neighbourhood(obj.sysfs, address)
     reset = topo.reset(address)
     node = topo.nodes[address]
@@ -136,6 +144,8 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
                   | {"group": (render.group_json(group, obj.namer) | {"why": why}
                                if group else None),
                      "hostdev_xml": xml,
+                     "detach_binds": None if now.kind else binds,
+                     "vfio_nodes": nodes,
                      "link": None if node.link is None else {
                          "speed_gts": node.link.speed, "width": node.link.width},
                      "link_max": None if node.link_max is None else {
@@ -155,9 +165,14 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     if reset.bus_collateral:
         insight.append(("bus reset hits", ", ".join(str(a) for a in reset.bus_collateral)))
     vfs = discovery.read_many(obj.sysfs, device.sriov.vfs) if device.sriov else []
+    ready_lines = [("vfio", render.readiness_text(device, binds))]
+    if now.kind:
+        ready_lines.append(("vfio nodes", "group: " + " + ".join(nodes["group"])
+                            + ("; iommufd: " + " + ".join(nodes["cdev"]) if nodes["cdev"]
+                               else "")))
     click.echo(render.show_text(device, group, obj.namer, vfs,
                                 safety.host_use(obj.sysfs, device, survey, long=True),
-                                tuple(insight), tuple(why)))
+                                tuple(insight), tuple(why), tuple(ready_lines)))
     holders = obj.holders(device.address)
     if holders is not None:
         click.echo(safe(f"Guests:        {', '.join(holders) or 'none'}"))
@@ -166,6 +181,21 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     click.echo("")
     click.echo("libvirt hostdev XML (`pcimgr xml` prints it alone):")
     click.echo(safe(xml, lines=True))
+
+
+def vfio_nodes(obj: Context, device: PciDevice) -> dict[str, list[str] | None]:
+    """The device nodes a consumer opens for each IOMMU backend: the group interface
+    (/dev/vfio/vfio + /dev/vfio/N: QEMU, DPDK, mdevs) and IOMMUFD's device cdev (/dev/iommu
+    + /dev/vfio/devices/vfioN, Linux >= 6.6 with VFIO_DEVICE_CDEV: its vfio-dev has a
+    `dev`). None for a backend the function cannot use now; never mixed."""
+    from pcimgr.core.readiness import ready
+    from pcimgr.host.sysfs import device_path
+    group = (["/dev/vfio/vfio", f"/dev/vfio/{device.iommu_group}"]
+             if device.iommu_group is not None and ready(device) else None)
+    cdev = (["/dev/iommu", f"/dev/vfio/devices/{device.vfio_dev}"]
+            if device.vfio_dev is not None and obj.sysfs.exists(
+                device_path(device.address, "vfio-dev", device.vfio_dev, "dev")) else None)
+    return {"group": group, "cdev": cdev}
 
 
 @click.command()
