@@ -166,10 +166,10 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
         insight.append(("bus reset hits", ", ".join(str(a) for a in reset.bus_collateral)))
     vfs = discovery.read_many(obj.sysfs, device.sriov.vfs) if device.sriov else []
     ready_lines = [("vfio", render.readiness_text(device, binds))]
-    if now.kind:
-        ready_lines.append(("vfio nodes", "group: " + " + ".join(nodes["group"])
-                            + ("; iommufd: " + " + ".join(nodes["cdev"]) if nodes["cdev"]
-                               else "")))
+    backends = [f"{label}: {' + '.join(found)}" for label, found in
+                (("group", nodes["group"]), ("iommufd", nodes["cdev"])) if found]
+    if backends:
+        ready_lines.append(("vfio nodes", "; ".join(backends)))
     click.echo(render.show_text(device, group, obj.namer, vfs,
                                 safety.host_use(obj.sysfs, device, survey, long=True),
                                 tuple(insight), tuple(why), tuple(ready_lines)))
