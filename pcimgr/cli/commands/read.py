@@ -124,12 +124,9 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     mention_unfinished(obj)
     group = None if device.iommu_group is None else discovery.read_group(obj.sysfs,
                                                                          device.iommu_group)
-    from pcimgr.core.readiness import VFIO_PCI, readiness
-    from pcimgr.drivers import planner as drivers
+    from pcimgr.core.readiness import readiness
     now = readiness(device)
-    binds = drivers.targets_of(obj.machine, [device], None)[device.address]
-    end = now.driver if now.kind else binds
-    model = end if now.kind != "vendor" and end != VFIO_PCI else None
+    binds, model = xml_driver(obj, device)
     xml = hostdev_xml.to_string(hostdev_xml.hostdev(device.address, now.kind != "vendor",
                                                     model))
     nodes = vfio_nodes(obj, device)
@@ -267,12 +264,24 @@ def xml(obj: Context, address: PciAddress | None, unmanaged: bool, interface: bo
         return
     if address is None:
         raise BadInput("give the ADDRESS of a function, or --mode for an emulated NIC")
-    discovery.require(obj.sysfs, address)
+    device = discovery.require(obj.sysfs, address)
     if (mac or vlan) and not interface:
         raise BadInput("--mac and --vlan belong to the interface form; add --interface")
-    element = (hostdev_xml.interface(address, not unmanaged, mac, vlan) if interface
-               else hostdev_xml.hostdev(address, managed=not unmanaged))
+    _, model = xml_driver(obj, device)
+    element = (hostdev_xml.interface(address, not unmanaged, mac, vlan, model) if interface
+               else hostdev_xml.hostdev(address, not unmanaged, model))
     _print_xml(element, address, None, as_json)
+
+
+def xml_driver(obj: Context, device: PciDevice) -> tuple[str, str | None]:
+    """What detach would bind, and the XML's <driver model=...>: the variant the function is
+    on, or would be on after detach; None for vfio-pci and a vendor's provider."""
+    from pcimgr.core.readiness import VFIO_PCI, readiness
+    from pcimgr.drivers import planner as drivers
+    now = readiness(device)
+    binds = drivers.targets_of(obj.machine, [device], None)[device.address]
+    end = now.driver if now.kind else binds
+    return binds, (end if now.kind != "vendor" and end != VFIO_PCI else None)
 
 
 def _print_xml(element: ET.Element, address: PciAddress | None, mode: str | None,
