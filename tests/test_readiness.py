@@ -175,3 +175,29 @@ def test_vfio_dev_on_a_6_1_host_has_no_cdev(run, demo_root: Path) -> None:  # ty
     assert run("--sysfs-root", demo_root, "rebind", "04:00.0", "04:00.1").exit_code == 0
     assert not (demo_root / "bus/pci/devices/0000:04:00.0/vfio-dev").exists()
     assert os.listdir(demo_root / "class/vfio-dev") == []
+
+
+def test_doctor_names_the_iommu_backends(run, modern: Path, demo_root: Path) -> None:  # type: ignore[no-untyped-def]
+    from pcimgr.advice import doctor
+    checks = {c["name"]: c for c in json.loads(
+        run("--sysfs-root", modern, "doctor", "--json").output)["checks"]}
+    assert "IOMMUFD device cdev (/dev/iommu + /dev/vfio/devices/vfioN)" in checks[
+        "iommu-backend"]["detail"]
+    checks = {c["name"]: c for c in json.loads(
+        run("--sysfs-root", demo_root, "doctor", "--json").output)["checks"]}
+    assert "IOMMUFD" not in checks["iommu-backend"]["detail"]  # Debian 12's 6.1
+    machine = SimulatedMachine(str(modern))
+    assert "libvirt 12.1.0 can give a hostdev through IOMMUFD" in doctor._backend(
+        machine, "12.1.0").detail
+    assert "libvirt 9.0.0 uses the group interface only" in doctor._backend(
+        machine, "9.0.0").detail
+    # no VFIO device bound yet: the kernel's config says whether the cdev exists
+    for vf in (MLX_ON_VARIANT, VGPU_VF, "0000:81:00.5"):
+        run("--sysfs-root", modern, "unbind", vf, "--force")
+    assert os.listdir(modern / "dev/vfio/devices") == []
+    os.rmdir(modern / "dev/vfio/devices")
+    assert "IOMMUFD" not in doctor._backend(machine, None).detail
+    release = (modern / "proc/sys/kernel/osrelease").read_text().strip()
+    (modern / "boot").mkdir(exist_ok=True)
+    (modern / f"boot/config-{release}").write_text("CONFIG_IOMMUFD=y\nCONFIG_VFIO_DEVICE_CDEV=y\n")
+    assert "IOMMUFD device cdev" in doctor._backend(machine, None).detail

@@ -42,10 +42,46 @@ def run(machine: Machine, host: Host, libvirt_uri: str | None) -> list[Check]:
     --connect said otherwise)."""
     from pcimgr.host import topology
     topo = topology.read(machine.sysfs, host)
+    libvirt, version = _libvirt(machine, libvirt_uri)
     checks = [_iommu(machine, host), _interrupt_remapping(machine, host), _vfio(machine),
-              _vhost_net(machine), _sriov(host), _shared_groups(host, topo), _links(topo),
-              _libvirt(machine, libvirt_uri), _root(machine)]
+              _backend(machine, version), _vhost_net(machine), _sriov(host),
+              _shared_groups(host, topo), _links(topo), libvirt, _root(machine)]
     return checks
+
+
+def _backend(machine: Machine, libvirt_version: str | None) -> Check:
+    """Which IOMMU backends the kernel offers a guest's devices: the group interface
+    (/dev/vfio/vfio + /dev/vfio/N: QEMU's default, DPDK, mdevs) and IOMMUFD's device cdev
+    (/dev/iommu + /dev/vfio/devices/vfioN, Linux >= 6.6 with VFIO_DEVICE_CDEV), and what
+    libvirt accepts (<driver iommufd='yes'/> per hostdev from 12.1)."""
+    dev = machine.sysfs.dev_root
+    group = os.path.exists(os.path.join(dev, "vfio/vfio"))
+    iommufd = os.path.exists(os.path.join(dev, "iommu"))
+    cdev = os.path.isdir(os.path.join(dev, "vfio/devices")) or _config(machine,
+                                                                      "VFIO_DEVICE_CDEV")
+    offered = (["group (/dev/vfio/vfio + /dev/vfio/N)"] if group else []) + (
+        ["IOMMUFD device cdev (/dev/iommu + /dev/vfio/devices/vfioN)"] if iommufd and cdev
+        else [])
+    if not offered:
+        return Check("iommu-backend", WARN, "no VFIO backend yet (vfio-pci not loaded, no "
+                     "/dev/iommu)", "pcimgr loads vfio-pci at the first detach")
+    detail = "the kernel offers: " + "; ".join(offered)
+    if iommufd and not cdev:
+        detail += "; /dev/iommu without VFIO's device cdev (CONFIG_VFIO_DEVICE_CDEV)"
+    if iommufd and cdev and libvirt_version is not None:
+        n = tuple(int(p) for p in libvirt_version.split("."))
+        detail += (f"; libvirt {libvirt_version} " + (
+            "can give a hostdev through IOMMUFD (<driver iommufd='yes'/>)" if n >= (12, 1, 0)
+            else "uses the group interface only (IOMMUFD per hostdev from 12.1)"))
+    return Check("iommu-backend", PASS, detail + "; DPDK and mdevs need the group interface")
+
+
+def _config(machine: Machine, option: str) -> bool:
+    """CONFIG_OPTION=y in the running kernel's /boot/config-RELEASE (Debian ships it)."""
+    from pcimgr.host import modaliases
+    release = modaliases.release(machine)
+    text = machine.read_system_file(f"boot/config-{release}") if release else None
+    return text is not None and f"\nCONFIG_{option}=y\n".encode() in b"\n" + text
 
 
 def _iommu(machine: Machine, host: Host) -> Check:
@@ -143,17 +179,17 @@ def _links(topo: Topology) -> Check:
                  "for its width and speed (`pcimgr tree` shows each link)")
 
 
-def _libvirt(machine: Machine, uri: str | None) -> Check:
+def _libvirt(machine: Machine, uri: str | None) -> tuple[Check, str | None]:
     if uri is None:
         return Check("libvirt", WARN, f"not asked: {machine.kind} uses libvirt only with "
-                     "--connect URI")
+                     "--connect URI"), None
     from pcimgr.host import libvirt_adapter
     try:
         version = libvirt_adapter.connect(uri).version()
     except PcimgrError as e:
         return Check("libvirt", WARN, str(e), "install libvirt-daemon-system and start "
-                     "libvirtd (or virtqemud)")
-    return Check("libvirt", PASS, f"libvirt {version} answers at {uri}")
+                     "libvirtd (or virtqemud)"), None
+    return Check("libvirt", PASS, f"libvirt {version} answers at {uri}"), version
 
 
 def _root(machine: Machine) -> Check:
