@@ -251,3 +251,35 @@ def test_a_drifted_definition_is_left_out_with_a_notice(tmp_path: Path) -> None:
     r = pcimgr(root, "export", "sriov-device-plugin")
     assert r.exit_code == 0 and json.loads(r.stdout) == {"resourceList": []}
     assert "0000:05:00.0 is not as defined (0 VF(s), defined 2)" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def modern(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The modern host with a ConnectX VF and a virtio-net VF defined onto their VFIO
+    variants, and an 82576 VF onto vfio-pci, applied."""
+    return prepared(tmp_path_factory.mktemp("exports") / "modern",
+                    ("define", "41:00.3", "--driver", "mlx5_vfio_pci"),
+                    ("define", "c1:00.1", "--driver", "virtio_vfio_pci"),
+                    ("define", "02:10.0", "--driver", "vfio-pci"),
+                    ("apply",))
+
+
+def test_variant_pools_reach_every_consumer(modern: Path) -> None:
+    """A variant's functions are a pool of their own (the guest gets another driver's
+    device); Nova tags them managed=no and, where the driver migrates, live_migratable;
+    the device plugin selects by the variant; KubeVirt's own plugin takes vfio-pci only."""
+    facts = facts_of(modern)
+    found = nova_matches(modern, facts)
+    assert set(found["matched"]) == {"0000:41:00.3", "0000:c1:00.1", "0000:02:10.0"}
+    assert {a: t.get("managed") for a, t in found["tags"].items()} == dict.fromkeys(
+        ("0000:41:00.3", "0000:c1:00.1", "0000:02:10.0"), "false")
+    assert {a for a, t in found["tags"].items() if t.get("live_migratable") == "true"} == {
+        "0000:41:00.3", "0000:c1:00.1"}
+    config = json.loads(export(modern, "sriov-device-plugin"))
+    by_name = {r["resourceName"]: r["selectors"] for r in config["resourceList"]}
+    assert by_name["pci_15b3_101e_mlx5_vfio_pci"]["drivers"] == ["mlx5_vfio_pci"]
+    assert by_name["pci_1af4_1041_virtio_vfio_pci"]["pciAddresses"] == ["0000:c1:00.1"]
+    own = yaml.safe_load(export(modern, "kubevirt", "--kubevirt-allocates"))
+    names = {e["resourceName"] for e in own["spec"]["configuration"]["permittedHostDevices"][
+        "pciHostDevices"]}
+    assert names == {"intel.com/pci_8086_10ca_vfio"}

@@ -57,12 +57,12 @@ def kubevirt_patch(pools: list[Pool], prefix: str, external: bool) -> dict[str, 
     """A merge patch of the KubeVirt CR: the vfio-pci pools as permitted PCI host devices.
 
     external: the device plugin above advertises them (exact selection by its
-    selectors); otherwise KubeVirt's own plugin takes every function on vfio-pci with
-    that vendor:device.
+    selectors, variant pools too); otherwise KubeVirt's own plugin takes every function on
+    vfio-pci with that vendor:device, and only those (a variant's pool is left out).
     """
     entries: list[dict[str, Any]] = []
     for p in pools:
-        if not p.vfio:
+        if not p.vfio or (p.variant is not None and not external):
             continue
         entry: dict[str, Any] = {"pciVendorSelector": f"{p.vendor_id}:{p.device_id}".upper(),
                                  "resourceName": f"{prefix}/{p.name}"}

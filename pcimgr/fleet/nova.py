@@ -2,8 +2,10 @@
 
 One device_spec per managed function, by exact address with its vendor and product id,
 so Nova's whitelist matches those functions and nothing else; functions pcimgr keeps on
-vfio-pci are `"managed": "no"`: Nova must not have libvirt detach them from (or give them
-back to) the host, pcimgr does. One alias per pool for flavors
+vfio-pci or a VFIO variant are `"managed": "no"`: Nova must not have libvirt detach them
+from (or give them back to) the host, pcimgr does; on a variant that implements live
+migration (fleet/migration.py) `"live_migratable": "yes"` (both tags: Nova 2025.1). One
+alias per pool for flavors
 (`pci_passthrough:alias`). Field reference: nova.conf's [pci] options (docs/fleet.md).
 """
 
@@ -13,6 +15,7 @@ import json
 from typing import Any
 
 from pcimgr.core.escaping import oslo
+from pcimgr.fleet.migration import live_migratable
 from pcimgr.fleet.pools import Pool
 
 DEVICE_TYPES = {"vf": "type-VF", "pf": "type-PF", "pci": "type-PCI"}
@@ -26,6 +29,8 @@ def device_specs(pools: list[Pool], physnet: str | None) -> list[dict[str, Any]]
                                     "address": m.address}
             if p.vfio:
                 spec["managed"] = "no"
+            if p.variant is not None and live_migratable(p.variant):
+                spec["live_migratable"] = "yes"
             if physnet and p.network:
                 spec["physical_network"] = physnet
             specs.append(spec)

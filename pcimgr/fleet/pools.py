@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pcimgr.core.readiness import vfio_name
+
 VFIO = "vfio-pci"
 
 
@@ -41,11 +43,18 @@ class Pool:
         if self.kind == "vf":
             return f"sriov_{self.vendor_id}_{self.device_id}_" + (
                 "vfio" if self.driver == VFIO else "netdev")
-        return f"pci_{self.vendor_id}_{self.device_id}_vfio"
+        # a variant's pool is its own: a guest gets another driver's device (migration)
+        return f"pci_{self.vendor_id}_{self.device_id}_" + (
+            "vfio" if self.driver == VFIO else self.driver.replace("-", "_"))
 
     @property
     def vfio(self) -> bool:
-        return self.driver == VFIO
+        """Its members go to guests through VFIO: vfio-pci or a variant driver."""
+        return vfio_name(self.driver)
+
+    @property
+    def variant(self) -> str | None:
+        return self.driver if self.vfio and self.driver != VFIO else None
 
 
 def pools(facts: dict[str, Any]) -> tuple[list[Pool], list[str]]:
@@ -65,11 +74,11 @@ def pools(facts: dict[str, Any]) -> tuple[list[Pool], list[str]]:
             continue
         device = devices[address]
         if d["driver"] is not None:
-            if d["driver"] != VFIO:
-                notices.append(f"{host}: {address} is defined on {d['driver']}, not vfio-pci; "
-                               "left out (guests and pods get devices through VFIO)")
+            if not vfio_name(d["driver"]):
+                notices.append(f"{host}: {address} is defined on {d['driver']}, not a VFIO "
+                               "driver; left out (guests and pods get devices through VFIO)")
                 continue
-            key = (device["vendor_id"], device["device_id"], VFIO,
+            key = (device["vendor_id"], device["device_id"], d["driver"],
                    "pf" if device["sriov"] else "pci")
             grouped.setdefault(key, []).append(_member(device, None, None))
             network[key] = device["class"].startswith("02")
