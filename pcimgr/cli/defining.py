@@ -27,8 +27,8 @@ def needs_root_for_config(obj: Context) -> None:
 
 def checked(obj: Context, host: Host, addresses: tuple[PciAddress, ...], driver: str | None,
             group: bool, timeout: float, vfs: int | None = None, vf_driver: str | None = None,
-            vf_index: int | None = None,
-            settings: dict[str, Any] | None = None) -> list[Definition]:
+            vf_index: int | None = None, settings: dict[str, Any] | None = None,
+            owner: str | None = None) -> list[Definition]:
     """The definitions of the functions (with --group and a driver, of the rest of their
     IOMMU groups too), after the checks the change itself would run now: Refused, BadInput
     or NotFound before anything is written."""
@@ -40,7 +40,7 @@ def checked(obj: Context, host: Host, addresses: tuple[PciAddress, ...], driver:
     new: dict[str, Definition] = {}
     for address in addresses:
         d = persist.define(host, definitions.load(cfg, str(address)), address, driver, vfs,
-                           vf_driver, vf_index, settings or {})
+                           vf_driver, vf_index, settings or {}, owner)
         for each in persist.with_group(host, d, existing) if group and driver else [d]:
             new.setdefault(each.address, each)
     persist.check(obj.machine, host, usage.survey(obj.machine), list(new.values()), existing,
@@ -70,14 +70,14 @@ def write(obj: Context, found: list[Definition],
 
 
 def saving(obj: Context, addresses: tuple[PciAddress, ...], driver: str, group: bool,
-           dry_run: bool) -> Callable[[], None]:
+           dry_run: bool, owner: str | None = None) -> Callable[[], None]:
     """`detach/bind --save`: the definitions `define ADDR --driver DRIVER [--group]` would
     write, checked before the change (a definition refused stops it before any write).
     Returns what runs after the change, under its lock (or after its dry-run plan): they
     are computed now, while the group mates are still on their host drivers."""
     from pcimgr.host import discovery
     host = discovery.scan_related(obj.sysfs, addresses)
-    found = checked(obj, host, addresses, driver, group, SAVE_TIMEOUT)
+    found = checked(obj, host, addresses, driver, group, SAVE_TIMEOUT, owner=owner)
     if dry_run:
         def show() -> None:
             would_define(obj, found)

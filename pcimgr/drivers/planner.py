@@ -99,9 +99,11 @@ def driver_of_module(module: str | None, loaded: list[str]) -> str | None:
 
 
 def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
-                driver: str | None, group: bool, force: bool) -> Proposal:
+                driver: str | None, group: bool, force: bool,
+                owner: str | None = None) -> Proposal:
     """driver None: each function to its best VFIO driver (targets_of); one already ready
-    for a guest (vfio-pci, a variant, a vendor's VFIO provider) is left where it is."""
+    for a guest (vfio-pci, a variant, a vendor's VFIO provider) is left where it is.
+    owner: USER[:GROUP] then gets the named functions' VFIO device nodes (drivers/owner.py)."""
     if driver is not None:
         check_driver_name(driver)
     targets = {d.address: d for d in (host.require(a) for a in addresses)}
@@ -132,12 +134,31 @@ def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[P
                   else f"{d.address} is ready for a guest already: on {d.driver} "
                        f"({readiness(d).kind} VFIO driver); `--driver` moves it anyway"
                   for d in stays)
-    steps = tuple(BindDriver(str(d.address), chosen[d.address], chosen[d.address], d.driver,
-                             d.driver_override) for d in moving)
+    steps: tuple[Step, ...] = tuple(BindDriver(str(d.address), chosen[d.address],
+                                               chosen[d.address], d.driver, d.driver_override)
+                                    for d in moving)
+    if owner is not None:
+        named = [targets[a] for a in addresses]
+        steps += owning(owner, [str(d.address) for d in named],
+                        [d.driver or "" if d in stays and ready(d) else chosen[d.address]
+                         for d in named], [d in stays and ready(d) for d in named])
     modules = [m for m in dict.fromkeys(module_for(machine, chosen[d.address]) for d in moving)
                if m]
     return Proposal(plans.Plan(f"detach {' '.join(str(a) for a in addresses)}", steps),
                     modules[0] if modules else None, notes, also_load=tuple(modules[1:]))
+
+
+def owning(owner: str, addresses: list[str], ends: list[str],
+           ready_now: list[bool]) -> tuple[Step, ...]:
+    """The OwnNodes steps for functions that end on a VFIO driver, or are ready through a
+    vendor's one (there are no VFIO nodes otherwise: --owner with pci-stub is refused)."""
+    from pcimgr.drivers import owner as owners
+    wrong = sorted({e for e, r in zip(ends, ready_now, strict=True) if not (r or vfio_name(e))})
+    if wrong:
+        raise BadInput("--owner gives a function's VFIO device nodes to a user: it goes with "
+                       "a VFIO driver (vfio-pci or a variant), not with " + ", ".join(wrong))
+    uid, gid = owners.resolve(owner)
+    return tuple(owners.OwnNodes(a, owner, uid, gid) for a in addresses)
 
 
 def plan_bind(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],

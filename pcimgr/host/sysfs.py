@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+import stat
 from collections.abc import Callable
 
 from pcimgr.core.errors import BadInput, KernelError
@@ -151,6 +152,35 @@ class Sysfs:
 
     def dev_node_exists(self, rel: str) -> bool:
         return os.path.exists(os.path.join(self.dev_root, rel))
+
+    def dev_node_owner(self, rel: str) -> tuple[int, int, int] | None:
+        """(uid, gid, permission bits) of a device node; None when absent or a link."""
+        try:
+            info = os.lstat(self._node(rel))
+        except FileNotFoundError:
+            return None
+        if not (stat.S_ISCHR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+            return None  # a simulated host's nodes are plain files; never a link
+        return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+    def set_dev_node_owner(self, rel: str, uid: int, gid: int, mode: int) -> bool:
+        """chown and chmod a device node, never through a link; False when it is not there."""
+        if self.dev_node_owner(rel) is None:
+            return False
+        fd = os.open(self._node(rel), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            # through /proc/self/fd: chmod and chown of an O_PATH fd, not of a path a link
+            # could have been swapped into
+            os.chown(f"/proc/self/fd/{fd}", uid, gid)
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+        finally:
+            os.close(fd)
+        return True
+
+    def _node(self, rel: str) -> str:
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise BadInput(f"refusing device path outside /dev: {rel!r}")
+        return os.path.join(self.dev_root, rel)
 
     def directory(self, rel: str) -> Directory:
         """Hold a directory open for many reads; raises Gone if it is not there."""

@@ -40,6 +40,7 @@ class Definition:
     # the group by what identifies it: its members when defined (None: defined by a
     # pcimgr that did not record them)
     group_members: tuple[str, ...] | None = None
+    owner: str | None = None            # USER[:GROUP] of its VFIO nodes (drivers/owner.py)
 
     @property
     def ids(self) -> str:
@@ -184,6 +185,7 @@ def _env_files(cfg: str, address: str) -> list[str]:
 
 
 _ID = re.compile(r"[0-9a-f]{4}")
+_OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
 _SETTINGS = {"mac": str, "vlan": int, "qos": int, "trust": bool, "spoofchk": bool}
 
 
@@ -202,6 +204,9 @@ def _from_json(data: Any) -> Definition:
         if not _ID.fullmatch(data[key]):
             raise ValueError(f"{key!r} is {data[key]!r}, not 4 hex digits")
     fields = {k: v for k, v in data.items() if k in Definition.__dataclass_fields__}
+    if not isinstance(fields.get("owner"), (str, type(None))) or (
+            fields.get("owner") is not None and not _OWNER.fullmatch(fields["owner"])):
+        raise ValueError("'owner' is not USER or USER:GROUP")
     members = fields.get("group_members")
     if members is not None:
         if not (isinstance(members, list) and members and len(members) <= 256

@@ -34,8 +34,14 @@ from pcimgr.sriov import planner as sriov
 
 def define(host: Host, existing: Definition | None, address: PciAddress, driver: str | None,
            vfs: int | None, vf_driver: str | None, vf_index: int | None,
-           vf_settings: dict[str, Any]) -> Definition:
+           vf_settings: dict[str, Any], owner: str | None = None) -> Definition:
     device = host.require(address)
+    if owner is not None:
+        from pcimgr.drivers import owner as owners
+        if not vfio_name(driver):
+            raise BadInput("--owner gives the function's VFIO device nodes to a user: define "
+                           "it with --driver vfio-pci (or a VFIO variant)")
+        owners.resolve(owner)
     if driver is not None and (vfs is not None or vf_index is not None):
         raise BadInput("a definition is either --driver, or --vfs/--vf for a PF; not both")
     if vf_index is None and vf_settings:
@@ -45,7 +51,7 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
                        "--mac/--vlan) for an SR-IOV PF")
     if driver is not None:
         drivers.check_driver_name(driver)
-        return identify(host, device, driver=driver)
+        return identify(host, device, driver=driver, owner=owner)
     pf = sriov.require_pf(host, address)
     assert pf.sriov is not None
     base = existing if existing is not None and existing.vfs is not None else None
@@ -212,7 +218,19 @@ def _drift(machine: Machine, host: Host, d: Definition) -> list[str]:
         found.append(f"driver is {device.driver or 'none'}, defined {d.driver}")
     if d.vfs is not None:
         found += _vf_drift(machine, host, device, d)
+    if device.driver == d.driver:
+        found += _owner_drift(machine, d)
     return found
+
+
+def _owner_drift(machine: Machine, d: Definition) -> list[str]:
+    if d.owner is None:
+        return []
+    from pcimgr.drivers import owner as owners
+    try:
+        return owners.drift(machine.sysfs, d.address, d.owner)
+    except BadInput as e:  # the user or group is gone from this host
+        return [str(e)]
 
 
 def _vf_drift(machine: Machine, host: Host, pf: PciDevice, d: Definition) -> list[str]:
@@ -257,6 +275,9 @@ def plan_apply(machine: Machine, host: Host, survey: Survey, definitions: list[D
         try:
             if d.driver is not None:
                 p = drivers.plan_bind(machine, host, survey, (device.address,), d.driver, False)
+                if d.owner is not None and (p.plan.steps or _owner_drift(machine, d)):
+                    p = p._replace(plan=plans.Plan(p.plan.command, p.plan.steps + drivers.owning(
+                        d.owner, [d.address], [d.driver], [False])))
             else:
                 assert d.vfs is not None and d.vf_driver is not None
                 p = sriov.plan_create(machine, host, survey, device.address, d.vfs, d.vf_driver,

@@ -296,6 +296,7 @@ class SimulatedKernel:
             nodes = os.path.join(self.root, "dev/vfio/devices")
             undo.makedirs(nodes, exist_ok=True)
             undo.write_bytes(os.path.join(nodes, f"vfio{n}"), b"")
+            os.chmod(os.path.join(nodes, f"vfio{n}"), 0o600)
 
     def _drop_vfio_devices(self) -> None:
         """A function's vfio-dev went with its driver: its class link and cdev go too."""
@@ -405,6 +406,7 @@ class SimulatedKernel:
             os.path.isdir(os.path.join(members, m, "vfio-dev")) for m in os.listdir(members))
         if held and not os.path.exists(node):
             undo.write_bytes(node, b"")
+            os.chmod(node, 0o600)  # root's alone, as the kernel makes it
         elif not held and os.path.exists(node):
             undo.discard(node)
 

@@ -11,6 +11,11 @@ from pcimgr.cli.options import ADDRESS, DRIVER, dry_run_option, force_option
 from pcimgr.cli.runner import change
 from pcimgr.core.address import PciAddress
 
+owner_option = click.option(
+    "--owner", metavar="USER[:GROUP]",
+    help="Give the functions' VFIO device nodes (/dev/vfio/N, /dev/vfio/devices/vfioN) to "
+         "USER (and GROUP, mode 0660): DPDK, rootless QEMU, containers. Gone with the "
+         "driver; with --save (or `define --owner`) at every boot too.")
 save_option = click.option(
     "--save", is_flag=True,
     help="Also define it for every boot, as `pcimgr define ADDR --driver DRIVER` (checked "
@@ -18,12 +23,12 @@ save_option = click.option(
 
 
 def _saving(obj: Context, addresses: tuple[PciAddress, ...], driver: str | None, group: bool,
-            save: bool, dry_run: bool) -> Callable[[], None] | None:
+            save: bool, dry_run: bool, owner: str | None = None) -> Callable[[], None] | None:
     if not save:
         return None
     from pcimgr.cli import defining
     return defining.saving(obj, addresses, driver or _one_driver(obj, addresses), group,
-                           dry_run)
+                           dry_run, owner)
 
 
 def _one_driver(obj: Context, addresses: tuple[PciAddress, ...]) -> str:
@@ -50,21 +55,22 @@ def _one_driver(obj: Context, addresses: tuple[PciAddress, ...]) -> str:
                    "has for each function, as libvirt chooses, else vfio-pci; or pci-stub).")
 @click.option("--group", is_flag=True,
               help="Also detach the other functions of the IOMMU groups (all or none).")
+@owner_option
 @save_option
 @dry_run_option
 @force_option
 @click.pass_obj
 def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str | None, group: bool,
-           save: bool, dry_run: bool, force: bool) -> None:
+           owner: str | None, save: bool, dry_run: bool, force: bool) -> None:
     """Take functions from their host drivers and make them ready for a guest: bind each to
     its VFIO variant driver (mlx5_vfio_pci, ...) or vfio-pci, as one transaction; one that
     is ready already stays. With --save, at every boot too."""
     from pcimgr.drivers import planner as drivers
     if driver is not None:
         drivers.check_driver_name(driver)
-    then = _saving(obj, addresses, driver, group, save, dry_run)
+    then = _saving(obj, addresses, driver, group, save, dry_run, owner)
     change(obj, addresses, lambda host, state, _: drivers.plan_detach(
-        obj.machine, host, state, addresses, driver, group, force), dry_run, then=then)
+        obj.machine, host, state, addresses, driver, group, force, owner), dry_run, then=then)
 
 
 @click.command()

@@ -46,13 +46,16 @@ from pcimgr.core.terminal import safe
 @click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=on_off)
 @click.option("--group", is_flag=True,
               help="With --driver vfio-pci: define the other functions of the IOMMU group too.")
+@click.option("--owner", metavar="USER[:GROUP]",
+              help="With a VFIO --driver: its VFIO device nodes go to USER (and GROUP) at "
+                   "every apply, as `detach --owner` does.")
 @timeout_option
 @dry_run_option
 @click.pass_obj
 def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | None,
            vf_driver: str | None, vf_index: int | None, mac: str | None, vlan: int | None,
            qos: int | None, trust: bool | None, spoofchk: bool | None, group: bool,
-           timeout: float, dry_run: bool) -> None:
+           owner: str | None, timeout: float, dry_run: bool) -> None:
     """Record what a function should be across reboots; `apply` (and udev) make it so.
 
     The same checks as the change itself run first (the host's use of the function, the
@@ -68,7 +71,7 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
 
     def checked() -> list[Any]:
         return defining.checked(obj, host, (address,), driver, group, timeout, vfs, vf_driver,
-                                vf_index, settings)
+                                vf_index, settings, owner)
 
     if dry_run:
         defining.would_define(obj, checked())
