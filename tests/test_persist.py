@@ -38,7 +38,7 @@ def test_define_writes_readable_files_for_people_and_udev(run, demo_root: Path) 
     assert json.loads(path.read_text()) == {
         "format": 1, "address": "0000:04:00.0", "vendor_id": "8086", "device_id": "105e",
         "subsystem_vendor_id": "8086", "subsystem_device_id": "115e", "iommu_group": 5,
-        "group_members": ["0000:04:00.0", "0000:04:00.1"],
+        "group_members": ["0000:04:00.0", "0000:04:00.1"], "owner": None,
         "driver": "vfio-pci", "vfs": None, "vf_driver": None, "vf": {}}
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     env = cfg(demo_root) / "udev/0000:04:00.0_8086:105E.env"  # %k and the uevent's PCI_ID
