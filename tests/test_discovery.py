@@ -3,7 +3,9 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from pcimgr.cli.app import cli
 from pcimgr.core.address import PciAddress
 from pcimgr.core.viability import viability
 from pcimgr.host import discovery, halves
@@ -86,7 +88,8 @@ def test_function_vanishing_mid_scan_is_skipped(demo_sysfs: Sysfs, mocker) -> No
 
 
 def test_function_losing_attributes_mid_read_is_skipped(demo_root: Path, demo_sysfs: Sysfs) -> None:
-    (demo_root / "bus/pci/devices/0000:04:00.1/uevent").unlink()
+    for name in ("uevent", "vendor", "config"):
+        (demo_root / "bus/pci/devices/0000:04:00.1" / name).unlink()
     host = discovery.scan(demo_sysfs)
     assert host.get(A("04:00.1")) is None and host.get(A("04:00.0")) is not None
 
@@ -211,3 +214,41 @@ def test_related_scan_reads_each_function_once(demo_sysfs: Sysfs, opened: list[s
     assert {d.address for d in related.devices} >= {m.address for m in group.members}
     assert all(related.get(d.address) == d for d in group.members)
     assert opened.count("uevent") == len(related.devices)
+
+
+def _strip(root: Path, names: tuple[str, ...], only: str | None = None) -> None:
+    for fn in (root / "bus/pci/devices").iterdir():
+        if only is None or fn.name == only:
+            for name in names:
+                (fn / name).unlink(missing_ok=True)
+
+
+def test_a_tree_without_uevent_files_lists_the_same(run, demo_root: Path) -> None:  # type: ignore[no-untyped-def]
+    """Captures of real machines' /sys often lack `uevent` (and `revision`): the ids, class,
+    subsystem, driver and revision come from the files or the config header instead, and
+    nothing is dropped in silence (issue 24: a tree with six GPUs listed none)."""
+    before = run("--sysfs-root", demo_root, "list", "--all", "--json").output
+    _strip(demo_root, ("uevent", "revision"))
+    r = run("--sysfs-root", demo_root, "list", "--all", "--json")
+    assert r.exit_code == 0 and r.output == before
+    _strip(demo_root, ("vendor", "device", "class", "subsystem_vendor", "subsystem_device"))
+    r = run("--sysfs-root", demo_root, "list", "--all", "--json")
+    # the header alone says it all, but a bridge's subsystem ids (its SSVID capability)
+    want = [d | ({"subsystem_vendor_id": None, "subsystem_device_id": None}
+                 if d["is_bridge"] else {}) for d in json.loads(before)]
+    assert r.exit_code == 0 and json.loads(r.output) == want
+    _strip(demo_root, ("config",), only="0000:04:00.1")
+    r = CliRunner().invoke(cli, ["--sysfs-root", str(demo_root), "list",
+                                   "--all", "--json"])
+    assert r.exit_code == 0
+    assert "0000:04:00.1" not in {d["address"] for d in json.loads(r.stdout)}
+    assert r.stderr.strip() == (
+        f"pcimgr: note: 1 function(s) in {demo_root}/bus/pci/devices could not be read (no "
+        "uevent, vendor/device/class files or config header) and are left out: 0000:04:00.1")
+
+
+def test_show_says_unknown_not_none(run, demo_root: Path) -> None:  # type: ignore[no-untyped-def]
+    for name in ("sriov_offset", "sriov_vf_device"):
+        (demo_root / "bus/pci/devices/0000:05:00.0" / name).unlink()
+    r = run("--sysfs-root", demo_root, "show", "05:00.0")
+    assert "None" not in r.output and "VF id -, offset -, stride 2" in r.output

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, NotFound, PcimgrError
+from pcimgr.core.terminal import safe
 from pcimgr.host.sysfs import DEVICES
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class Context:
         self._namer: Namer | None = None
         self._holdings: Any = False  # not asked yet
         self.holdings_problem: str | None = None
+        self._said_unreadable = False
 
     @property
     def config_dir(self) -> str:
@@ -146,7 +148,15 @@ class Context:
 
     def host(self) -> Host:
         from pcimgr.host import discovery
-        return discovery.scan(self.sysfs)
+        host = discovery.scan(self.sysfs)
+        if host.unreadable and not self._said_unreadable:
+            self._said_unreadable = True
+            shown = ", ".join(host.unreadable[:8]) + (
+                f" and {len(host.unreadable) - 8} more" if len(host.unreadable) > 8 else "")
+            _say(f"note: {len(host.unreadable)} function(s) in {self.sysfs.path(DEVICES)} "
+                 f"could not be read (no uevent, vendor/device/class files or config "
+                 f"header) and are left out: {safe(shown)}")
+        return host
 
     @property
     def namer(self) -> Namer:

@@ -237,7 +237,7 @@ def use_cell(uses: list[str]) -> str:
     return uses[0] + (f" (+{len(uses) - 1})" if len(uses) > 1 else "")
 
 
-def _opt(value: int | None) -> str:
+def _opt(value: int | str | None) -> str:
     return "-" if value is None else str(value)
 
 
@@ -308,8 +308,9 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
     if d.sriov is not None:
         s = d.sriov
         autoprobe = {True: "on", False: "off", None: "?"}[s.drivers_autoprobe]
-        field("sr-iov", f"{s.numvfs}/{s.totalvfs} VFs, VF id {s.vf_device_id}, "
-                        f"offset {s.offset}, stride {s.stride}, autoprobe {autoprobe}")
+        field("sr-iov", f"{s.numvfs}/{s.totalvfs} VFs, VF id {_opt(s.vf_device_id)}, "
+                        f"offset {_opt(s.offset)}, stride {_opt(s.stride)}, "
+                        f"autoprobe {autoprobe}")
         for vf in vfs:
             field("", f"VF {vf.address}  {vf.driver or 'no driver'}")
     if d.physfn is not None:

@@ -69,6 +69,9 @@ class Host:
 
     devices: tuple[PciDevice, ...]
     iommu_enabled: bool
+    # listed in bus/pci/devices but not readable (no uevent, ids or header): named, not
+    # dropped in silence
+    unreadable: tuple[str, ...] = ()
     _by_address: dict[PciAddress, PciDevice] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

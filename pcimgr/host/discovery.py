@@ -18,9 +18,15 @@ SPLIT_FROM = 1024
 
 
 def scan(sysfs: Sysfs) -> Host:
-    devices = _scan_bus(sysfs, sysfs.list_dir(DEVICES))
+    names = sysfs.list_dir(DEVICES)
+    devices = _scan_bus(sysfs, names)
     devices.sort(key=_by_address)
-    return Host(tuple(devices), iommu_enabled=bool(sysfs.list_dir("kernel/iommu_groups")))
+    unreadable: tuple[str, ...] = ()
+    if len(devices) != len(names):  # vanished mid-scan, or there but unreadable
+        read = {str(d.address) for d in devices}
+        unreadable = tuple(n for n in names if n not in read and sysfs.exists(f"{DEVICES}/{n}"))
+    return Host(tuple(devices), iommu_enabled=bool(sysfs.list_dir("kernel/iommu_groups")),
+                unreadable=unreadable)
 
 
 def _by_address(d: PciDevice) -> PciAddress:
@@ -88,11 +94,22 @@ def _read(d: Directory, address: PciAddress, virtfns: bool = True) -> PciDevice 
     # (pci_uevent() in drivers/pci/pci-driver.c) for a fifth of the opens.
     event = "\n" + (d.read("uevent") or "")
     ids, klass = _field(event, "\nPCI_ID="), _field(event, "\nPCI_CLASS=")
-    if ids is None or len(ids) != 9 or klass is None:
-        return None
-    class_code = int(klass, 16)
     driver, subsys = _field(event, "\nDRIVER="), _field(event, "\nPCI_SUBSYS_ID=")
+    config: bytes | None = None
+    if ids is None or len(ids) != 9 or klass is None or not _hex(klass):
+        # no (usable) uevent: a tree copied without it, a kernel that hides it. The
+        # files, else the header anyone may read, say the same (pci-sysfs.c)
+        config = d.read_bytes("config")
+        ids, klass, subsys = _identity(d, config)
+        if ids is None or klass is None:
+            return None
+        link = d.link("driver")
+        driver = link.rsplit("/", 1)[-1] if link else None
+    class_code = int(klass, 16)
     revision = d.read("revision")
+    if revision is None:  # byte 8 of the header (the lab's 6.1 has the file; captures not)
+        config = config if config is not None else d.read_bytes("config")
+        revision = f"0x{config[8]:02x}" if config is not None and len(config) > 8 else None
     physfn = _address_link(d.link("physfn"))
     sriov = None
     if physfn is None:  # only a PF can have VFs of its own
@@ -129,6 +146,36 @@ def _read(d: Directory, address: PciAddress, virtfns: bool = True) -> PciDevice 
         physfn=physfn,
         vfio_dev=vfio_dev[0] if vfio_dev else None,
     )
+
+
+def _identity(d: Directory, config: bytes | None) -> tuple[str | None, str | None,
+                                                           str | None]:
+    """(PCI_ID, PCI_CLASS, PCI_SUBSYS_ID) as uevent spells them, from the attribute files
+    or the configuration header; None where neither says."""
+    def four(name: str, at: int, header: bool = True) -> str | None:
+        text = d.read(name)
+        if text is not None and text.startswith("0x") and _hex(text[2:]):
+            return text[2:].zfill(4)[-4:].upper()
+        if header and config is not None and len(config) >= at + 2:
+            return f"{int.from_bytes(config[at:at + 2], 'little'):04X}"
+        return None
+    vendor, device = four("vendor", 0), four("device", 2)
+    klass = d.read("class")
+    if klass is not None and klass.startswith("0x") and _hex(klass[2:]):
+        code: str | None = klass[2:]
+    elif config is not None and len(config) >= 12:
+        code = f"{int.from_bytes(config[9:12], 'little'):X}"
+    else:
+        code = None
+    # the subsystem ids sit at 0x2c only in a type 0 (endpoint) header
+    endpoint = config is None or len(config) < 0x30 or config[0x0E] & 0x7F == 0
+    sv, sd = four("subsystem_vendor", 0x2C, endpoint), four("subsystem_device", 0x2E, endpoint)
+    ids = f"{vendor}:{device}" if vendor and device and vendor != "FFFF" else None
+    return ids, code, f"{sv}:{sd}" if sv and sd else None
+
+
+def _hex(text: str) -> bool:
+    return bool(text) and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def _field(event: str, key: str) -> str | None:

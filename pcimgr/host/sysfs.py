@@ -72,6 +72,23 @@ class Directory:
     def read(self, name: str) -> str | None:
         return _read_text(name, self._fd)
 
+    def read_bytes(self, name: str, size: int = 64) -> bytes | None:
+        """A binary entry (`config`: its first 64 bytes anyone may read); None if absent."""
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=self._fd)
+        except OSError as e:
+            if e.errno in _ABSENT or e.errno == errno_mod.EISDIR:
+                return None
+            raise
+        try:
+            return os.read(fd, size)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+        finally:
+            os.close(fd)
+
     def link(self, name: str) -> str | None:
         try:
             return os.readlink(name, dir_fd=self._fd)
