@@ -150,3 +150,20 @@ def test_advise_on_the_demo_host(run, demo_root: Path) -> None:
     assert r.exit_code == 0, r.output
     assert r.output.startswith("Recommended: sr-iov")
     assert "note: Windows needs the NIC vendor's VF driver" in r.output
+
+
+def test_a_check_that_cannot_run_says_n_a(run, make_host) -> None:  # type: ignore[no-untyped-def]
+    """No IOMMU groups, no link files: `groups` and `links` cannot judge, and say so
+    instead of passing (issue 24)."""
+    import json as _json
+    root = make_host("demo", iommu=False)
+    for fn in (root / "bus/pci/devices").iterdir():
+        for name in ("current_link_speed", "current_link_width", "max_link_speed",
+                     "max_link_width"):
+            (fn / name).unlink(missing_ok=True)
+    checks = {c["name"]: c for c in _json.loads(
+        run("--sysfs-root", root, "doctor", "--json").output.split("\npcimgr:")[0])["checks"]}
+    assert checks["groups"]["status"] == "n/a" and "no IOMMU groups" in checks["groups"]["detail"]
+    assert checks["links"]["status"] == "n/a"
+    text = run("--sysfs-root", root, "doctor").output
+    assert "[N/A ] groups" in text and "[PASS] groups" not in text

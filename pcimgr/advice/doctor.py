@@ -17,6 +17,7 @@ from pcimgr.core.topology import Topology
 from pcimgr.host.machine import Machine
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
+NA = "n/a"  # the check could not run here, and says why: never a pass it did not earn
 GRUB_FIX = ("`pcimgr doctor --fix` adds intel_iommu=on (Intel) or amd_iommu=on (AMD) to the "
             "kernel command line through the host's bootloader (/etc/default/grub and "
             "update-grub on Debian), then reboot")
@@ -44,16 +45,19 @@ def run(machine: Machine, host: Host, libvirt_uri: str | None) -> list[Check]:
     topo = topology.read(machine.sysfs, host)
     libvirt, version = _libvirt(machine, libvirt_uri)
     checks = [_iommu(machine, host), _interrupt_remapping(machine, host), _vfio(machine),
-              _backend(machine, version), _vhost_net(machine), _sriov(host),
+              _backend(machine, version, host.iommu_enabled), _vhost_net(machine), _sriov(host),
               _shared_groups(host, topo), _links(topo), libvirt, _root(machine)]
     return checks
 
 
-def _backend(machine: Machine, libvirt_version: str | None) -> Check:
+def _backend(machine: Machine, libvirt_version: str | None, iommu: bool = True) -> Check:
     """Which IOMMU backends the kernel offers a guest's devices: the group interface
     (/dev/vfio/vfio + /dev/vfio/N: QEMU's default, DPDK, mdevs) and IOMMUFD's device cdev
     (/dev/iommu + /dev/vfio/devices/vfioN, Linux >= 6.6 with VFIO_DEVICE_CDEV), and what
     libvirt accepts (<driver iommufd='yes'/> per hostdev from 12.1)."""
+    if not iommu:
+        return Check("iommu-backend", NA, "the IOMMU is off: no backend can give a device "
+                     "to a guest (see the iommu check)")
     dev = machine.sysfs.dev_root
     group = os.path.exists(os.path.join(dev, "vfio/vfio"))
     iommufd = os.path.exists(os.path.join(dev, "iommu"))
@@ -154,6 +158,9 @@ def _sriov(host: Host) -> Check:
 
 
 def _shared_groups(host: Host, topo: Topology) -> Check:
+    if not host.groups:
+        return Check("groups", NA, "no IOMMU groups to judge (the IOMMU is off, or the tree "
+                     "has no kernel/iommu_groups)")
     shared = [g for g in host.groups.values()
               if sum(1 for m in g.members if not m.is_bridge) > 1]
     if not shared:
@@ -172,6 +179,9 @@ def _shared_groups(host: Host, topo: Topology) -> Check:
 
 
 def _links(topo: Topology) -> Check:
+    if not any(node.link is not None for node in topo.nodes.values()):
+        return Check("links", NA, "no function shows its PCIe link (no current_link_* files, "
+                     "no readable PCI Express capability): nothing to judge")
     slow = [f"{a}: {topo.degraded(a)}" for a in sorted(topo.nodes) if topo.degraded(a)]
     if not slow:
         return Check("links", PASS, "every PCIe link trained at what both ends support")
