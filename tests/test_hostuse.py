@@ -328,3 +328,20 @@ def test_a_vlan_on_a_bonded_port_is_not_its_master(server: Path) -> None:
     survey = usage.survey(SimulatedMachine(str(server)))
     assert [str(u) for u in survey.of(PciAddress.parse("04:00.0"))] == [
         "interface enp4s0f0 is enslaved to bond1"]
+
+
+def test_an_interface_name_stands_for_its_function(run, make_host) -> None:  # type: ignore[no-untyped-def]
+    """dpdk-devbind users type interfaces: each is resolved once to its function
+    (virtio-net's below virtioN too), never to a USB controller or a virtual device."""
+    root = make_host("server")
+    r = run("--sysfs-root", root, "show", "enp4s0f0", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["address"] == "0000:04:00.0"
+    assert json.loads(run("--sysfs-root", root, "show", "eth0", "--json").output)[
+        "address"] == "0000:00:03.0"  # virtio-net: .../0000:00:03.0/virtio0/net/eth0
+    r = run("--sysfs-root", root, "detach", "enp4s0f0", "--group", "--dry-run")
+    assert r.exit_code == 0 and "Plan for `pcimgr detach 0000:04:00.0`" in r.output
+    for name, words in (("enx00e04c680001", "another bus below PCI function 0000:00:14.0"),
+                        ("bond0", "a virtual interface"),
+                        ("nosuch0", "nor an interface of this host")):
+        r = run("--sysfs-root", root, "detach", name, "--dry-run")
+        assert r.exit_code == 2 and words in r.output and len(r.output.splitlines()) == 1, r.output

@@ -18,7 +18,12 @@ from pcimgr.host.sysfs import DEVICES
 _STUBS = ("vfio-pci", "pci-stub")
 
 
-def _context(ctx: click.Context) -> Context:
+def context_of(ctx: click.Context) -> Context:
+    """The host the command line names, from its parsed global options (before any
+    callback: completion, and parameter types that ask the host)."""
+    obj = ctx.find_object(Context)
+    if obj is not None:
+        return obj
     given = ctx.find_root().params
     return Context(given.get("sysfs_root") or "/sys", given.get("state_dir"), 0.0,
                    given.get("connect"), given.get("config_dir"))
@@ -26,7 +31,7 @@ def _context(ctx: click.Context) -> Context:
 
 def _listing(ctx: click.Context, rel: str) -> list[str]:
     try:
-        return _context(ctx).sysfs.list_dir(rel)
+        return context_of(ctx).sysfs.list_dir(rel)
     except (PcimgrError, OSError):
         return []
 
@@ -55,7 +60,7 @@ def drivers(ctx: click.Context, incomplete: str) -> list[str]:
 def domains(ctx: click.Context, incomplete: str) -> list[str]:
     """libvirt's domains, when libvirt is there to ask (quietly none when it is not)."""
     try:
-        names = [d.name for d in _context(ctx).libvirt().domains()]
+        names = [d.name for d in context_of(ctx).libvirt().domains()]
     except PcimgrError:
         return []
     return sorted(n for n in names if n.startswith(incomplete))

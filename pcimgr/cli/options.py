@@ -5,6 +5,7 @@ fleet layer (the Ansible modules) checks its arguments with."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -14,21 +15,32 @@ from pcimgr.cli.rules import TIMEOUT, VLAN
 from pcimgr.cli.rules import Digits as Digits  # the commands' types, where they always were
 from pcimgr.cli.rules import Seconds as Seconds
 from pcimgr.core.address import PciAddress
+from pcimgr.core.errors import BadInput
 
 if TYPE_CHECKING:  # Tab completion only: not imported by every run
     from click.shell_completion import CompletionItem
 
 
 class Address(click.ParamType):
-    """A PCI function as people write it (`04:00.0`, `0000:04:00.0`, `pci_0000_04_00_0`);
-    Tab offers the functions the host has."""
+    """A PCI function as people write it (`04:00.0`, `0000:04:00.0`, `pci_0000_04_00_0`), or
+    by its interface (`enp4s0f0`), resolved once here; Tab offers the functions the host
+    has."""
 
     name = "address"
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:
         # BadInput itself, not click's "Invalid value": one line naming the accepted forms
-        return value if isinstance(value, PciAddress) else PciAddress.parse(value)
+        if isinstance(value, PciAddress):
+            return value
+        try:
+            return PciAddress.parse(value)
+        except BadInput:
+            if ctx is None or not _INTERFACE.fullmatch(value) or value.startswith("pci_"):
+                raise
+        from pcimgr.cli import complete
+        from pcimgr.host import discovery
+        return discovery.interface_function(complete.context_of(ctx).sysfs, value)
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter,
                        incomplete: str) -> list[CompletionItem]:
@@ -71,6 +83,7 @@ class AddressOrDomain(click.ParamType):
                               + complete.domains(ctx, incomplete))
 
 
+_INTERFACE = re.compile(r"[A-Za-z][A-Za-z0-9_.@-]{0,14}")  # IFNAMSIZ: 15 characters
 ADDRESS = Address()
 ADDRESS_OR_DOMAIN = AddressOrDomain()
 DRIVER = Named("driver")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pcimgr.core.address import PciAddress
+from pcimgr.core.address import ACCEPTED_FORMS, PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.core.model import BRIDGE_CLASSES, Host, IommuGroup, PciDevice, SriovInfo, no_function
 from pcimgr.core.readiness import STUB, vfio_name
@@ -240,6 +240,34 @@ def _read_named(sysfs: Sysfs, name: str) -> PciDevice | None:
         return read_device(sysfs, PciAddress.parse(name))
     except BadInput:
         return None
+
+
+def interface_function(sysfs: Sysfs, name: str) -> PciAddress:
+    """The PCI function whose interface NAME is (`enp4s0f0`: what dpdk-devbind users type):
+    class/net/NAME's real path, whose nearest PCI directory is the function when only its
+    driver's own devices sit between (virtio-net's virtioN). BadInput otherwise: no such
+    interface, a virtual one, or one on a USB or other bus below the PCI function."""
+    if not name or "/" in name or name in (".", "..") or len(name) > 15:
+        raise BadInput(f"not a PCI address or interface name: {name!r}; use an address "
+                       "(04:00.0, 0000:04:00.0, pci_0000_04_00_0) or an interface (enp4s0f0)")
+    link = sysfs.read_link(f"class/net/{name}")
+    if link is None:
+        raise BadInput(f"{name!r} is neither a PCI address ({ACCEPTED_FORMS}) nor an "
+                       "interface of this host; `pcimgr list` shows both")
+    parts = link.split("/")
+    for i in range(len(parts) - 1, -1, -1):
+        try:
+            address = PciAddress.parse(parts[i])
+        except BadInput:
+            continue
+        between = parts[i + 1:-2]  # the function's own devices, then net/NAME
+        if all(p.startswith("virtio") for p in between):
+            return address
+        raise BadInput(f"{name} is an interface of a device on another bus below PCI "
+                       f"function {address} ({'/'.join(between)}); give that address if "
+                       "you mean the controller itself")
+    raise BadInput(f"{name} is a virtual interface (not on a PCI function): nothing to "
+                   "pass through")
 
 
 def require(sysfs: Sysfs, address: PciAddress) -> PciDevice:
