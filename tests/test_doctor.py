@@ -167,3 +167,20 @@ def test_a_check_that_cannot_run_says_n_a(run, make_host) -> None:  # type: igno
     assert checks["links"]["status"] == "n/a"
     text = run("--sysfs-root", root, "doctor").output
     assert "[N/A ] groups" in text and "[PASS] groups" not in text
+
+
+def test_a_bridge_the_bus_does_not_list_keeps_its_functions(run, demo_root) -> None:  # type: ignore[no-untyped-def]
+    """A captured server's root port had its directory but no bus/pci/devices link: what
+    is behind it stays in `tree`, and its link is not called degraded against a maximum
+    nobody read (issue 24)."""
+    import json as _json
+    (demo_root / "bus/pci/devices/0000:00:1d.0").unlink()  # the X710's root port
+    roots = {n["address"] for n in _json.loads(run("--sysfs-root", demo_root, "tree",
+                                                   "--json").output)}
+    assert "0000:06:00.0" in roots
+    checks = {c["name"]: c for c in _json.loads(
+        run("--sysfs-root", demo_root, "doctor", "--json").output.split("\npcimgr:")[0])["checks"]}
+    assert checks["links"]["status"] == "pass"
+    assert "not judged: 0000:06:00.0" in checks["links"]["detail"]
+    shown = run("--sysfs-root", demo_root, "show", "06:00.0").output
+    assert "DEGRADED" not in shown

@@ -183,8 +183,12 @@ def _links(topo: Topology) -> Check:
         return Check("links", NA, "no function shows its PCIe link (no current_link_* files, "
                      "no readable PCI Express capability): nothing to judge")
     slow = [f"{a}: {topo.degraded(a)}" for a in sorted(topo.nodes) if topo.degraded(a)]
+    unjudged = sorted(str(a) for a, n in topo.nodes.items() if n.link is not None
+                      and n.parent is not None and n.parent not in topo.nodes)
     if not slow:
-        return Check("links", PASS, "every PCIe link trained at what both ends support")
+        return Check("links", PASS, "every PCIe link trained at what both ends support"
+                     + (f" (not judged: {', '.join(unjudged)}, whose upstream port the bus "
+                        "does not list)" if unjudged else ""))
     return Check("links", WARN, "; ".join(slow), "reseat the card or move it to a slot wired "
                  "for its width and speed (`pcimgr tree` shows each link)")
 

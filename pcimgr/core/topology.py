@@ -70,7 +70,10 @@ class Topology:
     def __post_init__(self) -> None:
         children: dict[PciAddress | None, list[PciAddress]] = {}
         for a in sorted(self.nodes):
-            children.setdefault(self.nodes[a].parent, []).append(a)
+            parent = self.nodes[a].parent
+            # a bridge the bus does not list (no bus/pci/devices link: seen in captures of
+            # real servers) does not take what is behind it out of the tree
+            children.setdefault(parent if parent in self.nodes else None, []).append(a)
         object.__setattr__(self, "_children", children)
 
     def children(self, address: PciAddress | None) -> list[PciAddress]:
@@ -118,6 +121,8 @@ class Topology:
             return None
         best_speed, best_width = node.link_max.speed, node.link_max.width
         parent = self.nodes.get(node.parent) if node.parent else None
+        if node.parent is not None and (parent is None or parent.link_max is None):
+            return None  # the other end's maximum was never read: nothing to judge against
         if parent is not None and parent.link_max is not None:
             best_speed = min(best_speed, parent.link_max.speed)
             best_width = min(best_width, parent.link_max.width)
