@@ -48,6 +48,10 @@ def test_untrusted_simulated_host_is_refused(run, demo_root: Path, tmp_path: Pat
     r = run("--sysfs-root", demo_root, "list")
     assert r.exit_code == 4 and r.output.count("\n") == 1
     assert "refusing the simulated host" in r.output
+    if spoil == "foreign owner":  # what root's tar keeps: said, with the way to accept it
+        assert f"take it: `chown -R 0 {demo_root}`" in r.output
+        subprocess.run(["chown", "-R", "0", str(demo_root)], check=True)
+        assert run("--sysfs-root", demo_root, "list").exit_code == 0
 
 
 @pytest.mark.parametrize("args", [("assign", "04:00.0", "vm1", "--group"),

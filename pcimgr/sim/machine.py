@@ -192,17 +192,21 @@ def _check_trusted(root: str, marker_path: str) -> None:
     """A simulated host decides what pcimgr believes about the machine (its safety facts)
     and where writes go: like ssh with ~/.ssh, take it only from its owner or root, and
     only when nobody else may change it."""
+    import shlex
     for path, info in ((root, os.stat(root)), (marker_path, os.lstat(marker_path))):
+        way_out = "use one you made (`pcimgr sim create DIR`)"
         if stat.S_ISLNK(info.st_mode):
             problem = "is a symbolic link"
         elif info.st_uid not in (0, os.geteuid()):
+            # a tree unpacked by root keeps its maker's uid (tar's default for root)
             problem = f"belongs to uid {info.st_uid}, neither you nor root"
+            way_out = (f"if you unpacked it and trust it, take it: `chown -R {os.geteuid()} "
+                       f"{shlex.quote(root)}`; else {way_out}")
         elif info.st_mode & 0o022:
             problem = f"is writable by its group or others (`chmod go-w {path}`)"
         else:
             continue
-        raise Refused(f"refusing the simulated host {root}: {path} {problem}; use one you made "
-                      "(`pcimgr sim create DIR`)")
+        raise Refused(f"refusing the simulated host {root}: {path} {problem}; {way_out}")
     _check_ancestors(root)
 
 
