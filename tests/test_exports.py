@@ -283,3 +283,17 @@ def test_variant_pools_reach_every_consumer(modern: Path) -> None:
     names = {e["resourceName"] for e in own["spec"]["configuration"]["permittedHostDevices"][
         "pciHostDevices"]}
     assert names == {"intel.com/pci_8086_10ca_vfio"}
+
+
+def test_proxmox_is_told_to_keep_a_variant_driver(modern: Path) -> None:
+    """Proxmox rebinds a mapped function to vfio-pci unless the VM's hostpci entry says
+    driver=keep (qemu-server 9.0.25): the script says so for a variant's mapping, and the
+    script still runs through sh as one command per mapping."""
+    r = pcimgr(modern, "export", "proxmox")
+    assert r.exit_code == 0
+    assert "# pci_15b3_101e_mlx5_vfio_pci: on a VFIO variant driver: guests use hostpciN: " \
+        "mapping=pci_15b3_101e_mlx5_vfio_pci,driver=keep" in r.stdout
+    assert "mapping=pci_8086_10ca_vfio" not in r.stdout  # plain vfio-pci: nothing to keep
+    assert "driver=keep` (qemu-server >= 9.0.25)" in r.stderr
+    sh = subprocess.run(["sh", "-n"], input=r.stdout, capture_output=True, text=True)
+    assert sh.returncode == 0, sh.stderr

@@ -201,3 +201,16 @@ def test_doctor_names_the_iommu_backends(run, modern: Path, demo_root: Path) -> 
     (modern / "boot").mkdir(exist_ok=True)
     (modern / f"boot/config-{release}").write_text("CONFIG_IOMMUFD=y\nCONFIG_VFIO_DEVICE_CDEV=y\n")
     assert "IOMMUFD device cdev" in doctor._backend(machine, None).detail
+
+
+def test_alias_fields_match_exactly_or_by_a_whole_star(modern: Path) -> None:
+    """libvirt compares field by field: `*` or the exact value; `0a*` is no wildcard."""
+    mlx = device(modern, MLX_ON_HOST)
+    assert variants.fields(variants.modalias(mlx)) == (
+        "000015B3", "0000101E", "000015B3", "00000016", "02", "00", "00")
+    exact_class = [("v000015B3d0000101Esv*sd*bc02sc00i00", "exact"),
+                   ("v000015B3d0000101Esv*sd*bc*sc*i*", "wider")]
+    assert variants.best(mlx, exact_class) == "exact"
+    assert variants.best(mlx, [("v000015B3d0000101Esv*sd*bc*sc*i00*", "pinned")]) is None
+    assert variants.best(mlx, [("v000015b3d0000101Esv*sd*bc*sc*i*", "lower")]) is None
+    assert variants.best(mlx, [("garbage", "x"), ("v*d*", "short")]) is None

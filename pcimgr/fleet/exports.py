@@ -91,7 +91,12 @@ def render(fmt: str, fleet: list[dict[str, Any]], options: Options) -> tuple[str
                                         not options.kubevirt_allocates)), notices
     if fmt == "proxmox":
         found_maps = proxmox.mappings(found)
-        return (_json(found_maps) if options.as_json else proxmox.pvesh(found_maps)), notices
+        keep = proxmox.kept(found)
+        notices += [f"mapping {m}: its functions are on a VFIO variant driver; give them to "
+                    f"guests as `hostpciN: mapping={m},driver=keep` (qemu-server >= 9.0.25), "
+                    "or Proxmox rebinds them to vfio-pci" for m in sorted(keep)]
+        return (_json(found_maps) if options.as_json else proxmox.pvesh(found_maps, keep)), \
+            notices
     if options.as_json:
         return _json({"device_spec": nova.device_specs(found, options.physnet),
                       "alias": nova.aliases(found)}), notices

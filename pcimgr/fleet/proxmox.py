@@ -40,9 +40,19 @@ def mappings(pools: list[Pool]) -> dict[str, list[str]]:
     return found
 
 
-def pvesh(found: dict[str, list[str]]) -> str:
+def kept(pools: list[Pool]) -> set[str]:
+    """Mappings of VFIO variant pools: Proxmox would rebind their functions to vfio-pci (and
+    reset them) at VM start unless the VM's hostpci entry says driver=keep (qemu-server
+    9.0.25), which is a VM option, not a mapping property."""
+    return {p.name for p in pools if p.variant is not None}
+
+
+def pvesh(found: dict[str, list[str]], keep: set[str] | None = None) -> str:
     lines = ["# pcimgr export proxmox: run once on any node of the cluster"]
     for mapping, entries in sorted(found.items()):
+        if mapping in (keep or ()):
+            lines.append(f"# {mapping}: on a VFIO variant driver: guests use "
+                         f"hostpciN: mapping={mapping},driver=keep")
         lines.append(f"pvesh create /cluster/mapping/pci --id {shell.word(mapping, 'id')} "
                      f"--description {shell.word(f'pcimgr pool {mapping}', 'description')} \\")
         lines += [f"  --map {shell.word(e, 'map')}" + (" \\" if i < len(entries) - 1 else "")
