@@ -214,3 +214,20 @@ def test_alias_fields_match_exactly_or_by_a_whole_star(modern: Path) -> None:
     assert variants.best(mlx, [("v000015B3d0000101Esv*sd*bc*sc*i00*", "pinned")]) is None
     assert variants.best(mlx, [("v000015b3d0000101Esv*sd*bc*sc*i*", "lower")]) is None
     assert variants.best(mlx, [("garbage", "x"), ("v*d*", "short")]) is None
+
+
+def test_tree_says_it_too(run, modern: Path) -> None:  # type: ignore[no-untyped-def]
+    text = run("--sysfs-root", modern, "tree").output
+    assert "[nvidia (vendor: ready for a guest); group" in text
+    assert "[mlx5_vfio_pci (variant: ready for a guest); group" in text
+
+    def find(nodes, address):  # type: ignore[no-untyped-def]
+        for n in nodes:
+            if n["address"] == address:
+                return n
+            found = find(n["children"], address)
+            if found:
+                return found
+        return None
+    nodes = json.loads(run("--sysfs-root", modern, "tree", "--json").output)
+    assert find(nodes, VGPU_VF)["vfio"]["kind"] == "vendor"

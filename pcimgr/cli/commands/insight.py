@@ -11,6 +11,7 @@ from pcimgr.cli.context import Context
 from pcimgr.cli.options import emit_json, json_option
 from pcimgr.core.address import PciAddress
 from pcimgr.core.model import Host, PciDevice
+from pcimgr.core.readiness import readiness
 from pcimgr.core.topology import Link, Topology
 
 
@@ -43,7 +44,10 @@ def _node_text(address: PciAddress, host: Host, topo: Topology, obj: Context, fi
     from pcimgr.cli import render
     d = host.require(address)
     node = topo.nodes[address]
-    facts = [d.driver or "no driver", f"group {_opt(d.iommu_group)}", f"numa {_opt(d.numa_node)}"]
+    ready = readiness(d)
+    facts = [(d.driver or "no driver") + (f" ({ready.kind}: ready for a guest)"
+                                           if ready.kind in ("variant", "vendor") else ""),
+             f"group {_opt(d.iommu_group)}", f"numa {_opt(d.numa_node)}"]
     if node.link is not None:
         facts.append(_link_text(node.link, node.link_max))
     if node.reset_methods:
@@ -88,5 +92,6 @@ def _node_json(address: PciAddress, host: Host, topo: Topology, obj: Context) ->
         "link_max": _link_json(node.link_max),
         "degraded": topo.degraded(address),
         "reset_methods": list(node.reset_methods or ()),
+        "vfio": render.vfio_json(d),
         "children": [_node_json(c, host, topo, obj) for c in topo.children(address)],
     }
