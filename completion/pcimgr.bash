@@ -1,8 +1,15 @@
 _pcimgr_completion() {
     local IFS=$'\n'
-    local response
+    local response line cur
+    local -a words
+    line=${COMP_LINE:0:$COMP_POINT}
+    IFS=$' \t' read -r -a words <<< "$line"
+    [[ $line == *[[:space:]] || ${#words[@]} -eq 0 ]] && words+=("")
+    cur=${words[${#words[@]}-1]}
+    IFS=$'\n'
 
-    response=$(env COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD=$COMP_CWORD _PCIMGR_COMPLETE=bash_complete $1)
+    response=$(env COMP_WORDS="${words[*]}" COMP_CWORD=$(( ${#words[@]} - 1 )) \
+        _PCIMGR_COMPLETE=bash_complete $1)
 
     for completion in $response; do
         IFS=',' read type value <<< "$completion"
@@ -18,6 +25,12 @@ _pcimgr_completion() {
         fi
     done
 
+    if [[ $cur == *:* && $COMP_WORDBREAKS == *:* ]]; then
+        local prefix=${cur%"${cur##*:}"} i
+        for i in "${!COMPREPLY[@]}"; do
+            COMPREPLY[$i]=${COMPREPLY[$i]#"$prefix"}
+        done
+    fi
     return 0
 }
 

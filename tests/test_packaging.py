@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -59,8 +60,10 @@ def test_man_renders_without_warnings() -> None:
 
 def bash_complete(words: list[str], env: dict[str, str] | None = None) -> list[str]:
     """What Tab offers in a real bash with the shipped completion script."""
-    script = (f"source {REPO / 'completion/pcimgr.bash'}; COMP_WORDS=({' '.join(words)}); "
-              f"COMP_CWORD={len(words) - 1}; _pcimgr_completion pcimgr; "
+    line = " ".join(words)
+    script = (f"source {REPO / 'completion/pcimgr.bash'}; COMP_WORDS=({line}); "
+              f"COMP_CWORD={len(words) - 1}; COMP_LINE={shlex.quote(line)}; "
+              f"COMP_POINT={len(line)}; _pcimgr_completion pcimgr; "
               'printf "%s\\n" "${COMPREPLY[@]}"')
     path = f"{Path(PCIMGR).parent}:{os.environ['PATH']}"
     r = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
