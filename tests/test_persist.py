@@ -208,3 +208,30 @@ def test_a_group_is_known_by_its_members_not_its_number(run, demo_root: Path) ->
     (cfg(demo_root) / f"devices/{vf}.json").write_text(json.dumps(data))
     code, found = status(run, demo_root)
     assert code == 0 and found[vf]["drift"] == [], found
+
+
+def test_one_command_undoes_what_one_command_did(run, demo_root: Path) -> None:
+    """detach --group --save is undone by rebind --save; rebind alone says the definition
+    stays; undefine of one port of a defined group is refused, --group takes the group
+    (issue 24)."""
+    pair = ("04:00.0", "04:00.1")
+    assert run("--sysfs-root", demo_root, "detach", "04:00.0", "--group", "--save").exit_code == 0
+    r = run("--sysfs-root", demo_root, "undefine", "04:00.0")
+    assert r.exit_code == 4 and "undefine 0000:04:00.0 --group" in r.output
+    assert len(list((cfg(demo_root) / "devices").iterdir())) == 2  # nothing half-undone
+    r = run("--sysfs-root", demo_root, "rebind", *pair)
+    assert r.exit_code == 0 and "still defined: `pcimgr apply` and the next boot" in r.output
+    assert run("--sysfs-root", demo_root, "apply").exit_code == 0
+    assert driver_of(demo_root, "0000:04:00.0") == "vfio-pci"  # as it said
+    r = run("--sysfs-root", demo_root, "rebind", *pair, "--save", "--dry-run")
+    assert r.exit_code == 0 and "Would remove" in r.output
+    assert len(list((cfg(demo_root) / "devices").iterdir())) == 2
+    r = run("--sysfs-root", demo_root, "rebind", *pair, "--save")
+    assert r.exit_code == 0 and "Undefined 0000:04:00.1" in r.output
+    assert list((cfg(demo_root) / "devices").iterdir()) == []
+    assert [driver_of(demo_root, f"0000:{a}") for a in pair] == ["e1000e", "e1000e"]
+    assert run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci",
+               "--group").exit_code == 0
+    r = run("--sysfs-root", demo_root, "undefine", "04:00.0", "--group")
+    assert r.exit_code == 0 and "Undefined 0000:04:00.1" in r.output
+    assert list((cfg(demo_root) / "devices").iterdir()) == []

@@ -166,8 +166,24 @@ def _files(cfg: str, definition: Definition) -> list[tuple[str, str | None]]:
 def remove(cfg: str, address: str, also: filechange.Changes | None = None) -> None:
     """The definition and its udev env files, and ALSO, as one change (env files first:
     udev stops acting on the function before status stops showing it)."""
-    _change(cfg, address, [*((p, None) for p in _env_files(cfg, address)),
-                           (path(cfg, address), None), *(also or [])])
+    remove_all(cfg, [address], also)
+
+
+def remove_all(cfg: str, addresses: list[str], also: filechange.Changes | None = None) -> None:
+    """Several definitions (a group's) as one change."""
+    _change(cfg, ", ".join(addresses),
+            [*((p, None) for a in addresses for p in _env_files(cfg, a)),
+             *((path(cfg, a), None) for a in addresses), *(also or [])])
+
+
+def group_mates(definitions: list[Definition], d: Definition) -> list[Definition]:
+    """The other definitions of D's IOMMU group onto a VFIO driver: applied with D, whole or
+    not at all (planner._drop_partial_groups), so undone with it too."""
+    from pcimgr.core.readiness import vfio_name
+    if not vfio_name(d.driver):
+        return []
+    return [m for m in definitions if m.address != d.address and vfio_name(m.driver)
+            and same_group(d, m)]
 
 
 def _change(cfg: str, addresses: str, changes: filechange.Changes) -> None:

@@ -75,13 +75,41 @@ def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str | None, 
 
 @click.command()
 @click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
+@click.option("--save", is_flag=True,
+              help="Also forget their definitions (what `detach --save` wrote), so that the "
+                   "next boot does not take them again: one command undoes the other.")
 @dry_run_option
 @click.pass_obj
-def rebind(obj: Context, addresses: tuple[PciAddress, ...], dry_run: bool) -> None:
-    """Give functions back to the driver they had before pcimgr moved them."""
+def rebind(obj: Context, addresses: tuple[PciAddress, ...], save: bool, dry_run: bool) -> None:
+    """Give functions back to the driver they had before pcimgr moved them; with --save,
+    for every boot too."""
     from pcimgr.drivers import planner as drivers
     change(obj, addresses, lambda host, _, state_dir: drivers.plan_rebind(
-        obj.machine, host, addresses, drivers.load_records(state_dir, addresses)), dry_run)
+        obj.machine, host, addresses, drivers.load_records(state_dir, addresses)), dry_run,
+           then=lambda: _defined_after_rebind(obj, addresses, save, dry_run))
+
+
+def _defined_after_rebind(obj: Context, addresses: tuple[PciAddress, ...], save: bool,
+                          dry_run: bool) -> None:
+    """--save: their definitions go (under the change's lock); without it, a definition
+    that would take a function again at the next boot is said, not kept silently."""
+    from pcimgr.persist import definitions
+    cfg = obj.config_dir
+    defined = [str(a) for a in addresses if definitions.load(cfg, str(a)) is not None]
+    if not defined:
+        return
+    if not save:
+        click.echo(f"pcimgr: {', '.join(defined)} still defined: `pcimgr apply` and the next "
+                   "boot take them again (`pcimgr rebind --save` or `pcimgr undefine` forgets "
+                   "that)", err=True)
+        return
+    if dry_run:
+        for a in defined:
+            click.echo(f"Would remove {definitions.path(cfg, a)} and its udev env file")
+        return
+    definitions.remove_all(cfg, defined)
+    for a in defined:
+        click.echo(f"Undefined {a}: the next boot leaves it on its host driver")
 
 
 @click.command()

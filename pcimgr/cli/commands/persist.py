@@ -90,19 +90,37 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
 @click.argument("address", type=ADDRESS)
 @click.option("--vf", "vf_index", type=Digits(0, 0xFFFF), metavar="INDEX",
               help="Drop only this VF's settings.")
+@click.option("--group", is_flag=True,
+              help="Also forget the definitions of its IOMMU group's other functions (a "
+                   "group defined with `define --group` is applied whole or not at all).")
 @dry_run_option
 @click.pass_obj
-def undefine(obj: Context, address: PciAddress, vf_index: int | None, dry_run: bool) -> None:
-    """Forget a definition (the function stays as it is now)."""
+def undefine(obj: Context, address: PciAddress, vf_index: int | None, group: bool,
+             dry_run: bool) -> None:
+    """Forget a definition (the function stays as it is now); with --group, its group's."""
     from pcimgr.core.errors import Damaged, NotFound
     from pcimgr.persist import definitions
     from pcimgr.persist import planner as persist
     cfg = obj.config_dir
+
+    def mates_of(d: Any) -> list[Any]:
+        """The group's other VFIO definitions; refused without --group (never half)."""
+        from pcimgr.core.errors import Refused
+        mates = definitions.group_mates(definitions.load_all(cfg)[0], d)
+        if mates and not group and vf_index is None:
+            raise Refused(f"refusing: {address} shares IOMMU group {d.iommu_group} with "
+                          + ", ".join(m.address for m in mates) + f", defined onto "
+                          f"{d.driver} with it, and a group is applied whole or not at all; "
+                          f"undefine them together: `pcimgr undefine {address} --group`")
+        return mates if group and vf_index is None else []
+
     if dry_run:
         d = definitions.load(cfg, str(address))
         if d is None:
             raise NotFound(f"{address} has no definition; `pcimgr status` lists the definitions")
         kept = persist.without_vf(d, vf_index)
+        for m in mates_of(d):
+            click.echo(f"Would remove {definitions.path(cfg, m.address)} and its udev env file")
         click.echo(f"Would remove {definitions.path(cfg, str(address))} and its udev env file"
                    if kept is None else f"Would keep {address}: {kept.describe()}")
         click.echo("(--dry-run: nothing written)")
@@ -124,14 +142,24 @@ def undefine(obj: Context, address: PciAddress, vf_index: int | None, dry_run: b
                 raise NotFound(f"{address} has no definition; `pcimgr status` lists the "
                                "definitions")
         kept = None if d is None else persist.without_vf(d, vf_index)
+        mates = [] if d is None else mates_of(d)
         if kept is None:
-            definitions.remove(cfg, str(address))
-            click.echo(f"Undefined {address}" + (" (its file was damaged)" if damaged else "")
-                       + "; it stays as it is now (`pcimgr rebind` gives it back)")
+            definitions.remove_all(cfg, [str(address), *(m.address for m in mates)])
+            for a in [str(address), *(m.address for m in mates)]:
+                click.echo(f"Undefined {a}" + (" (its file was damaged)" if damaged else "")
+                           + "; it stays as it is now (`pcimgr rebind` gives it back)")
         else:
             definitions.save(cfg, kept)
             click.echo(f"{address}: {kept.describe()}")
-    run_locked_config(obj, work)
+
+    def check() -> None:  # the group refusal before the lock: a refused run makes no file
+        try:
+            d = definitions.load(cfg, str(address))
+        except Damaged:
+            return
+        if d is not None:
+            mates_of(d)
+    run_locked_config(obj, work, check=check)
 
 
 @click.command()
