@@ -89,7 +89,9 @@ Addresses are written
 .BR 04:00.0 ,
 .B 0000:04:00.0
 or
-.BR pci_0000_04_00_0 .
+.BR pci_0000_04_00_0 ;
+a NIC function may be named by its interface
+.RB ( enp4s0f0 ).
 Read commands need no root and have
 .B \-\-json
 with a stable schema; notices and warnings go to standard error.
@@ -103,7 +105,7 @@ pcimgr release 04:00.0
 pcimgr detach 04:00.0 \-\-group \-\-dry\-run
 pcimgr vfs create 05:00.0 4
 pcimgr vfs set 05:00.0 0 \-\-mac 52:54:00:5e:00:01 \-\-vlan 100
-pcimgr define 04:00.0 \-\-driver vfio\-pci
+pcimgr define 04:00.0 \-\-driver vfio\-pci \-\-group
 pcimgr history
 pcimgr sim create /tmp/host && pcimgr \-\-sysfs\-root /tmp/host list \-\-all
 .fi
