@@ -118,7 +118,12 @@ def test_status_names_a_mate_detached_by_hand_as_not_viable(run, demo_root: Path
     # a definition written before the mate's went: at boot 04:00.1 is on e1000e again
     assert run("--sysfs-root", demo_root, "define", "04:00.0", "--driver", "vfio-pci",
                "--group").exit_code == 0
-    assert run("--sysfs-root", demo_root, "undefine", "04:00.1").exit_code == 0
+    # undefine refuses half a group now; a definition file removed by hand does it still
+    assert run("--sysfs-root", demo_root, "undefine", "04:00.1").exit_code == 4
+    cfg = demo_root / ".pcimgr-config"
+    (cfg / "devices/0000:04:00.1.json").unlink()
+    for env in (cfg / "udev").glob("0000:04:00.1_*"):
+        env.unlink()
     assert run("--sysfs-root", demo_root, "detach", "04:00.0", "--group").exit_code == 0
     r = run("--sysfs-root", demo_root, "status")
     assert r.exit_code == 10, r.output

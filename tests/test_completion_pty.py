@@ -60,10 +60,12 @@ def test_tab_completes_an_address_after_its_colon(shell: str, demo_root: Path) -
         _read(fd, "READY> ", 20)
         marker = "DONE-" + shell
         os.write(fd, f"pcimgr --sysfs-root {demo_root} show 05:0\t".encode())
-        time.sleep(3)  # the completion runs pcimgr
+        # the completion runs pcimgr: wait until the shell has redrawn the word (or not)
+        seen = _read(fd, "show 05:00.0", 30)
+        time.sleep(0.5)
         # then the line is run through echo (Ctrl-A, `echo MARKER `), to read it back
         os.write(fd, f"\x01echo {marker} \n".encode())
-        out = _read(fd, marker + " pcimgr", 20) + _read(fd, "READY> ", 10)
+        out = seen + _read(fd, f"\n{marker} pcimgr", 30) + _read(fd, "READY> ", 10)
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
