@@ -80,3 +80,43 @@ def test_doctor_prints_the_hosts_files_escaped(run, demo_root: Path) -> None:  #
         assert "Traceback" not in r.output, r.output
         assert "\x1b" not in r.output and "\x07" not in r.output, args
     assert "quiet\\x1b]0;PWNED\\x07" in r.output  # the diff's line, shown
+
+
+def _on_a_terminal(root: Path, *args: str, columns: int = 80) -> str:
+    """pcimgr ARGS with its output on a pty COLUMNS wide, as a terminal shows it."""
+    import os
+    import pty
+    import sys
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.environ.update(COLUMNS=str(columns), PYTHONPATH=str(Path(__file__).parent.parent))
+        os.execv(sys.executable, [sys.executable, "-m", "pcimgr", "--sysfs-root", str(root),
+                                  *args])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    os.close(fd)
+    return out.decode().replace("\r", "")
+
+
+def test_tables_and_checks_fit_an_80_column_terminal(demo_root: Path) -> None:
+    """Issue 24: at 80 columns `list` was 134 wide and `doctor` 353."""
+    for args in (["list"], ["list", "--all"], ["doctor"], ["list", "-o", "address,host-use"]):
+        text = _on_a_terminal(demo_root, *args)
+        assert max(len(line) for line in text.splitlines()) <= 80, (args, text)
+    text = _on_a_terminal(demo_root, "list", "-o", "address,driver,host-use")
+    assert text.splitlines()[0].split() == ["ADDRESS", "DRIVER", "HOST", "USE"]
+
+
+def test_list_o_selects_fields_and_names_them_when_wrong(run, demo_root: Path) -> None:  # type: ignore[no-untyped-def]
+    r = run("--sysfs-root", demo_root, "list", "-o", "driver,address")
+    assert r.exit_code == 0 and r.output.splitlines()[1].split() == ["e1000e", "0000:00:1f.6"]
+    r = run("--sysfs-root", demo_root, "list", "-o", "address,nope")
+    assert r.exit_code == 2 and "the fields are address,device,driver" in r.output

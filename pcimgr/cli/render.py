@@ -227,7 +227,27 @@ def fitted(devices: list[PciDevice], namer: Namer,
             break
         width = max(MIN_NAME_WIDTH, width - over)
         text = table(rows(width), headers)
-    return text
+    # still too wide with the names at their shortest: the last column (host use, the
+    # guest: a summary `show` gives whole) gives way
+    return "\n".join(line if len(line) <= columns else line[:max(columns - 1, 1)] + "…"
+                     for line in text.splitlines())
+
+
+def select_columns(headers: list[str], rows: list[list[str]],
+                   wanted: tuple[str, ...] | None) -> tuple[list[str], list[list[str]]]:
+    """`list -o FIELD,...`: those columns in that order (names as the headers, any case,
+    `-` or `_` for a space); BadInput naming the fields there are."""
+    if not wanted:
+        return headers, rows
+    keys = [h.lower().replace(" ", "-") for h in headers]
+    picked = []
+    for w in wanted:
+        key = w.strip().lower().replace("_", "-")
+        if key not in keys:
+            from pcimgr.core.errors import BadInput
+            raise BadInput(f"-o: no field {w!r}; the fields are {','.join(keys)}")
+        picked.append(keys.index(key))
+    return [headers[i] for i in picked], [[r[i] for i in picked] for r in rows]
 
 
 def use_cell(uses: list[str]) -> str:

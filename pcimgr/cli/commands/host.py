@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pcimgr.cli.context import Context
-from pcimgr.cli.options import emit_json, json_option
+from pcimgr.cli.options import emit_json, json_option, terminal_columns
 from pcimgr.core.terminal import safe
 
 # What these print comes from the host's files (the command line, grub's files, module
@@ -39,14 +39,26 @@ def doctor(obj: Context, fix: bool, dry_run: bool, as_json: bool) -> None:
     if as_json:
         emit_json({"passthrough_possible": possible, "checks": [c.to_json() for c in checks]})
     else:
+        columns = terminal_columns()
         for c in checks:
-            click.echo(safe(f"[{c.status.upper():4}] {c.name:<20} {c.detail}"))
+            click.echo(_wrapped(safe(f"[{c.status.upper():4}] {c.name:<20} {c.detail}"),
+                                columns))
             if c.fix and c.status != "pass":
-                click.echo(safe(f"       {'':<20} fix: {c.fix}"))
+                click.echo(_wrapped(safe(f"       {'':<20} fix: {c.fix}"), columns))
         click.echo("Passthrough can work on this host." if possible else
                    "Passthrough cannot work on this host until the failed checks are fixed.")
     if not possible:
         raise Mismatch("a check failed")
+
+
+def _wrapped(line: str, columns: int | None) -> str:
+    """On a terminal, a check's line wrapped to its width under the detail column (a pipe
+    keeps one line per check, for grep)."""
+    if columns is None or len(line) <= columns:
+        return line
+    import textwrap
+    return "\n".join(textwrap.wrap(line, max(columns, 40), subsequent_indent=" " * 28,
+                                    break_on_hyphens=False))
 
 
 def _fix(obj: Context, dry_run: bool) -> None:

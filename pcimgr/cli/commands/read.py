@@ -38,10 +38,14 @@ if TYPE_CHECKING:
                    "--class), with the override.")
 @click.option("--wide", is_flag=True,
               help="Whole device names, even wider than the terminal.")
+@click.option("-o", "--output", "fields", metavar="FIELD,...",
+              help="Only these columns, in this order: address, device, driver, override, "
+                   "iommu, numa, netdevs, sr-iov, host-use, guest.")
 @json_option
 @click.pass_obj
 def list_cmd(obj: Context, show_all: bool, klass: tuple[str, ...], vendor: tuple[str, ...],
-             driver: tuple[str, ...], overrides: bool, wide: bool, as_json: bool) -> None:
+             driver: tuple[str, ...], overrides: bool, wide: bool, fields: str | None,
+             as_json: bool) -> None:
     """PCI functions with driver, IOMMU group, NUMA node, netdevs and SR-IOV state.
 
     Network functions (class 02) by default; VFs are shown under their PF. A `*` after
@@ -87,10 +91,15 @@ def list_cmd(obj: Context, show_all: bool, klass: tuple[str, ...], vendor: tuple
         return
     known = obj.holdings() is not None
 
+    wanted = tuple(fields.split(",")) if fields else None
+    all_headers = render.list_headers(overrides or any(
+        w.strip().lower() == "override" for w in wanted or ()), known)
+    headers, _ = render.select_columns(all_headers, [], wanted)  # a bad field: before output
+
     def rows(width: int | None) -> list[list[str]]:
-        return render.list_rows(devices, obj.namer, uses, obj.holders if known else None,
-                                width, overrides)
-    headers = render.list_headers(overrides, known)
+        found = render.list_rows(devices, obj.namer, uses, obj.holders if known else None,
+                                 width, "OVERRIDE" in all_headers)
+        return render.select_columns(all_headers, found, wanted)[1]
     columns = terminal_columns()
     if wide:
         click.echo(render.fitted(devices, obj.namer, rows, headers, None))
