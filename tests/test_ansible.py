@@ -149,8 +149,9 @@ def test_a_refusal_fails_that_host_only_and_changes_nothing_there(tmp_path: Path
     assert recap["node1"]["failed"] == 1 and recap["node1"]["changed"] == 0
     assert all(recap[n]["failed"] == 0 and recap[n]["changed"] >= 2 for n in ("node2", "node3"))
     assert snapshot(roots["node1"]) == before
-    assert re.search(r'"msg": "refusing: 0000:00:1f.4: it is the chipset\'s SMBus controller'
-                     r'[^\n]*not even with --force"', r.stdout), r.stdout[-3000:]
+    assert re.search(r'"msg": "refusing: 0000:00:1f.6 shares IOMMU group 12 with 0000:00:1f.0, '
+                     r'the chipset\'s ISA/LPC bridge[^\n]*not even with --group or --force"',
+                     r.stdout), r.stdout[-3000:]
 
 
 def test_ansible_doc_renders_every_module(tmp_path: Path) -> None:

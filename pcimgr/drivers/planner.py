@@ -20,7 +20,7 @@ from pcimgr.core.readiness import (
 )
 from pcimgr.core.viability import blocks_vfio, harmless
 from pcimgr.drivers.binding import BindDriver, Reprobe
-from pcimgr.drivers.safety import concerns
+from pcimgr.drivers.safety import chipset, concerns
 from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.host.usage import Survey
@@ -39,6 +39,15 @@ def check_driver_name(name: str) -> str:
         raise BadInput(f"not a driver name: {name!r}; use a module's driver name such as "
                        "vfio-pci or pci-stub")
     return name
+
+
+def require_driver(machine: Machine, driver: str) -> None:
+    """The one refusal of a driver the host cannot have, for every command (exit 2)."""
+    if not (machine.sysfs.exists(f"bus/pci/drivers/{driver}")
+            or machine.module_available(driver)):
+        raise BadInput(f"no driver {driver} on this host (not loaded, not built in, no "
+                       f"module); check the name (`ls /sys/bus/pci/drivers`, `modinfo "
+                       f"{driver}`)")
 
 
 def module_for(machine: Machine, driver: str) -> str | None:
@@ -107,6 +116,7 @@ def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[P
     if driver is not None:
         check_driver_name(driver)
     targets = {d.address: d for d in (host.require(a) for a in addresses)}
+    _refuse_never(machine, host, survey, list(targets.values()))
     if (driver is None or vfio_name(driver)) and not host.iommu_enabled:
         raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; add "
                       "intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel command line "
@@ -130,6 +140,8 @@ def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[P
                                     else ready(d))]
     moving = [d for d in ordered if d not in stays]
     refuse_unsafe(machine.sysfs, host, survey, moving, force)
+    if driver is not None and moving:  # after the host's refusals, which say more
+        require_driver(machine, driver)
     notes = tuple(f"{d.address} is already on {d.driver}" if d.driver == chosen[d.address]
                   else f"{d.address} is ready for a guest already: on {d.driver} "
                        f"({readiness(d).kind} VFIO driver); `--driver` moves it anyway"
@@ -161,6 +173,22 @@ def owning(owner: str, addresses: list[str], ends: list[str],
     return tuple(owners.OwnNodes(a, owner, uid, gid) for a in addresses)
 
 
+def _refuse_never(machine: Machine, host: Host, survey: Survey,
+                  targets: list[PciDevice]) -> None:
+    """What no option overrides comes first: a chipset function named, or in the group of
+    one named (the group can never go to a guest, so `--group` is no way out)."""
+    refuse_unsafe(machine.sysfs, host, survey, targets, True)  # only the unforceable
+    for d in targets:
+        grp = host.groups.get(d.iommu_group) if d.iommu_group is not None else None
+        for m in grp.members if grp else ():
+            part = chipset(m)
+            if part and m.address != d.address:
+                raise Refused(f"refusing: {d.address} shares IOMMU group {d.iommu_group} "
+                              f"with {m.address}, the chipset's {part}, which the host "
+                              "needs: this group can never go to a guest, not even with "
+                              "--group or --force")
+
+
 def plan_bind(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
               driver: str, force: bool) -> Proposal:
     """Each function to DRIVER, as one transaction; no group rule (bind is the tool for
@@ -169,6 +197,8 @@ def plan_bind(machine: Machine, host: Host, survey: Survey, addresses: tuple[Pci
     found = [host.require(a) for a in addresses]
     moving = [d for d in found if d.driver != driver]
     refuse_unsafe(machine.sysfs, host, survey, moving, force)
+    if moving:
+        require_driver(machine, driver)
     steps = tuple(BindDriver(str(d.address), driver, driver, d.driver, d.driver_override)
                   for d in moving)
     notes = tuple(f"{d.address} is already on {driver}" for d in found if d.driver == driver)

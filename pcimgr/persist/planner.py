@@ -130,13 +130,9 @@ def check(machine: Machine, host: Host, survey: Survey, new: list[Definition],
 def _check_driver(machine: Machine, host: Host, survey: Survey, device: PciDevice, d: Definition,
                   defined: Mapping[str, Definition]) -> None:
     assert d.driver is not None
-    if not (machine.sysfs.exists(f"bus/pci/drivers/{d.driver}")
-            or machine.module_available(d.driver)):
-        raise BadInput(f"no driver {d.driver} on this host (not loaded, not built in, no "
-                       f"module); check the name (`ls /sys/bus/pci/drivers`, `modinfo "
-                       f"{d.driver}`)")
     if device.driver != d.driver:
         drivers.refuse_unsafe(machine.sysfs, host, survey, [device], False)
+    drivers.require_driver(machine, d.driver)
     if vfio_name(d.driver):
         if not host.iommu_enabled:
             raise Refused("refusing: the IOMMU is off, so vfio-pci cannot take any function; "

@@ -195,9 +195,11 @@ def accelerator() -> list[str]:
 
 
 def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path,
-                 accel: list[str]) -> list[str]:
+                 accel: list[str], variant: Path | None = None) -> list[str]:
     cmdline = (f"console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 "
                f"pcimgr.stage2={HERE / 'stage2.sh'} pcimgr.modules={modules}")
+    if variant is not None:  # the modules tree with the test variant driver (variant.py)
+        cmdline += f" pcimgr.variant={variant}"
     return [qemu_binary(), "-machine", "q35,kernel-irqchip=split", *accel, "-m", "1536",
             "-nodefaults", "-nographic", "-no-reboot", "-serial", f"file:{iodir / 'console'}",
             "-monitor", "none",
@@ -216,27 +218,43 @@ def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT,
     """Boot, run `command` with bash as root in the guest, power off. One boot per call."""
     vmlinuz, modules, version = kernel()
     initrd = initramfs(modules, version)
+    variant = variant_tree()
     accel = accelerator()
-    result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, accel)
+    result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, accel, variant)
     if result is None and accel != TCG:  # KVM offered but would not start: emulate
-        result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, TCG)
+        result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, TCG, variant)
     if result is None:
         raise RuntimeError("QEMU did not start the lab guest")
     return result
 
 
+def variant_tree() -> Path | str:
+    """The modules tree with the lab's VFIO variant driver (tests/lab/variant.py; built once,
+    again when its source changes), or why it cannot be had: the guest's variant tests
+    skip with that (/run/lab/variant-unavailable)."""
+    from tests.lab import variant
+    try:
+        return variant.modules_tree()
+    except (LabUnavailable, subprocess.CalledProcessError, OSError) as e:
+        return str(e) or type(e).__name__
+
+
 def _boot(command: str, timeout: int, cwd: Path, collect: tuple[str, ...], vmlinuz: Path,
-          initrd: Path, modules: Path, accel: list[str]) -> Result | None:
+          initrd: Path, modules: Path, accel: list[str],
+          variant: Path | str = "not built") -> Result | None:
     with tempfile.TemporaryDirectory(prefix="pcimgr-lab-") as tmp:
         iodir = Path(tmp)
         (iodir / "command").write_text(command + "\n")
+        if not isinstance(variant, Path):
+            (iodir / "variant-unavailable").write_text(variant + "\n")
         (iodir / "cwd").write_text(str(cwd))
         (iodir / "timeout").write_text(str(timeout))
         (iodir / "disks").mkdir()
         for name, partitions in PARTITIONS.items():
             write_disk(iodir / "disks" / name, partitions)
         started = time.monotonic()
-        proc = subprocess.Popen(qemu_command(iodir, vmlinuz, initrd, modules, accel),
+        proc = subprocess.Popen(qemu_command(iodir, vmlinuz, initrd, modules, accel,
+                                             variant if isinstance(variant, Path) else None),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:

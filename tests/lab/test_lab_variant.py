@@ -1,0 +1,231 @@
+"""VFIO variant drivers on the real kernel (issue 23), inside the QEMU lab guest: `detach`
+binds the most specific `vfio_pci:` alias of modules.alias (pcimgr_test_vfio_pci, built by
+tests/lab/variant.py for the igb VF 8086:10ca), and a definition survives its VF's IOMMU
+group changing number."""
+
+import json
+import os
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from pcimgr.cli.app import cli
+from tests.lab.test_lab_kernel import driver
+
+pytestmark = pytest.mark.lab
+
+PF = "0000:01:00.0"
+PF_DIR = Path("/sys/bus/pci/devices") / PF
+VFS = ("0000:01:10.0", "0000:01:10.2")
+E1000 = ("0000:02:01.0", "0000:02:02.0")
+E1000E = ("0000:03:00.0", "0000:03:00.1")
+E1000E_PORT = "0000:00:05.0"
+MODULE = "pcimgr_test_vfio_pci"
+ALIAS = f"alias vfio_pci:v00008086d000010CAsv*sd*bc*sc*i* {MODULE}"
+MODULES = Path("/lib/modules") / os.uname().release
+CONFIG = Path("/etc/pcimgr/devices")
+
+
+def pcimgr(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def show(address: str) -> dict:
+    r = pcimgr("show", address, "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def group(address: str) -> int:
+    return int(os.path.basename(os.readlink(f"/sys/bus/pci/devices/{address}/iommu_group")))
+
+
+def tainted() -> int:
+    return int(Path("/proc/sys/kernel/tainted").read_text())
+
+
+def variant_tree() -> Path:
+    """The harness's modules tree with the test variant (pcimgr.variant= on the command line),
+    or a skip with the reason it could not be built on the host."""
+    why = Path("/run/lab/variant-unavailable")
+    if why.exists():
+        pytest.skip(f"the test variant driver could not be built: {why.read_text().strip()}")
+    m = re.search(r"\bpcimgr\.variant=(\S+)", Path("/proc/cmdline").read_text())
+    if m is None:
+        pytest.skip("the harness named no variant modules tree (pcimgr.variant=)")
+    return Path(m[1])
+
+
+@pytest.fixture
+def variant() -> Iterator[None]:
+    """The kernel's modules as shipped plus extra/pcimgr_test_vfio_pci.ko, depmod'ed, over
+    /lib/modules/<version> for this test only (the other scenarios' `detach` of a VF must
+    keep choosing vfio-pci)."""
+    tree = variant_tree()
+    subprocess.run(["modprobe", "vfio-pci"], check=True)
+    subprocess.run(["mount", "--bind", str(tree), str(MODULES)], check=True)
+    try:
+        yield
+    finally:
+        (PF_DIR / "sriov_numvfs").write_text("0")
+        (PF_DIR / "sriov_drivers_autoprobe").write_text("1")
+        subprocess.run(["rmmod", MODULE], capture_output=True)
+        # udevd's libkmod may have the tree's index files mapped: detach lazily
+        subprocess.run(["umount", "-l", str(MODULES)], check=True)
+        subprocess.run(["udevadm", "control", "--reload"], check=True)
+        subprocess.run(["rm", "-f", "/var/lib/pcimgr/journal.json"])
+
+
+def test_detach_binds_the_variant_the_kernel_offers(variant: None) -> None:
+    assert ALIAS in (MODULES / "modules.alias").read_text().splitlines()
+    r = pcimgr("vfs", "create", PF, "2", "--driver", "host")
+    assert r.exit_code == 0, r.output
+    vf = VFS[0]
+    assert driver(vf) == "igbvf"
+    before = show(vf)
+    assert before["vfio"] == {"ready": False, "kind": None, "driver": None, "device": None}
+    assert before["detach_binds"] == MODULE
+    assert ET.fromstring(before["hostdev_xml"]).find("driver").get("model") == MODULE
+    taint_before = tainted()
+
+    r = pcimgr("detach", vf)  # no --driver: pcimgr loads the module and binds it
+    assert r.exit_code == 0, r.output
+    assert f"{vf}: igbvf -> {MODULE}" in r.output
+    assert f"IOMMU group {group(vf)} is viable for VFIO (/dev/vfio/{group(vf)})" in r.output
+    assert driver(vf) == MODULE
+    assert (Path("/sys/bus/pci/devices") / vf / "driver_override").read_text().strip() == MODULE
+    # unsigned and out of tree: Debian's kernel without Secure Boot loads it, tainted
+    # (E: unsigned, O: out of tree; bits 13 and 12)
+    assert Path(f"/sys/module/{MODULE}/taint").read_text().strip() == "OE"
+    assert tainted() & (1 << 13 | 1 << 12) == 1 << 13 | 1 << 12
+    assert taint_before & (1 << 13) == 0 or "already tainted E before the module"
+
+    # what Linux 6.1 made of it: vfio-dev/vfioN below the function, its class link, no `dev`
+    # (the device cdev came in 6.6), the group's node
+    vdir = Path("/sys/bus/pci/devices") / vf / "vfio-dev"
+    (name,) = os.listdir(vdir)
+    assert re.fullmatch(r"vfio\d+", name)
+    assert sorted(os.listdir(vdir / name)) == ["device", "power", "subsystem", "uevent"]
+    assert not (vdir / name / "dev").exists()
+    assert os.path.realpath(f"/sys/class/vfio-dev/{name}") == os.path.realpath(vdir / name)
+    assert os.path.realpath(vdir / name / "subsystem") == os.path.realpath("/sys/class/vfio-dev")
+    assert not os.path.exists("/dev/vfio/devices")
+    assert os.path.exists(f"/dev/vfio/{group(vf)}")
+
+    shown = show(vf)
+    assert shown["vfio"] == {"ready": True, "kind": "variant", "driver": MODULE, "device": name}
+    assert shown["detach_binds"] is None
+    assert shown["vfio_nodes"] == {"group": ["/dev/vfio/vfio", f"/dev/vfio/{group(vf)}"],
+                                   "cdev": None}
+    assert shown["group"]["viable"] is True and shown["group"]["blockers"] == []
+    assert ET.fromstring(shown["hostdev_xml"]).find("driver").get("model") == MODULE
+    assert show(VFS[1])["detach_binds"] == MODULE  # the other VF, still on igbvf
+
+    r = pcimgr("detach", vf)
+    assert r.exit_code == 0 and "Nothing to do." in r.output, r.output
+    assert driver(vf) == MODULE
+
+    r = pcimgr("rebind", vf)
+    assert r.exit_code == 0, r.output
+    assert f"{vf}: {MODULE} -> igbvf" in r.output
+    assert driver(vf) == "igbvf"
+    assert os.listdir(f"/sys/bus/pci/devices/{vf}/net")  # its interface again
+    assert not vdir.exists() and not os.path.exists(f"/dev/vfio/{group(vf)}")
+
+
+def status() -> tuple[int, dict[str, dict]]:
+    r = pcimgr("status", "--json")
+    return r.exit_code, {d["address"]: d for d in json.loads(r.stdout)}
+
+
+def rescan_e1000e() -> None:
+    (Path("/sys/bus/pci/devices") / E1000E_PORT / "rescan").write_text("1")
+    subprocess.run(["udevadm", "settle"], check=True)
+    assert [driver(a) for a in E1000E] == ["e1000e", "e1000e"]
+
+
+def remove_e1000e() -> None:
+    for address in reversed(E1000E):
+        (Path("/sys/bus/pci/devices") / address / "remove").write_text("1")
+    subprocess.run(["udevadm", "settle"], check=True)
+
+
+@pytest.fixture
+def renumbering() -> Iterator[None]:
+    subprocess.run(["modprobe", "vfio-pci"], check=True)
+    e1000e_group = group(E1000E[0])
+    yield
+    for address in VFS:
+        pcimgr("undefine", address)
+    (PF_DIR / "sriov_numvfs").write_text("0")
+    for address in E1000:
+        if driver(address) != "e1000":
+            pcimgr("rebind", address, "--group")
+    # the e1000e pair back under its own number: gone and found again with no VFs about,
+    # it takes the lowest free one, which is its old one
+    if not os.path.exists(f"/sys/bus/pci/devices/{E1000E[0]}") or \
+            group(E1000E[0]) != e1000e_group:
+        if os.path.exists(f"/sys/bus/pci/devices/{E1000E[0]}"):
+            remove_e1000e()
+        rescan_e1000e()
+    assert group(E1000E[0]) == e1000e_group
+    subprocess.run(["rm", "-f", "/var/lib/pcimgr/journal.json"])
+
+
+def test_a_definition_survives_its_groups_new_number(renumbering: None) -> None:
+    """Issue 23: the kernel numbers IOMMU groups lowest-free-first, so a VF recreated
+    after another device took its old number comes back under another one. Functions
+    moved to vfio-pci take no number: only a device that appears (here: the e1000e pair
+    removed and rescanned, as a hot plug) does."""
+    vf = VFS[0]
+    assert pcimgr("vfs", "create", PF, "2", "--driver", "vfio-pci").exit_code == 0
+    first = group(vf)
+    r = pcimgr("define", vf, "--driver", "vfio-pci")
+    assert r.exit_code == 0, r.output
+    defined = json.loads((CONFIG / f"{vf}.json").read_text())
+    assert defined["iommu_group"] == first and defined["group_members"] == [vf]
+    code, found = status()
+    assert code == 0 and found[vf]["drift"] == [], found
+
+    # another group held by vfio-pci while the VFs are gone: the numbers stay
+    r = pcimgr("detach", E1000[0], "--group")
+    assert r.exit_code == 0, r.output
+    assert pcimgr("vfs", "destroy", PF).exit_code == 0
+    assert pcimgr("vfs", "create", PF, "2", "--driver", "vfio-pci").exit_code == 0
+    assert group(vf) == first
+
+    # a device appearing takes the lowest free number: the pair gives up its group, the
+    # recreated VF takes it, the pair comes back under a new one
+    e1000e_group = group(E1000E[0])
+    assert e1000e_group < first
+    assert pcimgr("vfs", "destroy", PF).exit_code == 0
+    remove_e1000e()
+    assert pcimgr("vfs", "create", PF, "2", "--driver", "vfio-pci").exit_code == 0
+    rescan_e1000e()
+    assert group(vf) == e1000e_group != first
+    assert group(E1000E[0]) not in (e1000e_group, first)
+
+    # same members, another number: no drift, and apply applies
+    code, found = status()
+    assert code == 0 and found[vf]["drift"] == [], found
+    assert found[vf]["iommu_group"] == first  # the number it was defined under
+    assert pcimgr("rebind", vf).exit_code == 0
+    assert driver(vf) == "igbvf"
+    code, found = status()
+    assert code == 10 and found[vf]["drift"] == ["driver is igbvf, defined vfio-pci"], found
+    r = pcimgr("apply")
+    assert r.exit_code == 0, r.output
+    assert f"{vf}: igbvf -> vfio-pci" in r.output
+    assert driver(vf) == "vfio-pci"
+    # and the boot path, which selects a definition's group by its members
+    assert pcimgr("rebind", vf).exit_code == 0
+    r = pcimgr("apply", "--device", vf)
+    assert r.exit_code == 0, r.output
+    assert driver(vf) == "vfio-pci"
+    code, found = status()
+    assert code == 0 and found[vf]["drift"] == [], found
