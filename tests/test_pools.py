@@ -4,6 +4,7 @@ accepts and reads back; exhaustion; teaming XML it validates; the way back; bad 
 leaving no libvirt object behind. Live unplug of a VF is the lab's (tests/lab)."""
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -180,3 +181,19 @@ def test_a_connection_the_daemon_closed_is_opened_again() -> None:
     first._conn.close()
     again = libvirt_adapter.connect("test:///default")
     assert again is not first and again.alive() and again.version()
+
+
+def test_the_dry_run_shows_the_mac_the_run_uses(run, demo_root: Path, libvirt_uri: str,
+                                                 pool: str, make_domain) -> None:
+    """Without --mac the pair's MAC is derived from the domain and the pool, not drawn at
+    random: `--dry-run` shows the one the run then writes (issue 24)."""
+    vm = make_domain("macs")
+    r = pcimgr(run, demo_root, libvirt_uri, "assign", "--pool", pool, vm, "--dry-run")
+    assert r.exit_code == 0, r.output
+    shown = set(re.findall(r"52:54:00(?::[0-9a-f]{2}){3}", r.output))
+    assert len(shown) == 1, r.output
+    r = pcimgr(run, demo_root, libvirt_uri, "assign", "--pool", pool, vm)
+    assert r.exit_code == 0, r.output
+    (vf,) = interfaces(vm)
+    assert {vf.find("./mac").get("address")} == shown
+    assert pcimgr(run, demo_root, libvirt_uri, "release", "--pool", pool, vm).exit_code == 0

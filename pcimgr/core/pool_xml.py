@@ -6,8 +6,8 @@ no I/O."""
 
 from __future__ import annotations
 
+import hashlib
 import re
-import secrets
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -26,9 +26,12 @@ def check_name(name: str) -> str:
     return name
 
 
-def random_mac() -> str:
-    """A locally administered MAC in QEMU's 52:54:00 range, as libvirt makes them."""
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+def guest_mac(domain_uuid: str, what: str, domain_xml: str) -> str:
+    """A MAC in QEMU's 52:54:00 range, as libvirt makes them, but derived, not drawn: from
+    the domain, what is given to it and how many interfaces it has already, so that the
+    dry run shows the MAC the run uses and a repeated run makes the same one."""
+    seed = f"{domain_uuid}\0{what}\0{domain_xml.count('<interface')}".encode()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in hashlib.sha256(seed).digest()[:3])
 
 
 def network(name: str, pf_dev: str | None, vfs: list[PciAddress],

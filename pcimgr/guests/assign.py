@@ -78,7 +78,8 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
                            domain.live_xml or domain.config_xml or "")
     partner: list[Step] = []
     if failover is not None:
-        mac = (mac or pool_xml.random_mac()).lower()
+        mac = (mac or pool_xml.guest_mac(domain.uuid, str(address),
+                                          domain.config_xml or domain.live_xml or "")).lower()
         virtio = pool_xml.failover_virtio(mac, failover.bridge, failover.network)
         partner.append(AttachDevice(str(address), lv.uri, domain.name, domain.uuid,
                                     hostdev_xml.to_string(virtio), live, config, mac=mac))

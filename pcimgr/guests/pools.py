@@ -179,7 +179,8 @@ def plan_assign(lv: Libvirt, pool: PoolView, vm: str, mac: str | None, vlan: int
     domain = lv.domain(vm)
     live, config = live_config(domain, live, config)
     require_free(pool, domain.name)
-    mac = (mac or pool_xml.random_mac()).lower()
+    mac = (mac or pool_xml.guest_mac(domain.uuid, pool.record.name,
+                                     domain.config_xml or domain.live_xml or "")).lower()
     vlan = vlan if vlan is not None else pool.record.vlan
     steps: list[Step] = []
     command = f"assign --pool {pool.record.name} {domain.name}"
