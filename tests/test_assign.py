@@ -282,8 +282,8 @@ def test_no_system_daemon_is_known_without_the_binding(run, demo_root: Path, moc
     mocker.patch.dict(libvirt_adapter._connections, clear=True)
     mocker.patch.dict(sys.modules, {"libvirt": None})  # an import would say "not installed"
     r = run("--sysfs-root", demo_root, "--connect", "qemu:///system", "list")
-    assert r.exit_code == 0 and "(guests unknown: cannot connect to qemu:///system: no " \
-        "libvirt daemon listens" in r.output and "not installed" not in r.output
+    assert r.exit_code == 0 and "pcimgr: note: guests unknown: cannot connect to " \
+        "qemu:///system: no libvirt daemon listens" in r.output and "not installed" not in r.output
     r = run("--sysfs-root", demo_root, "--connect", "qemu:///system", "assign", "04:00.0",
             "vm1", "--group", "--dry-run")
     assert r.exit_code != 0 and r.output.count("\n") == 1

@@ -69,7 +69,7 @@ def test_iommu_off_notice(run, make_host) -> None:
     root = make_host("demo", iommu=False)
     r = run("--sysfs-root", root, "list")
     assert r.exit_code == 0
-    assert r.output.splitlines()[0].startswith("IOMMU is off")
+    assert r.output.splitlines()[0].startswith("pcimgr: note: IOMMU is off")
     assert "intel_iommu=on" in r.output.splitlines()[0]
     assert r.output.splitlines()[1].startswith("ADDRESS")
     assert json.loads(run("--sysfs-root", root, "list", "--json").output)[0]["iommu_group"] is None
@@ -171,7 +171,7 @@ def test_demo_walks_through_the_commands(run, tmp_path: Path) -> None:
         assert cmd in r.output
     assert "IOMMU group 5: not viable" in r.output
     assert "shares IOMMU group 5 with 0000:04:00.1" in r.output
-    assert "not even with --force" in r.output
+    assert "not even with --group or --force" in r.output
     assert "IOMMU group 5 is viable for VFIO (/dev/vfio/5)" in r.output
     assert "0000:04:00.1: vfio-pci -> e1000e" in r.output
     # SR-IOV, guests, the host check, advice and definitions

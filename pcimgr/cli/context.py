@@ -101,7 +101,7 @@ class Context:
                     from pcimgr.guests import holdings as guests
                     self._holdings = guests.scan(lv)
                 except PcimgrError as e:
-                    self.holdings_problem = f"(guests unknown: {e})"
+                    self.holdings_problem = f"pcimgr: note: guests unknown: {e}"
         return self._holdings
 
     def holdings_or_fail(self) -> Holdings:

@@ -188,7 +188,8 @@ LIST_HEADERS = ["ADDRESS", "DEVICE", "DRIVER", "IOMMU", "NUMA", "NETDEVS", "SR-I
 HOLDER_HEADER = "GUEST"
 OVERRIDE_HEADER = "OVERRIDE"
 OVERRIDE_MARK = "*"
-OVERRIDE_FOOTNOTE = ("* driver_override is set: the kernel binds only that driver to the "
+OVERRIDE_FOOTNOTE = ("pcimgr: note: * driver_override is set: the kernel binds only that "
+                     "driver to the "
                      "function, also after a reprobe (`pcimgr list --overrides`)")
 MIN_NAME_WIDTH = 12
 
@@ -264,7 +265,8 @@ def _opt(value: int | str | None) -> str:
 def iommu_off_notice(host: Host) -> str | None:
     if host.iommu_enabled:
         return None
-    return ("IOMMU is off: no IOMMU groups exist, so nothing can be passed through. "
+    return ("pcimgr: note: IOMMU is off: no IOMMU groups exist, so nothing can be passed "
+            "through. "
             "Add intel_iommu=on (Intel) or amd_iommu=on (AMD) to the kernel command line "
             "and reboot.")
 
