@@ -241,6 +241,7 @@ def test_deb_tab_completion_and_history(debian_root: Path) -> None:
     in_root(debian_root, "rm -rf /tmp/host && pcimgr sim create /tmp/host >/dev/null")
     tab = in_root(debian_root, "bash -c '. /usr/share/bash-completion/completions/pcimgr; "
                                "COMP_WORDS=(pcimgr --sysfs-root /tmp/host assign 05); "
+                               "COMP_LINE=\"${COMP_WORDS[*]}\"; COMP_POINT=${#COMP_LINE}; "
                                "COMP_CWORD=4; _pcimgr_completion pcimgr; "
                                "printf \"%s\\n\" \"${COMPREPLY[@]}\"'")
     assert tab.stdout == "05:00.0\n"

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from pcimgr.cli.app import cli
 from tests.lab.test_lab_kernel import by_hand_back, driver
+from tests.lab.test_lab_persist import eventually
 
 pytestmark = pytest.mark.lab
 
@@ -23,8 +24,7 @@ PF = "0000:01:00.0"
 PF_DIR = Path("/sys/bus/pci/devices") / PF
 VFS = ("0000:01:10.0", "0000:01:10.2")
 E1000 = ("0000:02:01.0", "0000:02:02.0")
-E1000E = ("0000:03:00.0", "0000:03:00.1")
-E1000E_PORT = "0000:00:05.0"
+SCSI = "0000:00:09.0"  # virtio-scsi, a group of its own below the VFs' numbers
 MODULE = "pcimgr_test_vfio_pci"
 ALIAS = f"alias vfio_pci:v00008086d000010CAsv*sd*bc*sc*i* {MODULE}"
 MODULES = Path("/lib/modules") / os.uname().release
@@ -149,22 +149,24 @@ def status() -> tuple[int, dict[str, dict]]:
     return r.exit_code, {d["address"]: d for d in json.loads(r.stdout)}
 
 
-def rescan_e1000e() -> None:
-    (Path("/sys/bus/pci/devices") / E1000E_PORT / "rescan").write_text("1")
+def remove_scsi() -> None:
+    (Path("/sys/bus/pci/devices") / SCSI / "remove").write_text("1")
     subprocess.run(["udevadm", "settle"], check=True)
-    assert [driver(a) for a in E1000E] == ["e1000e", "e1000e"]
+    assert not os.path.exists(f"/sys/bus/pci/devices/{SCSI}")
 
 
-def remove_e1000e() -> None:
-    for address in reversed(E1000E):
-        (Path("/sys/bus/pci/devices") / address / "remove").write_text("1")
+def rescan() -> None:
+    Path("/sys/bus/pci/rescan").write_text("1")
     subprocess.run(["udevadm", "settle"], check=True)
+    assert driver(SCSI) == "virtio-pci"
+    # the SCSI scan behind it is asynchronous: its disk comes a moment later
+    assert eventually(lambda: os.path.exists("/sys/class/block/sda1"), 60)
 
 
 @pytest.fixture
 def renumbering() -> Iterator[None]:
     subprocess.run(["modprobe", "vfio-pci"], check=True)
-    e1000e_group = group(E1000E[0])
+    scsi_group = group(SCSI)
     yield
     for address in VFS:
         pcimgr("undefine", address)
@@ -172,22 +174,21 @@ def renumbering() -> Iterator[None]:
     for address in E1000:
         if driver(address) != "e1000":
             by_hand_back(address)
-    # the e1000e pair back under its own number: gone and found again with no VFs about,
-    # it takes the lowest free one, which is its old one
-    if not os.path.exists(f"/sys/bus/pci/devices/{E1000E[0]}") or \
-            group(E1000E[0]) != e1000e_group:
-        if os.path.exists(f"/sys/bus/pci/devices/{E1000E[0]}"):
-            remove_e1000e()
-        rescan_e1000e()
-    assert group(E1000E[0]) == e1000e_group
+    # the virtio-scsi controller back under its own number: gone and found again with no
+    # VFs about, it takes the lowest free one, its old one
+    if not os.path.exists(f"/sys/bus/pci/devices/{SCSI}") or group(SCSI) != scsi_group:
+        if os.path.exists(f"/sys/bus/pci/devices/{SCSI}"):
+            remove_scsi()
+        rescan()
+    assert group(SCSI) == scsi_group
     subprocess.run(["rm", "-f", "/var/lib/pcimgr/journal.json"])
 
 
 def test_a_definition_survives_its_groups_new_number(renumbering: None) -> None:
     """Issue 23: the kernel numbers IOMMU groups lowest-free-first, so a VF recreated
     after another device took its old number comes back under another one. Functions
-    moved to vfio-pci take no number: only a device that appears (here: the e1000e pair
-    removed and rescanned, as a hot plug) does."""
+    moved to vfio-pci take no number: only a device that appears does (here the
+    virtio-scsi controller, removed and found again by a rescan, as a hot plug)."""
     vf = VFS[0]
     assert pcimgr("vfs", "create", PF, "2", "--driver", "vfio-pci").exit_code == 0
     first = group(vf)
@@ -205,16 +206,16 @@ def test_a_definition_survives_its_groups_new_number(renumbering: None) -> None:
     assert pcimgr("vfs", "create", PF, "2", "--driver", "vfio-pci").exit_code == 0
     assert group(vf) == first
 
-    # a device appearing takes the lowest free number: the pair gives up its group, the
-    # recreated VF takes it, the pair comes back under a new one
-    e1000e_group = group(E1000E[0])
-    assert e1000e_group < first
+    # a device appearing takes the lowest free number: the controller gives up its group,
+    # the recreated VF takes it, the controller comes back under a new one
+    scsi_group = group(SCSI)
+    assert scsi_group < first
     assert pcimgr("vfs", "destroy", PF).exit_code == 0
-    remove_e1000e()
+    remove_scsi()
     assert pcimgr("vfs", "create", PF, "2", "--driver", "vfio-pci").exit_code == 0
-    rescan_e1000e()
-    assert group(vf) == e1000e_group != first
-    assert group(E1000E[0]) not in (e1000e_group, first)
+    rescan()
+    assert group(vf) == scsi_group != first
+    assert group(SCSI) not in (scsi_group, first)
 
     # same members, another number: no drift, and apply applies
     code, found = status()

@@ -97,11 +97,11 @@ def headers(version: str) -> Path:
 
 
 def _relocate(root: Path, final: Path, version: str) -> None:
-    """Make the packages unpacked in ROOT work once moved to FINAL, not under /usr: the arch
-    Makefile
-    `include`s /usr/src/linux-headers-<abi>-common/Makefile by its absolute path, and
-    lib/modules/<version>/{build,source} point to /usr/src. (scripts/ and tools/ are
-    relative links to ../../lib/linux-kbuild-<major>, right once all three share a root.)"""
+    """Make the packages unpacked in ROOT work once moved to FINAL, not under /usr: the
+    arch Makefile `include`s /usr/src/linux-headers-<abi>-common/Makefile by its absolute
+    path, and lib/modules/<version>/{build,source} point to /usr/src. (scripts/ and tools/
+    are relative links to ../../lib/linux-kbuild-<major>.<minor>, right once all three
+    packages share a root.)"""
     for link in root.rglob("*"):
         if link.is_symlink() and os.readlink(link).startswith("/"):
             target = root / os.readlink(link).lstrip("/")
@@ -116,7 +116,7 @@ def _relocate(root: Path, final: Path, version: str) -> None:
 
 
 def _fingerprint(version: str) -> str:
-    h = hashlib.sha256(version.encode())
+    h = hashlib.sha256(f"{version} {package_version(version)}".encode())
     for name in SOURCES:
         h.update(name.encode() + b"\0" + (SOURCE / name).read_bytes())
     return h.hexdigest()
@@ -125,7 +125,7 @@ def _fingerprint(version: str) -> str:
 def modules_tree() -> Path:
     """ROOT/lib/modules/<version> with the test variant driver in it, built if the source
     changed; LabUnavailable (the reason) when it cannot be built."""
-    vmlinuz, modules, version = kernel()
+    _, modules, version = kernel()
     out = ROOT / "lib/modules" / version
     stamp = ROOT / "stamp"
     fingerprint = _fingerprint(version)
