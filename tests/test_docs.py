@@ -24,6 +24,7 @@ REPO = Path(__file__).parent.parent
 PAGES = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
 MARKER = re.compile(r"^<!-- replay: ([\w:-]+)( --no-iommu)? -->$")
 SHOWN_ROOT = "/tmp/demo-host"  # how the pages name the simulated host
+SHOWN_SNAPSHOT = "/tmp/demo-host.tar.gz"  # and a snapshot of it
 
 
 @dataclass
@@ -66,12 +67,15 @@ def run(root: Path, line: str) -> str:
     args = shlex.split(line[2:], comments=True)[1:]
     if args[:1] == ["--sysfs-root"]:
         args = args[2:]
-    r = CliRunner().invoke(cli, ["--sysfs-root", str(root), *args], prog_name="pcimgr",
+    snapshot = str(root.parent / "snapshot.tar.gz")
+    args = [snapshot if a == SHOWN_SNAPSHOT else a for a in args]
+    where = [] if "--snapshot" in args else ["--sysfs-root", str(root)]
+    r = CliRunner().invoke(cli, [*where, *args], prog_name="pcimgr",
                            env={"COLUMNS": "200", "LIBVIRT_DEFAULT_URI": None})
-    return r.output.replace(str(root), SHOWN_ROOT)
+    return r.output.replace(snapshot, SHOWN_SNAPSHOT).replace(str(root), SHOWN_ROOT)
 
 
-_WHEN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}")
+_WHEN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([+-]\d{4}|Z)")
 
 
 def _normal(lines: list[str]) -> list[str]:

@@ -280,9 +280,12 @@ def test_not_root_on_a_real_host(run, tmp_path, mocker) -> None:
     mocker.patch.object(LinuxMachine, "write_system_file", side_effect=AssertionError)
     mocker.patch.object(LinuxMachine, "run_program", side_effect=AssertionError)
     mocker.patch("os.geteuid", return_value=1000)
+    r = run("--sysfs-root", "/sys", "doctor", "--fix")
+    assert r.exit_code == 5 and "doctor --fix needs root" in r.output
+    # a tree that is not this host's /sys is never changed, root or not
     (tmp_path / "sys/bus/pci/devices").mkdir(parents=True)
     r = run("--sysfs-root", tmp_path / "sys", "doctor", "--fix")
-    assert r.exit_code == 5 and "doctor --fix needs root" in r.output
+    assert r.exit_code == 4 and "not this host's /sys" in r.output, r.output
 
 
 def _shell(tmp_path: Path, script: str, shell: str, env: dict[str, str]) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pcimgr.core.errors import KernelError
+from pcimgr.core.errors import KernelError, NeedsRoot
+from pcimgr.host.linux import LinuxMachine
 from pcimgr.host.sysfs import Sysfs
 from pcimgr.plans import lock
 from pcimgr.sim.machine import SimulatedMachine
@@ -190,11 +191,15 @@ def test_kernel_failure_rolls_back_with_exit_7(run, demo_root: Path, mocker) -> 
     assert not (demo_root / ".pcimgr-state/devices/0000:04:00.0.json").exists()
 
 
-def test_needs_root_on_a_real_tree(run, tmp_path: Path, mocker) -> None:
-    (tmp_path / "bus/pci/devices").mkdir(parents=True)
+def test_needs_root_on_this_host_and_never_changes_another_tree(run, tmp_path: Path,
+                                                                mocker) -> None:
     mocker.patch("os.geteuid", return_value=1000)
+    with pytest.raises(NeedsRoot, match="needs root; run it with sudo"):
+        LinuxMachine().require_root("changing the host (writes to /sys)")
+    (tmp_path / "bus/pci/devices/0000:04:00.0").mkdir(parents=True)
     r = run("--sysfs-root", tmp_path, "--state-dir", tmp_path / "state", "detach", "04:00.0")
-    assert r.exit_code == 5 and "needs root" in r.output
+    assert r.exit_code == 4 and "not this host's /sys" in r.output, r.output
+    assert not (tmp_path / "state").exists()
 
 
 def _killed_detach(root: str, writes: int) -> None:

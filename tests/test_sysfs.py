@@ -6,6 +6,7 @@ import pytest
 from pcimgr.cli.context import Context
 from pcimgr.core.errors import BadInput, KernelError
 from pcimgr.host.linux import LinuxMachine
+from pcimgr.host.readonly import ReadOnlyMachine
 from pcimgr.host.sysfs import Gone, Sysfs
 from pcimgr.sim.machine import SimulatedMachine
 
@@ -27,7 +28,7 @@ def test_simulation_needs_the_marker(tmp_path: Path, demo_root: Path) -> None:
     assert isinstance(machine(str(demo_root)), SimulatedMachine)
     assert machine(str(demo_root)).sysfs.dev_root == str(demo_root / "dev")
     (tmp_path / "bus/pci/devices").mkdir(parents=True)
-    assert isinstance(machine(str(tmp_path)), LinuxMachine)
+    assert isinstance(machine(str(tmp_path)), ReadOnlyMachine)  # foreign: never this host
     assert isinstance(machine("/sys"), LinuxMachine) and machine("/sys").sysfs.dev_root == "/dev"
 
 

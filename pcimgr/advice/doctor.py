@@ -195,6 +195,10 @@ def _links(topo: Topology) -> Check:
 
 def _libvirt(machine: Machine, uri: str | None) -> tuple[Check, str | None]:
     if uri is None:
+        recorded = machine.recorded_domains()
+        if recorded is not None:
+            return Check("libvirt", PASS, f"{len(recorded)} guest(s) as libvirt had them "
+                         f"in {machine.kind}"), None
         return Check("libvirt", WARN, f"not asked: {machine.kind} uses libvirt only with "
                      "--connect URI"), None
     from pcimgr.host import libvirt_adapter

@@ -39,7 +39,7 @@ COMMANDS = {
     "reset": "reset:reset",
     "sim": "sim:sim", "demo": "sim:demo",
     "recover": "recover:recover", "history": "history:history",
-    "export": "export:export",
+    "export": "export:export", "snapshot": "snapshot:snapshot",
 }
 
 
@@ -54,8 +54,8 @@ def load_command(name: str) -> click.Command:
     return command
 
 
-_GLOBAL_VALUES = frozenset({"--sysfs-root", "--state-dir", "--lock-timeout", "--config-dir",
-                            "-c", "--connect"})
+_GLOBAL_VALUES = frozenset({"--sysfs-root", "--snapshot", "--state-dir", "--lock-timeout",
+                            "--config-dir", "-c", "--connect"})
 _GLOBAL_FLAGS = frozenset({"-v", "--verbose"})
 
 
@@ -153,7 +153,11 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--sysfs-root", envvar="PCIMGR_SYSFS_ROOT", default="/sys", show_default=True,
-              metavar="PATH", help="Root of the sysfs tree (a simulated host's directory).")
+              metavar="PATH", help="Root of the sysfs tree: a simulated host's directory, an "
+                                   "unpacked snapshot, or another tree (read only).")
+@click.option("--snapshot", envvar="PCIMGR_SNAPSHOT", metavar="FILE",
+              help="Read the host a `pcimgr snapshot` recorded, not this one (read commands "
+                   "only).")
 @click.option("--state-dir", envvar="PCIMGR_STATE_DIR", metavar="PATH",
               help="Journal, lock and original-driver records [default: /var/lib/pcimgr, "
                    "or inside a simulated host].")
@@ -169,15 +173,16 @@ class _Group(click.Group):
                    "traceback of an internal error.")
 @click.version_option(__version__, prog_name="pcimgr")
 @click.pass_context
-def cli(ctx: click.Context, sysfs_root: str, state_dir: str | None, lock_timeout: float,
-        config_dir: str | None, connect: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, sysfs_root: str, snapshot: str | None, state_dir: str | None,
+        lock_timeout: float, config_dir: str | None, connect: str | None,
+        verbose: bool) -> None:
     """PCI passthrough and SR-IOV device manager for KVM/libvirt hosts."""
     global _verbose
     _verbose = verbose
     if os.environ.get("NO_COLOR"):  # https://no-color.org: any value turns colour off
         ctx.color = False
     ctx.obj = context.Context(sysfs_root, state_dir, lock_timeout, connect, config_dir,
-                              verbose)
+                              verbose, snapshot)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,8 @@ class Context:
 
     def __init__(self, sysfs_root: str, state_dir: str | None, lock_timeout: float,
                  connect: str | None, config_dir: str | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, snapshot: str | None = None) -> None:
+        self.snapshot = snapshot  # --snapshot FILE: the host it recorded, not this one
         self.verbose = verbose  # -v: each sysfs write and libvirt change as it happens
         self.config_dir_option = config_dir
         self.sysfs_root = sysfs_root
@@ -95,7 +96,11 @@ class Context:
         """
         if self._holdings is False:
             self._holdings = None
-            if self.asked_uri is not None:
+            recorded = self.machine.recorded_domains()
+            if recorded is not None:
+                from pcimgr.guests import holdings as guests
+                self._holdings = guests.of_domains(recorded)
+            elif self.asked_uri is not None:
                 try:
                     lv = self.libvirt()  # first: no daemon, no import of the scan's XML side
                     from pcimgr.guests import holdings as guests
@@ -124,23 +129,44 @@ class Context:
         """The host pcimgr works on, chosen once: the simulated host when --sysfs-root is
         one (its marker says so), else the Linux host whose sysfs is at that root."""
         if self._machine is None:
-            from pcimgr.sim import marker
-            root = os.path.abspath(self.sysfs_root)
-            machine: Machine
-            if root != "/sys" and marker.is_simulated(root):
-                from pcimgr.sim.machine import SimulatedMachine
-                machine = SimulatedMachine(root)
-            else:
-                from pcimgr.host.linux import LinuxMachine
-                machine = LinuxMachine(root)
+            machine = self._choose()
             if not os.path.isdir(machine.sysfs.path(DEVICES)):
-                raise NotFound(f"no PCI sysfs tree at {root} (no bus/pci/devices); give "
-                               "--sysfs-root a directory laid out like /sys, e.g. one made by "
-                               "`pcimgr sim create DIR`")
+                raise NotFound(f"no PCI sysfs tree at {machine.sysfs.root} (no "
+                               "bus/pci/devices); give --sysfs-root a directory laid out like "
+                               "/sys, e.g. one made by `pcimgr sim create DIR`")
             if self.verbose:
                 machine.sysfs.trace = _say
+            notice = machine.unknown_notice()
+            if notice:
+                _say(safe(notice))
             self._machine = machine
         return self._machine
+
+    def _choose(self) -> Machine:
+        """This host's /sys (also mounted elsewhere), a simulated host (its marker), a
+        snapshot (--snapshot FILE, or a directory holding a snapshot's manifest), or any
+        other tree: read only, its host facts unknown (docs/snapshots.md)."""
+        if self.snapshot is not None:
+            if self.sysfs_root != "/sys":
+                raise BadInput("--snapshot and --sysfs-root both say which host to read; "
+                               "give one of them")
+            from pcimgr.host.snapshot.machine import SnapshotMachine
+            from pcimgr.host.snapshot.unpack import unpack
+            return SnapshotMachine(unpack(self.snapshot), source=self.snapshot)
+        root = os.path.abspath(self.sysfs_root)
+        from pcimgr.host.linux import LinuxMachine
+        if root == "/sys" or _same_directory(root, "/sys"):
+            return LinuxMachine(root)
+        from pcimgr.sim import marker
+        if marker.is_simulated(root):
+            from pcimgr.sim.machine import SimulatedMachine
+            return SimulatedMachine(root)
+        from pcimgr.host.snapshot import layout
+        if layout.has_manifest(root):
+            from pcimgr.host.snapshot.machine import SnapshotMachine
+            return SnapshotMachine(root)
+        from pcimgr.host.readonly import ReadOnlyMachine
+        return ReadOnlyMachine(root)
 
     @property
     def sysfs(self) -> Sysfs:
@@ -164,6 +190,15 @@ class Context:
             from pcimgr.host.names import Namer
             self._namer = Namer(udev=self.machine.udev_database())
         return self._namer
+
+
+def _same_directory(a: str, b: str) -> bool:
+    """/sys bind-mounted elsewhere (a container's /host/sys) is this host's sysfs."""
+    try:
+        x, y = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
 
 
 def _say(line: str) -> None:

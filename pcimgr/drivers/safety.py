@@ -60,10 +60,16 @@ def boot_display(sysfs: Sysfs, device: PciDevice) -> bool:
         sysfs.read_attr(device_path(device.address, "boot_vga")) == "1"
 
 
+# what a tree whose host facts are unknown says of every function: never "nothing"
+UNKNOWN_USE = "host use unknown"
+
+
 def host_use(sysfs: Sysfs, device: PciDevice, survey: Survey, long: bool = False) -> list[str]:
     """What `list` and `show` say the host uses a function for: short forms for JSON
     `host_use` and the table, whole sentences with their chain for `show`."""
     uses = [str(use) if long else use.short for use in survey.of(device.address)]
+    if not survey.known:
+        uses.append(UNKNOWN_USE)
     part = chipset(device)
     if part:
         uses.insert(0, f"chipset {part}")

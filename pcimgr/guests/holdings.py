@@ -36,8 +36,13 @@ Holdings = dict[PciAddress, list[Holding]]
 
 
 def scan(lv: Libvirt) -> Holdings:
+    return of_domains(lv.domains())
+
+
+def of_domains(domains: list[Domain]) -> Holdings:
+    """Holdings of domains already read (a snapshot's recorded guests)."""
     found: Holdings = {}
-    for domain in lv.domains():
+    for domain in domains:
         for address, holding in _holdings(domain).items():
             found.setdefault(address, []).append(holding)
     return found

@@ -23,6 +23,8 @@ class LinuxFacts:
     one without disks never reads /proc/self/mountinfo (each costs a process start
     or a parse, which on a slow host or the emulated lab is felt)."""
 
+    known = True
+
     def __init__(self, sysfs: Sysfs) -> None:
         self._sysfs = sysfs
 

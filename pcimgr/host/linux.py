@@ -97,6 +97,12 @@ class LinuxMachine:
             why = r.stderr.strip() or "no such driver after modprobe"
             raise KernelError(f"cannot load {name}: {why}; check that the kernel has the module")
 
+    def unknown_notice(self) -> str | None:
+        return None
+
+    def recorded_domains(self) -> None:
+        return None  # libvirt is asked (where it is asked at all)
+
     def udev_database(self) -> UdevDatabase | None:
         # only for the running kernel's own bus: a tree elsewhere is not what udev saw
         if self.sysfs.root != REAL_ROOT:

@@ -13,11 +13,14 @@ from pcimgr.host.sysfs import Sysfs
 
 if TYPE_CHECKING:
     from pcimgr.core.vfconfig import VfConfig
+    from pcimgr.host.libvirt_adapter import Domain
     from pcimgr.host.udevdb import UdevDatabase
 
 
 class Facts(Protocol):
     """What the host uses its devices for that sysfs does not show (read lazily)."""
+
+    known: bool  # False: never recorded for this tree; empty answers mean "unknown"
 
     @property
     def addresses(self) -> dict[str, list[str]]:
@@ -92,6 +95,13 @@ class Machine(Protocol):
     def system_log(self, message: str, fields: dict[str, str] | None = None) -> None:
         """Tell the host's log what pcimgr changed: the journal with fields to select on
         (PCIMGR_COMMAND, PCIMGR_RESULT, PCIMGR_STEPS, ...), else syslog."""
+
+    def unknown_notice(self) -> str | None:
+        """What this machine cannot know (a foreign tree's host facts), said once on stderr;
+        None when it knows what it is asked."""
+
+    def recorded_domains(self) -> list[Domain] | None:
+        """The guests as recorded with the tree (a snapshot); None: ask libvirt, if any."""
 
     def udev_database(self) -> UdevDatabase | None:
         """The udev database of this host's PCI functions (names from its hwdb), None

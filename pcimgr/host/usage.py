@@ -73,6 +73,12 @@ class Survey:
         self._state = state
         self._deep = deep
 
+    @property
+    def known(self) -> bool:
+        """False where the facts beyond sysfs are unknown (a foreign tree): no use found
+        then means nothing."""
+        return self._state.known
+
     def of(self, address: PciAddress) -> list[Use]:
         return self.uses.get(address, [])
 

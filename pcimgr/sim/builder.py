@@ -35,8 +35,10 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
         open(os.path.join(root, "dev/iommu"), "w").close()
     if profile.host.vhost_net:
         open(os.path.join(root, "dev/vhost-net"), "w").close()
-    if iommu:
-        os.makedirs(os.path.join(root, "class/iommu/dmar0"), exist_ok=True)
+    if iommu:  # as Linux lays it out: the unit under devices/virtual, its class a link
+        os.makedirs(os.path.join(root, "devices/virtual/iommu/dmar0"))
+        os.makedirs(os.path.join(root, "class/iommu"), exist_ok=True)
+        os.symlink("../../devices/virtual/iommu/dmar0", os.path.join(root, "class/iommu/dmar0"))
     _write_marker(root, profile, iommu)
     boot.write(root, _host_facts(profile, iommu))  # /etc's boot files, /proc/cpuinfo
 

@@ -5,53 +5,18 @@ start-up choice (cli/context.py) knows a host is simulated."""
 from __future__ import annotations
 
 import os
-import stat
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pcimgr.core.errors import NeedsRoot, NotFound, Refused
 from pcimgr.core.vfconfig import VfConfig
-from pcimgr.host import sysfiles, udevdb
+from pcimgr.host import sysfiles, trust, udevdb
+from pcimgr.host.recorded import RecordedFacts
 from pcimgr.host.sysfs import Sysfs, WriteFn
 from pcimgr.sim import marker
 
 if TYPE_CHECKING:
     from pcimgr.sim.kernel import SimulatedKernel
-
-
-class SimulatedFacts:
-    """HostFacts from the profile, as the marker keeps them."""
-
-    def __init__(self, declared: dict[str, Any]) -> None:
-        self._f = declared
-
-    @property
-    def addresses(self) -> dict[str, list[str]]:
-        return dict(self._f.get("addresses", {}))
-
-    @property
-    def routes(self) -> dict[str, list[str]]:
-        return dict(self._f.get("routes", {}))
-
-    @property
-    def mounts(self) -> dict[str, str]:
-        return dict(self._f.get("mounts", {}))
-
-    @property
-    def network_mounts(self) -> dict[str, str]:
-        return dict(self._f.get("network_mounts", {}))
-
-    @property
-    def swaps(self) -> frozenset[str]:
-        return frozenset(self._f.get("swaps", ()))
-
-    @property
-    def open_blocks(self) -> dict[str, list[str]]:
-        return dict(self._f.get("open_blocks", {}))
-
-    def route_to(self, server: str) -> str | None:
-        found: str | None = self._f.get("routes_to", {}).get(server)
-        return found
 
 
 class SimulatedMachine:
@@ -63,7 +28,8 @@ class SimulatedMachine:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
-        _check_trusted(self.root, os.path.join(self.root, marker.MARKER))
+        trust.check(self.root, os.path.join(self.root, marker.MARKER), "the simulated host",
+                    "`pcimgr sim create DIR`")
         self._real_root = os.path.realpath(self.root)
         if os.path.lexists(os.path.join(self.root, marker.UNDO_DIR)):
             from pcimgr.sim import undo  # a change killed inside the kernel's reaction
@@ -96,8 +62,8 @@ class SimulatedMachine:
         return host
 
     @cached_property
-    def facts(self) -> SimulatedFacts:
-        return SimulatedFacts(self._declared)
+    def facts(self) -> RecordedFacts:
+        return RecordedFacts(self._declared)
 
     def require_root(self, what: str) -> None:
         self.check_writable()  # no root needed: the tree's owner may change it
@@ -141,6 +107,12 @@ class SimulatedMachine:
 
     # its /etc, /proc/cpuinfo and programs are files in the tree (sim/boot.py writes them)
     RAN = ".pcimgr-ran"  # what run_program would have run, one JSON list per line
+
+    def unknown_notice(self) -> str | None:
+        return None
+
+    def recorded_domains(self) -> None:
+        return None  # libvirt is asked (where it is asked at all)
 
     def udev_database(self) -> udevdb.UdevDatabase | None:
         """None unless the tree lays one out (run/udev/data/+pci:ADDRESS): names come from
@@ -186,47 +158,3 @@ class SimulatedMachine:
                           f"{real}, outside the simulated host {self.root}; rebuild the host "
                           "with `pcimgr sim create`")
         return rel
-
-
-def _check_trusted(root: str, marker_path: str) -> None:
-    """A simulated host decides what pcimgr believes about the machine (its safety facts)
-    and where writes go: like ssh with ~/.ssh, take it only from its owner or root, and
-    only when nobody else may change it."""
-    import shlex
-    for path, info in ((root, os.stat(root)), (marker_path, os.lstat(marker_path))):
-        way_out = "use one you made (`pcimgr sim create DIR`)"
-        if stat.S_ISLNK(info.st_mode):
-            problem = "is a symbolic link"
-        elif info.st_uid not in (0, os.geteuid()):
-            # a tree unpacked by root keeps its maker's uid (tar's default for root)
-            problem = f"belongs to uid {info.st_uid}, neither you nor root"
-            way_out = (f"if you unpacked it and trust it, take it: `chown -R {os.geteuid()} "
-                       f"{shlex.quote(root)}`; else {way_out}")
-        elif info.st_mode & 0o022:
-            problem = f"is writable by its group or others (`chmod go-w {path}`)"
-        else:
-            continue
-        raise Refused(f"refusing the simulated host {root}: {path} {problem}; {way_out}")
-    _check_ancestors(root)
-
-
-def _check_ancestors(root: str) -> None:
-    """ssh's rule for the directories above: one another user may write could have the tree
-    swapped for theirs after the check. A sticky one (/tmp, /dev/shm) lets nobody move
-    an entry they do not own, and the entry below it is checked as well."""
-    below = os.path.realpath(root)
-    while below != "/":
-        parent = os.path.dirname(below)
-        info = os.stat(parent)
-        if info.st_uid not in (0, os.geteuid()):
-            problem = f"belongs to uid {info.st_uid}, neither you nor root"
-        elif info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
-            problem = f"is writable by its group or others (`chmod go-w {parent}`)"
-        elif os.lstat(below).st_uid not in (0, os.geteuid()):
-            problem = f"holds {below}, which belongs to uid {os.lstat(below).st_uid}"
-        else:
-            below = parent
-            continue
-        raise Refused(f"refusing the simulated host {root}: the directory above it {parent} "
-                      f"{problem}; another user could swap the tree; make it elsewhere "
-                      "(`pcimgr sim create DIR`)")

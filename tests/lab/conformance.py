@@ -5,6 +5,10 @@ the errno (or none) and the state: each function's driver, driver_override and
 IOMMU group, the igb PF's VFs and limits, and the /dev/vfio nodes. The real
 kernel's observations are kept in fixtures/ (refresh: python -m tests.lab.refresh),
 so the simulated kernel is held to them without booting the lab.
+
+A second sequence does the same with the lab's test VFIO variant driver
+(pcimgr_test_vfio_pci, tests/lab/variant/), also recording each VF's vfio-dev/
+entries, class/vfio-dev and the modules.alias line depmod wrote for it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pcimgr.core.errors import KernelError
@@ -109,15 +116,16 @@ def snapshot(sysfs: Sysfs) -> dict:
     }
 
 
-def run_sequence(sysfs: Sysfs) -> list[dict]:
-    observations = [{"write": None, "error": None, "state": snapshot(sysfs)}]
-    for rel, value in SEQUENCE:
+def run_sequence(sysfs: Sysfs, sequence: tuple[tuple[str, str], ...] = SEQUENCE,
+                 observe: Callable[[Sysfs], dict] = snapshot) -> list[dict]:
+    observations = [{"write": None, "error": None, "state": observe(sysfs)}]
+    for rel, value in sequence:
         error = None
         try:
             sysfs.write_attr(rel, value)
         except KernelError as e:
             error = errno.errorcode.get(e.errno or 0, str(e.errno))
-        observations.append({"write": [rel, value], "error": error, "state": snapshot(sysfs)})
+        observations.append({"write": [rel, value], "error": error, "state": observe(sysfs)})
     return observations
 
 
@@ -167,6 +175,90 @@ def layout(sysfs: Sysfs) -> dict:
     return found
 
 
+# The test VFIO variant driver (tests/lab/variant/, built on the host by tests/lab/variant.py):
+# bound through driver_override only, its id being PCI_DRIVER_OVERRIDE_DEVICE_VFIO's
+VARIANT = "pcimgr_test_vfio_pci"
+VARIANT_SEQUENCE: tuple[tuple[str, str], ...] = (
+    (dev(PF, "sriov_numvfs"), "2"),
+    (dev(VF0, "driver_override"), VARIANT),
+    (drv("igbvf", "unbind"), VF0),
+    (PROBE, VF0),                                  # vfio-dev/vfioN and /dev/vfio/<group>
+    (drv(VARIANT, "bind"), VF0),                   # already bound
+    (drv("igbvf", "unbind"), VF1),
+    (drv(VARIANT, "bind"), VF1),                   # no override: its id is override-only
+    (drv(VARIANT, "new_id"), "8086 10ca"),         # a dynamic id binds the unbound VF
+    (drv(VARIANT, "remove_id"), "8086 10ca"),
+    (drv(VARIANT, "unbind"), VF1),
+    (PROBE, VF1),                                  # the dynamic id gone: igbvf again
+    (dev(VF1, "driver_override"), VARIANT),
+    (drv("igbvf", "unbind"), VF1),
+    (PROBE, VF1),                                  # the second VF's vfio-dev and node
+    (dev(VF0, "driver_override"), "\n"),
+    (drv(VARIANT, "unbind"), VF0),                 # vfio-dev and the node go with it
+    (PROBE, VF0),
+    (dev(VF1, "driver_override"), "\n"),
+    (drv(VARIANT, "unbind"), VF1),
+    (PROBE, VF1),
+    (dev(PF, "sriov_numvfs"), "0"),
+)
+
+
+def variant_snapshot(sysfs: Sysfs) -> dict:
+    """snapshot() of the PF and its VFs, with each VF's vfio-dev/ entries (Linux >= 6.1
+    registers a VFIO device there) and where class/vfio-dev's links lead."""
+    state = snapshot(sysfs)
+    state["functions"] = {a: f for a, f in state["functions"].items()
+                          if a == PF or a in state["vfs"]}
+    for address in state["vfs"]:
+        vdir = dev(address, "vfio-dev")
+        state["functions"][address]["vfio_dev"] = {
+            name: sysfs.list_dir(f"{vdir}/{name}") for name in sysfs.list_dir(vdir)}
+    state["class_vfio_dev"] = {
+        name: sysfs.resolve(f"class/vfio-dev/{name}")[len(sysfs.root) + 1:]
+        for name in sysfs.list_dir("class/vfio-dev")}
+    return state
+
+
+def run_variant_sequence(sysfs: Sysfs) -> list[dict]:
+    return run_sequence(sysfs, VARIANT_SEQUENCE, variant_snapshot)
+
+
+def variant_aliases(modules_alias: str) -> list[str]:
+    """The lines of a modules.alias that name the test variant (as depmod wrote them)."""
+    return [line for line in modules_alias.splitlines() if line.split()[-1:] == [VARIANT]]
+
+
+def variant_tree() -> tuple[Path | None, str]:
+    """Inside the lab guest: the harness's modules tree with the test variant
+    (pcimgr.variant= on the command line), or None and why it could not be had."""
+    why = Path("/run/lab/variant-unavailable")
+    if why.exists():
+        return None, f"the test variant driver could not be built: {why.read_text().strip()}"
+    m = re.search(r"\bpcimgr\.variant=(\S+)", Path("/proc/cmdline").read_text())
+    if m is None:
+        return None, "the harness named no variant modules tree (pcimgr.variant=)"
+    return Path(m[1]), ""
+
+
+def record_variant() -> dict:
+    """The variant sequence on the guest's /sys, the tree bound over /lib/modules/<version>
+    for the while (every other scenario's igb VFs must keep choosing vfio-pci)."""
+    tree, why = variant_tree()
+    if tree is None:
+        raise RuntimeError(why)
+    modules = Path("/lib/modules") / os.uname().release
+    subprocess.run(["mount", "--bind", str(tree), str(modules)], check=True)
+    try:
+        subprocess.run(["modprobe", "igbvf"], check=True)
+        subprocess.run(["modprobe", VARIANT], check=True)
+        return {"module": VARIANT,
+                "modules_alias": variant_aliases((modules / "modules.alias").read_text()),
+                "observations": run_variant_sequence(Sysfs("/sys"))}
+    finally:
+        subprocess.run(["rmmod", VARIANT])
+        subprocess.run(["umount", "-l", str(modules)], check=True)
+
+
 def load_fixture() -> dict:
     return json.loads(FIXTURE.read_text())
 
@@ -178,6 +270,11 @@ def main(argv: list[str]) -> int:
         return 2
     os.system("modprobe vfio-pci")
     observations = run_sequence(Sysfs("/sys"))
+    try:
+        variant = record_variant()
+    except (RuntimeError, subprocess.CalledProcessError) as e:
+        print(f"no variant observations: {e}", file=sys.stderr)
+        return 1
     for command in STACK_COMMANDS:
         if os.system(command) != 0:
             print(f"failed: {command}", file=sys.stderr)
@@ -185,6 +282,7 @@ def main(argv: list[str]) -> int:
     Path(argv[1]).write_text(json.dumps({
         "kernel": os.uname().release,
         "observations": observations,
+        "variant": variant,
         "layout": layout(Sysfs("/sys")),
     }, indent=1) + "\n")
     return 0

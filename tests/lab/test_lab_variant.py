@@ -1,7 +1,7 @@
 """VFIO variant drivers on the real kernel (issue 23), inside the QEMU lab guest: `detach`
 binds the most specific `vfio_pci:` alias of modules.alias (pcimgr_test_vfio_pci, built by
-tests/lab/variant.py for the igb VF 8086:10ca), and a definition survives its VF's IOMMU
-group changing number."""
+tests/lab/variant.py for the igb VF 8086:10ca); what the guest's libvirt 9.0 does with a VF
+on it; and a definition survives its VF's IOMMU group changing number."""
 
 import json
 import os
@@ -15,8 +15,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pcimgr.cli.app import cli
+from tests import libvirtd
+from tests.lab import test_lab_assign
+from tests.lab.test_lab_assign import qemu_holds
 from tests.lab.test_lab_kernel import by_hand_back, driver
 from tests.lab.test_lab_persist import eventually
+from tests.test_assign import hostdevs
 
 pytestmark = pytest.mark.lab
 
@@ -30,6 +34,8 @@ ALIAS = f"alias vfio_pci:v00008086d000010CAsv*sd*bc*sc*i* {MODULE}"
 MODULES = Path("/lib/modules") / os.uname().release
 CONFIG = Path("/etc/pcimgr/devices")
 UNSIGNED, OUT_OF_TREE = 1 << 13, 1 << 12  # TAINT_UNSIGNED_MODULE (E), TAINT_OOT_MODULE (O)
+# test_lab_assign's libvirtd in the guest and its L2 domains, for this module's scenarios too
+guest_libvirtd, domains = test_lab_assign.guest_libvirtd, test_lab_assign.domains
 
 
 def pcimgr(*args: str) -> Result:
@@ -132,9 +138,12 @@ def test_detach_binds_the_variant_the_kernel_offers(variant: None) -> None:
     assert model(shown["hostdev_xml"]) == MODULE
     assert show(VFS[1])["detach_binds"] == MODULE  # the other VF, still on igbvf
 
+    # a second detach changes nothing: same driver and override, same vfio-dev, same node
     r = pcimgr("detach", vf)
     assert r.exit_code == 0 and "Nothing to do." in r.output, r.output
     assert driver(vf) == MODULE
+    assert (Path("/sys/bus/pci/devices") / vf / "driver_override").read_text().strip() == MODULE
+    assert os.listdir(vdir) == [name] and os.path.exists(f"/dev/vfio/{group(vf)}")
 
     r = pcimgr("rebind", vf)
     assert r.exit_code == 0, r.output
@@ -142,6 +151,130 @@ def test_detach_binds_the_variant_the_kernel_offers(variant: None) -> None:
     assert driver(vf) == "igbvf"
     assert os.listdir(f"/sys/bus/pci/devices/{vf}/net")  # its interface again
     assert not vdir.exists() and not os.path.exists(f"/dev/vfio/{group(vf)}")
+
+
+def libvirt_version() -> tuple[int, ...]:
+    """The guest's libvirt (the host's: Debian 12 has 9.0.0), as `virsh version` says."""
+    r = libvirtd.virsh("version")
+    m = re.search(r"Using library: libvirt (\d+)\.(\d+)\.(\d+)", r.stdout)
+    assert m is not None, r.stdout + r.stderr
+    return tuple(int(p) for p in m.groups())
+
+
+def planned_hostdev(plan: str) -> ET.Element:
+    """The <hostdev> a dry run's attach-device step would give libvirt."""
+    m = re.search(r"<<EOF\n(.*?)\n\s*EOF", plan, re.S)
+    assert m is not None, plan
+    return ET.fromstring(m[1].strip())
+
+
+def inactive_hostdevs(vm: str) -> list[ET.Element]:
+    r = libvirtd.virsh("dumpxml", "--inactive", vm)
+    assert r.returncode == 0, r.stderr
+    return ET.fromstring(r.stdout).findall("./devices/hostdev")
+
+
+# what libvirt 9.0 says starting a domain whose managed='no' hostdev is on a driver that is
+# not one of its stubs (vfio-pci, pci-stub, ...: a list older than VFIO variant drivers)
+UNMANAGED_REFUSAL = ("Requested operation is not valid: Unmanaged PCI device {} must be "
+                     "manually detached from the host")
+
+
+def assign_and_start(vf: str, vm: str, already_on: str | None = None) -> \
+        subprocess.CompletedProcess:
+    """`pcimgr assign VF VM --config` (a dry run first: what it will write), then `virsh
+    start VM`: managed='no' (pcimgr binds), no <driver model> (libvirt < 10.0)."""
+    version = ".".join(map(str, libvirt_version()))
+    r = pcimgr("assign", vf, vm, "--config", "--dry-run")
+    assert r.exit_code == 0, r.output
+    if already_on:
+        assert f"{vf} is already on {already_on}" in r.output, r.output
+    else:
+        assert f"{vf}: igbvf -> {MODULE}" in r.output, r.output
+        assert f"echo '{MODULE}' > /sys/bus/pci/devices/{vf}/driver_override" in r.output
+    planned = planned_hostdev(r.output)
+    assert planned.get("managed") == "no" and planned.find("driver") is None, r.output
+    if already_on != "vfio-pci":
+        assert f"libvirt {version} predates <driver model=...> (10.0)" in r.output, r.output
+    assert inactive_hostdevs(vm) == []
+
+    r = pcimgr("assign", vf, vm, "--config")
+    assert r.exit_code == 0, r.output
+    assert driver(vf) == (already_on or MODULE)
+    (hostdev,) = inactive_hostdevs(vm)
+    assert hostdev.get("managed") == "no" and hostdev.find("driver") is None
+    return libvirtd.virsh("start", vm)
+
+
+def refused(started: subprocess.CompletedProcess, vm: str, vf: str) -> None:
+    assert started.returncode == 1, started.stdout
+    assert UNMANAGED_REFUSAL.format(vf) in started.stderr, started.stderr
+    assert libvirtd.virsh("domstate", vm).stdout.strip() == "shut off"
+    assert not Path(f"/run/libvirt/qemu/{vm}.pid").exists()
+
+
+def runs_with(started: subprocess.CompletedProcess, vm: str, vf: str) -> None:
+    assert started.returncode == 0, started.stderr
+    assert qemu_holds(vm, vf)  # the QEMU process has /dev/vfio/<group> open
+    assert libvirtd.virsh("destroy", vm).returncode == 0
+
+
+def release(vf: str, back_to: str) -> None:
+    r = pcimgr("release", vf)
+    assert r.exit_code == 0, r.output
+    assert driver(vf) == back_to, r.output
+
+
+def restart_libvirtd() -> None:
+    libvirtd.stop(["libvirtd"])  # the daemon guest_libvirtd started; virtlogd stays
+    assert eventually(lambda: not libvirtd.reachable(), 60)
+    assert libvirtd.start() == ["libvirtd"]
+
+
+def test_libvirt_9_and_a_vf_on_the_variant(variant: None, domains) -> None:
+    """Issue 23: libvirt 9.0 predates <driver model=...>; pcimgr assigns a VF on the
+    variant as managed='no' without it, and `virsh start` is refused: libvirt 9.0 takes an
+    unmanaged device only on a stub it knows (vfio-pci, pci-stub), unless it has released
+    that address before (its in-memory list of inactive devices, emptied by a restart).
+    The same VF on vfio-pci starts."""
+    version = libvirt_version()
+    if version >= (10, 0, 0):
+        pytest.skip(f"libvirt {version} has <driver model=...>: this scenario is libvirt < 10.0's")
+    vm = domains("vm-variant", False)
+    assert pcimgr("vfs", "create", PF, "2", "--driver", "host").exit_code == 0
+    vf = VFS[1]
+    assert driver(vf) == "igbvf"
+
+    # assign binds the variant itself (the most specific alias); release gives igbvf back
+    refused(assign_and_start(vf, vm), vm, vf)
+    assert driver(vf) == MODULE  # libvirt changed nothing
+    release(vf, "igbvf")
+    assert hostdevs(vm) == [] and os.listdir(f"/sys/bus/pci/devices/{vf}/net")
+
+    # a VF already on the variant: the same; release leaves it there, where assign found it
+    r = pcimgr("detach", vf)
+    assert r.exit_code == 0 and f"{vf}: igbvf -> {MODULE}" in r.output, r.output
+    refused(assign_and_start(vf, vm, already_on=MODULE), vm, vf)
+    release(vf, MODULE)
+
+    # on vfio-pci libvirt 9.0 starts the domain with it
+    assert pcimgr("rebind", vf).exit_code == 0 and driver(vf) == "igbvf"
+    r = pcimgr("detach", vf, "--driver", "vfio-pci")
+    assert r.exit_code == 0 and driver(vf) == "vfio-pci", r.output
+    runs_with(assign_and_start(vf, vm, already_on="vfio-pci"), vm, vf)
+    release(vf, "vfio-pci")
+
+    # libvirt has released that address once: now it starts the domain with the VF on the
+    # variant (QEMU holds its group), until libvirtd restarts
+    assert pcimgr("rebind", vf).exit_code == 0 and driver(vf) == "igbvf"
+    assert pcimgr("detach", vf).exit_code == 0 and driver(vf) == MODULE
+    runs_with(assign_and_start(vf, vm, already_on=MODULE), vm, vf)
+    release(vf, MODULE)
+    restart_libvirtd()
+    refused(assign_and_start(vf, vm, already_on=MODULE), vm, vf)
+    release(vf, MODULE)
+    assert hostdevs(vm) == []
+    assert pcimgr("rebind", vf).exit_code == 0 and driver(vf) == "igbvf"
 
 
 def status() -> tuple[int, dict[str, dict]]:
