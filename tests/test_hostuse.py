@@ -345,3 +345,24 @@ def test_an_interface_name_stands_for_its_function(run, make_host) -> None:  # t
                         ("nosuch0", "nor an interface of this host")):
         r = run("--sysfs-root", root, "detach", name, "--dry-run")
         assert r.exit_code == 2 and words in r.output and len(r.output.splitlines()) == 1, r.output
+
+
+def test_ids_stand_for_the_functions_that_have_them(run, demo_root) -> None:  # type: ignore[no-untyped-def]
+    """vendor:device as vfio-pci.ids= takes it: one function where one is asked for, every
+    one where several may be given (the plan names each), never a guess."""
+    r = run("--sysfs-root", demo_root, "show", "8086:10C9", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["address"] == "0000:05:00.0"
+    r = run("--sysfs-root", demo_root, "detach", "8086:105e", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "Plan for `pcimgr detach 0000:04:00.0 0000:04:00.1`" in r.output
+    r = run("--sysfs-root", demo_root, "detach", "8086:105e", "04:00.1", "--dry-run")
+    assert "Plan for `pcimgr detach 0000:04:00.0 0000:04:00.1`" in r.output  # each once
+    for args, code, words in (
+            (("show", "8086:105e"), 2, "8086:105e is 2 functions (0000:04:00.0, 0000:04:00.1)"),
+            (("xml", "1234:5678"), 2, "no PCI function of this host has ids 1234:5678"),
+            (("detach", "8086:zzzz"), 2, "not a PCI address")):
+        r = run("--sysfs-root", demo_root, *args)
+        assert r.exit_code == code and words in r.output and len(r.output.splitlines()) == 1, \
+            r.output
+    assert run("--sysfs-root", demo_root, "list").exit_code == 0
+    assert driver_of(demo_root, "0000:04:00.0") == "e1000e"  # dry runs only

@@ -22,9 +22,10 @@ if TYPE_CHECKING:  # Tab completion only: not imported by every run
 
 
 class Address(click.ParamType):
-    """A PCI function as people write it (`04:00.0`, `0000:04:00.0`, `pci_0000_04_00_0`), or
-    by its interface (`enp4s0f0`), resolved once here; Tab offers the functions the host
-    has."""
+    """A PCI function as people write it (`04:00.0`, `0000:04:00.0`, `pci_0000_04_00_0`), by
+    its interface (`enp4s0f0`, as dpdk-devbind takes it) or by its ids (`8086:10ca`, as
+    `vfio-pci.ids=` does: where several functions may be given, every function with those
+    ids), resolved once here; Tab offers the functions the host has."""
 
     name = "address"
 
@@ -36,11 +37,23 @@ class Address(click.ParamType):
         try:
             return PciAddress.parse(value)
         except BadInput:
-            if ctx is None or not _INTERFACE.fullmatch(value) or value.startswith("pci_"):
+            ids = _IDS.fullmatch(value)
+            if ctx is None or not ids and (not _INTERFACE.fullmatch(value)
+                                           or value.startswith("pci_")):
                 raise
         from pcimgr.cli import complete
         from pcimgr.host import discovery
-        return discovery.interface_function(complete.context_of(ctx).sysfs, value)
+        sysfs = complete.context_of(ctx).sysfs
+        if not ids:
+            return discovery.interface_function(sysfs, value)
+        found = discovery.functions_with_ids(sysfs, value)
+        if len(found) == 1 or (found and param is not None and param.nargs == -1):
+            return tuple(found) if param is not None and param.nargs == -1 else found[0]
+        if not found:
+            raise BadInput(f"no PCI function of this host has ids {value}; `pcimgr list "
+                           "--all` shows each function's vendor:device")
+        raise BadInput(f"{value} is {len(found)} functions ({', '.join(map(str, found))}); "
+                       "give one address")
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter,
                        incomplete: str) -> list[CompletionItem]:
@@ -84,6 +97,18 @@ class AddressOrDomain(click.ParamType):
 
 
 _INTERFACE = re.compile(r"[A-Za-z][A-Za-z0-9_.@-]{0,14}")  # IFNAMSIZ: 15 characters
+_IDS = re.compile(r"[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}")  # vendor:device, as lspci -d takes them
+
+
+def flat_addresses(ctx: click.Context, param: click.Parameter,
+                   value: tuple[Any, ...]) -> tuple[PciAddress, ...]:
+    """ADDR... with an ids selector among them: each function once, in the order given."""
+    found: list[PciAddress] = []
+    for item in value:
+        for address in (item if isinstance(item, tuple) else (item,)):
+            if address not in found:
+                found.append(address)
+    return tuple(found)
 ADDRESS = Address()
 ADDRESS_OR_DOMAIN = AddressOrDomain()
 DRIVER = Named("driver")

@@ -270,6 +270,13 @@ def interface_function(sysfs: Sysfs, name: str) -> PciAddress:
                    "pass through")
 
 
+def functions_with_ids(sysfs: Sysfs, ids: str) -> list[PciAddress]:
+    """Every function whose vendor:device is IDS ("8086:10ca", any case), in bus order."""
+    vendor, _, device = ids.lower().partition(":")
+    return [d.address for d in scan(sysfs).devices
+            if d.vendor_id == vendor and d.device_id == device]
+
+
 def require(sysfs: Sysfs, address: PciAddress) -> PciDevice:
     device = read_device(sysfs, address)
     if device is None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 
 from pcimgr.cli.context import Context
-from pcimgr.cli.options import ADDRESS, DRIVER, dry_run_option, force_option
+from pcimgr.cli.options import ADDRESS, DRIVER, dry_run_option, flat_addresses, force_option
 from pcimgr.cli.runner import change
 from pcimgr.core.address import PciAddress
 
@@ -49,7 +49,8 @@ def _one_driver(obj: Context, addresses: tuple[PciAddress, ...]) -> str:
 
 
 @click.command()
-@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
+@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...",
+                callback=flat_addresses)
 @click.option("--driver", type=DRIVER,
               help="The driver to bind (default: the most specific VFIO variant the kernel "
                    "has for each function, as libvirt chooses, else vfio-pci; or pci-stub).")
@@ -74,7 +75,8 @@ def detach(obj: Context, addresses: tuple[PciAddress, ...], driver: str | None, 
 
 
 @click.command()
-@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
+@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...",
+                callback=flat_addresses)
 @click.option("--save", is_flag=True,
               help="Also forget their definitions (what `detach --save` wrote), so that the "
                    "next boot does not take them again: one command undoes the other.")
@@ -113,7 +115,8 @@ def _defined_after_rebind(obj: Context, addresses: tuple[PciAddress, ...], save:
 
 
 @click.command()
-@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
+@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...",
+                callback=flat_addresses)
 @click.argument("driver", type=DRIVER)
 @save_option
 @dry_run_option
@@ -131,7 +134,8 @@ def bind(obj: Context, addresses: tuple[PciAddress, ...], driver: str, save: boo
 
 
 @click.command()
-@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...")
+@click.argument("addresses", nargs=-1, required=True, type=ADDRESS, metavar="ADDR...",
+                callback=flat_addresses)
 @dry_run_option
 @force_option
 @click.pass_obj
