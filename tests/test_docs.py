@@ -1,6 +1,7 @@
 """The documentation's examples are real output: every code block marked
-`<!-- replay: PROFILE [--no-iommu] -->` in docs/*.md and README.md is replayed, command by
-command, on a fresh simulated host of that profile, and must print what the page shows.
+`<!-- replay: PROFILE [--no-iommu] [with: SETUP] -->` in docs/*.md and README.md is replayed,
+command by command, on a fresh simulated host of that profile (after SETUP: guests in a
+real libvirtd, a killed run), and must print what the page shows.
 
 After an intended change: PCIMGR_REGEN_DOCS=1 pytest tests/test_docs.py rewrites the
 blocks' output; read `git diff docs` before committing it.
@@ -22,7 +23,7 @@ from pcimgr.sim import builder, profiles
 
 REPO = Path(__file__).parent.parent
 PAGES = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
-MARKER = re.compile(r"^<!-- replay: ([\w:-]+)( --no-iommu)? -->$")
+MARKER = re.compile(r"^<!-- replay: ([\w:-]+)( --no-iommu)?(?: with: ([\w-]+))? -->$")
 SHOWN_ROOT = "/tmp/demo-host"  # how the pages name the simulated host
 SHOWN_SNAPSHOT = "/tmp/demo-host.tar.gz"  # and a snapshot of it
 
@@ -35,6 +36,7 @@ class Block:
     profile: str
     iommu: bool
     text: list[str]     # the lines between the fences
+    setup: str | None = None  # what the page says the host has before the block (SETUPS)
 
 
 def blocks(pages: list[Path] = PAGES) -> list[Block]:
@@ -46,7 +48,8 @@ def blocks(pages: list[Path] = PAGES) -> list[Block]:
             m = MARKER.match(line)
             if m and n + 1 < len(lines) and lines[n + 1].startswith("```"):
                 end = next(i for i in range(n + 2, len(lines)) if lines[i].startswith("```"))
-                found.append(Block(page, n + 1, index, m[1], not m[2], lines[n + 2:end]))
+                found.append(Block(page, n + 1, index, m[1], not m[2], lines[n + 2:end],
+                                   m[3]))
                 index += 1
     return found
 
@@ -63,7 +66,44 @@ def commands(block: Block) -> list[tuple[str, list[str]]]:
     return found
 
 
-def run(root: Path, line: str) -> str:
+def _guests(root: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Two stopped persistent domains, vm1 and vm2, in a real libvirtd (removed after)."""
+    from tests import libvirtd
+    uri = request.getfixturevalue("libvirt_uri")
+    for name in ("vm1", "vm2"):
+        libvirtd.define(name, False)
+        request.addfinalizer(lambda name=name: (libvirtd.virsh("destroy", name),
+                                                libvirtd.virsh("undefine", name)))
+    return {"LIBVIRT_DEFAULT_URI": uri}
+
+
+def _killed_detach(root: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """`detach 04:00.0 --group` killed (-9) after its fourth sysfs write: one step done,
+    the next begun, the journal left."""
+    script = f"""
+import os
+from pcimgr.host.sysfs import Sysfs
+real, writes = Sysfs.write_attr, [0]
+def write(self, rel, value):
+    real(self, rel, value)
+    writes[0] += 1
+    if writes[0] == 4:
+        os.kill(os.getpid(), 9)
+Sysfs.write_attr = write
+from pcimgr.cli.app import main
+main(["--sysfs-root", {str(root)!r}, "detach", "04:00.0", "--group"])
+"""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == -9, r.stderr
+    return {}
+
+
+SETUPS = {"guests": _guests, "killed-detach": _killed_detach}
+
+
+def run(root: Path, line: str, env: dict[str, str] | None = None) -> str:
     args = shlex.split(line[2:], comments=True)[1:]
     if args[:1] == ["--sysfs-root"]:
         args = args[2:]
@@ -71,7 +111,7 @@ def run(root: Path, line: str) -> str:
     args = [snapshot if a == SHOWN_SNAPSHOT else a for a in args]
     where = [] if "--snapshot" in args else ["--sysfs-root", str(root)]
     r = CliRunner().invoke(cli, [*where, *args], prog_name="pcimgr",
-                           env={"COLUMNS": "200", "LIBVIRT_DEFAULT_URI": None})
+                           env={"COLUMNS": "200", "LIBVIRT_DEFAULT_URI": None, **(env or {})})
     return r.output.replace(snapshot, SHOWN_SNAPSHOT).replace(str(root), SHOWN_ROOT)
 
 
@@ -83,23 +123,30 @@ def _normal(lines: list[str]) -> list[str]:
     return text.splitlines()
 
 
+_PID = re.compile(r"\(pid \d+\)")
+
+
 def _same(printed: list[str], shown: list[str]) -> bool:
-    """Equal but for the time a change was made (history)."""
-    return [_WHEN.sub("TIME", x) for x in printed] == [_WHEN.sub("TIME", x) for x in shown]
+    """Equal but for the time a change was made (history) and a killed run's pid."""
+    def normal(lines: list[str]) -> list[str]:
+        return [_PID.sub("(pid PID)", _WHEN.sub("TIME", x)) for x in lines]
+    return normal(printed) == normal(shown)
 
 
 @pytest.mark.parametrize("block", blocks(),
                          ids=lambda b: f"{b.page.name}:{b.line}")
-def test_the_page_shows_what_pcimgr_prints(block: Block, tmp_path: Path) -> None:
+def test_the_page_shows_what_pcimgr_prints(block: Block, tmp_path: Path,
+                                          request: pytest.FixtureRequest) -> None:
     root = tmp_path / "host"
     builder.build(str(root), profiles.get(block.profile), iommu=block.iommu)
+    env = SETUPS[block.setup](root, request) if block.setup else {}
     replayed: list[str] = []
     mismatches = []
     for line, shown in commands(block):
         if not line.startswith("$ pcimgr"):
             replayed += [line, *_normal(shown), ""]
             continue
-        printed = _normal(run(root, line).splitlines())
+        printed = _normal(run(root, line, env).splitlines())
         replayed += [line, *printed, ""]
         if not _same(printed, _normal(shown)):
             mismatches.append(f"{line}\n--- the page shows:\n" + "\n".join(shown)
