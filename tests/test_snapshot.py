@@ -57,12 +57,18 @@ def test_every_read_of_a_snapshot_answers_as_the_host(run, make_host, tmp_path, 
         [c for c in live if c["name"] not in skip]
 
 
-def test_a_snapshot_is_read_only(run, demo_root, tmp_path) -> None:
+def unpacked_by_tar(run: Callable[..., Result], root: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A snapshot of ROOT, and it unpacked by tar as an administrator would."""
     out = tmp_path / "s.tgz"
-    snapshot(run, demo_root, out)
+    snapshot(run, root, out)
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
     subprocess.run(["tar", "-xzf", str(out), "-C", str(unpacked)], check=True)
+    return out, unpacked
+
+
+def test_a_snapshot_is_read_only(run, demo_root, tmp_path) -> None:
+    out, unpacked = unpacked_by_tar(run, demo_root, tmp_path)
     before = tree(unpacked)
     for args in (("detach", "04:00.0", "--group"), ("define", "05:00.0", "--vfs", "2"),
                  ("vfs", "create", "05:00.0", "2"), ("apply",), ("install-udev",),
@@ -195,11 +201,7 @@ def test_not_a_snapshot(run, tmp_path) -> None:
 
 
 def test_an_unpacked_snapshot_of_another_user_is_refused(run, demo_root, tmp_path) -> None:
-    out = tmp_path / "s.tgz"
-    snapshot(run, demo_root, out)
-    unpacked = tmp_path / "u"
-    unpacked.mkdir()
-    subprocess.run(["tar", "-xzf", str(out), "-C", str(unpacked)], check=True)
+    _, unpacked = unpacked_by_tar(run, demo_root, tmp_path)
     assert addresses(run, "--sysfs-root", unpacked) == addresses(run, "--sysfs-root",
                                                                  demo_root)
     if os.geteuid() == 0:

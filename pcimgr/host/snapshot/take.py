@@ -138,15 +138,19 @@ def _names(path: str) -> list[str]:
         return []
 
 
+def _entries(root: str, rel: str, tree: _Tree) -> list[os.DirEntry[str]]:
+    """The directory, in the archive, and its entries by name (none if it went away)."""
+    tree.directory(f"{layout.SYS}/{rel}")
+    try:
+        return sorted(os.scandir(os.path.join(root, rel)), key=lambda e: e.name)
+    except OSError:
+        return []
+
+
 def _walk(root: str, rel: str, tree: _Tree, depth: int) -> None:
     if depth > _MAX_DEPTH:
         return
-    tree.directory(f"{layout.SYS}/{rel}")
-    try:
-        entries = sorted(os.scandir(os.path.join(root, rel)), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
+    for entry in _entries(root, rel, tree):
         sub = f"{rel}/{entry.name}"
         if entry.is_symlink():
             _entry(root, sub, tree)
@@ -159,12 +163,7 @@ def _walk(root: str, rel: str, tree: _Tree, depth: int) -> None:
 
 def _shallow(root: str, rel: str, tree: _Tree, links: bool = True) -> None:
     """A directory's files and links, not its subdirectories."""
-    tree.directory(f"{layout.SYS}/{rel}")
-    try:
-        entries = sorted(os.scandir(os.path.join(root, rel)), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
+    for entry in _entries(root, rel, tree):
         if entry.is_symlink():
             if links:
                 _entry(root, f"{rel}/{entry.name}", tree)
