@@ -224,6 +224,10 @@ def _copy_system(machine: Machine, tree: _Tree, functions: int) -> None:
              *(f.format(release=release) for f in layout.RELEASE_FILES if release)]
     for rel in names:
         data = machine.read_system_file(rel)
+        if data is not None and rel.endswith("/modules.alias"):
+            # the VFIO variants' lines are all pcimgr reads of its ~1.4 MB
+            data = b"".join(line for line in data.splitlines(keepends=True)
+                            if line.startswith(b"alias vfio_pci:"))
         if data is not None:
             tree.file(f"{layout.SYSTEM}/{rel}", data)
     udev = machine.udev_database()
