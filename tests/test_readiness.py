@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,26 @@ def test_tree_says_it_too(run, modern: Path) -> None:  # type: ignore[no-untyped
         return None
     nodes = json.loads(run("--sysfs-root", modern, "tree", "--json").output)
     assert find(nodes, VGPU_VF)["vfio"]["kind"] == "vendor"
+
+
+def test_assign_with_libvirt_before_10_never_leaves_a_variant_unmanaged(  # type: ignore[no-untyped-def]
+        run, modern: Path, libvirt_uri, make_domain) -> None:
+    """The lab showed Debian 12's libvirt 9.0 refusing to start a guest whose unmanaged
+    device is on a VFIO variant ("must be manually detached"): before 10.0 pcimgr binds
+    vfio-pci for an unmanaged assignment, and refuses one already on a variant."""
+    from tests.test_assign import hostdevs
+    vm = make_domain("variant")
+    version = subprocess.run(["virsh", "-c", libvirt_uri, "version"], capture_output=True,
+                             text=True).stdout
+    if "libvirt 9." not in version and "library: libvirt 9." not in version:
+        pytest.skip(f"this libvirt is not 9.x: {version.strip()}")
+    r = run("--sysfs-root", modern, "--connect", libvirt_uri, "assign", "41:00.2", vm)
+    assert r.exit_code == 4, r.output
+    assert "0000:41:00.2 is on the VFIO variant mlx5_vfio_pci" in r.output
+    assert "detach 0000:41:00.2 --driver vfio-pci` first" in r.output
+    assert hostdevs(vm) == []
+    r = run("--sysfs-root", modern, "--connect", libvirt_uri, "assign", "c1:00.1", vm)
+    assert r.exit_code == 0, r.output
+    assert "binding vfio-pci, not its VFIO variant virtio_vfio_pci" in r.output
+    assert (modern / "bus/pci/devices/0000:c1:00.1/driver").resolve().name == "vfio-pci"
+    assert [h["managed"] for h in hostdevs(vm)] == ["no"]

@@ -49,8 +49,8 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
         raise BadInput(f"--mac and --vlan give a NIC's SR-IOV VF to the guest as "
                        f"<interface type='hostdev'>, and {address} is not a VF of a NIC; "
                        "assign it without them")
-    detach = drivers.plan_detach(machine, host, survey, (address,), None, group, force)
-    model, managed, said = _variant(machine, lv, device, managed)
+    model, managed, said, driver = _variant(machine, lv, device, managed)
+    detach = drivers.plan_detach(machine, host, survey, (address,), driver, group, force)
     moving = [PciAddress.parse(s.address) for s in detach.plan.steps]
     for a in sorted({address, *moving}):
         held = holdings.get(a, [])
@@ -106,28 +106,38 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
 
 
 def _variant(machine: Machine, lv: Libvirt, device: PciDevice, managed: bool) -> tuple[
-        str | None, bool, tuple[str, ...]]:
-    """The XML's <driver model=...> and managed, and what to tell: a VFIO variant driver is
-    named so that libvirt (>= 10.0) binds that one when it manages the function; a vendor's
-    VFIO provider (NVIDIA vGPU VFs on nvidia) is never handed to libvirt to rebind."""
+        str | None, bool, tuple[str, ...], str | None]:
+    """The XML's <driver model=...>, managed, what to tell, and the driver to bind (None: the
+    best the kernel offers). A VFIO variant driver is named so that libvirt (>= 10.0) binds
+    that one when it manages the function; a vendor's VFIO provider (NVIDIA vGPU VFs on
+    nvidia) is never handed to libvirt to rebind."""
     now = readiness(device)
     if now.kind == "vendor":
         said = (f"{device.address} is ready on {now.driver}, its vendor's VFIO provider: "
                 "given as managed='no' (libvirt would rebind it to vfio-pci)",) if managed \
             else ()
-        return None, False, said
+        return None, False, said, None
     end = now.driver if now.kind else drivers.targets_of(machine, [device], None)[
         device.address]
     if end is None or not vfio_name(end) or end == VFIO_PCI:
-        return None, managed, ()
+        return None, managed, (), None
     version = tuple(int(p) for p in lv.version().split("."))
-    if version < (10, 0, 0):
-        return None, managed, (f"{device.address} ends on the VFIO variant {end}, and "
-                               f"libvirt {lv.version()} predates <driver model=...> (10.0): "
-                               "the XML cannot name it" + (
-                                   "; with managed='yes' libvirt binds vfio-pci instead"
-                                   if managed else ""),)
-    return end, managed, ()
+    if version >= (10, 0, 0):
+        return end, managed, (), None
+    old = f"libvirt {lv.version()} predates VFIO variant drivers (<driver model=...>, 10.0)"
+    if managed:
+        return None, managed, (f"{device.address} ends on the VFIO variant {end}, and {old}: "
+                               "with managed='yes' libvirt binds vfio-pci instead",), None
+    # libvirt < 10.0 starts a guest with an unmanaged device only on one of its stub drivers
+    # (the lab: "Unmanaged PCI device ... must be manually detached from the host")
+    if now.kind == "variant":
+        raise Refused(f"refusing: {device.address} is on the VFIO variant {end}, and {old}: "
+                      "it starts a guest with an unmanaged device only on vfio-pci; "
+                      f"`pcimgr detach {device.address} --driver vfio-pci` first, or assign "
+                      "it with libvirt >= 10.0")
+    return None, managed, (f"{device.address}: binding vfio-pci, not its VFIO variant {end}: "
+                           f"{old} and starts a guest with an unmanaged device only on "
+                           "vfio-pci",), VFIO_PCI
 
 
 def _pf_link_warning(machine: Machine, pf: PciAddress | None) -> list[str]:
