@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,32 +181,22 @@ UNMANAGED_REFUSAL = ("Requested operation is not valid: Unmanaged PCI device {} 
                      "manually detached from the host")
 
 
-def assign_and_start(vf: str, vm: str, already_on: str | None = None) -> \
-        subprocess.CompletedProcess:
-    """`pcimgr assign VF VM --config` (a dry run first: what it will write), then `virsh
-    start VM`: managed='no' (pcimgr binds), no <driver model> (libvirt < 10.0)."""
-    version = ".".join(map(str, libvirt_version()))
-    r = pcimgr("assign", vf, vm, "--config", "--dry-run")
-    assert r.exit_code == 0, r.output
-    if already_on == MODULE:
-        assert f"{vf} is already on {MODULE}" in r.output, r.output
-    elif already_on:  # another VFIO driver than the one detach would choose: it stays
-        assert f"{vf} is ready for a guest already: on {already_on}" in r.output, r.output
-    else:
-        assert f"{vf}: igbvf -> {MODULE}" in r.output, r.output
-        assert f"echo '{MODULE}' > /sys/bus/pci/devices/{vf}/driver_override" in r.output
-    planned = planned_hostdev(r.output)
-    assert planned.get("managed") == "no" and planned.find("driver") is None, r.output
-    if already_on != "vfio-pci":
-        assert f"libvirt {version} predates <driver model=...> (10.0)" in r.output, r.output
-    assert inactive_hostdevs(vm) == []
+def unmanaged_hostdev(vf: str) -> str:
+    """<hostdev managed='no'> for the VF, as pcimgr writes it for libvirt < 10.0."""
+    domain, bus, rest = vf.split(":")
+    slot, function = rest.split(".")
+    return (f"<hostdev mode='subsystem' type='pci' managed='no'><source><address "
+            f"domain='0x{domain}' bus='0x{bus}' slot='0x{slot}' function='0x{function}'/>"
+            "</source></hostdev>")
 
-    r = pcimgr("assign", vf, vm, "--config")
-    assert r.exit_code == 0, r.output
-    assert driver(vf) == (already_on or MODULE)
-    (hostdev,) = inactive_hostdevs(vm)
-    assert hostdev.get("managed") == "no" and hostdev.find("driver") is None
-    return libvirtd.virsh("start", vm)
+
+def attach_by_hand(vm: str, vf: str) -> None:
+    """The VF as its own entry in the domain's config, by virsh, not by pcimgr."""
+    with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+        f.write(unmanaged_hostdev(vf))
+        f.flush()
+        r = libvirtd.virsh("attach-device", vm, f.name, "--config")
+    assert r.returncode == 0, r.stderr
 
 
 def refused(started: subprocess.CompletedProcess, vm: str, vf: str) -> None:
@@ -221,9 +212,10 @@ def runs_with(started: subprocess.CompletedProcess, vm: str, vf: str) -> None:
     assert libvirtd.virsh("destroy", vm).returncode == 0
 
 
-def release(vf: str, back_to: str) -> None:
+def release(vf: str, vm: str, back_to: str) -> None:
     r = pcimgr("release", vf)
     assert r.exit_code == 0, r.output
+    assert hostdevs(vm) == []
     assert driver(vf) == back_to, r.output
 
 
@@ -234,49 +226,64 @@ def restart_libvirtd() -> None:
 
 
 def test_libvirt_9_and_a_vf_on_the_variant(variant: None, domains) -> None:
-    """Issue 23: libvirt 9.0 predates <driver model=...>; pcimgr assigns a VF on the
-    variant as managed='no' without it, and `virsh start` is refused: libvirt 9.0 takes an
-    unmanaged device only on a stub it knows (vfio-pci, pci-stub), unless it has released
-    that address before (its in-memory list of inactive devices, emptied by a restart).
-    The same VF on vfio-pci starts."""
+    """Issue 23: libvirt 9.0 predates <driver model=...> and VFIO variants. It refuses to
+    start a domain whose managed='no' device is on the variant (it takes one only on a stub
+    it knows, vfio-pci, pci-stub, unless it has released that address before: its
+    in-memory list of inactive devices, emptied by a restart). So `pcimgr assign` binds
+    vfio-pci there, and refuses a VF already on the variant; the domain starts."""
     version = libvirt_version()
     if version >= (10, 0, 0):
         pytest.skip(f"libvirt {version} has <driver model=...>: this scenario is libvirt < 10.0's")
+    said = ".".join(map(str, version))
     vm = domains("vm-variant", False)
     assert pcimgr("vfs", "create", PF, "2", "--driver", "host").exit_code == 0
     vf = VFS[1]
-    assert driver(vf) == "igbvf"
-
-    # assign binds the variant itself (the most specific alias); release gives igbvf back
-    refused(assign_and_start(vf, vm), vm, vf)
-    assert driver(vf) == MODULE  # libvirt changed nothing
-    release(vf, "igbvf")
-    assert hostdevs(vm) == [] and os.listdir(f"/sys/bus/pci/devices/{vf}/net")
-
-    # a VF already on the variant: the same; release leaves it there, where assign found it
     r = pcimgr("detach", vf)
     assert r.exit_code == 0 and f"{vf}: igbvf -> {MODULE}" in r.output, r.output
-    refused(assign_and_start(vf, vm, already_on=MODULE), vm, vf)
-    release(vf, MODULE)
 
-    # on vfio-pci libvirt 9.0 starts the domain with it
-    assert pcimgr("rebind", vf).exit_code == 0 and driver(vf) == "igbvf"
-    r = pcimgr("detach", vf, "--driver", "vfio-pci")
-    assert r.exit_code == 0 and driver(vf) == "vfio-pci", r.output
-    runs_with(assign_and_start(vf, vm, already_on="vfio-pci"), vm, vf)
-    release(vf, "vfio-pci")
+    # libvirt's own answer, for a VF on the variant in the XML by hand (libvirtd has
+    # never released this address)
+    attach_by_hand(vm, vf)
+    refused(libvirtd.virsh("start", vm), vm, vf)
+    assert driver(vf) == MODULE  # libvirt changed nothing
+    release(vf, vm, "igbvf")  # found in the domain's XML, taken out, given back to igbvf
 
-    # libvirt has released that address once: now it starts the domain with the VF on the
-    # variant (QEMU holds its group), until libvirtd restarts
-    assert pcimgr("rebind", vf).exit_code == 0 and driver(vf) == "igbvf"
+    # a VF already on the variant: assign refuses it, naming the detach that fixes it
     assert pcimgr("detach", vf).exit_code == 0 and driver(vf) == MODULE
-    runs_with(assign_and_start(vf, vm, already_on=MODULE), vm, vf)
-    release(vf, MODULE)
-    restart_libvirtd()
-    refused(assign_and_start(vf, vm, already_on=MODULE), vm, vf)
-    release(vf, MODULE)
-    assert hostdevs(vm) == []
+    r = pcimgr("assign", vf, vm, "--config")
+    assert r.exit_code == 4, r.output
+    assert (f"refusing: {vf} is on the VFIO variant {MODULE}, and libvirt {said} predates "
+            "VFIO variant drivers") in r.output, r.output
+    assert f"`pcimgr detach {vf} --driver vfio-pci` first" in r.output
+    assert inactive_hostdevs(vm) == [] and driver(vf) == MODULE
     assert pcimgr("rebind", vf).exit_code == 0 and driver(vf) == "igbvf"
+
+    # a VF on igbvf: assign binds vfio-pci, not the variant, saying why; the domain starts
+    r = pcimgr("assign", vf, vm, "--config", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert f"{vf}: igbvf -> vfio-pci" in r.output
+    assert f"binding vfio-pci, not its VFIO variant {MODULE}: libvirt {said}" in r.output
+    planned = planned_hostdev(r.output)
+    assert planned.get("managed") == "no" and planned.find("driver") is None, r.output
+    assert driver(vf) == "igbvf" and inactive_hostdevs(vm) == []
+    r = pcimgr("assign", vf, vm, "--config")
+    assert r.exit_code == 0, r.output
+    assert driver(vf) == "vfio-pci"
+    (hostdev,) = inactive_hostdevs(vm)
+    assert hostdev.get("managed") == "no" and hostdev.find("driver") is None
+    runs_with(libvirtd.virsh("start", vm), vm, vf)
+    release(vf, vm, "igbvf")  # assign moved it: back to igbvf
+    assert os.listdir(f"/sys/bus/pci/devices/{vf}/net")
+
+    # why the refusal cannot be left to libvirt: now that libvirtd has released this
+    # address, it starts the domain with the VF on the variant (QEMU holds its group)...
+    assert pcimgr("detach", vf).exit_code == 0 and driver(vf) == MODULE
+    attach_by_hand(vm, vf)
+    runs_with(libvirtd.virsh("start", vm), vm, vf)
+    # ...until libvirtd restarts
+    restart_libvirtd()
+    refused(libvirtd.virsh("start", vm), vm, vf)
+    release(vf, vm, "igbvf")
 
 
 def status() -> tuple[int, dict[str, dict]]:
