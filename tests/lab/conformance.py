@@ -223,6 +223,21 @@ def run_variant_sequence(sysfs: Sysfs) -> list[dict]:
     return run_sequence(sysfs, VARIANT_SEQUENCE, variant_snapshot)
 
 
+def simulated_variant_observations(root: str) -> list[dict]:
+    """The variant sequence on a `lab` simulated host built at root with the test variant
+    loaded and its recorded modules.alias line: what tests/test_conformance.py can hold to
+    the fixture's `variant` (Linux 6.1.0-57: it differs only in vfio-dev/vfioN, which
+    Linux fills with device, power, subsystem and uevent and the simulator leaves empty)."""
+    from dataclasses import replace
+
+    from pcimgr.sim import builder, profiles
+    from pcimgr.sim.machine import SimulatedMachine
+    lab = profiles.get("lab")
+    host = replace(lab.host, modules_alias=tuple(load_fixture()["variant"]["modules_alias"]))
+    builder.build(root, replace(lab, drivers=(*lab.drivers, VARIANT), host=host))
+    return run_variant_sequence(SimulatedMachine(root).sysfs)
+
+
 def variant_aliases(modules_alias: str) -> list[str]:
     """The lines of a modules.alias that name the test variant (as depmod wrote them)."""
     return [line for line in modules_alias.splitlines() if line.split()[-1:] == [VARIANT]]

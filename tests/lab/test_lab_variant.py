@@ -16,8 +16,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pcimgr.cli.app import cli
+from pcimgr.host.sysfs import Sysfs
 from tests import libvirtd
-from tests.lab import test_lab_assign
+from tests.lab import conformance, test_lab_assign
 from tests.lab.test_lab_assign import qemu_holds
 from tests.lab.test_lab_kernel import by_hand_back, driver
 from tests.lab.test_lab_persist import eventually
@@ -152,6 +153,22 @@ def test_detach_binds_the_variant_the_kernel_offers(variant: None) -> None:
     assert driver(vf) == "igbvf"
     assert os.listdir(f"/sys/bus/pci/devices/{vf}/net")  # its interface again
     assert not vdir.exists() and not os.path.exists(f"/dev/vfio/{group(vf)}")
+
+
+def test_variant_sequence_matches_the_recorded_answers(variant: None) -> None:
+    """tests/lab/fixtures/conformance.json's `variant`: the alias depmod wrote, and the
+    variant sequence of sysfs writes (conformance.VARIANT_SEQUENCE) answered as recorded."""
+    recorded = conformance.load_fixture()
+    aliases = conformance.variant_aliases((MODULES / "modules.alias").read_text())
+    assert aliases == recorded["variant"]["modules_alias"] == [ALIAS]
+    subprocess.run(["modprobe", "igbvf"], check=True)
+    subprocess.run(["modprobe", MODULE], check=True)
+    observed = conformance.run_variant_sequence(Sysfs("/sys"))
+    for step, (real, expected) in enumerate(zip(observed, recorded["variant"]["observations"],
+                                                strict=True)):
+        assert real == expected, (
+            f"step {step} {real['write']}: this kernel ({os.uname().release}) differs from "
+            f"the fixture's ({recorded['kernel']}); refresh with python -m tests.lab.refresh")
 
 
 def libvirt_version() -> tuple[int, ...]:
