@@ -6,6 +6,7 @@ a function the host has come to use on its driver."""
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,12 +107,24 @@ def test_nvme_namespace_under_native_multipath(nvme_in_use: None) -> None:
     assert "nvme0n1p1: mounted on /mnt/pcimgr-nvme" in uses and "nvme0n1p2: swap" in uses
 
 
+def scsi_chain(disk: str) -> list[str]:
+    """The devices between the controller's function and the disk, nearest the disk first
+    (0:0:0:0, target0:0:0, hostN, virtioM), as sysfs has them: the SCSI host number is the
+    kernel's to give (the first one registered, not always 0)."""
+    real = os.path.realpath(f"/sys/class/block/{disk}")  # .../<function>/.../<device>/block/sda
+    below = os.path.relpath(os.path.dirname(os.path.dirname(real)),
+                            os.path.realpath(DEVICES / SCSI))
+    chain = below.split("/")[::-1]
+    assert len(chain) == 4 and re.fullmatch(r"host\d+", chain[2]), chain
+    return chain
+
+
 def test_scsi_disk_mounted_and_held_open() -> None:
     sh("mkfs.ext4 -q -F /dev/sda1", "mkdir -p /mnt/pcimgr-scsi", "mount /dev/sda1 /mnt/pcimgr-scsi")
     with open("/dev/sda") as disk:
         holder = subprocess.Popen(["sleep", "300"], stdin=disk)
     try:
-        via = "0:0:0:0, target0:0:0, host0, virtio3"
+        via = ", ".join(scsi_chain("sda"))
         refused(["unbind", SCSI], f"block device sda1 (via sda, {via}) is mounted on "
                                   "/mnt/pcimgr-scsi",
                 f"block device sda (via {via}) is open by sleep[{holder.pid}]")
