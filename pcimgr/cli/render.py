@@ -354,7 +354,7 @@ def show_text(d: PciDevice, group: IommuGroup | None, namer: Namer,
     for m in group.members:
         role = "bridge, ignored by VFIO" if m.is_bridge else (
             "this function" if m.address == d.address else "endpoint")
-        lines.append(f"  {m.address}  {(m.driver or 'no driver'):<14}{device_label(m, namer)}"
+        lines.append(f"  {m.address}  {(m.driver or 'no driver'):<13} {device_label(m, namer)}"
                      f"  ({role})")
     lines += [f"  why shared: {line}" if i == 0 else f"              {line}"
               for i, line in enumerate(why)]

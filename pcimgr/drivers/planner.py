@@ -109,10 +109,11 @@ def driver_of_module(module: str | None, loaded: list[str]) -> str | None:
 
 def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[PciAddress, ...],
                 driver: str | None, group: bool, force: bool,
-                owner: str | None = None) -> Proposal:
+                owner: str | None = None, driver_hint: bool = True) -> Proposal:
     """driver None: each function to its best VFIO driver (targets_of); one already ready
     for a guest (vfio-pci, a variant, a vendor's VFIO provider) is left where it is.
-    owner: USER[:GROUP] then gets the named functions' VFIO device nodes (drivers/owner.py)."""
+    owner: USER[:GROUP] then gets the named functions' VFIO device nodes (drivers/owner.py);
+    driver_hint: whether the caller has a --driver to name (detach does, assign not)."""
     if driver is not None:
         check_driver_name(driver)
     targets = {d.address: d for d in (host.require(a) for a in addresses)}
@@ -144,7 +145,8 @@ def plan_detach(machine: Machine, host: Host, survey: Survey, addresses: tuple[P
         require_driver(machine, driver)
     notes = tuple(f"{d.address} is already on {d.driver}" if d.driver == chosen[d.address]
                   else f"{d.address} is ready for a guest already: on {d.driver} "
-                       f"({readiness(d).kind} VFIO driver); `--driver` moves it anyway"
+                       f"({readiness(d).kind} VFIO driver)"
+                       + ("; `--driver` moves it anyway" if driver_hint else "")
                   for d in stays)
     steps: tuple[Step, ...] = tuple(BindDriver(str(d.address), chosen[d.address],
                                                chosen[d.address], d.driver, d.driver_override)

@@ -50,7 +50,8 @@ def plan_assign(machine: Machine, host: Host, survey: Survey, lv: Libvirt, holdi
                        f"<interface type='hostdev'>, and {address} is not a VF of a NIC; "
                        "assign it without them")
     model, managed, said, driver = _variant(machine, lv, device, managed)
-    detach = drivers.plan_detach(machine, host, survey, (address,), driver, group, force)
+    detach = drivers.plan_detach(machine, host, survey, (address,), driver, group, force,
+                                 driver_hint=False)  # assign has no --driver
     moving = [PciAddress.parse(s.address) for s in detach.plan.steps]
     for a in sorted({address, *moving}):
         held = holdings.get(a, [])
