@@ -102,7 +102,8 @@ def _run_lab(session: pytest.Session) -> dict:
     ids = [item.nodeid for item in session.items if isinstance(item, LabResult)]
     command = (f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider "
                f"--lab-report=/run/lab/report.json {shlex.join(ids)}; uname -r > /run/lab/kernel")
-    r = harness.run(command, collect=("report.json", "kernel"))
+    # 43 scenarios under TCG on one vCPU: ~12 min on a quiet machine, more under load
+    r = harness.run(command, timeout=2400, collect=("report.json", "kernel"))
     results = json.loads(r.files.get("report.json", "{}"))
     results["_output"] = r.output[-4000:]
     results["_kernel"] = r.files.get("kernel", "?").strip()
