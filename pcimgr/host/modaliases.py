@@ -39,6 +39,11 @@ def vfio_aliases(machine: Machine) -> tuple[Alias, ...]:
     return _parsed(machine.read_system_file(f"lib/modules/{name}/modules.alias") or b"")
 
 
+def vfio_lines(data: bytes) -> bytes:
+    """modules.alias reduced to the lines pcimgr reads (what a snapshot keeps of it)."""
+    return "".join(f"alias vfio_pci:{a.pattern} {a.module}\n" for a in _parsed(data)).encode()
+
+
 @lru_cache(maxsize=4)
 def _parsed(data: bytes) -> tuple[Alias, ...]:
     if len(data) > MAX_SIZE:

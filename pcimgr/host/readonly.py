@@ -126,5 +126,6 @@ class ReadOnlyMachine:
         raise Refused(self.refusal())
 
     def _recorded(self, key: str, default: Any) -> Any:
-        recorded = self.recorded
-        return default if recorded is None else recorded.get(key, default)
+        """The kernel's own recorded facts (modules, holders, cmdline): none on a foreign
+        tree."""
+        return default

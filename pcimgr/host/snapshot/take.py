@@ -95,9 +95,8 @@ def take(machine: Machine, out: IO[bytes], domains: list[Domain] | None,
     with tarfile.open(fileobj=out, mode="w:gz", compresslevel=6,
                       format=tarfile.PAX_FORMAT) as tar:
         tree = _Tree(tar, now)
-        functions = _copy_sysfs(machine.sysfs.root, tree)
-        tree.taken.functions = functions
-        _copy_system(machine, tree, functions)
+        tree.taken.functions = _copy_sysfs(machine.sysfs.root, tree)
+        _copy_system(machine, tree)
         _copy_dev(machine.sysfs.dev_root, tree)
         if config_dir:
             _copy_config(config_dir, tree)
@@ -218,16 +217,14 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
 
 
-def _copy_system(machine: Machine, tree: _Tree, functions: int) -> None:
+def _copy_system(machine: Machine, tree: _Tree) -> None:
     release = modaliases.release(machine)
     names = [*layout.SYSTEM_FILES,
              *(f.format(release=release) for f in layout.RELEASE_FILES if release)]
     for rel in names:
         data = machine.read_system_file(rel)
         if data is not None and rel.endswith("/modules.alias"):
-            # the VFIO variants' lines are all pcimgr reads of its ~1.4 MB
-            data = b"".join(line for line in data.splitlines(keepends=True)
-                            if line.startswith(b"alias vfio_pci:"))
+            data = modaliases.vfio_lines(data)  # of its ~1.4 MB, all pcimgr reads
         if data is not None:
             tree.file(f"{layout.SYSTEM}/{rel}", data)
     udev = machine.udev_database()
