@@ -14,7 +14,7 @@ from pcimgr.host.sysfs import DEVICES
 if TYPE_CHECKING:
     from pcimgr.core.model import Host
     from pcimgr.guests.holdings import Holdings
-    from pcimgr.host.libvirt_adapter import Libvirt
+    from pcimgr.host.libvirt_adapter import Domain, Libvirt
     from pcimgr.host.machine import Machine
     from pcimgr.host.names import Namer
     from pcimgr.host.sysfs import Sysfs
@@ -36,6 +36,7 @@ class Context:
         self._machine: Machine | None = None
         self._namer: Namer | None = None
         self._holdings: Any = False  # not asked yet
+        self._domains: Any = False
         self.holdings_problem: str | None = None
         self._said_unreadable = False
 
@@ -89,25 +90,40 @@ class Context:
         lv.trace = _say if self.verbose else None
         return lv
 
-    def holdings(self) -> Holdings | None:
-        """Which domains hold which functions, or None when libvirt cannot be asked.
-
-        See asked_uri for when libvirt is not asked at all.
-        """
-        if self._holdings is False:
-            self._holdings = None
-            recorded = self.machine.recorded_domains()
-            if recorded is not None:
-                from pcimgr.guests import holdings as guests
-                self._holdings = guests.of_domains(recorded)
-            elif self.asked_uri is not None:
+    def domains(self) -> list[Domain] | None:
+        """Every guest with its XML (recorded with a snapshot, else from libvirt), or None
+        when libvirt cannot be asked. See asked_uri for when it is not asked at all."""
+        if self._domains is False:
+            self._domains = self.machine.recorded_domains()
+            if self._domains is None and self.asked_uri is not None:
                 try:
-                    lv = self.libvirt()  # first: no daemon, no import of the scan's XML side
-                    from pcimgr.guests import holdings as guests
-                    self._holdings = guests.scan(lv)
+                    self._domains = self.libvirt().domains()
                 except PcimgrError as e:
                     self.holdings_problem = f"pcimgr: note: guests unknown: {e}"
+        found: list[Domain] | None = self._domains
+        return found
+
+    def holdings(self) -> Holdings | None:
+        """Which domains hold which functions, or None when libvirt cannot be asked."""
+        if self._holdings is False:
+            domains = self.domains()
+            self._holdings = None
+            if domains is not None:
+                from pcimgr.guests import holdings as guests
+                self._holdings = guests.of_domains(domains)
         return self._holdings
+
+    def mdev_holders(self) -> dict[str, list[str]] | None:
+        """mdev UUID -> the domains whose XML names it; None when libvirt cannot be asked."""
+        domains = self.domains()
+        if domains is None:
+            return None
+        from pcimgr.core.mdev import mdevs_in
+        found: dict[str, list[str]] = {}
+        for d in domains:
+            for uuid in set(mdevs_in(d.live_xml or "")) | set(mdevs_in(d.config_xml or "")):
+                found.setdefault(uuid, []).append(d.name)
+        return found
 
     def holdings_or_fail(self) -> Holdings:
         """For changes: every domain's devices, or the error that prevented reading them."""

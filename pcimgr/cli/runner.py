@@ -84,6 +84,37 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
     run_locked(obj, state, work)
 
 
+def change_plan(obj: Context, propose: Callable[[], Any], dry_run: bool,
+                report: Callable[[], str], then: Callable[[], None] | None = None) -> None:
+    """change() for plans that need no PCI scan nor host survey (mdevs): validate, plan,
+    then act under the lock with journal and rollback; then: after success, still locked."""
+    from pcimgr.plans import runner
+    state = obj.state
+    if dry_run:
+        proposal = propose()
+        print_plan(proposal, state)
+        for note in proposal.notes:
+            click.echo(f"({note})")
+        return
+    if _first_change(obj, state):
+        obj.machine.require_root("changing the host (writes to /sys)")
+        propose()
+
+    def work() -> None:
+        proposal = propose()
+        for note in proposal.notes:
+            click.echo(note)
+        if not proposal.plan.steps:
+            click.echo("Nothing to do.")
+        else:
+            runner.execute(obj.machine, state, proposal, progress())
+            click.echo(report())
+        if then is not None:
+            then()
+
+    run_locked(obj, state, work)
+
+
 def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
     """Act as root under the lock, after undoing (and saying so) what a killed run left."""
     from pcimgr.plans import runner

@@ -27,6 +27,7 @@ from pcimgr.core.errors import (
     Refused,
     RolledBack,
 )
+from pcimgr.core.mdev import is_uuid
 from pcimgr.host.machine import Machine
 from pcimgr.plans import interrupts, records, statefile
 from pcimgr.plans.pending import JOURNAL, journal_path
@@ -182,7 +183,8 @@ def _step(data: dict[str, Any]) -> Step:
                                  or (isinstance(value, bool) and bool not in want)):
             raise ValueError(f"{data['kind']} field {f.name!r} is {value!r}")
     try:
-        PciAddress.parse(step.address)
+        if not is_uuid(step.address):  # an mdev's steps name it by its UUID
+            PciAddress.parse(step.address)
     except BadInput:
         raise ValueError(f"{data['kind']} step names no PCI address: {step.address!r}") from None
     try:

@@ -9,9 +9,10 @@ from dataclasses import asdict
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.sim import boot, tree
+from pcimgr.sim import mdev as sim_mdev
 from pcimgr.sim.kernel import SimulatedKernel
 from pcimgr.sim.marker import MARKER
-from pcimgr.sim.profiles import DeviceSpec, Profile
+from pcimgr.sim.profiles import DeviceSpec, MdevParentSpec, Profile
 
 
 def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
@@ -72,6 +73,10 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
         tree.stack_net(root, name, kind, lowers)
     for name, (dm_name, slaves) in profile.host.block_stacks.items():
         tree.stack_block(root, name, dm_name, slaves)
+    for mparent in profile.mdev_parents:
+        sim_mdev.register_parent(root, os.path.join(root, mparent.directory) if mparent.directory
+                                 else tree.device_dir(root, mparent.name), mparent.name,
+                                 _mdev_spec(mparent))
     _numa_nodes(root, profile)
 
 
@@ -107,8 +112,17 @@ def _write_marker(root: str, profile: Profile, iommu: bool) -> None:
         devices[spec.address] = entry
     with open(os.path.join(root, MARKER), "w") as f:
         json.dump({"format": 1, "profile": profile.name, "description": profile.description,
-                   "iommu": iommu, "devices": devices, "host": _host_facts(profile, iommu)},
+                   "iommu": iommu, "devices": devices, "host": _host_facts(profile, iommu),
+                   "mdev_parents": {p.name: _mdev_spec(p) for p in profile.mdev_parents}},
                   f, indent=1, sort_keys=True)
+
+
+def _mdev_spec(parent: MdevParentSpec) -> dict:
+    return {"driver": parent.driver, "capacity": parent.capacity,
+            "homogeneous": parent.homogeneous,
+            "types": {t.id: {"name": t.name, "description": t.description,
+                             "device_api": t.device_api, "cost": t.cost, "max": t.max}
+                      for t in parent.types}}
 
 
 def _host_facts(profile: Profile, iommu: bool) -> dict:

@@ -20,10 +20,11 @@ from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.core.model import BRIDGE_CLASSES
 from pcimgr.sim import configspace, tree, undo
+from pcimgr.sim import mdev as sim_mdev
 
 STATE = ".pcimgr-sim-state.json"
 WRITE_ONLY = frozenset({"bind", "unbind", "new_id", "remove_id", "drivers_probe", "rescan",
-                        "reset"})
+                        "reset", "create", "remove"})
 VFIO = "vfio-pci"
 
 
@@ -82,6 +83,9 @@ class SimulatedKernel:
             on_driver = {"bind": self._bind, "unbind": self._unbind, "new_id": self._new_id,
                          "remove_id": self._remove_id}.get(attr)
             return on_driver(os.path.basename(parent), value, commit) if on_driver else commit()
+        mdevs = self._mdev_bus()
+        if mdevs.handles(parent, attr):
+            return mdevs.write(parent, attr, value, commit)
         address = self._device_at(parent)
         if address is None:
             return commit()
@@ -92,6 +96,12 @@ class SimulatedKernel:
                      "sriov_drivers_autoprobe": self._sriov_autoprobe,
                      "reset": self._reset}.get(attr)
         return on_device(address, value, commit) if on_device else commit()
+
+    def _mdev_bus(self) -> sim_mdev.MdevBus:
+        return sim_mdev.MdevBus(
+            self.root, self.host.get("mdev_parents", {}),
+            lambda: tree.lowest_free_group(self.root), self._refresh_vfio_group,
+            lambda group: str(group) in self._state().get("open", {}))
 
     def _device_at(self, directory: str) -> PciAddress | None:
         try:

@@ -104,6 +104,28 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
+class MdevTypeSpec:
+    id: str                          # the directory: "<driver>-<type>"
+    name: str
+    device_api: str
+    cost: int                        # units of the parent's capacity one instance takes
+    description: str | None = None   # only where the parent's driver gives one
+    max: int | None = None           # a limit of this type's own
+
+
+@dataclass(frozen=True)
+class MdevParentSpec:
+    """A parent registered with the mdev core (sim/mdev.py has the capacity rule)."""
+
+    name: str                        # its class/mdev_bus entry: a PCI address, or a name
+    driver: str                      # the mdev driver its mdevs bind to
+    capacity: int
+    types: tuple[MdevTypeSpec, ...]
+    directory: str | None = None     # a virtual parent's directory; a PCI one's is its own
+    homogeneous: bool = False        # once one type has an instance, the others have none
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -111,6 +133,7 @@ class Profile:
     drivers: tuple[str, ...]        # loaded driver modules (directories under bus/pci/drivers)
     iommu: bool = True
     host: HostFacts = HostFacts()
+    mdev_parents: tuple[MdevParentSpec, ...] = ()
 
 
 NET = 0x020000
@@ -412,6 +435,66 @@ def modern() -> Profile:
                    host=host)
 
 
+# the kernel's sample (samples/vfio-mdev/mtty.c, 6.1): 24 ports, one or two per mdev (lab)
+MTTY = MdevParentSpec("mtty", "mtty", 24, (
+    MdevTypeSpec("mtty-1", "Single port serial", "vfio-pci", 1),
+    MdevTypeSpec("mtty-2", "Dual port serial", "vfio-pci", 2)),
+    directory="devices/virtual/mtty/mtty")
+
+
+def _gvt_type(n: int, low: int, high: int, resolution: str, weight: int,
+              cost: int) -> MdevTypeSpec:
+    return MdevTypeSpec(f"i915-GVTg_V5_{n}", f"GVTg_V5_{n}", "vfio-pci", cost,
+                        f"low_gm_size: {low}MB\nhigh_gm_size: {high}MB\nfence: 4\n"
+                        f"resolution: {resolution}\nweight: {weight}")
+
+
+def _grid_type(number: int, size: int, kind: str, heads: int, instances: int) -> MdevTypeSpec:
+    return MdevTypeSpec(f"nvidia-{number}", f"GRID T4-{size}{kind}", "vfio-pci", size,
+                        f"num_heads={heads}, frl_config={60 if kind == 'Q' else 45}, "
+                        f"framebuffer={size * 1024}M, max_resolution=5120x2880, "
+                        f"max_instance={instances}")
+
+
+def mdev() -> Profile:
+    """Mediated devices (docs/mdev.md): an Intel UHD 630 with GVT-g (i915/kvmgt), an NVIDIA
+    Tesla T4 with time-sliced vGPU types (NVIDIA's mdev interface before Ada: one type per
+    GPU at a time), and the kernel's mtty sample, as the lab loads it."""
+    rp = _root_port
+    devices = (
+        DeviceSpec("0000:00:02.0", "8086", "3e92", 0x030000, "i915", 0,
+                   subsystem=("1028", "0869"), numa_node=0, boot_vga=True),
+        rp("0000:00:01.0", 1, "1901", caps=Caps("root-port", (8.0, 16, 8.0, 16),
+                                                acs=ACS_PORT)),
+        DeviceSpec("0000:3b:00.0", "10de", "1eb8", 0x030200, "nvidia", 2,
+                   subsystem=("10de", "12a2"), revision=0xa1, parent="0000:00:01.0",
+                   numa_node=0, boot_vga=False,
+                   caps=Caps("endpoint", (8.0, 16, 8.0, 16), flr=True)),
+        rp("0000:00:1c.0", 3, "a338", caps=Caps("root-port", (2.5, 1, 2.5, 1), acs=ACS_PORT)),
+        DeviceSpec("0000:02:00.0", "8086", "10d3", NET, "e1000e", 4, subsystem=("8086", "a01f"),
+                   parent="0000:00:1c.0", numa_node=0, netdev="enp2s0",
+                   caps=Caps("endpoint", (2.5, 1, 2.5, 1), pm_soft_reset=True)),
+    )
+    parents = (
+        MdevParentSpec("0000:00:02.0", "intel_vgpu_mdev", 2, (
+            _gvt_type(4, 128, 512, "1920x1200", 4, 2),
+            _gvt_type(8, 64, 384, "1024x768", 2, 1))),
+        MdevParentSpec("0000:3b:00.0", "nvidia-vgpu-vfio", 16, (
+            _grid_type(222, 1, "B", 4, 16), _grid_type(223, 2, "B", 4, 8),
+            _grid_type(225, 1, "Q", 4, 16), _grid_type(226, 2, "Q", 4, 8),
+            _grid_type(228, 8, "Q", 4, 2), _grid_type(230, 16, "Q", 4, 1)),
+            homogeneous=True),
+        MTTY,
+    )
+    host = HostFacts(addresses={"enp2s0": ["192.0.2.20/24"]}, routes={"enp2s0": ["default"]},
+                     modules=("vfio-pci", "vfio_iommu_type1", "mdev", "kvmgt", "mtty",
+                              "nvidia-vgpu-vfio", "pci-stub"))
+    return Profile("mdev", "Mediated devices: GVT-g on an Intel UHD 630, time-sliced vGPU "
+                   "types on an NVIDIA Tesla T4, the kernel's mtty sample", devices,
+                   ("pcieport", "i915", "nvidia", "e1000e") + STUBS, host=host,
+                   mdev_parents=parents)
+
+
 _SCALE = re.compile(r"scale:([0-9]+)x([0-9]+)")  # \d would take other scripts' digits
 
 
@@ -438,7 +521,7 @@ def scale(pfs: int, vfs: int) -> Profile:
                    ("pcieport", "igb", "igbvf") + STUBS)
 
 
-PROFILES = {"demo": demo, "lab": lab, "modern": modern, "server": server}
+PROFILES = {"demo": demo, "lab": lab, "mdev": mdev, "modern": modern, "server": server}
 
 
 def get(name: str) -> Profile:

@@ -1,0 +1,1 @@
+"""Mediated devices: their lifecycle, their definitions in mdevctl's format (docs/mdev.md)."""

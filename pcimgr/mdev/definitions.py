@@ -1,0 +1,80 @@
+"""mdev definitions in mdevctl's own format and place: /etc/mdevctl.d/PARENT/UUID holding
+`{"mdev_type": TYPE, "start": "auto"|"manual", "attrs": [{NAME: VALUE}, ...]}`, so that
+mdevctl, libvirt's node devices and pcimgr read and write the same definitions.
+
+Every file is read as a file pcimgr did not write: not through a link, a regular file of
+bounded size, its names checked before they reach a path or a write (core/mdev.py); a file
+that fails is reported in one line and never acted on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import NamedTuple
+
+from pcimgr.core.errors import BadInput, PcimgrError
+from pcimgr.core.mdev import Definition, check_name, definition_from_json, is_uuid
+from pcimgr.host.machine import Machine
+from pcimgr.plans import statefile
+
+DIR = "etc/mdevctl.d"
+FIX = "correct or remove it (`mdevctl list --defined` reads the same files)"
+
+
+class Found(NamedTuple):
+    definitions: list[Definition]
+    problems: list[str]  # one line per file that is not a definition
+
+
+def top(machine: Machine) -> str:
+    return os.path.join(machine.system_root, DIR)
+
+
+def path(machine: Machine, parent: str, uuid: str) -> str:
+    return os.path.join(top(machine), parent, uuid)
+
+
+def load_all(machine: Machine) -> Found:
+    root = top(machine)
+    found, problems = [], []
+    for parent in statefile.names(root):
+        try:
+            check_name(parent, "parent")
+        except BadInput:
+            problems.append(f"{os.path.join(root, parent)}: not a parent's name; {FIX}")
+            continue
+        for name in statefile.names(root, parent):
+            if name.startswith(".") or ".tmp." in name:
+                continue  # a writer's temporary file (swept under the lock)
+            where = os.path.join(root, parent, name)
+            if not is_uuid(name):
+                problems.append(f"{where}: not named by a UUID; {FIX}")
+                continue
+            try:
+                text = statefile.read_text(where, FIX, root)
+                if text is None:
+                    continue
+                found.append(definition_from_json(name, parent, json.loads(text)))
+            except ValueError as e:  # JSON's errors too
+                problems.append(f"{where}: not valid JSON ({e}); {FIX}")
+            except BadInput as e:
+                problems.append(f"{where}: {e}; {FIX}")
+            except PcimgrError as e:  # a link, not a regular file, too large: it says so
+                problems.append(str(e))
+    return Found(found, problems)
+
+
+def find(machine: Machine, uuid: str) -> Definition | None:
+    return next((d for d in load_all(machine).definitions if d.uuid == uuid), None)
+
+
+def write(machine: Machine, definition: Definition) -> None:
+    # as mdevctl writes them (serde_json's pretty form), readable by everyone
+    text = json.dumps(definition.to_json(), indent=2)
+    statefile.write(path(machine, definition.parent, definition.uuid), text, mode=0o644,
+                    top=top(machine))
+
+
+def remove(machine: Machine, definition: Definition) -> None:
+    statefile.remove(path(machine, definition.parent, definition.uuid), top=top(machine))

@@ -1,0 +1,158 @@
+"""mdev plans: create, remove, start a definition, start a parent's auto ones; and the
+checks that come first: the parent and its type exist, the capacity is there
+(available_instances), the UUID is free, and nothing holds an mdev that is to go.
+"""
+
+from __future__ import annotations
+
+import uuid as uuids
+from collections.abc import Mapping
+
+from pcimgr.core.errors import BadInput, NotFound, Refused
+from pcimgr.core.mdev import Definition, Mdev, MdevParent, MdevType
+from pcimgr.host import mdevs
+from pcimgr.host.machine import Machine
+from pcimgr.host.sysfs import Sysfs
+from pcimgr.mdev import definitions
+from pcimgr.mdev.steps import CreateMdev, RemoveMdev
+from pcimgr.plans import transaction as plans
+from pcimgr.plans.runner import Proposal
+from pcimgr.plans.step import Step
+
+# uuid -> the domains whose XML names it (None: libvirt could not be asked)
+Assigned = Mapping[str, list[str]]
+
+
+def require_parent(sysfs: Sysfs, name: str) -> MdevParent:
+    parent = mdevs.read_parent(sysfs, name)
+    if parent is None:
+        known = mdevs.parent_names(sysfs)
+        raise NotFound(f"no mdev parent {name!r} on this host"
+                       + (f" (parents: {', '.join(known)})" if known else
+                          " (no device is registered with the mdev core: load its driver, "
+                          "e.g. kvmgt, nvidia-vgpu-vfio or mtty)")
+                       + "; `pcimgr mdev types` lists the parents and their types")
+    return parent
+
+
+def require_type(parent: MdevParent, type_id: str) -> MdevType:
+    found = parent.type(type_id)
+    if found is None:
+        raise NotFound(f"{parent.name} has no mdev type {type_id!r}; its types: "
+                       f"{', '.join(t.id for t in parent.types) or 'none'} "
+                       f"(`pcimgr mdev types {parent.name}`)")
+    return found
+
+
+def require_mdev(sysfs: Sysfs, uuid: str) -> Mdev:
+    found = mdevs.read_mdev(sysfs, uuid)
+    if found is None:
+        raise NotFound(f"no mdev {uuid} on this host; `pcimgr mdev list` shows them "
+                       "(and `--defined` the ones kept across reboots)")
+    return found
+
+
+def _refuse_capacity(parent: MdevParent, kind: MdevType, count: int = 1) -> None:
+    if kind.available is not None and kind.available < count:
+        live = sum(len(t.devices) for t in parent.types)
+        raise Refused(f"refusing: {parent.name} has {kind.available} instance(s) of {kind.id} "
+                      f"left (available_instances), {count} asked"
+                      + (f"; its {live} live mdev(s) take the rest: remove one "
+                         "(`pcimgr mdev list`)" if live else "") )
+
+
+def plan_create(machine: Machine, parent_name: str, type_id: str, uuid: str | None,
+                attrs: tuple[tuple[str, str], ...]) -> Proposal:
+    sysfs = machine.sysfs
+    parent = require_parent(sysfs, parent_name)
+    kind = require_type(parent, type_id)
+    chosen = uuid or str(uuids.uuid4())
+    existing = mdevs.read_mdev(sysfs, chosen)
+    if existing is not None:
+        if existing.parent == parent.name and existing.type_id == type_id:
+            return Proposal(plans.Plan(f"mdev create {parent.name} {type_id}", ()), None,
+                            (f"mdev {chosen} already exists on {parent.name} as {type_id}",))
+        raise Refused(f"refusing: mdev {chosen} exists already, on {existing.parent} as "
+                      f"{existing.type_id}; choose another --uuid or remove it first")
+    _refuse_capacity(parent, kind)
+    step = CreateMdev(chosen, parent.name, type_id, attrs)
+    return Proposal(plans.Plan(f"mdev create {parent.name} {type_id} --uuid {chosen}",
+                               (step,)), None, ())
+
+
+def refuse_held(machine: Machine, found: list[Mdev], assigned: Assigned | None,
+                force_stop: bool = False) -> None:
+    """An mdev a guest's XML names is released first; one whose /dev/vfio group a process
+    holds cannot go (the kernel's remove would block until it lets go)."""
+    named = [f"{m.uuid} ({', '.join(assigned[m.uuid])})" for m in found
+             if assigned and assigned.get(m.uuid)]
+    if named and not force_stop:
+        raise Refused(f"refusing: assigned to guests: {'; '.join(named)}; "
+                      "`pcimgr release UUID` first")
+    holders = machine.vfio_holders()
+    busy = [f"{m.uuid} (IOMMU group {m.iommu_group}, /dev/vfio/{m.iommu_group} open by "
+            f"{', '.join(holders[m.iommu_group])})"
+            for m in found if m.iommu_group is not None and m.iommu_group in holders]
+    if busy:
+        raise Refused(f"refusing: removing would block until it is released: "
+                      f"{'; '.join(busy)}; stop the guest or process using it first")
+
+
+def plan_remove(machine: Machine, uuid: str, assigned: Assigned | None) -> Proposal:
+    sysfs = machine.sysfs
+    found = require_mdev(sysfs, uuid)
+    refuse_held(machine, [found], assigned)
+    defined = definitions.find(machine, uuid)
+    attrs = defined.attrs if defined is not None else ()
+    return Proposal(plans.Plan(f"mdev remove {uuid}", (
+        RemoveMdev(uuid, found.parent, found.type_id or "?", attrs),)), None, ())
+
+
+def plan_start(machine: Machine, defined: list[Definition], command: str) -> Proposal:
+    """Create what the definitions describe and is not there; one whose UUID is live with
+    another parent or type is refused, as mdevctl refuses it."""
+    sysfs = machine.sysfs
+    steps: list[Step] = []
+    notes = []
+    wanted: dict[tuple[str, str], int] = {}
+    for d in defined:
+        live = mdevs.read_mdev(sysfs, d.uuid)
+        if live is not None:
+            if (live.parent, live.type_id) != (d.parent, d.type_id):
+                raise Refused(f"refusing: mdev {d.uuid} runs on {live.parent} as "
+                              f"{live.type_id}, but its definition says {d.parent} "
+                              f"{d.type_id}; remove it or correct the definition")
+            notes.append(f"mdev {d.uuid} is running already")
+            continue
+        parent = require_parent(sysfs, d.parent)
+        kind = require_type(parent, d.type_id)
+        wanted[(d.parent, d.type_id)] = wanted.get((d.parent, d.type_id), 0) + 1
+        _refuse_capacity(parent, kind, wanted[(d.parent, d.type_id)])
+        steps.append(CreateMdev(d.uuid, d.parent, d.type_id, d.attrs))
+    return Proposal(plans.Plan(command, tuple(steps)), None, tuple(notes))
+
+
+def new_definition(machine: Machine, uuid: str | None, parent: str | None,
+                   type_id: str | None, auto: bool,
+                   attrs: tuple[tuple[str, str], ...]) -> Definition:
+    """What `mdev define` writes: a live mdev's parent and type (given or not), or those
+    given, checked against the parent when it is there."""
+    sysfs = machine.sysfs
+    live = mdevs.read_mdev(sysfs, uuid) if uuid else None
+    if live is not None:
+        if parent and parent != live.parent or type_id and type_id != live.type_id:
+            raise BadInput(f"mdev {uuid} runs on {live.parent} as {live.type_id}; define it "
+                           "with those (or without --parent and --type)")
+        parent, type_id = live.parent, live.type_id
+    if not parent or not type_id:
+        raise BadInput("give the parent and the type (`pcimgr mdev define PARENT TYPE`), or "
+                       "the UUID of a running mdev (`--uuid`)")
+    there = mdevs.read_parent(sysfs, parent)
+    if there is not None:  # a parent not there now may be at boot (a driver loaded later)
+        require_type(there, type_id)
+    chosen = uuid or str(uuids.uuid4())
+    existing = definitions.find(machine, chosen)
+    if existing is not None and (existing.parent, existing.type_id) != (parent, type_id):
+        raise Refused(f"refusing: mdev {chosen} is defined already, on {existing.parent} as "
+                      f"{existing.type_id}; `pcimgr mdev undefine {chosen}` first")
+    return Definition(chosen, parent, type_id, "auto" if auto else "manual", attrs)
