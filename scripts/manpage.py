@@ -131,6 +131,10 @@ FILES = [
     ("/run/pcimgr/", "the host lock that serialises changes."),
     ("/lib/udev/rules.d/70-pcimgr.rules", "applies a definition when its function "
                                          "appears."),
+    ("/lib/udev/rules.d/71-pcimgr-mdev.rules", "starts a parent's auto mdevs (their "
+                                              "definitions in /etc/mdevctl.d) when it "
+                                              "registers."),
+    ("/etc/mdevctl.d/", "mdev definitions, one JSON file per mdev, shared with mdevctl."),
     ("/lib/systemd/system/pcimgr-apply.service",
      "applies every definition at boot, before libvirt starts guests."),
     ("/lib/systemd/system/pcimgr-apply@.service",

@@ -89,4 +89,4 @@ def test_an_install_over_old_files_keeps_their_mode(run, demo_root: Path) -> Non
     assert (demo_root / RULES).stat().st_mode & 0o777 == 0o640
     assert (demo_root / TEMPLATE).stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in (demo_root / "etc/udev/rules.d").iterdir()) == \
-        [udev.RULES_NAME]
+        [udev.RULES_NAME, udev.MDEV_RULES_NAME]

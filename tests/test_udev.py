@@ -84,6 +84,7 @@ def test_simulated_host_never_installs_outside_itself(run, demo_root: Path,
     assert r.exit_code == 0
     assert (demo_root / "etc/udev/rules.d" / udev.RULES_NAME).exists()
     assert r.output.splitlines() == [f"wrote {demo_root}/etc/udev/rules.d/70-pcimgr.rules",
+                                     f"wrote {demo_root}/etc/udev/rules.d/71-pcimgr-mdev.rules",
                                      f"wrote {demo_root}/etc/systemd/system/"
                                      "pcimgr-apply.service",
                                      f"wrote {demo_root}/etc/systemd/system/"

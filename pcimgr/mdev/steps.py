@@ -7,6 +7,7 @@ before the write returns), and so is `remove`; both are checked by reading back.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,14 @@ SYS = "/sys"
 def create(machine: Machine, uuid: str, parent: str, type_id: str,
            attrs: tuple[tuple[str, str], ...]) -> None:
     sysfs = machine.sysfs
-    sysfs.write_attr(mdevs.type_path(parent, type_id, "create"), uuid)
+    try:
+        sysfs.write_attr(mdevs.type_path(parent, type_id, "create"), uuid)
+    except KernelError as e:
+        live = mdevs.read_mdev(sysfs, uuid)
+        # EEXIST: started meanwhile by another starter (mdevctl's rule at the same event)
+        if e.errno != errno.EEXIST or live is None or (live.parent, live.type_id) != (
+                parent, type_id):
+            raise
     if not sysfs.exists(mdevs.mdev_path(uuid)):
         raise KernelError(f"mdev {uuid} is not in {SYS}/{mdevs.MDEVS} after writing its "
                           f"UUID to {type_id}'s create; see `dmesg`")
