@@ -312,3 +312,50 @@ def test_a_planted_journal_step_naming_a_path_is_refused(run, root: Path) -> Non
     r = create(run, root)
     assert r.exit_code != 0 and "is not an mdev attribute" in r.output
     assert not mdev_dir(root, U1).exists()
+
+
+# -- doctor: Debian 12's mdevctl rule --------------------------------------------------
+
+DEBIAN_RULE = (Path(__file__).parent / "data/60-mdevctl.rules")
+
+
+def with_debian_mdevctl(root: Path) -> None:
+    """What Debian 12's mdevctl 1.2.0 installs: its program in /usr/bin, a rule naming
+    /usr/sbin (the rule as the package ships it: tests/data/60-mdevctl.rules)."""
+    (root / "lib/udev/rules.d").mkdir(parents=True)
+    (root / "lib/udev/rules.d/60-mdevctl.rules").write_text(DEBIAN_RULE.read_text())
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/mdevctl").write_text("#!/bin/sh\n")
+    (root / "usr/bin/mdevctl").chmod(0o755)
+
+
+def doctor_check(run, root: Path) -> dict:
+    r = run("--sysfs-root", root, "doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(r.output)["checks"]}
+    return checks.get("mdev-autostart")
+
+
+def test_doctor_finds_and_fixes_debians_mdevctl_rule(run, root: Path) -> None:
+    assert doctor_check(run, root)["status"] == "n/a"  # parents, no mdevctl
+    with_debian_mdevctl(root)
+    check = doctor_check(run, root)
+    assert check["status"] == "warn"
+    assert "runs /usr/sbin/mdevctl, which is not there (mdevctl is /usr/bin/mdevctl)" \
+        in check["detail"]
+    dry = run("--sysfs-root", root, "doctor", "--fix", "--dry-run")
+    assert f"+++ {root}/etc/udev/rules.d/60-mdevctl.rules" in dry.output
+    assert not (root / "etc/udev/rules.d/60-mdevctl.rules").exists()
+    fixed = run("--sysfs-root", root, "doctor", "--fix")
+    assert fixed.exit_code == 0, fixed.output
+    override = (root / "etc/udev/rules.d/60-mdevctl.rules").read_text()
+    assert "/usr/sbin/mdevctl" not in override.split("\n", 2)[2]
+    assert override.count("/usr/bin/mdevctl start-parent-mdevs %k") == 2
+    # the package's own file is never edited (an upgrade would put it back)
+    assert (root / "lib/udev/rules.d/60-mdevctl.rules").read_text() == DEBIAN_RULE.read_text()
+    assert doctor_check(run, root)["status"] == "pass"
+    again = run("--sysfs-root", root, "doctor", "--fix", "--dry-run")
+    assert "60-mdevctl.rules" not in again.output
+
+
+def test_doctor_says_nothing_of_mdevs_on_a_host_without_them(run, make_host) -> None:
+    assert doctor_check(run, make_host("demo")) is None

@@ -47,7 +47,39 @@ def run(machine: Machine, host: Host, libvirt_uri: str | None) -> list[Check]:
     checks = [_iommu(machine, host), _interrupt_remapping(machine, host), _vfio(machine),
               _backend(machine, version, host.iommu_enabled), _vhost_net(machine), _sriov(host),
               _shared_groups(host, topo), _links(topo), libvirt, _root(machine)]
+    mdev = _mdev_autostart(machine)
+    if mdev is not None:
+        checks.insert(-2, mdev)
     return checks
+
+
+def _mdev_autostart(machine: Machine) -> Check | None:
+    """Only on a host with mdev parents or mdevctl's rule: elsewhere there is nothing to
+    judge and nothing worth a line."""
+    from pcimgr.advice import mdevctl_rule
+    from pcimgr.host import mdevs
+    parents = mdevs.parent_names(machine.sysfs)
+    try:
+        rule = mdevctl_rule.effective(machine)
+        finding = mdevctl_rule.broken(machine) if rule else None
+    except PcimgrError as e:  # a rule file that is not text
+        return Check("mdev-autostart", WARN, str(e))
+    if rule is None:
+        if not parents:
+            return None
+        return Check("mdev-autostart", NA, f"{len(parents)} mdev parent(s), no mdevctl rule: "
+                     "--auto mdevs start through pcimgr's own rule, once installed",
+                     "`pcimgr install-udev`")
+    if finding is None:
+        return Check("mdev-autostart", PASS, f"mdevctl's rule ({rule[0].rsplit('/', 1)[0]}) "
+                     "runs an mdevctl that is there")
+    return Check("mdev-autostart", WARN,
+                 f"mdevctl's rule /{finding.rel} runs {finding.wrong}, which is not there"
+                 + (f" (mdevctl is {finding.program})" if finding.program else "")
+                 + ": --auto mdevs are not started when their parent appears",
+                 "`pcimgr doctor --fix` writes the rule with the right path to "
+                 f"/{mdevctl_rule.OVERRIDE}; or `pcimgr install-udev`, whose own rule "
+                 "starts them")
 
 
 def _backend(machine: Machine, libvirt_version: str | None, iommu: bool = True) -> Check:

@@ -66,7 +66,7 @@ def _fix(obj: Context, dry_run: bool) -> None:
     the host's lock and the regeneration commands."""
     import shlex
 
-    from pcimgr.advice import bootloader, early_claim, edits
+    from pcimgr.advice import bootloader, early_claim, edits, mdevctl_rule
     from pcimgr.cli.runner import run_locked_config
     from pcimgr.persist import definitions
     machine = obj.machine
@@ -74,7 +74,8 @@ def _fix(obj: Context, dry_run: bool) -> None:
         machine.require_root("doctor --fix")
     found, _damaged = definitions.load_all(obj.config_dir)  # status names the damaged ones
     defined = sorted(d.address for d in found if d.driver == "vfio-pci")
-    parts = [bootloader.plan(machine), early_claim.plan(machine, obj.config_dir, defined)]
+    parts = [bootloader.plan(machine), early_claim.plan(machine, obj.config_dir, defined),
+             mdevctl_rule.plan(machine)]
     for part in parts:
         for line in part.lines:
             click.echo(safe(line))
