@@ -118,12 +118,8 @@ class Context:
         domains = self.domains()
         if domains is None:
             return None
-        from pcimgr.core.mdev import mdevs_in
-        found: dict[str, list[str]] = {}
-        for d in domains:
-            for uuid in set(mdevs_in(d.live_xml or "")) | set(mdevs_in(d.config_xml or "")):
-                found.setdefault(uuid, []).append(d.name)
-        return found
+        from pcimgr.core.mdev import holders_of
+        return holders_of([(d.name, d.live_xml, d.config_xml) for d in domains])
 
     def holdings_or_fail(self) -> Holdings:
         """For changes: every domain's devices, or the error that prevented reading them."""

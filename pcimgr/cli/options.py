@@ -29,11 +29,18 @@ class Address(click.ParamType):
 
     name = "address"
 
+    def __init__(self, mdevs: bool = False) -> None:
+        self.mdevs = mdevs  # an mdev's UUID is taken too (returned as its canonical str)
+
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:
         # BadInput itself, not click's "Invalid value": one line naming the accepted forms
         if isinstance(value, PciAddress):
             return value
+        if self.mdevs:
+            from pcimgr.core.mdev import is_uuid, parse_uuid
+            if is_uuid(value):
+                return parse_uuid(value)
         try:
             return PciAddress.parse(value)
         except BadInput:
@@ -110,6 +117,7 @@ def flat_addresses(ctx: click.Context, param: click.Parameter,
                 found.append(address)
     return tuple(found)
 ADDRESS = Address()
+ADDRESS_OR_MDEV = Address(mdevs=True)
 ADDRESS_OR_DOMAIN = AddressOrDomain()
 DRIVER = Named("driver")
 DOMAIN = Named("domain")

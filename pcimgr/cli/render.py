@@ -131,6 +131,7 @@ def xml_json(element: ET.Element, text: str, address: PciAddress | None,
         "managed": None if managed is None else managed == "yes",
         "address": None if address is None else str(address),
         **parts,
+        "uuid": None if source is None else source.get("uuid"),  # an mdev's
         "net_mode": net_mode,
         "mac": None if mac is None else mac.get("address"),
         "vlan": None if tag is None else int(tag.get("id") or "0"),

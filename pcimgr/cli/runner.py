@@ -85,9 +85,9 @@ def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..
 
 
 def change_plan(obj: Context, propose: Callable[[], Any], dry_run: bool,
-                report: Callable[[], str], then: Callable[[], None] | None = None) -> None:
+                report: Callable[[Any], str]) -> None:
     """change() for plans that need no PCI scan nor host survey (mdevs): validate, plan,
-    then act under the lock with journal and rollback; then: after success, still locked."""
+    then act under the lock with journal and rollback."""
     from pcimgr.plans import runner
     state = obj.state
     if dry_run:
@@ -108,9 +108,7 @@ def change_plan(obj: Context, propose: Callable[[], Any], dry_run: bool,
             click.echo("Nothing to do.")
         else:
             runner.execute(obj.machine, state, proposal, progress())
-            click.echo(report())
-        if then is not None:
-            then()
+            click.echo(report(proposal))
 
     run_locked(obj, state, work)
 

@@ -146,8 +146,7 @@ def hostdev(uuid: str, model: str) -> ET.Element:
     return element
 
 
-def mdevs_in(domain_xml: str) -> list[str]:
-    """The UUIDs of the mdevs a domain's XML names."""
+def _elements(domain_xml: str) -> list[tuple[str, ET.Element]]:
     import xml.etree.ElementTree as ET
     try:
         root = ET.fromstring(domain_xml)
@@ -158,5 +157,24 @@ def mdevs_in(domain_xml: str) -> list[str]:
         address = dev.find("./source/address")
         uuid = address.get("uuid") if address is not None else None
         if uuid and is_uuid(uuid):
-            found.append(uuid.lower())
+            found.append((uuid.lower(), dev))
     return found
+
+
+def mdevs_in(domain_xml: str) -> list[str]:
+    """The UUIDs of the mdevs a domain's XML names."""
+    return [uuid for uuid, _ in _elements(domain_xml)]
+
+
+def holders_of(domains: list[tuple[str, str | None, str | None]]) -> dict[str, list[str]]:
+    """mdev UUID -> the domains naming it, from (name, live XML, persistent XML) of each."""
+    found: dict[str, list[str]] = {}
+    for name, live, config in domains:
+        for uuid in sorted(set(mdevs_in(live or "")) | set(mdevs_in(config or ""))):
+            found.setdefault(uuid, []).append(name)
+    return found
+
+
+def element_of(domain_xml: str | None, uuid: str) -> ET.Element | None:
+    """The <hostdev type='mdev'> of that mdev in a domain's XML, as libvirt gave it."""
+    return next((e for u, e in _elements(domain_xml or "") if u == uuid), None)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pcimgr.core import hostdev_xml, pool_xml
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, LibvirtFailure
+from pcimgr.core.mdev import is_uuid, mdevs_in
 from pcimgr.host import libvirt_adapter
 from pcimgr.host.machine import Machine
 from pcimgr.host.waiting import Patience
@@ -47,6 +48,8 @@ def _holds(xml: str | None, address: str, mac: str | None = None) -> bool:
     pairs, which name no function), anything else by the function's address."""
     if mac is not None:
         return any(i.mac == mac.lower() for i in pool_xml.interfaces(xml))
+    if is_uuid(address):  # an mdev, by its UUID
+        return address in mdevs_in(xml or "")
     wanted = PciAddress.parse(address)
     return any(a == wanted for a, _ in hostdev_xml.pci_devices(xml or ""))
 
@@ -67,7 +70,8 @@ def check_device(xml: str, address: str, mac: str | None) -> None:
         raise BadInput(f"the device XML for {address} does not parse ({e})") from None
     kind = element.get("type", "")
     problem = None
-    if (element.tag, kind) != ("hostdev", "pci") and not (
+    hostdev = ("hostdev", "mdev" if is_uuid(address) else "pci")
+    if (element.tag, kind) != hostdev and not (
             element.tag == "interface" and kind in _INTERFACE_TYPES):
         problem = f"is a <{element.tag} type={kind!r}>"
     elif any(e.tag in ("script", "backend") or set(e.attrib) & set(_FILE_ATTRIBUTES)
@@ -77,7 +81,7 @@ def check_device(xml: str, address: str, mac: str | None) -> None:
         problem = f"is not {_what(address, mac)}'s"
     if problem:
         raise BadInput(f"refusing the device XML for {_what(address, mac)}: it {problem}; "
-                       "pcimgr attaches only PCI hostdevs and pool interfaces")
+                       "pcimgr attaches only PCI and mdev hostdevs and pool interfaces")
 
 
 def _what(address: str, mac: str | None) -> str:

@@ -16,8 +16,19 @@ from pcimgr.cli.options import (
     timeout_option,
     vlan_option,
 )
-from pcimgr.cli.runner import change
+from pcimgr.cli.runner import change, change_plan
 from pcimgr.core.address import PciAddress
+from pcimgr.core.mdev import is_uuid, parse_uuid
+
+
+def _steps_then(last: str) -> Any:
+    return lambda p: "\n".join([*(s.summary() for s in p.plan.steps), last])
+
+
+def _mdev_holders(obj: Context) -> dict[str, list[str]]:
+    """For a change: every domain's mdevs, or the error that kept libvirt from saying."""
+    from pcimgr.core.mdev import holders_of
+    return holders_of([(d.name, d.live_xml, d.config_xml) for d in obj.libvirt().domains()])
 
 
 @click.command()
@@ -74,8 +85,18 @@ def assign(obj: Context, first: str, second: str | None, pool_name: str | None,
         change(obj, (PciAddress.parse(record.pf),), propose_pool, dry_run,
                report=lambda p: "\n".join(s.summary() for s in p.plan.steps))
         return
-    address = PciAddress.parse(first)
     assert second is not None
+    if is_uuid(first):  # an mdev: no host function moves
+        if group or managed or mac or vlan or failover:
+            raise click.UsageError("an mdev goes to a guest as it is: --group, --managed, "
+                                   "--mac, --vlan and --failover are for PCI functions")
+        from pcimgr.guests import mdev_assign
+        uuid = parse_uuid(first)
+        change_plan(obj, lambda: mdev_assign.plan_assign(
+            obj.machine, lv, _mdev_holders(obj), uuid, second, live, config), dry_run,
+            _steps_then(f"mdev {uuid} is {second}'s"))
+        return
+    address = PciAddress.parse(first)
 
     def propose(host: Any, state: Any, _: str) -> Any:
         return assigning.plan_assign(obj.machine, host, state, lv, obj.holdings_or_fail(),
@@ -107,6 +128,14 @@ def release(obj: Context, target: str, pool_name: str | None, keep_detached: boo
         change(obj, (PciAddress.parse(record.pf),),
                lambda host, survey, state: pools.plan_release(lv, record, target, timeout),
                dry_run, report=lambda p: "\n".join(s.summary() for s in p.plan.steps))
+        return
+    if is_uuid(target):
+        from pcimgr.guests import mdev_assign
+        uuid = parse_uuid(target)
+        lv = obj.libvirt()
+        change_plan(obj, lambda: mdev_assign.plan_release(lv, lv.domains(), uuid, timeout),
+                    dry_run, _steps_then(f"the mdev stays: `pcimgr mdev remove {uuid}` "
+                                         "removes it"))
         return
     address = PciAddress.parse(target)
 

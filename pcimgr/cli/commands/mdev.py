@@ -128,7 +128,7 @@ def mdev_create(obj: Context, parent: str, type_id: str, uuid: str | None,
     from pcimgr.mdev import planner
     chosen = uuid or str(uuids.uuid4())  # one UUID for the check, the plan and the act
     change_plan(obj, lambda: planner.plan_create(obj.machine, parent, type_id, chosen, attrs),
-                dry_run, lambda: _live_report(obj))
+                dry_run, lambda _: _live_report(obj))
 
 
 @mdev.command("remove")
@@ -140,7 +140,7 @@ def mdev_remove(obj: Context, uuid: str, dry_run: bool) -> None:
     Its definition, if any, stays (`mdev undefine`)."""
     from pcimgr.mdev import planner
     change_plan(obj, lambda: planner.plan_remove(obj.machine, uuid, obj.mdev_holders()),
-                dry_run, lambda: _live_report(obj))
+                dry_run, lambda _: _live_report(obj))
 
 
 @mdev.command("start")
@@ -158,7 +158,7 @@ def mdev_start(obj: Context, uuid: str, dry_run: bool) -> None:
             raise NotFound(f"no mdev definition {uuid} in {definitions.top(obj.machine)}; "
                            "`pcimgr mdev list --defined` shows them")
         return planner.plan_start(obj.machine, [found], f"mdev start {uuid}")
-    change_plan(obj, propose, dry_run, lambda: _live_report(obj))
+    change_plan(obj, propose, dry_run, lambda _: _live_report(obj))
 
 
 @mdev.command("start-parent")
@@ -175,7 +175,7 @@ def mdev_start_parent(obj: Context, parent: str, dry_run: bool) -> None:
             click.echo(f"pcimgr: warning: {problem}", err=True)
         auto = [d for d in found.definitions if d.parent == parent and d.start == "auto"]
         return planner.plan_start(obj.machine, auto, f"mdev start-parent {parent}")
-    change_plan(obj, propose, dry_run, lambda: _live_report(obj))
+    change_plan(obj, propose, dry_run, lambda _: _live_report(obj))
 
 
 @mdev.command("define")

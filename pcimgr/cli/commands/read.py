@@ -9,6 +9,7 @@ import click
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import (
     ADDRESS,
+    ADDRESS_OR_MDEV,
     DRIVER,
     emit_json,
     json_option,
@@ -241,7 +242,7 @@ def _why_shared(obj: Context, host: Host) -> dict[int, list[str]]:
 
 
 @click.command()
-@click.argument("address", required=False, type=ADDRESS)
+@click.argument("address", required=False, type=ADDRESS_OR_MDEV)
 @click.option("--unmanaged", is_flag=True,
               help="managed='no': libvirt leaves host driver binding to you (or pcimgr).")
 @click.option("--interface", is_flag=True,
@@ -256,14 +257,28 @@ def _why_shared(obj: Context, host: Host) -> dict[int, list[str]]:
 @click.option("--json", "as_json", is_flag=True,
               help="The element's fields and the XML as JSON (docs/json.md).")
 @click.pass_obj
-def xml(obj: Context, address: PciAddress | None, unmanaged: bool, interface: bool,
+def xml(obj: Context, address: PciAddress | str | None, unmanaged: bool, interface: bool,
         mode: str | None, bridge: str | None, source_dev: str | None, mac: str | None,
         vlan: int | None, as_json: bool) -> None:
     """libvirt XML for a guest NIC: <hostdev> or <interface type='hostdev'> for a function
-    on this host, or with --mode the <interface> of an emulated/paravirtual mode."""
+    on this host (or an mdev by its UUID), or with --mode the <interface> of an
+    emulated/paravirtual mode."""
     from pcimgr.core import hostdev_xml
     from pcimgr.core.errors import BadInput
     from pcimgr.host import discovery
+    if isinstance(address, str):  # an mdev
+        if mode or interface or unmanaged or mac or vlan:
+            raise BadInput("an mdev's XML is its <hostdev type='mdev'>: give the UUID alone")
+        import xml.etree.ElementTree as ET
+
+        from pcimgr.guests import mdev_assign
+        text = mdev_assign.xml(obj.machine, address)
+        if as_json:
+            from pcimgr.cli import render
+            emit_json(render.xml_json(ET.fromstring(text), text, None))
+        else:
+            click.echo(safe(text, lines=True))
+        return
     if mode is not None:
         from pcimgr.advice import netmodes
         if address is not None or vlan or interface or unmanaged:
