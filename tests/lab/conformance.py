@@ -274,6 +274,98 @@ def record_variant() -> dict:
         subprocess.run(["umount", "-l", str(modules)], check=True)
 
 
+# The mdev core and the kernel's mtty sample (24 ports; mtty-1 takes one, mtty-2 two)
+MDEV_PARENT = "mtty"
+M1, M2, M3 = ("c0ffee00-0000-4000-8000-000000000001", "c0ffee00-0000-4000-8000-000000000002",
+              "c0ffee00-0000-4000-8000-00000000000a")
+
+
+def mtty_type(type_id: str, attr: str) -> str:
+    return f"class/mdev_bus/{MDEV_PARENT}/mdev_supported_types/{type_id}/{attr}"
+
+
+def mdev_attr(uuid: str, attr: str) -> str:
+    return f"bus/mdev/devices/{uuid}/{attr}"
+
+
+MDEV_SEQUENCE: tuple[tuple[str, str], ...] = (
+    (mtty_type("mtty-2", "create"), M1),
+    (mtty_type("mtty-2", "create"), M1),           # a UUID in use
+    (mtty_type("mtty-1", "create"), "not-a-uuid"),
+    (mtty_type("mtty-1", "create"), M2.upper()),   # upper case: the kernel's is lower
+    (mdev_attr(M2, "remove"), "0"),                # 0: nothing
+    (mdev_attr(M2, "remove"), "1"),
+    (mdev_attr(M2, "remove"), "1"),                # gone
+    # the 24 ports taken: 11 more dual-port mdevs, then one single-port mdev is refused
+    *((mtty_type("mtty-2", "create"), f"c0ffee00-0000-4000-8000-1000000000{n:02x}")
+      for n in range(11)),
+    (mtty_type("mtty-1", "create"), M3),
+    *((mdev_attr(f"c0ffee00-0000-4000-8000-1000000000{n:02x}", "remove"), "1")
+      for n in range(11)),
+    (mdev_attr(M1, "remove"), "1"),
+)
+
+
+def mdev_snapshot(sysfs: Sysfs) -> dict:
+    """The parent's types with what they count, and every mdev: its directory's entries,
+    its type, driver, IOMMU group (and the group's type), uevent and vfio-dev/."""
+    parent = f"class/mdev_bus/{MDEV_PARENT}"
+    types = {}
+    for type_id in sysfs.list_dir(f"{parent}/mdev_supported_types"):
+        rel = f"{parent}/mdev_supported_types/{type_id}"
+        types[type_id] = {"entries": sysfs.list_dir(rel),
+                          **{a: sysfs.read_attr(f"{rel}/{a}") for a in (
+                              "name", "device_api", "available_instances", "description")},
+                          "devices": sysfs.list_dir(f"{rel}/devices")}
+    mdevs = {}
+    for uuid in sysfs.list_dir("bus/mdev/devices"):
+        group = sysfs.read_link(mdev_attr(uuid, "iommu_group"))
+        number = os.path.basename(group) if group else None
+        mdevs[uuid] = {
+            "entries": sysfs.list_dir(f"bus/mdev/devices/{uuid}"),
+            "parent": (sysfs.read_link(f"bus/mdev/devices/{uuid}") or "").split("/")[-2:-1],
+            **{name: os.path.basename(sysfs.read_link(mdev_attr(uuid, name)) or "") or None
+               for name in ("mdev_type", "driver", "subsystem")},
+            "iommu_group": number,
+            "group_type": sysfs.read_attr(f"kernel/iommu_groups/{number}/type")
+            if number else None,
+            "uevent": sysfs.read_attr(mdev_attr(uuid, "uevent")),
+            "vfio_dev": {n: sysfs.list_dir(f"bus/mdev/devices/{uuid}/vfio-dev/{n}")
+                         for n in sysfs.list_dir(f"bus/mdev/devices/{uuid}/vfio-dev")},
+        }
+    vfio_dir = os.path.join(sysfs.dev_root, "vfio")
+    return {"parent_entries": sysfs.list_dir(parent), "types": types, "mdevs": mdevs,
+            "mdev_drivers": sysfs.list_dir("bus/mdev/drivers"),
+            "dev_vfio": sorted(os.listdir(vfio_dir)) if os.path.isdir(vfio_dir) else []}
+
+
+def run_mdev_sequence(sysfs: Sysfs) -> list[dict]:
+    return run_sequence(sysfs, MDEV_SEQUENCE, mdev_snapshot)
+
+
+def simulated_mdev_observations(root: str) -> list[dict]:
+    """The mdev sequence on a `lab` simulated host with the mtty sample registered."""
+    from dataclasses import replace
+
+    from pcimgr.sim import builder, profiles
+    from pcimgr.sim.machine import SimulatedMachine
+    lab = profiles.get("lab")
+    builder.build(root, replace(lab, mdev_parents=(profiles.MTTY,)))
+    return run_mdev_sequence(SimulatedMachine(root).sysfs)
+
+
+def record_mdev() -> dict:
+    from tests.lab import mdev_samples
+    directory, why = mdev_samples.in_guest()
+    if directory is None:
+        raise RuntimeError(why)
+    mdev_samples.load(directory)
+    try:
+        return {"module": "mtty", "observations": run_mdev_sequence(Sysfs("/sys"))}
+    finally:
+        mdev_samples.unload()
+
+
 def load_fixture() -> dict:
     return json.loads(FIXTURE.read_text())
 
@@ -290,6 +382,11 @@ def main(argv: list[str]) -> int:
     except (RuntimeError, subprocess.CalledProcessError) as e:
         print(f"no variant observations: {e}", file=sys.stderr)
         return 1
+    try:
+        mdev = record_mdev()
+    except (RuntimeError, subprocess.CalledProcessError) as e:
+        print(f"no mdev observations: {e}", file=sys.stderr)
+        return 1
     for command in STACK_COMMANDS:
         if os.system(command) != 0:
             print(f"failed: {command}", file=sys.stderr)
@@ -298,6 +395,7 @@ def main(argv: list[str]) -> int:
         "kernel": os.uname().release,
         "observations": observations,
         "variant": variant,
+        "mdev": mdev,
         "layout": layout(Sysfs("/sys")),
     }, indent=1) + "\n")
     return 0

@@ -10,6 +10,8 @@ import pytest
 from tests.lab.test_lab_kernel import E1000, by_hand_back, driver
 from tests.lab.test_lab_persist import PCIMGR, PF_DIR, RULES, pcimgr
 
+MDEV_RULES = RULES.with_name("71-pcimgr-mdev.rules")
+
 
 @pytest.fixture
 def rules() -> Iterator[None]:
@@ -19,6 +21,7 @@ def rules() -> Iterator[None]:
     assert RULES.exists()
     yield
     RULES.unlink()
+    MDEV_RULES.unlink()
     subprocess.run(["udevadm", "control", "--reload"], check=True)
     subprocess.run(["udevadm", "settle"], check=True)
     (PF_DIR / "sriov_numvfs").write_text("0")

@@ -204,13 +204,16 @@ def accelerator() -> list[str]:
 
 
 def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path,
-                 accel: list[str], variant: Path | None = None) -> list[str]:
+                 accel: list[str], variant: Path | None = None,
+                 mdev: Path | None = None) -> list[str]:
     # no_timer_check: under load the emulated IO-APIC timer can miss the kernel's boot-time
     # check, which then panics ("timer doesn't work through Interrupt-remapped IO-APIC")
     cmdline = (f"console=ttyS0 intel_iommu=on no_timer_check panic=-1 quiet loglevel=4 "
                f"pcimgr.stage2={HERE / 'stage2.sh'} pcimgr.modules={modules}")
     if variant is not None:  # the modules tree with the test variant driver (variant.py)
         cmdline += f" pcimgr.variant={variant}"
+    if mdev is not None:  # the kernel's mdev samples and Debian's mdevctl (mdev_samples.py)
+        cmdline += f" pcimgr.mdev={mdev}"
     return [qemu_binary(), "-machine", "q35,kernel-irqchip=split", *accel, "-m", "1536",
             "-nodefaults", "-nographic", "-no-reboot", "-serial", f"file:{iodir / 'console'}",
             "-monitor", "none",
@@ -230,14 +233,15 @@ def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT,
     vmlinuz, modules, version = kernel()
     initrd = initramfs(modules, version)
     variant = variant_tree()
+    mdev = mdev_samples()
     accel = accelerator()
     for attempt in (1, 2):
         try:
             result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, accel,
-                           variant)
+                           variant, mdev)
             if result is None and accel != TCG:  # KVM offered but would not start: emulate
                 result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, TCG,
-                               variant)
+                               variant, mdev)
         except GuestSilent as e:
             if attempt == 2:
                 raise
@@ -264,14 +268,26 @@ def variant_tree() -> Path | str:
         return str(e) or type(e).__name__
 
 
+def mdev_samples() -> Path | str:
+    """The kernel's mdev samples built for the lab kernel, with Debian's mdevctl beside them
+    (tests/lab/mdev_samples.py), or why they cannot be had (/run/lab/mdev-unavailable)."""
+    from tests.lab import mdev_samples
+    try:
+        return mdev_samples.prepared()
+    except (LabUnavailable, subprocess.CalledProcessError, OSError, ValueError) as e:
+        return str(e) or type(e).__name__
+
+
 def _boot(command: str, timeout: int, cwd: Path, collect: tuple[str, ...], vmlinuz: Path,
           initrd: Path, modules: Path, accel: list[str],
-          variant: Path | str = "not built") -> Result | None:
+          variant: Path | str = "not built", mdev: Path | str = "not built") -> Result | None:
     with tempfile.TemporaryDirectory(prefix="pcimgr-lab-") as tmp:
         iodir = Path(tmp)
         (iodir / "command").write_text(command + "\n")
         if not isinstance(variant, Path):
             (iodir / "variant-unavailable").write_text(variant + "\n")
+        if not isinstance(mdev, Path):
+            (iodir / "mdev-unavailable").write_text(mdev + "\n")
         (iodir / "cwd").write_text(str(cwd))
         (iodir / "timeout").write_text(str(timeout))
         (iodir / "disks").mkdir()
@@ -279,7 +295,8 @@ def _boot(command: str, timeout: int, cwd: Path, collect: tuple[str, ...], vmlin
             write_disk(iodir / "disks" / name, partitions)
         started = time.monotonic()
         proc = subprocess.Popen(qemu_command(iodir, vmlinuz, initrd, modules, accel,
-                                             variant if isinstance(variant, Path) else None),
+                                             variant if isinstance(variant, Path) else None,
+                                             mdev if isinstance(mdev, Path) else None),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:

@@ -123,3 +123,26 @@ if __name__ == "__main__":
     print(path)
     print(f"[{time.monotonic() - started:.1f} s; make took {(path / 'built').read_text().strip()}"
           " s when built]", file=sys.stderr)
+
+
+# -- inside the lab guest ---------------------------------------------------------------
+
+def in_guest() -> tuple[Path | None, str]:
+    """The samples' directory the harness named (pcimgr.mdev=), or None and why not."""
+    why = Path("/run/lab/mdev-unavailable")
+    if why.exists():
+        return None, f"the mdev samples could not be built: {why.read_text().strip()}"
+    m = re.search(r"\bpcimgr\.mdev=(\S+)", Path("/proc/cmdline").read_text())
+    if m is None:
+        return None, "the harness named no mdev samples (pcimgr.mdev=)"
+    return Path(m[1]), ""
+
+
+def load(directory: Path, name: str = "mtty") -> None:
+    """The sample's module, after what it needs (insmod resolves no dependencies)."""
+    subprocess.run(["modprobe", "-a", "vfio", "vfio_iommu_type1", "mdev"], check=True)
+    subprocess.run(["insmod", str(directory / f"{name}.ko")], check=True)
+
+
+def unload(name: str = "mtty") -> None:
+    subprocess.run(["rmmod", name], capture_output=True)
