@@ -123,7 +123,7 @@ def test_exhaustion_is_refused_before_any_write(run, root: Path, mocker) -> None
     write = mocker.spy(Sysfs, "write_attr")
     r = create(run, root, GVT, "i915-GVTg_V5_8", U2)
     assert r.exit_code == 4 and len(r.output.strip().splitlines()) == 1
-    assert "1 live mdev(s) take the rest" in r.output
+    assert "its live mdevs (1 of i915-GVTg_V5_4) take its capacity" in r.output
     assert not mdev_dir(root, U2).exists() and write.call_count == 0
     assert not (root / ".pcimgr-state/journal.json").exists()
 
@@ -359,3 +359,10 @@ def test_doctor_finds_and_fixes_debians_mdevctl_rule(run, root: Path) -> None:
 
 def test_doctor_says_nothing_of_mdevs_on_a_host_without_them(run, make_host) -> None:
     assert doctor_check(run, make_host("demo")) is None
+
+
+def test_mdevctls_scripts_directory_is_not_a_parent(run, root: Path) -> None:
+    (root / "etc/mdevctl.d/scripts.d/callouts").mkdir(parents=True)
+    (root / "etc/mdevctl.d/scripts.d/notifiers").mkdir()
+    r = run("--sysfs-root", root, "mdev", "list", "--defined")
+    assert r.exit_code == 0 and r.stderr == "" and "No mdev definitions." in r.stdout

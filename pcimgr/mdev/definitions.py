@@ -19,6 +19,7 @@ from pcimgr.host.machine import Machine
 from pcimgr.plans import statefile
 
 DIR = "etc/mdevctl.d"
+SCRIPTS = "scripts.d"  # mdevctl's callouts and notifiers, beside the parents' directories
 FIX = "correct or remove it (`mdevctl list --defined` reads the same files)"
 
 
@@ -39,6 +40,8 @@ def load_all(machine: Machine) -> Found:
     root = top(machine)
     found, problems = [], []
     for parent in statefile.names(root):
+        if parent == SCRIPTS:
+            continue
         try:
             check_name(parent, "parent")
         except BadInput:

@@ -53,12 +53,14 @@ def require_mdev(sysfs: Sysfs, uuid: str) -> Mdev:
 
 
 def _refuse_capacity(parent: MdevParent, kind: MdevType, count: int = 1) -> None:
-    if kind.available is not None and kind.available < count:
-        live = sum(len(t.devices) for t in parent.types)
-        raise Refused(f"refusing: {parent.name} has {kind.available} instance(s) of {kind.id} "
-                      f"left (available_instances), {count} asked"
-                      + (f"; its {live} live mdev(s) take the rest: remove one "
-                         "(`pcimgr mdev list`)" if live else "") )
+    if kind.available is None or kind.available >= count:
+        return
+    live = [f"{len(t.devices)} of {t.id}" for t in parent.types if t.devices]
+    asked = f"; {count} are to start" if count > 1 else ""
+    raise Refused(f"refusing: {parent.name} has {kind.available} instance(s) of "
+                  f"{kind.id} left (available_instances){asked}"
+                  + (f"; its live mdevs ({', '.join(live)}) take its capacity: remove one "
+                     "(`pcimgr mdev list`)" if live else ""))
 
 
 def plan_create(machine: Machine, parent_name: str, type_id: str, uuid: str | None,

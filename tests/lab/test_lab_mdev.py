@@ -86,7 +86,9 @@ def install_debian_mdevctl(directory: Path) -> None:
     shutil.copy(package / "usr/bin/mdevctl", "/usr/bin/mdevctl")
     DEBIAN_RULE.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(package / "lib/udev/rules.d/60-mdevctl.rules", DEBIAN_RULE)
-    MDEVCTL_D.mkdir(exist_ok=True)  # mdevctl 1.2.0 refuses to define without it
+    # with its /etc/mdevctl.d/scripts.d/{callouts,notifiers}: without them mdevctl 1.2.0
+    # refuses every command ("Required directory ... doesn't exist")
+    shutil.copytree(package / "etc/mdevctl.d", MDEVCTL_D, dirs_exist_ok=True)
     subprocess.run(["udevadm", "control", "--reload"], check=True)
 
 
