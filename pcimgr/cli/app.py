@@ -29,7 +29,7 @@ COMMANDS = {
     "list": "read:list_cmd", "show": "read:show", "groups": "read:groups", "xml": "read:xml",
     "detach": "drivers:detach", "rebind": "drivers:rebind", "bind": "drivers:bind",
     "unbind": "drivers:unbind",
-    "vfs": "vfs:vfs", "mdev": "mdev:mdev",
+    "vfs": "vfs:vfs", "mdev": "mdev:mdev", "vgpu": "vgpu:vgpu",
     "assign": "guests:assign", "release": "guests:release",
     "migrate-prep": "guests:migrate_prep", "migrate-finish": "guests:migrate_finish",
     "pool": "pool:pool",

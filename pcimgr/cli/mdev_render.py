@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pcimgr.cli.render import table
-from pcimgr.core.mdev import Definition, Mdev, MdevParent, MdevType
+from pcimgr.core.mdev import Definition, Mdev, MdevParent, MdevType, VendorVgpu
 from pcimgr.core.terminal import safe
 
 if TYPE_CHECKING:
@@ -106,3 +106,25 @@ def defined_text(rows: list[dict[str, Any]]) -> str:
     return table([[r["uuid"], r["parent"], r["type"], r["start"], r["state"],
                    ", ".join(f"{k}={v}" for a in r["attrs"] for k, v in a.items()) or "-"]
                   for r in rows], ["UUID", "PARENT", "TYPE", "START", "STATE", "ATTRS"])
+
+
+def vgpu_json(v: VendorVgpu, guests: Mapping[str, list[str]] | None) -> dict[str, Any]:
+    return {"vf": v.vf, "current_vgpu_type": v.current or None,
+            "creatable": [{"id": t.id, "name": t.name} for t in v.creatable],
+            "guests": None if guests is None else guests.get(v.vf, [])}
+
+
+def vgpus_text(found: list[VendorVgpu], guests: Mapping[str, list[str]] | None) -> str:
+    rows = []
+    for v in found:
+        can = ", ".join(f"{t.id} {t.name.split(' ', 1)[-1]}" for t in v.creatable)
+        guest = "?" if guests is None else ", ".join(guests.get(v.vf, [])) or "-"
+        rows.append([v.vf, str(v.current or "-"), guest, can or "-"])
+    return table(rows, ["VF", "VGPU TYPE", "GUEST", "CAN TAKE NOW"])
+
+
+def vendor_types_text(v: VendorVgpu) -> str:
+    body = table([[str(t.id), t.name] for t in v.creatable], ["ID", "NAME"]) \
+        if v.creatable else "(none it can take now)"
+    head = f"{v.vf}  (vendor vGPU interface, nvidia; vGPU type now: {v.current or 'none'})"
+    return safe(head) + "\n" + "\n".join("  " + line.rstrip() for line in body.splitlines())

@@ -178,3 +178,44 @@ def holders_of(domains: list[tuple[str, str | None, str | None]]) -> dict[str, l
 def element_of(domain_xml: str | None, uuid: str) -> ET.Element | None:
     """The <hostdev type='mdev'> of that mdev in a domain's XML, as libvirt gave it."""
     return next((e for u, e in _elements(domain_xml or "") if u == uuid), None)
+
+
+# -- NVIDIA's vendor vGPU interface on SR-IOV VFs (vGPU 17+, Linux >= 6.8) -------------
+# Each VF of a GPU on `nvidia` has nvidia/creatable_vgpu_types ("ID : name" lines, what
+# the VF can take now: its siblings' types shrink it) and nvidia/current_vgpu_type (the
+# ID it has, 0 for none; written to set or clear). The VF stays on nvidia, which
+# registers it with VFIO; a guest gets it as a plain PCI hostdev, managed='no'.
+
+_VGPU_LINE = re.compile(r"\s*([0-9]+)\s*:\s*(\S.*?)\s*")
+
+
+@dataclass(frozen=True)
+class VgpuType:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class VendorVgpu:
+    vf: str                         # the VF's address
+    current: int                    # 0: none
+    creatable: tuple[VgpuType, ...]
+
+
+def parse_creatable(text: str) -> tuple[VgpuType, ...]:
+    """creatable_vgpu_types as the driver prints it; a header or any other line is skipped
+    (an ID is a number, a name printable text, or the line is not one)."""
+    found = []
+    for line in text.splitlines():
+        m = _VGPU_LINE.fullmatch(line)
+        if m and m[2].isprintable() and int(m[1]) > 0:
+            found.append(VgpuType(int(m[1]), m[2][:128]))
+    return tuple(found)
+
+
+def find_vgpu_type(types: tuple[VgpuType, ...], wanted: str) -> VgpuType | None:
+    """A type by its ID ("1046") or its name ("NVIDIA L4-2Q", or "L4-2Q")."""
+    for t in types:
+        if wanted == str(t.id) or wanted == t.name or wanted == t.name.split(" ", 1)[-1]:
+            return t
+    return None

@@ -23,7 +23,7 @@ from pcimgr.guests import numa
 from pcimgr.guests.holdings import Holdings
 from pcimgr.guests.pools import Failover, detach_interface, live_config
 from pcimgr.guests.steps import AttachDevice, DetachDevice
-from pcimgr.host import discovery, topology, vfinfo
+from pcimgr.host import discovery, topology, vfinfo, vgpus
 from pcimgr.host.libvirt_adapter import Libvirt
 from pcimgr.host.machine import Machine
 from pcimgr.host.usage import Survey
@@ -114,6 +114,11 @@ def _variant(machine: Machine, lv: Libvirt, device: PciDevice, managed: bool) ->
     nvidia) is never handed to libvirt to rebind."""
     now = readiness(device)
     if now.kind == "vendor":
+        vgpu = vgpus.read(machine.sysfs, str(device.address))
+        if vgpu is not None and not vgpu.current:
+            raise Refused(f"refusing: {device.address} has no vGPU type yet, so a guest would "
+                          f"get nothing; `pcimgr vgpu set {device.address} TYPE` first "
+                          "(`pcimgr vgpu list` shows what it can take)")
         said = (f"{device.address} is ready on {now.driver}, its vendor's VFIO provider: "
                 "given as managed='no' (libvirt would rebind it to vfio-pci)",) if managed \
             else ()

@@ -119,7 +119,7 @@ def _write_marker(root: str, profile: Profile, iommu: bool) -> None:
 
 def _mdev_spec(parent: MdevParentSpec) -> dict:
     return {"driver": parent.driver, "capacity": parent.capacity,
-            "homogeneous": parent.homogeneous,
+            "homogeneous": parent.homogeneous, "attribute_groups": list(parent.attribute_groups),
             "types": {t.id: {"name": t.name, "description": t.description,
                              "device_api": t.device_api, "cost": t.cost, "max": t.max}
                       for t in parent.types}}

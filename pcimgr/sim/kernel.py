@@ -21,6 +21,7 @@ from pcimgr.core.errors import BadInput
 from pcimgr.core.model import BRIDGE_CLASSES
 from pcimgr.sim import configspace, tree, undo
 from pcimgr.sim import mdev as sim_mdev
+from pcimgr.sim import vgpu as sim_vgpu
 
 STATE = ".pcimgr-sim-state.json"
 WRITE_ONLY = frozenset({"bind", "unbind", "new_id", "remove_id", "drivers_probe", "rescan",
@@ -86,6 +87,14 @@ class SimulatedKernel:
         mdevs = self._mdev_bus()
         if mdevs.handles(parent, attr):
             return mdevs.write(parent, attr, value, commit)
+        if os.path.basename(parent) == sim_vgpu.DIR and attr == "current_vgpu_type":
+            vf = self._device_at(os.path.dirname(parent))
+            pf = self._physfn(vf) if vf is not None else None
+            spec = (self._sriov_spec(pf) or {}).get("vgpu") if pf is not None else None
+            if vf is not None and spec:
+                group = tree.group_of(self.root, vf)
+                return sim_vgpu.write(os.path.dirname(parent), spec, value, commit,
+                                      str(group) in self._state().get("open", {}))
         address = self._device_at(parent)
         if address is None:
             return commit()
@@ -294,13 +303,8 @@ class SimulatedKernel:
         """vfio_device_add() (Linux >= 6.1): vfio-dev/vfioN below the function and the class
         link; with IOMMUFD's device cdev (>= 6.6) its `dev` and /dev/vfio/devices/vfioN.
         N is the lowest free."""
-        cls = os.path.join(self.root, "class/vfio-dev")
-        undo.makedirs(cls, exist_ok=True)
-        used = {int(n[4:]) for n in os.listdir(cls) if n[4:].isdigit()}
-        n = next(i for i in range(len(used) + 1) if i not in used)
-        vdir = os.path.join(tree.device_dir(self.root, address), "vfio-dev", f"vfio{n}")
-        undo.makedirs(vdir)
-        undo.symlink(os.path.relpath(vdir, cls), os.path.join(cls, f"vfio{n}"))
+        vdir = tree.add_vfio_device(self.root, tree.device_dir(self.root, address))
+        n = int(os.path.basename(vdir)[4:])
         if self.host.get("host", {}).get("vfio_cdev"):
             undo.write_text(os.path.join(vdir, "dev"), f"511:{n}\n")
             nodes = os.path.join(self.root, "dev/vfio/devices")
@@ -345,8 +349,12 @@ class SimulatedKernel:
             vf_dir = tree.create_function(self.root, os.path.dirname(pf_dir), fn, group)
             undo.symlink(os.path.relpath(pf_dir, vf_dir), os.path.join(vf_dir, "physfn"))
             undo.symlink(os.path.relpath(vf_dir, pf_dir), os.path.join(pf_dir, f"virtfn{index}"))
+            if spec.get("vgpu"):
+                sim_vgpu.lay_out(vf_dir)
             vfs.append(vf)
         self._set_numvfs(pf, count)
+        if spec.get("vgpu"):
+            sim_vgpu.refresh(pf_dir, spec["vgpu"])
         seeded = [dict(zip(("mac", "vlan"), c, strict=True)) for c in spec.get("vf_config", ())]
         self._state().setdefault("vfinfo", {})[str(pf)] = [
             _new_vf_config() | (seeded[i] if i < len(seeded) else {}) for i in range(count)]

@@ -39,7 +39,14 @@ def register_parent(root: str, parent_dir: str, name: str, spec: dict) -> None:
     parent out (outside a reaction: plain file operations)."""
     for d in (MDEVS, PARENTS, os.path.join(MDEV_DRIVERS, spec["driver"])):
         os.makedirs(os.path.join(root, d), exist_ok=True)
-    os.makedirs(parent_dir, exist_ok=True)
+    if not os.path.isdir(parent_dir):  # a virtual parent: the entries every device has
+        os.makedirs(os.path.join(parent_dir, "power"))
+        with open(os.path.join(parent_dir, "uevent"), "w"):
+            pass
+        cls = os.path.join(root, "class", os.path.basename(os.path.dirname(parent_dir)))
+        os.makedirs(cls, exist_ok=True)
+        os.symlink(os.path.relpath(cls, parent_dir), os.path.join(parent_dir, "subsystem"))
+        os.symlink(os.path.relpath(parent_dir, cls), os.path.join(cls, name))
     for type_id, t in spec["types"].items():
         tdir = os.path.join(parent_dir, "mdev_supported_types", type_id)
         os.makedirs(os.path.join(tdir, "devices"))
@@ -103,17 +110,19 @@ class MdevBus:
         link(ddir, os.path.join(mdir, "driver"))
         link(mdir, os.path.join(ddir, uuid))
         undo.write_text(os.path.join(mdir, "remove"), "")
-        undo.write_text(os.path.join(mdir, "uevent"),
-                        f"DRIVER={spec['driver']}\nMDEV_TYPE={type_id}\n")
+        undo.write_text(os.path.join(mdir, "uevent"), f"DRIVER={spec['driver']}\n")
+        undo.makedirs(os.path.join(mdir, "power"))
+        for group in spec.get("attribute_groups", ()):  # the parent driver's (mtty: vendor)
+            undo.makedirs(os.path.join(mdir, group))
         link(mdir, os.path.join(type_dir, "devices", uuid))
         link(mdir, os.path.join(self.root, MDEVS, uuid))
         group = self._new_group()
         gdir = os.path.join(self.root, tree.GROUPS, str(group))
         undo.makedirs(os.path.join(gdir, "devices"))
-        undo.write_text(os.path.join(gdir, "type"), "DMA\n")
+        undo.write_text(os.path.join(gdir, "type"), "unknown\n")  # an emulated group (lab)
         link(mdir, os.path.join(gdir, "devices", uuid))
         link(gdir, os.path.join(mdir, "iommu_group"))
-        _add_vfio(self.root, mdir)
+        tree.add_vfio_device(self.root, mdir)
         self._vfio_node(group)
         refresh_available(self.root, name, spec)
 
@@ -169,17 +178,6 @@ def _group(mdir: str) -> int | None:
         return int(os.path.basename(os.readlink(os.path.join(mdir, "iommu_group"))))
     except (OSError, ValueError):
         return None
-
-
-def _add_vfio(root: str, mdir: str) -> None:
-    """vfio-dev/vfioN with the lowest free N and its class link (vfio_device_add())."""
-    cls = os.path.join(root, "class/vfio-dev")
-    undo.makedirs(cls, exist_ok=True)
-    used = {int(n[4:]) for n in os.listdir(cls) if n[4:].isdigit()}
-    n = next(i for i in range(len(used) + 1) if i not in used)
-    vdir = os.path.join(mdir, "vfio-dev", f"vfio{n}")
-    undo.makedirs(vdir)
-    undo.symlink(os.path.relpath(vdir, cls), os.path.join(cls, f"vfio{n}"))
 
 
 def _drop_vfio_class(root: str) -> None:

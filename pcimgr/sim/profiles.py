@@ -12,6 +12,14 @@ from pcimgr.sim.tree import NVME_SUBSYSTEM
 
 
 @dataclass(frozen=True)
+class VgpuSpec:
+    """NVIDIA's vendor vGPU interface on the VFs (sim/vgpu.py has the rule)."""
+
+    framebuffer: int                           # GB the VFs' vGPUs share
+    types: tuple[tuple[int, str, int], ...]    # ID, name, framebuffer GB
+
+
+@dataclass(frozen=True)
 class SriovSpec:
     total: int                      # TotalVFs in the capability
     offset: int
@@ -28,6 +36,7 @@ class SriovSpec:
     # VFs an administrator had bound elsewhere when the host is built: index -> driver
     # (through driver_override, as a variant driver must be)
     vf_bound: tuple[tuple[int, str], ...] = ()
+    vgpu: VgpuSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class MdevParentSpec:
     types: tuple[MdevTypeSpec, ...]
     directory: str | None = None     # a virtual parent's directory; a PCI one's is its own
     homogeneous: bool = False        # once one type has an instance, the others have none
+    attribute_groups: tuple[str, ...] = ()  # directories the driver adds to each mdev
 
 
 @dataclass(frozen=True)
@@ -374,6 +384,12 @@ MODERN_ALIASES = (
 )
 
 
+# NVIDIA L4 (24 GB) time-sliced vGPU types; the IDs are illustrative (the driver's own
+# differ by release), the layout is the vendor VFIO interface's
+L4_VGPU = VgpuSpec(24, tuple((1044 + i, f"NVIDIA L4-{gb}Q", gb)
+                             for i, gb in enumerate((1, 2, 3, 4, 6, 8, 12, 24))))
+
+
 def modern() -> Profile:
     """A 2025 host (Linux 6.12, IOMMUFD): a ConnectX-6 Dx whose first VF is on the
     mlx5_vfio_pci variant (live migration), an NVIDIA L4 whose vGPU VFs stay on `nvidia`,
@@ -398,7 +414,7 @@ def modern() -> Profile:
                    numa_node=0, boot_vga=False,
                    sriov=SriovSpec(total=16, offset=4, stride=1, vf_device="27b8",
                                    vf_driver="nvidia", numvfs=2, configurable_by=("nvidia",),
-                                   vf_vfio_provider=True),
+                                   vf_vfio_provider=True, vgpu=L4_VGPU),
                    caps=Caps("endpoint", (16.0, 16, 16.0, 16), flr=True)),
         rp("0000:00:03.0", 8, caps=Caps("root-port", (8.0, 8, 8.0, 8), acs=ACS_PORT)),
         DeviceSpec("0000:c1:00.0", "1af4", "1041", NET, "virtio-pci", 9,
@@ -439,7 +455,7 @@ def modern() -> Profile:
 MTTY = MdevParentSpec("mtty", "mtty", 24, (
     MdevTypeSpec("mtty-1", "Single port serial", "vfio-pci", 1),
     MdevTypeSpec("mtty-2", "Dual port serial", "vfio-pci", 2)),
-    directory="devices/virtual/mtty/mtty")
+    directory="devices/virtual/mtty/mtty", attribute_groups=("vendor",))
 
 
 def _gvt_type(n: int, low: int, high: int, resolution: str, weight: int,

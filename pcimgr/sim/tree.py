@@ -205,6 +205,23 @@ def leave_group(root: str, address: PciAddress) -> None:
         undo.discard(gdir)
 
 
+def add_vfio_device(root: str, owner: str) -> str:
+    """vfio_device_add() (Linux >= 6.1): OWNER/vfio-dev/vfioN, N the lowest free, with the
+    entries Linux 6.1 gives it (device, power, subsystem, uevent; the lab), and its link in
+    class/vfio-dev. The directory made."""
+    cls = os.path.join(root, "class/vfio-dev")
+    undo.makedirs(cls, exist_ok=True)
+    used = {int(n[4:]) for n in os.listdir(cls) if n[4:].isdigit()}
+    n = next(i for i in range(len(used) + 1) if i not in used)
+    vdir = os.path.join(owner, "vfio-dev", f"vfio{n}")
+    undo.makedirs(os.path.join(vdir, "power"))
+    _link(owner, os.path.join(vdir, "device"))
+    _link(cls, os.path.join(vdir, "subsystem"))
+    _write(os.path.join(vdir, "uevent"), "")
+    _link(vdir, os.path.join(cls, f"vfio{n}"))
+    return vdir
+
+
 def lowest_free_group(root: str) -> int:
     """Group numbers come from an IDA in the kernel: the lowest unused one."""
     used = {int(n) for n in os.listdir(os.path.join(root, GROUPS)) if n.isdigit()}

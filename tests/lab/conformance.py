@@ -225,9 +225,8 @@ def run_variant_sequence(sysfs: Sysfs) -> list[dict]:
 
 def simulated_variant_observations(root: str) -> list[dict]:
     """The variant sequence on a `lab` simulated host built at root with the test variant
-    loaded and its recorded modules.alias line: what tests/test_conformance.py can hold to
-    the fixture's `variant` (Linux 6.1.0-57: it differs only in vfio-dev/vfioN, which
-    Linux fills with device, power, subsystem and uevent and the simulator leaves empty)."""
+    loaded and its recorded modules.alias line: what tests/test_conformance.py holds to the
+    fixture's `variant`."""
     from dataclasses import replace
 
     from pcimgr.sim import builder, profiles

@@ -45,6 +45,16 @@ attr_option = click.option("--attr", "attrs", multiple=True, callback=_attrs,
                                 "(repeatable, in order; vfio-ap's assign_adapter, ...).")
 
 
+def _pci(name: str) -> str:
+    """A parent named like a PCI function, as the kernel names it; "" otherwise."""
+    from pcimgr.core.address import PciAddress
+    from pcimgr.core.errors import BadInput
+    try:
+        return str(PciAddress.parse(name))
+    except BadInput:
+        return ""
+
+
 @click.group()
 def mdev() -> None:
     """Mediated devices: types, create, remove, and definitions shared with mdevctl."""
@@ -57,8 +67,16 @@ def mdev() -> None:
 def mdev_types(obj: Context, parent: str | None, as_json: bool) -> None:
     """The mdev parents and the types each offers: name, API, instances left."""
     from pcimgr.cli import mdev_render
-    from pcimgr.host import mdevs
+    from pcimgr.host import mdevs, vgpus
     from pcimgr.mdev import planner
+    vendor = vgpus.read(obj.sysfs, _pci(parent)) if parent and not mdevs.read_parent(
+        obj.sysfs, parent) and _pci(parent) else None
+    if vendor is not None:  # a VF of NVIDIA's vendor interface: its creatable types
+        if as_json:
+            emit_json([mdev_render.vgpu_json(vendor, None)])
+        else:
+            click.echo(mdev_render.vendor_types_text(vendor))
+        return
     found = [planner.require_parent(obj.sysfs, parent)] if parent else mdevs.parents(obj.sysfs)
     if as_json:
         emit_json([mdev_render.parent_json(p) for p in found])
