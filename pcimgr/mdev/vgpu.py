@@ -103,24 +103,27 @@ def plan_set(machine: Machine, vf: PciAddress, wanted: str, assigned: Sequence[s
     now = require(machine.sysfs, vf)
     command = f"vgpu set {vf} {wanted}"
     clearing = wanted.lower() in NONE
-    kind = None if clearing else find_vgpu_type(now.creatable, wanted)
-    if not clearing and kind is None and not (now.current and wanted == str(now.current)):
-        offered = ", ".join(f"{t.id} ({t.name})" for t in now.creatable) or "none"
-        raise BadInput(f"{vf} cannot take vGPU type {wanted!r} now; it can take: {offered} "
-                       "(its siblings' types shrink the list: `pcimgr vgpu list`)")
-    target = 0 if clearing else kind.id if kind is not None else now.current
-    if target == now.current or (clearing and not now.current):
+    if not now.current:
+        if clearing:
+            return Proposal(plans.Plan(command, ()), None, (f"{vf} has no vGPU type already",))
+        kind = find_vgpu_type(now.creatable, wanted)
+        if kind is None:
+            offered = ", ".join(f"{t.id} ({t.name})" for t in now.creatable) or "none"
+            raise BadInput(f"{vf} cannot take vGPU type {wanted!r} now; it can take: "
+                           f"{offered} (its siblings' types shrink the list: `pcimgr vgpu "
+                           "list`)")
+        return Proposal(plans.Plan(command, (SetVgpuType(str(vf), kind.id, kind.name, 0),)),
+                        None, ())
+    if wanted == str(now.current):
         return Proposal(plans.Plan(command, ()), None,
-                        (f"{vf} has {'no vGPU type' if not target else f'vGPU type {target}'}"
-                         " already",))
+                        (f"{vf} has vGPU type {now.current} already",))
     users = [*(f"{d} (its XML)" for d in assigned), *holders]
-    if now.current and users:
+    if users:
         raise Refused(f"refusing: {vf} carries vGPU type {now.current} for "
                       f"{', '.join(users)}; `pcimgr release {vf}` (and stop what holds it) "
                       "first")
-    if now.current and not clearing:
+    if not clearing:
         raise Refused(f"refusing: {vf} has vGPU type {now.current}; clear it first (`pcimgr "
                       f"vgpu set {vf} none`), so that no vGPU changes under a guest")
-    name = kind.name if kind is not None else ""
-    return Proposal(plans.Plan(command, (SetVgpuType(str(vf), target, name, now.current),)),
-                    None, ())
+    return Proposal(plans.Plan(command, (SetVgpuType(str(vf), 0, "", now.current),)), None,
+                    ())
