@@ -297,3 +297,64 @@ def test_proxmox_is_told_to_keep_a_variant_driver(modern: Path) -> None:
     assert "driver=keep` (qemu-server >= 9.0.25)" in r.stderr
     sh = subprocess.run(["sh", "-n"], input=r.stdout, capture_output=True, text=True)
     assert sh.returncode == 0, sh.stderr
+
+
+M1, M2, M3 = ("0d0c0b0a-0000-4000-8000-000000000001", "0d0c0b0a-0000-4000-8000-000000000002",
+              "0d0c0b0a-0000-4000-8000-000000000003")
+
+
+@pytest.fixture(scope="module")
+def mdev_host(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 'mdev' host with two T4 vGPUs and an mtty mdev defined (and started)."""
+    return prepared(tmp_path_factory.mktemp("exports") / "mdev",
+                    ("mdev", "define", "0000:3b:00.0", "nvidia-226", "--uuid", M1, "--auto"),
+                    ("mdev", "define", "0000:3b:00.0", "nvidia-226", "--uuid", M2, "--auto"),
+                    ("mdev", "define", "mtty", "mtty-2", "--uuid", M3),
+                    ("mdev", "start-parent", "0000:3b:00.0"))
+
+
+def test_facts_carry_the_mdev_definitions(mdev_host: Path) -> None:
+    facts = facts_of(mdev_host)
+    assert facts["mdevs"] == [
+        {"uuid": M1, "parent": "0000:3b:00.0", "pci": "0000:3b:00.0", "type": "nvidia-226",
+         "type_name": "GRID T4-2Q", "device_api": "vfio-pci", "start": "auto", "running": True},
+        {"uuid": M2, "parent": "0000:3b:00.0", "pci": "0000:3b:00.0", "type": "nvidia-226",
+         "type_name": "GRID T4-2Q", "device_api": "vfio-pci", "start": "auto", "running": True},
+        {"uuid": M3, "parent": "mtty", "pci": None, "type": "mtty-2",
+         "type_name": "Dual port serial", "device_api": "vfio-pci", "start": "manual",
+         "running": False}]
+
+
+def test_kubevirt_permits_the_defined_mdev_types_by_name(mdev_host: Path) -> None:
+    patch = json.loads(export(mdev_host, "kubevirt"))
+    jsonschema.validate(patch, schemas.KUBEVIRT_PATCH)
+    assert patch["spec"]["configuration"]["permittedHostDevices"]["mediatedDevices"] == [
+        {"mdevNameSelector": "Dual port serial", "resourceName": "intel.com/Dual_port_serial"},
+        {"mdevNameSelector": "GRID T4-2Q", "resourceName": "intel.com/GRID_T4-2Q"}]
+
+
+def test_nova_reads_the_mdev_types_with_its_own_options(mdev_host: Path) -> None:
+    text = export(mdev_host, "nova")
+    assert "[devices]\nenabled_mdev_types = nvidia-226\n" in text
+    found = nova_matches(mdev_host, facts_of(mdev_host))
+    # PCI parents only: mtty's type is left out (with a notice), the T4's two counted
+    assert found["mdev_types"] == {"nvidia-226": {"device_addresses": ["0000:3b:00.0"],
+                                                  "max_instances": 2}}
+    r = pcimgr(mdev_host, "export", "nova")
+    assert "mdev type mtty-2: its parents are not PCI functions" in r.stderr
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("uuid", "not-a-uuid", "is not an mdev UUID"),
+    ("type", "../x", "is not an mdev type's name"),
+    ("start", "always", "is not auto or manual"),
+    ("pci", "04:00.0", "is not a PCI address as pcimgr writes it"),
+])
+def test_facts_with_a_damaged_mdev_are_refused(mdev_host: Path, tmp_path: Path, field: str,
+                                               value: str, words: str) -> None:
+    facts = facts_of(mdev_host)
+    facts["mdevs"][0][field] = value
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(facts))
+    r = CliRunner().invoke(cli, ["export", "nova", "--facts", str(path)])
+    assert r.exit_code == 2 and words in r.output and f"mdevs[0].{field}" in r.output

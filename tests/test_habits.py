@@ -189,7 +189,7 @@ def test_xml_json_has_the_fields_and_the_xml(run, demo_root: Path) -> None:
     data = json.loads(r.stdout)
     assert data == {"element": "hostdev", "type": "pci", "mode": "subsystem", "managed": False,
                     "address": "0000:07:00.2", "domain": "0x0000", "bus": "0x07",
-                    "slot": "0x00", "function": "0x2", "net_mode": None, "mac": None,
+                    "slot": "0x00", "function": "0x2", "uuid": None, "net_mode": None, "mac": None,
                     "vlan": None,
                     "xml": run("--sysfs-root", demo_root, "xml", "07:00.2",
                                "--unmanaged").stdout.rstrip("\n")}

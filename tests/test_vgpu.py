@@ -113,3 +113,34 @@ def test_a_vf_without_a_type_is_not_assigned(run, root: Path, libvirt_uri,
     refused = run("--sysfs-root", root, "--connect", libvirt_uri, "vgpu", "set", VF0, "none")
     assert refused.exit_code == 4 and f"for {vm} (its XML)" in refused.output
     assert current(root, VF0) == "1047"
+
+
+def test_a_defined_vgpu_type_is_applied_and_drift_shown(run, root: Path) -> None:
+    wrong = run("--sysfs-root", root, "define", "81:00.0", "--vfs", "2", "--vf", "0",
+                "--vgpu-type", "1049")
+    assert wrong.exit_code == 2 and "add --vf-driver host" in wrong.output
+    r = run("--sysfs-root", root, "define", "81:00.0", "--vfs", "2", "--vf-driver", "host",
+            "--vf", "0", "--vgpu-type", "1049")
+    assert r.exit_code == 0, r.output
+    bad = run("--sysfs-root", root, "define", "81:00.0", "--vf", "1", "--vgpu-type", "9999")
+    assert bad.exit_code == 2 and "cannot take vGPU type 9999" in bad.output
+    assert run("--sysfs-root", root, "define", "81:00.0", "--vf", "1", "--vgpu-type",
+               "1049").exit_code == 0
+    status = json.loads(run("--sysfs-root", root, "status", "--json").stdout)
+    assert status[0]["drift"] == ["VF 0 vGPU type is none, defined 1049",
+                                  "VF 1 vGPU type is none, defined 1049"]
+    applied = run("--sysfs-root", root, "apply")
+    assert applied.exit_code == 0, applied.output
+    # the VFs stay on nvidia: no reprobe (it would drop a vGPU type), then the types
+    assert "nvidia ->" not in applied.output
+    assert (current(root, VF0), current(root, VF1)) == ("1049", "1049")
+    assert json.loads(run("--sysfs-root", root, "status", "--json").stdout)[0]["ok"] is True
+    again = run("--sysfs-root", root, "apply")
+    assert again.exit_code == 0 and "matches the definitions" in again.output
+
+
+def test_vfs_create_host_leaves_vendor_vfs_and_their_types_alone(run, root: Path) -> None:
+    assert run("--sysfs-root", root, "vgpu", "set", VF0, "1047").exit_code == 0
+    r = run("--sysfs-root", root, "vfs", "create", "81:00.0", "2", "--driver", "host")
+    assert r.exit_code == 0 and "already has 2 VF(s)" in r.output, r.output
+    assert current(root, VF0) == "1047"

@@ -128,3 +128,41 @@ def vendor_types_text(v: VendorVgpu) -> str:
         if v.creatable else "(none it can take now)"
     head = f"{v.vf}  (vendor vGPU interface, nvidia; vGPU type now: {v.current or 'none'})"
     return safe(head) + "\n" + "\n".join("  " + line.rstrip() for line in body.splitlines())
+
+
+# -- a PCI function as an mdev parent or a vendor vGPU VF (show, tree) -------------------
+
+def of_function(sysfs: Sysfs, address: str) -> tuple[MdevParent | None, VendorVgpu | None]:
+    from pcimgr.host import mdevs, vgpus
+    return mdevs.read_parent(sysfs, address), vgpus.read(sysfs, address)
+
+
+def function_json(parent: MdevParent | None, vgpu: VendorVgpu | None) -> dict[str, Any]:
+    return {"mdev_parent": None if parent is None else {
+                "types": [type_json(t) for t in parent.types]},
+            "vgpu": None if vgpu is None else vgpu_json(vgpu, None) | {"guests": None}}
+
+
+def function_fields(parent: MdevParent | None,
+                    vgpu: VendorVgpu | None) -> list[tuple[str, str]]:
+    fields = []
+    if parent is not None:
+        fields.append(("mdev types", ", ".join(
+            f"{t.id} ({'?' if t.available is None else t.available} left)"
+            for t in parent.types) or "none"))
+        live = [u for t in parent.types for u in t.devices]
+        fields.append(("mdevs", ", ".join(live) or "none"))
+    if vgpu is not None:
+        fields.append(("vgpu type", f"{vgpu.current or 'none'}; can take now: "
+                       + (", ".join(str(t.id) for t in vgpu.creatable) or "none")))
+    return fields
+
+
+def tree_fact(parent: MdevParent | None, vgpu: VendorVgpu | None) -> list[str]:
+    found = []
+    if parent is not None:
+        live = sum(len(t.devices) for t in parent.types)
+        found.append(f"mdev parent: {len(parent.types)} types, {live} live")
+    if vgpu is not None:
+        found.append(f"vGPU {vgpu.current or 'none'}")
+    return found

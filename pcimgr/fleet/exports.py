@@ -15,6 +15,7 @@ from typing import Any
 from pcimgr.core.errors import BadInput
 from pcimgr.fleet import facts as facts_mod
 from pcimgr.fleet import k8s, nova, proxmox
+from pcimgr.fleet.mdevs import pools as mdev_pools
 from pcimgr.fleet.pools import Pool, pools
 
 
@@ -76,7 +77,8 @@ def render(fmt: str, fleet: list[dict[str, Any]], options: Options) -> tuple[str
         host_pools, why = pools(f)
         found += host_pools
         notices += why
-    if not found:
+    mdev_found = [m for f in fleet for m in mdev_pools(f)]
+    if not found and not (mdev_found and fmt in ("kubevirt", "nova")):
         notices.append("no managed pools: define functions (`pcimgr define`, or the Ansible "
                        "modules with persistent: true) and apply them first")
     if fmt == "sriov-device-plugin":
@@ -88,7 +90,7 @@ def render(fmt: str, fleet: list[dict[str, Any]], options: Options) -> tuple[str
             for f in fleet:
                 notices += k8s.kubevirt_overreach(f, found)
         return _json(k8s.kubevirt_patch(found, options.resource_prefix,
-                                        not options.kubevirt_allocates)), notices
+                                        not options.kubevirt_allocates, mdev_found)), notices
     if fmt == "proxmox":
         found_maps = proxmox.mappings(found)
         keep = proxmox.kept(found)
@@ -97,10 +99,13 @@ def render(fmt: str, fleet: list[dict[str, Any]], options: Options) -> tuple[str
                     "or Proxmox rebinds them to vfio-pci" for m in sorted(keep)]
         return (_json(found_maps) if options.as_json else proxmox.pvesh(found_maps, keep)), \
             notices
+    notices += [f"mdev type {m.type_id}: its parents are not PCI functions, and Nova assigns "
+                "mdevs of PCI parents only (left out)" for m in mdev_found if not any(m.parents)]
     if options.as_json:
         return _json({"device_spec": nova.device_specs(found, options.physnet),
-                      "alias": nova.aliases(found)}), notices
-    return nova.config(found, options.physnet), notices
+                      "alias": nova.aliases(found), "mdev_types": nova.mdev_types(mdev_found)}
+                     ), notices
+    return nova.config(found, options.physnet, mdev_found), notices
 
 
 def _json(data: Any) -> str:

@@ -59,7 +59,28 @@ def gather(machine: Machine, config_dir: str, namer: Namer,
         "vfs": [render.vfs_json(v, namer) for v in sriov.survey(machine, host)],
         "definitions": [asdict(d) | {"ok": findings[d.address].ok,
                                      "drift": list(findings[d.address].drift)} for d in defs],
+        "mdevs": _mdevs(machine),
     }
+
+
+def _mdevs(machine: Machine) -> list[dict[str, Any]]:
+    """The mdev definitions (mdevctl's files), each with its parent's PCI address and its
+    type's name and API where the parent is there now, and whether it runs as defined."""
+    from pcimgr.host import mdevs
+    from pcimgr.mdev import definitions as mdev_definitions
+    parents = {p.name: p for p in mdevs.parents(machine.sysfs)}
+    found = []
+    for d in mdev_definitions.load_all(machine).definitions:
+        parent = parents.get(d.parent)
+        kind = parent.type(d.type_id) if parent is not None else None
+        live = mdevs.read_mdev(machine.sysfs, d.uuid)
+        found.append({"uuid": d.uuid, "parent": d.parent,
+                      "pci": parent.pci if parent is not None else None, "type": d.type_id,
+                      "type_name": kind.name if kind is not None else None,
+                      "device_api": kind.device_api if kind is not None else None,
+                      "start": d.start, "running": live is not None and (
+                          live.parent, live.type_id) == (d.parent, d.type_id)})
+    return found
 
 
 def load(path: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ ID = re.compile(r"[0-9a-f]{4}")                            # vendor and device i
 CLASS = re.compile(r"[0-9a-f]{6}")
 DRIVER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")   # a kernel module's name
 NETDEV = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")   # IFNAMSIZ less its NUL
+MDEV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")  # core/mdev.py's rule
 
 
 class Invalid(BadInput):
@@ -40,6 +41,13 @@ Check = Callable[[Any, str], None]
 def check(data: Any) -> None:
     """Raise Invalid for the first field not of the documented shape."""
     _record(TOP)(data, "facts")
+    if "mdevs" in data:  # facts of pcimgr before mdevs have none
+        _list(MDEV)(data["mdevs"], "facts.mdevs")
+        seen: set[str] = set()
+        for i, m in enumerate(data["mdevs"]):
+            if m["uuid"] in seen:
+                raise Invalid(f"mdevs[{i}].uuid", f"{m['uuid']} is listed twice")
+            seen.add(m["uuid"])
     devices = {d["address"] for d in data["devices"]}
     _unique(data["devices"], "devices")
     _unique(data["vfs"], "vfs")
@@ -174,6 +182,13 @@ PF = _record({"address": _address, "vendor_id": ID_TEXT, "vf_device_id": _option
 DEFINITION = _record({
     "address": _address, "driver": DRIVER_TEXT, "vfs": _optional(_integer(0, 0xFFFF)),
     "ok": _boolean, "drift": _list(_text()),
+})
+MDEV = _record({
+    "uuid": _text(re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}"), "an mdev UUID"),
+    "parent": _text(MDEV_NAME, "an mdev parent's name"), "pci": _optional(_address),
+    "type": _text(MDEV_NAME, "an mdev type's name"), "type_name": _optional(_text()),
+    "device_api": _optional(_text(DRIVER, "a device API (vfio-pci)")),
+    "start": _text(re.compile("auto|manual"), "auto or manual"), "running": _boolean,
 })
 TOP = {
     "format": _integer(1, 1), "host": _host,

@@ -8,9 +8,11 @@ Field references (docs/fleet.md): the device plugin's README, "Config parameters
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pcimgr.core.escaping import yaml
+from pcimgr.fleet.mdevs import MdevPool, resource_name
 from pcimgr.fleet.pools import Pool, ranges
 
 DEFAULT_PREFIX = "intel.com"  # the device plugin's own default --resource-prefix
@@ -53,8 +55,10 @@ def configmap(config: dict[str, Any], name: str, namespace: str) -> str:
             "data:\n  config.json: |\n" + yaml.literal(body, 4, "config.json"))
 
 
-def kubevirt_patch(pools: list[Pool], prefix: str, external: bool) -> dict[str, Any]:
-    """A merge patch of the KubeVirt CR: the vfio-pci pools as permitted PCI host devices.
+def kubevirt_patch(pools: list[Pool], prefix: str, external: bool,
+                   mdev_pools: Sequence[MdevPool] = ()) -> dict[str, Any]:
+    """A merge patch of the KubeVirt CR: the vfio-pci pools as permitted PCI host devices,
+    and the types of the mdevs pcimgr defines as permitted mediated devices.
 
     external: the device plugin above advertises them (exact selection by its
     selectors, variant pools too); otherwise KubeVirt's own plugin takes every function on
@@ -70,7 +74,15 @@ def kubevirt_patch(pools: list[Pool], prefix: str, external: bool) -> dict[str, 
             entry["externalResourceProvider"] = True
         if entry not in entries:  # the same pool on many nodes is one entry
             entries.append(entry)
-    return {"spec": {"configuration": {"permittedHostDevices": {"pciHostDevices": entries}}}}
+    permitted: dict[str, Any] = {"pciHostDevices": entries}
+    mediated: list[dict[str, Any]] = []
+    for m in mdev_pools:  # KubeVirt's own mdev plugin selects them by the type's name
+        entry = {"mdevNameSelector": m.name or m.type_id, "resourceName": resource_name(prefix, m)}
+        if entry not in mediated:
+            mediated.append(entry)
+    if mediated:
+        permitted["mediatedDevices"] = mediated
+    return {"spec": {"configuration": {"permittedHostDevices": permitted}}}
 
 
 def kubevirt_overreach(facts: dict[str, Any], pools: list[Pool]) -> list[str]:

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from pcimgr.core.escaping import oslo
+from pcimgr.fleet.mdevs import MdevPool
 from pcimgr.fleet.migration import live_migratable
 from pcimgr.fleet.pools import Pool
 
@@ -42,10 +43,26 @@ def aliases(pools: list[Pool]) -> list[dict[str, Any]]:
              "device_type": DEVICE_TYPES[p.kind]} for p in pools]
 
 
-def config(pools: list[Pool], physnet: str | None) -> str:
+def mdev_types(mdev_pools: list[MdevPool]) -> dict[str, dict[str, Any]]:
+    """type -> its [mdev_TYPE] options; PCI parents only (Nova's device_addresses)."""
+    return {m.type_id: {"device_addresses": [p for p in m.parents if p],
+                        "max_instances": m.count}
+            for m in mdev_pools if any(m.parents)}
+
+
+def config(pools: list[Pool], physnet: str | None, mdev_pools: list[MdevPool]) -> str:
     # JSON with its non-ASCII escaped is one printable line; oslo.py escapes its `$`
     lines = ["[pci]"]
     lines += [f"device_spec = {oslo.value(json.dumps(s), 'device_spec')}"
               for s in device_specs(pools, physnet)]
     lines += [f"alias = {oslo.value(json.dumps(a), 'alias')}" for a in aliases(pools)]
+    types = mdev_types(mdev_pools)
+    if types:
+        lines += ["", "[devices]",
+                  f"enabled_mdev_types = {oslo.value(', '.join(types), 'enabled_mdev_types')}"]
+        for type_id, options in types.items():
+            lines += ["", f"[mdev_{type_id}]",
+                      "device_addresses = " + oslo.value(",".join(options["device_addresses"]),
+                                                         "device_addresses"),
+                      f"max_instances = {options['max_instances']}"]
     return "\n".join(lines) + "\n"

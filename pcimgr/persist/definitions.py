@@ -202,7 +202,8 @@ def _env_files(cfg: str, address: str) -> list[str]:
 
 _ID = re.compile(r"[0-9a-f]{4}")
 _OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
-_SETTINGS = {"mac": str, "vlan": int, "qos": int, "trust": bool, "spoofchk": bool}
+_SETTINGS = {"mac": str, "vlan": int, "qos": int, "trust": bool, "spoofchk": bool,
+             "vgpu_type": int}  # a VF's vGPU type (NVIDIA's vendor interface: mdev/vgpu.py)
 
 
 def _from_json(data: Any) -> Definition:
@@ -245,6 +246,8 @@ def _from_json(data: Any) -> Definition:
             if key not in _SETTINGS:
                 raise ValueError(f"VF {index} has an unknown setting {key!r}")
             statefile.obj({key: value}, **{key: _SETTINGS[key]})
+        if settings.get("vgpu_type", 1) < 1:
+            raise ValueError(f"VF {index} has vgpu_type {settings['vgpu_type']}, not an ID")
     return d
 
 

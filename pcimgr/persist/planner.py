@@ -21,14 +21,17 @@ from pcimgr.core.vfconfig import VfConfig
 from pcimgr.core.viability import blocks_vfio, harmless, harmless_name
 from pcimgr.drivers import planner as drivers
 from pcimgr.drivers import safety
-from pcimgr.host import vfinfo
+from pcimgr.host import vfinfo, vgpus
 from pcimgr.host.machine import Machine
 from pcimgr.host.usage import Survey
+from pcimgr.mdev import vgpu
 from pcimgr.persist.definitions import Definition, group_members, identify
 from pcimgr.plans import transaction as plans
 from pcimgr.plans.runner import Proposal
 from pcimgr.plans.step import Step
 from pcimgr.sriov import planner as sriov
+
+VGPU = "vgpu_type"  # a VF setting that is no netlink property: mdev/vgpu.py writes it
 
 # -- define ----------------------------------------------------------------------
 
@@ -45,7 +48,8 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
     if driver is not None and (vfs is not None or vf_index is not None):
         raise BadInput("a definition is either --driver, or --vfs/--vf for a PF; not both")
     if vf_index is None and vf_settings:
-        raise BadInput("--mac/--vlan/--trust/--spoofchk belong to a VF: add --vf INDEX")
+        raise BadInput("--mac/--vlan/--trust/--spoofchk/--vgpu-type belong to a VF: add --vf "
+                       "INDEX")
     if driver is None and vfs is None and vf_index is None:
         raise BadInput("nothing to define; give --driver DRIVER, or --vfs N (and --vf INDEX "
                        "--mac/--vlan) for an SR-IOV PF")
@@ -66,11 +70,15 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
             raise BadInput(f"VF {vf_index} does not exist with {count} VF(s); indexes run from "
                            f"0 to {count - 1}")
         if not vf_settings:
-            raise BadInput(f"nothing to define for VF {vf_index}; give --mac, --vlan, --trust "
-                           "or --spoofchk")
+            raise BadInput(f"nothing to define for VF {vf_index}; give --mac, --vlan, --trust, "
+                           "--spoofchk or --vgpu-type")
         settings[str(vf_index)] = settings.get(str(vf_index), {}) | vf_settings
     settings = {k: v for k, v in settings.items() if int(k) < count}
     chosen = vf_driver or (base.vf_driver if base else None) or "vfio-pci"
+    if chosen != "host" and any(VGPU in v for v in settings.values()):
+        raise BadInput(f"a vGPU type needs {address}'s VFs on their own driver (nvidia registers "
+                       "them with VFIO itself; on vfio-pci they have no vGPU interface): add "
+                       "--vf-driver host")
     return identify(host, pf, vfs=count, vf_driver=chosen, vf=settings)
 
 
@@ -120,11 +128,29 @@ def check(machine: Machine, host: Host, survey: Survey, new: list[Definition],
                 assert d.vfs is not None and d.vf_driver is not None
                 sriov.plan_create(machine, host, survey, device.address, d.vfs, d.vf_driver,
                                   False, timeout, False)
+                _check_vgpu_types(machine, device, d)
         except Refused as e:
             if not e.forceable:
                 raise
             raise Refused(f"{e.problem.replace('refusing:', 'refusing to define:', 1)}; a "
                           "definition is applied at every boot: stop using it first") from None
+
+
+def _check_vgpu_types(machine: Machine, pf: PciDevice, d: Definition) -> None:
+    """A defined vGPU type on a VF there now: the VF has the interface and can take the type
+    (or has it). VFs not created yet are checked when apply sets it."""
+    vfs = pf.sriov.vfs if pf.sriov else ()
+    for index, settings in d.vf.items():
+        if VGPU not in settings or int(index) >= len(vfs):
+            continue
+        now = vgpus.read(machine.sysfs, str(vfs[int(index)]))
+        if now is None:
+            raise BadInput(f"VF {index} of {d.address} ({vfs[int(index)]}) has no vendor vGPU "
+                           "interface, so --vgpu-type cannot be set on it")
+        if now.current != settings[VGPU] and settings[VGPU] not in {t.id for t in now.creatable}:
+            offered = ", ".join(f"{t.id} ({t.name})" for t in now.creatable) or "none"
+            raise BadInput(f"VF {index} of {d.address} cannot take vGPU type {settings[VGPU]}; "
+                           f"it can take: {offered}")
 
 
 def _check_driver(machine: Machine, host: Host, survey: Survey, device: PciDevice, d: Definition,
@@ -243,7 +269,14 @@ def _vf_drift(machine: Machine, host: Host, pf: PciDevice, d: Definition) -> lis
     for index, settings in sorted(d.vf.items(), key=lambda kv: int(kv[0])):
         now = configs[int(index)] if int(index) < len(configs) else VfConfig()
         for key, want in settings.items():
-            if now.get(key) != want:
+            if key == VGPU:
+                vf = vfs[int(index)] if int(index) < len(vfs) else None
+                current = vgpus.read(machine.sysfs, str(vf.address)) if vf else None
+                if current is None or current.current != want:
+                    found.append(f"VF {index} vGPU type is "
+                                 f"{current.current or 'none' if current else 'unknown'}, "
+                                 f"defined {want}")
+            elif now.get(key) != want:
                 found.append(f"VF {index} {key} is {now.get(key)}, defined {want}")
     return found
 
@@ -327,10 +360,16 @@ def _drop_partial_groups(host: Host, planned: dict[str, tuple[Definition, Propos
 def plan_vf_settings(machine: Machine, host: Host, d: Definition, timeout: float) -> Proposal:
     """The defined VF properties of one PF, once its VFs exist (a second transaction)."""
     steps: list[Step] = []
+    pf = host.require(PciAddress.parse(d.address))
+    vfs = pf.sriov.vfs if pf.sriov else ()
     for index, settings in sorted(d.vf.items(), key=lambda kv: int(kv[0])):
-        p = sriov.plan_set(machine, host, PciAddress.parse(d.address), int(index), settings,
-                           timeout)
-        steps += p.plan.steps
+        link = {k: v for k, v in settings.items() if k != VGPU}
+        if link:
+            steps += sriov.plan_set(machine, host, pf.address, int(index), link,
+                                    timeout).plan.steps
+        if VGPU in settings and int(index) < len(vfs):  # after the siblings before it
+            steps += vgpu.plan_set(machine, vfs[int(index)], str(settings[VGPU]), (),
+                                   ()).plan.steps
     return Proposal(plans.Plan(f"apply VF settings of {d.address}", tuple(steps)), None, ())
 
 

@@ -286,6 +286,11 @@ class SimulatedKernel:
             tuple(static.get("disks", ())), tuple(static.get("disk_via", ("host0",))),
             framebuffer=static.get("framebuffer")) if native else tree.Children())
         self._refresh_totalvfs(address, driver)
+        pf = self._physfn(address)
+        vgpu = (self._sriov_spec(pf) or {}).get("vgpu") if pf is not None else None
+        if vgpu and native and pf is not None:  # nvidia makes nvidia/ (unbind takes it)
+            sim_vgpu.lay_out(tree.device_dir(self.root, address))
+            sim_vgpu.refresh(tree.device_dir(self.root, pf), vgpu)
         if self._registers_vfio(address, driver):
             self._add_vfio_device(address)
         self._refresh_vfio_node(address)
@@ -349,12 +354,8 @@ class SimulatedKernel:
             vf_dir = tree.create_function(self.root, os.path.dirname(pf_dir), fn, group)
             undo.symlink(os.path.relpath(pf_dir, vf_dir), os.path.join(vf_dir, "physfn"))
             undo.symlink(os.path.relpath(vf_dir, pf_dir), os.path.join(pf_dir, f"virtfn{index}"))
-            if spec.get("vgpu"):
-                sim_vgpu.lay_out(vf_dir)
             vfs.append(vf)
         self._set_numvfs(pf, count)
-        if spec.get("vgpu"):
-            sim_vgpu.refresh(pf_dir, spec["vgpu"])
         seeded = [dict(zip(("mac", "vlan"), c, strict=True)) for c in spec.get("vf_config", ())]
         self._state().setdefault("vfinfo", {})[str(pf)] = [
             _new_vf_config() | (seeded[i] if i < len(seeded) else {}) for i in range(count)]

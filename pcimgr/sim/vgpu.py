@@ -38,8 +38,9 @@ def _current(vf_dir: str) -> int:
 
 
 def refresh(pf_dir: str, spec: dict) -> None:
-    """Every VF's creatable_vgpu_types, after any VF's type changed."""
-    vfs = _vfs(pf_dir)
+    """Every VF's creatable_vgpu_types, after any VF's type changed (a VF off its driver
+    has none, and no type)."""
+    vfs = [v for v in _vfs(pf_dir) if os.path.isdir(os.path.join(v, DIR))]
     size = {t[0]: t[2] for t in spec["types"]}
     used = [size.get(_current(v), 0) for v in vfs]
     free = spec["framebuffer"] - sum(used)

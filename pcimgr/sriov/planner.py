@@ -17,6 +17,7 @@ from typing import Any
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, NotFound, Refused
 from pcimgr.core.model import Host, PciDevice
+from pcimgr.core.readiness import readiness
 from pcimgr.core.vfconfig import VfConfig
 from pcimgr.core.viability import harmless
 from pcimgr.drivers.binding import BindDriver, Reprobe
@@ -161,7 +162,10 @@ def _rebind_existing(host: Host, vfs: tuple[PciAddress, ...], driver: str) -> li
             continue
         if driver == VFIO and vf.driver != VFIO:
             steps.append(BindDriver(str(a), VFIO, VFIO, vf.driver, vf.driver_override))
-        elif driver != VFIO and (harmless(vf) or vf.driver is None):
+        elif driver != VFIO and (vf.driver is None or harmless(vf)
+                                 and readiness(vf).kind != "vendor"):
+            # a VF on its own driver that registers it with VFIO (NVIDIA's vGPU VFs) is on
+            # its host driver already: a reprobe would drop its vGPU type
             steps.append(Reprobe(str(a), vf.driver, vf.driver_override))
     return steps
 

@@ -1,6 +1,7 @@
 """JSON schemas of what the Kubernetes consumers read, built from their documented fields:
 the SR-IOV network device plugin's README ("Config parameters", "Device selectors") and
-KubeVirt's API reference (v1.PermittedHostDevices, v1.PciHostDevice)."""
+KubeVirt's API reference (v1.PermittedHostDevices, v1.PciHostDevice,
+v1.MediatedHostDevice)."""
 
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _COMMON = {"vendors": _STRINGS, "devices": _STRINGS, "drivers": _STRINGS,
@@ -48,6 +49,17 @@ _PCI_HOST_DEVICE = {
     "additionalProperties": False,
 }
 
+_MEDIATED_DEVICE = {  # v1.MediatedHostDevice
+    "type": "object",
+    "required": ["mdevNameSelector", "resourceName"],
+    "properties": {
+        "mdevNameSelector": {"type": "string", "minLength": 1},
+        "resourceName": {"type": "string", "pattern": "^[a-zA-Z0-9._-]+/[a-zA-Z0-9._-]+$"},
+        "externalResourceProvider": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+
 KUBEVIRT_PATCH = {
     "type": "object", "required": ["spec"], "additionalProperties": False,
     "properties": {"spec": {"type": "object", "required": ["configuration"], "properties": {
@@ -55,6 +67,7 @@ KUBEVIRT_PATCH = {
             "permittedHostDevices": {
                 "type": "object", "additionalProperties": False,
                 "properties": {"pciHostDevices": {"type": "array", "items": _PCI_HOST_DEVICE},
-                               "mediatedDevices": {"type": "array"},
+                               "mediatedDevices": {"type": "array",
+                                                   "items": _MEDIATED_DEVICE},
                                "usb": {"type": "array"}}}}}}}},
 }

@@ -52,6 +52,8 @@ def _node_text(address: PciAddress, host: Host, topo: Topology, obj: Context, fi
         facts.append(_link_text(node.link, node.link_max))
     if node.reset_methods:
         facts.append("reset " + ",".join(node.reset_methods))
+    from pcimgr.cli import mdev_render
+    facts += mdev_render.tree_fact(*mdev_render.of_function(obj.sysfs, str(address)))
     degraded = topo.degraded(address)
     flag = f"  DEGRADED: {degraded}" if degraded else ""
     lines.append(f"{first}{address}  {render.device_label(d, obj.namer, None)}  "
@@ -76,7 +78,7 @@ def _link_json(link: Link | None) -> dict[str, Any] | None:
 
 
 def _node_json(address: PciAddress, host: Host, topo: Topology, obj: Context) -> dict[str, Any]:
-    from pcimgr.cli import render
+    from pcimgr.cli import mdev_render, render
     d: PciDevice = host.require(address)
     node = topo.nodes[address]
     return {
@@ -93,5 +95,6 @@ def _node_json(address: PciAddress, host: Host, topo: Topology, obj: Context) ->
         "degraded": topo.degraded(address),
         "reset_methods": list(node.reset_methods or ()),
         "vfio": render.vfio_json(d),
+        **mdev_render.function_json(*mdev_render.of_function(obj.sysfs, str(address))),
         "children": [_node_json(c, host, topo, obj) for c in topo.children(address)],
     }

@@ -44,6 +44,9 @@ from pcimgr.core.terminal import safe
 @click.option("--qos", type=Digits(0, 7), help="802.1p priority of --vlan.")
 @click.option("--trust", type=click.Choice(["on", "off"]), callback=on_off)
 @click.option("--spoofchk", type=click.Choice(["on", "off"]), callback=on_off)
+@click.option("--vgpu-type", type=Digits(1, 2**31 - 1), metavar="ID",
+              help="With --vf: the VF's vGPU type (NVIDIA's vendor interface; `pcimgr vgpu "
+                   "list`), set at every apply.")
 @click.option("--group", is_flag=True,
               help="With --driver vfio-pci: define the other functions of the IOMMU group too.")
 @click.option("--owner", metavar="USER[:GROUP]",
@@ -54,8 +57,8 @@ from pcimgr.core.terminal import safe
 @click.pass_obj
 def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | None,
            vf_driver: str | None, vf_index: int | None, mac: str | None, vlan: int | None,
-           qos: int | None, trust: bool | None, spoofchk: bool | None, group: bool,
-           owner: str | None, timeout: float, dry_run: bool) -> None:
+           qos: int | None, trust: bool | None, spoofchk: bool | None, vgpu_type: int | None,
+           group: bool, owner: str | None, timeout: float, dry_run: bool) -> None:
     """Record what a function should be across reboots; `apply` (and udev) make it so.
 
     The same checks as the change itself run first (the host's use of the function, the
@@ -63,7 +66,8 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
     from pcimgr.cli import defining
     from pcimgr.host import discovery, vfinfo
     settings = {k: v for k, v in (("mac", mac), ("vlan", vlan), ("qos", qos), ("trust", trust),
-                                  ("spoofchk", spoofchk)) if v is not None}
+                                  ("spoofchk", spoofchk), ("vgpu_type", vgpu_type))
+                if v is not None}
     if vfinfo.qos_without_vlan(settings):
         from pcimgr.core.errors import BadInput
         raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")

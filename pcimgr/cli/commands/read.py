@@ -145,6 +145,8 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     node = topo.nodes[address]
     members = [m.address for m in group.members] if group else []
     why = topology.around(obj.sysfs, members).why_shared(members)
+    from pcimgr.cli import mdev_render
+    mdev_parent, vgpu = mdev_render.of_function(obj.sysfs, str(address))
     if as_json:
         emit_json(render.device_json(device, obj.namer, obj.holders(device.address),
                                      safety.host_use(obj.sysfs, device, survey))
@@ -160,7 +162,8 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
                      "degraded": topo.degraded(address),
                      "reset": {"methods": list(reset.methods),
                                "function_level": reset.function_level,
-                               "bus_collateral": [str(a) for a in reset.bus_collateral]}})
+                               "bus_collateral": [str(a) for a in reset.bus_collateral]}}
+                  | mdev_render.function_json(mdev_parent, vgpu))
         return
     insight = []
     if node.link is not None:
@@ -171,6 +174,7 @@ def show(obj: Context, address: PciAddress, as_json: bool) -> None:
     insight.append(("reset", ", ".join(reset.methods) or "none the kernel can use"))
     if reset.bus_collateral:
         insight.append(("bus reset hits", ", ".join(str(a) for a in reset.bus_collateral)))
+    insight += mdev_render.function_fields(mdev_parent, vgpu)
     vfs = discovery.read_many(obj.sysfs, device.sriov.vfs) if device.sriov else []
     ready_lines = [("vfio", render.readiness_text(device, binds))]
     backends = [f"{label}: {' + '.join(found)}" for label, found in

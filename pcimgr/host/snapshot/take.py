@@ -3,7 +3,8 @@ PCI devices, written as one tar archive (docs/snapshots.md).
 
 What is copied is decided by where pcimgr looks, not by what it found: every PCI root
 (`devices/pci*`) whole, the virtual net and block devices (bonds, bridges, dm, md), the
-IOMMU groups, the PCI drivers, the class links pcimgr follows and the NUMA nodes. Files are
+IOMMU groups, the PCI drivers, the class links pcimgr follows, the mdev parents (a virtual
+one whole: its types and mdevs are below it) and the NUMA nodes. Files are
 read once, as pcimgr reads them (a page; `config` as far as this user may read it); what
 cannot be read is left out, as pcimgr would find it; write-only files (`remove`, `reset`,
 `bind`) are kept empty, as their presence is a fact. Never read: the BARs (`resource<N>`,
@@ -34,7 +35,9 @@ _NEVER_READ = re.compile(r"resource\d+(_wc)?|rom|vpd")
 # below a device: what holds nothing pcimgr reads, and can be thousands of entries
 _SKIPPED_DIRS = frozenset({"power", "msi_irqs", "queues", "statistics", "queue", "mq",
                            "trace", "integrity", "wakeup", "bdi"})
-_CLASSES = ("net", "block", "graphics", "vfio-dev", "iommu", "iscsi_connection",
+# mdev_bus first: a virtual parent is copied whole, before a class link (vfio-dev) into
+# one of its mdevs would copy that device alone
+_CLASSES = ("mdev_bus", "net", "block", "graphics", "vfio-dev", "iommu", "iscsi_connection",
             "iscsi_session", "nvme", "nvme-subsystem", "drm", "scsi_host")
 _WHOLE = ("devices/virtual/net", "devices/virtual/block", "devices/virtual/nvme-subsystem",
           "devices/virtual/iommu", "kernel/iommu_groups")
@@ -112,13 +115,18 @@ def _copy_sysfs(root: str, tree: _Tree) -> int:
         _walk(root, rel, tree, 0)
         covered.append(rel + "/")
     functions = 0
-    for rel in ("bus/pci/devices", *(f"class/{c}" for c in _CLASSES), "dev/block"):
+    for rel in ("bus/pci/devices", *(f"class/{c}" for c in _CLASSES), "bus/mdev/devices",
+                "dev/block"):
         for name in _names(os.path.join(root, rel)):
             functions += rel == "bus/pci/devices"
             target = _entry(root, f"{rel}/{name}", tree)
-            # a class link into a device no copied tree holds (an iSCSI connection below
-            # a platform host): that device's own files, not its subtree
-            if target and not any(target.startswith(c) for c in covered):
+            if not target or any(target.startswith(c) for c in covered):
+                continue
+            if rel == "class/mdev_bus":  # a virtual mdev parent: its types and mdevs below it
+                _walk(root, target, tree, 0)
+                covered.append(target + "/")
+            else:  # a class link into a device no copied tree holds (an iSCSI connection
+                # below a platform host): that device's own files, not its subtree
                 _shallow(root, target, tree)
     _shallow(root, "bus/pci", tree)
     for driver in _names(os.path.join(root, "bus/pci/drivers")):
@@ -227,6 +235,7 @@ def _copy_system(machine: Machine, tree: _Tree) -> None:
             data = modaliases.vfio_lines(data)  # of its ~1.4 MB, all pcimgr reads
         if data is not None:
             tree.file(f"{layout.SYSTEM}/{rel}", data)
+    _copy_mdev_definitions(machine, tree)
     udev = machine.udev_database()
     if udev is None:
         return
@@ -238,6 +247,23 @@ def _copy_system(machine: Machine, tree: _Tree) -> None:
                 tree.file(f"{layout.SYSTEM}/run/udev/data/+pci:{name}", text.encode())
     finally:
         udev.close()
+
+
+def _copy_mdev_definitions(machine: Machine, tree: _Tree) -> None:
+    """mdevctl's definition files (etc/mdevctl.d/PARENT/UUID), as small as mdevctl writes
+    them; read back with every check (mdev/definitions.py) like any file pcimgr did not
+    write."""
+    top = "etc/mdevctl.d"
+    for parent in machine.list_system_dir(top):
+        if parent == "scripts.d":
+            continue
+        for name in machine.list_system_dir(f"{top}/{parent}")[:4096]:
+            try:
+                data = machine.read_system_file(f"{top}/{parent}/{name}")
+            except OSError:  # a directory, or unreadable: not a definition mdevctl wrote
+                continue
+            if data is not None and len(data) <= 65536:
+                tree.file(f"{layout.SYSTEM}/{top}/{parent}/{name}", data)
 
 
 def _copy_dev(dev_root: str, tree: _Tree) -> None:
