@@ -366,3 +366,20 @@ def test_mdevctls_scripts_directory_is_not_a_parent(run, root: Path) -> None:
     (root / "etc/mdevctl.d/scripts.d/notifiers").mkdir()
     r = run("--sysfs-root", root, "mdev", "list", "--defined")
     assert r.exit_code == 0 and r.stderr == "" and "No mdev definitions." in r.stdout
+
+
+def test_status_shows_mdev_drift_and_exits_10(run, root: Path) -> None:
+    run("--sysfs-root", root, "mdev", "define", "mtty", "mtty-2", "--uuid", U1, "--auto")
+    run("--sysfs-root", root, "mdev", "define", "mtty", "mtty-1", "--uuid", U2)
+    r = run("--sysfs-root", root, "status")
+    assert r.exit_code == 10
+    assert f"mdev {U1}  mtty mtty-2 (start auto): DRIFT\n  - not running, although it " \
+        "starts with its parent (start auto)" in r.stdout
+    assert f"mdev {U2}  mtty mtty-1 (start manual): ok" in r.stdout  # manual: stopped is fine
+    assert run("--sysfs-root", root, "mdev", "start-parent", "mtty").exit_code == 0
+    assert run("--sysfs-root", root, "status").exit_code == 0
+    assert create(run, root, "mtty", "mtty-1", U2).exit_code == 0
+    (root / "etc/mdevctl.d/mtty" / U2).write_text(
+        '{"mdev_type": "mtty-2", "start": "manual", "attrs": []}')
+    drifted = run("--sysfs-root", root, "status")
+    assert drifted.exit_code == 10 and "  - running as mtty mtty-1" in drifted.stdout

@@ -213,12 +213,13 @@ def status(obj: Context, as_json: bool) -> None:
     host = discovery.scan_related(obj.sysfs, tuple(PciAddress.parse(d.address) for d in defs))
     findings = persist.status(obj.machine, host, usage.survey(obj.machine, deep=False), defs)
     mention_unfinished(obj)
+    mdev_drift = _mdev_drift(obj)
     if as_json:
         emit_json([{"address": f.definition.address, "ids": f.definition.ids,
                      "iommu_group": f.definition.iommu_group,
                      "defined": f.definition.describe(), "ok": f.ok, "drift": list(f.drift)}
                     for f in findings])
-    elif not findings and not damaged:
+    elif not findings and not damaged and not mdev_drift:
         click.echo(f"No definitions in {obj.config_dir} (`pcimgr define` adds one).")
     else:
         for f in findings:
@@ -226,12 +227,40 @@ def status(obj: Context, as_json: bool) -> None:
                             f"{f.definition.describe()}: " + ("ok" if f.ok else "DRIFT")))
             for line in f.drift:
                 click.echo(safe(f"  - {line}"))
+        for title, drift in mdev_drift:
+            click.echo(safe(f"{title}: " + ("DRIFT" if drift else "ok")))
+            if drift:
+                click.echo(safe(f"  - {drift}"))
     for e in damaged:
         click.echo(safe(f"DAMAGED: {e}"), err=as_json)  # not in the JSON document (docs/json.md)
     definitions.raise_damaged(damaged)
-    if any(not f.ok for f in findings):
-        raise Mismatch(f"{sum(not f.ok for f in findings)} definition(s) drifted; "
-                       "`pcimgr apply` puts back what it can")
+    drifted = sum(not f.ok for f in findings) + sum(bool(d) for _, d in mdev_drift)
+    if drifted:
+        raise Mismatch(f"{drifted} definition(s) drifted; `pcimgr apply` puts back what it "
+                       "can (mdevs: `pcimgr mdev start UUID`)")
+
+
+def _mdev_drift(obj: Context) -> list[tuple[str, str]]:
+    """mdevctl's definitions (docs/mdev.md): an auto one not running, one running as another
+    parent or type, or one whose parent is not there is drift; a manual one stopped is not.
+    Its damaged files are warned about; `mdev list --defined --json` has the states."""
+    from pcimgr.cli import mdev_render
+    from pcimgr.host import mdevs
+    from pcimgr.mdev import definitions as mdev_definitions
+    found = mdev_definitions.load_all(obj.machine)
+    for problem in found.problems:
+        click.echo(safe(f"pcimgr: warning: {problem}"), err=True)
+    live = mdevs.mdevs(obj.sysfs) if found.definitions else []
+    result = []
+    for row in mdev_render.defined_rows(found.definitions, live, obj.sysfs):
+        state = row["state"]
+        drift = {"running": "", "parent absent": f"its parent {row['parent']} is not there",
+                 "stopped": "" if row["start"] == "manual" else
+                 "not running, although it starts with its parent (start auto)"}.get(state,
+                                                                                    state)
+        result.append((f"mdev {row['uuid']}  {row['parent']} {row['type']} (start "
+                       f"{row['start']})", drift))
+    return result
 
 
 @click.command("install-udev")
