@@ -151,18 +151,19 @@ def device_label(d: PciDevice, namer: Namer, width: int | None = NAME_WIDTH) -> 
     return f"{name} [{d.ids}]"
 
 
-def sriov_cell(d: PciDevice) -> str:
+def sriov_cell(d: PciDevice, mdev_parent: bool = False) -> str:
     if d.sriov is not None:
         return f"{d.sriov.numvfs}/{d.sriov.totalvfs} VFs"
     if d.physfn is not None:
         return f"VF of {d.physfn.short}"
-    return ""
+    return "mdev parent" if mdev_parent else ""  # `pcimgr mdev types ADDR`
 
 
 def list_rows(devices: list[PciDevice], namer: Namer, uses: Callable[[PciDevice], list[str]],
               holders: Callable[[PciAddress], list[str] | None] | None = None,
               name_width: int | None = NAME_WIDTH,
-              overrides: bool = False) -> list[list[str]]:
+              overrides: bool = False,
+              mdev_parents: frozenset[str] = frozenset()) -> list[list[str]]:
     """Rows in address order, each VF right under its PF when both are shown; with
     holders, a last column of the domains that have each function. The driver carries
     OVERRIDE_MARK when driver_override is set; with overrides, a column shows it instead."""
@@ -176,8 +177,8 @@ def list_rows(devices: list[PciDevice], namer: Namer, uses: Callable[[PciDevice]
             top.append(d)
     rows = []
     for d in top:
-        rows.append(_row(d, namer, "", uses(d), name_width, overrides))
-        rows += [_row(vf, namer, "  ", uses(vf), name_width, overrides)
+        rows.append(_row(d, namer, "", uses(d), name_width, overrides, mdev_parents))
+        rows += [_row(vf, namer, "  ", uses(vf), name_width, overrides, mdev_parents)
                  for vf in children.get(d.address, [])]
     if holders is not None:
         for row in rows:
@@ -203,15 +204,15 @@ def list_headers(overrides: bool, holders: bool) -> list[str]:
 
 
 def _row(d: PciDevice, namer: Namer, indent: str, uses: list[str], name_width: int | None,
-         overrides: bool) -> list[str]:
+         overrides: bool, mdev_parents: frozenset[str] = frozenset()) -> list[str]:
     driver = d.driver or "-"
     if overrides:
         driver_cells = [driver, d.driver_override or "-"]
     else:
         driver_cells = [driver + (OVERRIDE_MARK if d.driver_override is not None else "")]
     return [indent + str(d.address), device_label(d, namer, name_width), *driver_cells,
-            _opt(d.iommu_group), _opt(d.numa_node), ",".join(d.netdevs) or "-", sriov_cell(d),
-            use_cell(uses)]
+            _opt(d.iommu_group), _opt(d.numa_node), ",".join(d.netdevs) or "-",
+            sriov_cell(d, str(d.address) in mdev_parents), use_cell(uses)]
 
 
 def fitted(devices: list[PciDevice], namer: Namer,
