@@ -358,3 +358,34 @@ def test_facts_with_a_damaged_mdev_are_refused(mdev_host: Path, tmp_path: Path, 
     path.write_text(json.dumps(facts))
     r = CliRunner().invoke(cli, ["export", "nova", "--facts", str(path)])
     assert r.exit_code == 2 and words in r.output and f"mdevs[0].{field}" in r.output
+
+
+@pytest.fixture(scope="module")
+def vgpu_host(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 'modern' host with the L4's two VFs defined (on nvidia) with an 8 GB vGPU type."""
+    return prepared(tmp_path_factory.mktemp("exports") / "modern",
+                    ("define", "81:00.0", "--vfs", "2", "--vf-driver", "host", "--vf", "0",
+                     "--vgpu-type", "1049"),
+                    ("define", "81:00.0", "--vf", "1", "--vgpu-type", "1049"),
+                    ("apply",))
+
+
+def test_kubevirt_permits_the_defined_vgpu_types_as_external_devices(vgpu_host: Path) -> None:
+    patch = json.loads(export(vgpu_host, "kubevirt", "--resource-prefix", "nvidia.com"))
+    jsonschema.validate(patch, schemas.KUBEVIRT_PATCH)
+    devices = patch["spec"]["configuration"]["permittedHostDevices"]["pciHostDevices"]
+    assert {"pciVendorSelector": "10DE:27B8", "resourceName": "nvidia.com/NVIDIA_L4-8Q",
+            "externalResourceProvider": True} in devices
+    facts = facts_of(vgpu_host)
+    (d,) = [d for d in facts["definitions"] if d["address"] == "0000:81:00.0"]
+    assert d["vf"]["0"] == {"vgpu_type": 1049, "vgpu_name": "NVIDIA L4-8Q"} and d["ok"]
+
+
+def test_facts_with_a_damaged_vgpu_setting_are_refused(vgpu_host: Path, tmp_path: Path) -> None:
+    facts = facts_of(vgpu_host)
+    (d,) = [d for d in facts["definitions"] if d["address"] == "0000:81:00.0"]
+    d["vf"]["0"]["vgpu_name"] = "L4\x1b[31m"
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(facts))
+    r = CliRunner().invoke(cli, ["export", "kubevirt", "--facts", str(path)])
+    assert r.exit_code == 2 and ".vf.0.vgpu_name" in r.output

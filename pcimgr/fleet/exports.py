@@ -16,6 +16,7 @@ from pcimgr.core.errors import BadInput
 from pcimgr.fleet import facts as facts_mod
 from pcimgr.fleet import k8s, nova, proxmox
 from pcimgr.fleet.mdevs import pools as mdev_pools
+from pcimgr.fleet.mdevs import vgpu_pools
 from pcimgr.fleet.pools import Pool, pools
 
 
@@ -78,7 +79,8 @@ def render(fmt: str, fleet: list[dict[str, Any]], options: Options) -> tuple[str
         found += host_pools
         notices += why
     mdev_found = [m for f in fleet for m in mdev_pools(f)]
-    if not found and not (mdev_found and fmt in ("kubevirt", "nova")):
+    vgpu_found = [v for f in fleet for v in vgpu_pools(f)]
+    if not found and not ((mdev_found or vgpu_found) and fmt in ("kubevirt", "nova")):
         notices.append("no managed pools: define functions (`pcimgr define`, or the Ansible "
                        "modules with persistent: true) and apply them first")
     if fmt == "sriov-device-plugin":
@@ -90,7 +92,8 @@ def render(fmt: str, fleet: list[dict[str, Any]], options: Options) -> tuple[str
             for f in fleet:
                 notices += k8s.kubevirt_overreach(f, found)
         return _json(k8s.kubevirt_patch(found, options.resource_prefix,
-                                        not options.kubevirt_allocates, mdev_found)), notices
+                                        not options.kubevirt_allocates, mdev_found,
+                                        vgpu_found)), notices
     if fmt == "proxmox":
         found_maps = proxmox.mappings(found)
         keep = proxmox.kept(found)

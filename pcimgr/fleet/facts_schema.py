@@ -66,6 +66,22 @@ def check(data: Any) -> None:
             _known(d["address"], pfs, f"{where}.address", "vfs (PFs)")
         if not d["ok"] and not d["drift"]:
             raise Invalid(f"{where}.drift", "is empty although ok is false")
+        _vf_settings(d.get("vf", {}), f"{where}.vf")
+
+
+def _vf_settings(value: Any, where: str) -> None:
+    """What the exports read of a PF definition's VF settings: a vGPU type and its name."""
+    if not isinstance(value, dict) or len(value) > MAX_ITEMS:
+        raise Invalid(where, f"is {_kind(value)}, not an object of VF settings")
+    for index, settings in value.items():
+        here = f"{where}.{str(index)[:20]}"
+        if not (isinstance(index, str) and index.isascii() and index.isdigit()):
+            raise Invalid(here, "is not a VF index")
+        _record({})(settings, here)
+        if "vgpu_type" in settings:
+            _integer(1, 2**31 - 1)(settings["vgpu_type"], f"{here}.vgpu_type")
+        if "vgpu_name" in settings:
+            _text()(settings["vgpu_name"], f"{here}.vgpu_name")
 
 
 def _unique(items: list[dict[str, Any]], where: str) -> None:

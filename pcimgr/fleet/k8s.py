@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pcimgr.core.escaping import yaml
-from pcimgr.fleet.mdevs import MdevPool, resource_name
+from pcimgr.fleet.mdevs import MdevPool, VgpuPool, resource_name, vgpu_resource
 from pcimgr.fleet.pools import Pool, ranges
 
 DEFAULT_PREFIX = "intel.com"  # the device plugin's own default --resource-prefix
@@ -56,9 +56,11 @@ def configmap(config: dict[str, Any], name: str, namespace: str) -> str:
 
 
 def kubevirt_patch(pools: list[Pool], prefix: str, external: bool,
-                   mdev_pools: Sequence[MdevPool] = ()) -> dict[str, Any]:
+                   mdev_pools: Sequence[MdevPool] = (),
+                   vgpu_pools: Sequence[VgpuPool] = ()) -> dict[str, Any]:
     """A merge patch of the KubeVirt CR: the vfio-pci pools as permitted PCI host devices,
-    and the types of the mdevs pcimgr defines as permitted mediated devices.
+    the types of the mdevs pcimgr defines as permitted mediated devices, and the vGPU types
+    its definitions give VFs (NVIDIA's vendor interface) as externally provided PCI devices.
 
     external: the device plugin above advertises them (exact selection by its
     selectors, variant pools too); otherwise KubeVirt's own plugin takes every function on
@@ -73,6 +75,11 @@ def kubevirt_patch(pools: list[Pool], prefix: str, external: bool,
         if external:
             entry["externalResourceProvider"] = True
         if entry not in entries:  # the same pool on many nodes is one entry
+            entries.append(entry)
+    for v in vgpu_pools:  # vGPU VFs stay on nvidia: NVIDIA's plugin advertises them
+        entry = {"pciVendorSelector": f"{v.vendor_id}:{v.device_id}".upper(),
+                 "resourceName": vgpu_resource(prefix, v), "externalResourceProvider": True}
+        if entry not in entries:
             entries.append(entry)
     permitted: dict[str, Any] = {"pciHostDevices": entries}
     mediated: list[dict[str, Any]] = []

@@ -202,8 +202,10 @@ def _env_files(cfg: str, address: str) -> list[str]:
 
 _ID = re.compile(r"[0-9a-f]{4}")
 _OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
+# vgpu_type: a VF's vGPU type on NVIDIA's vendor interface (mdev/vgpu.py), vgpu_name its
+# name when defined (sysfs lists a type's name only while a VF can still take it)
 _SETTINGS = {"mac": str, "vlan": int, "qos": int, "trust": bool, "spoofchk": bool,
-             "vgpu_type": int}  # a VF's vGPU type (NVIDIA's vendor interface: mdev/vgpu.py)
+             "vgpu_type": int, "vgpu_name": str}
 
 
 def _from_json(data: Any) -> Definition:
@@ -248,6 +250,10 @@ def _from_json(data: Any) -> Definition:
             statefile.obj({key: value}, **{key: _SETTINGS[key]})
         if settings.get("vgpu_type", 1) < 1:
             raise ValueError(f"VF {index} has vgpu_type {settings['vgpu_type']}, not an ID")
+        name = settings.get("vgpu_name", "")
+        if len(name) > 128 or not name.isprintable() or ("vgpu_name" in settings
+                                                          and "vgpu_type" not in settings):
+            raise ValueError(f"VF {index} has a vgpu_name that is not a type's name")
     return d
 
 

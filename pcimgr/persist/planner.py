@@ -32,6 +32,7 @@ from pcimgr.plans.step import Step
 from pcimgr.sriov import planner as sriov
 
 VGPU = "vgpu_type"  # a VF setting that is no netlink property: mdev/vgpu.py writes it
+VGPU_NAME = "vgpu_name"  # its name, for the exports (not a setting of the VF)
 
 # -- define ----------------------------------------------------------------------
 
@@ -72,7 +73,10 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
         if not vf_settings:
             raise BadInput(f"nothing to define for VF {vf_index}; give --mac, --vlan, --trust, "
                            "--spoofchk or --vgpu-type")
-        settings[str(vf_index)] = settings.get(str(vf_index), {}) | vf_settings
+        merged = settings.get(str(vf_index), {}) | vf_settings
+        if VGPU in vf_settings and VGPU_NAME not in vf_settings:
+            merged.pop(VGPU_NAME, None)  # the name of the type defined before
+        settings[str(vf_index)] = merged
     settings = {k: v for k, v in settings.items() if int(k) < count}
     chosen = vf_driver or (base.vf_driver if base else None) or "vfio-pci"
     if chosen != "host" and any(VGPU in v for v in settings.values()):
@@ -269,6 +273,8 @@ def _vf_drift(machine: Machine, host: Host, pf: PciDevice, d: Definition) -> lis
     for index, settings in sorted(d.vf.items(), key=lambda kv: int(kv[0])):
         now = configs[int(index)] if int(index) < len(configs) else VfConfig()
         for key, want in settings.items():
+            if key == VGPU_NAME:
+                continue
             if key == VGPU:
                 vf = vfs[int(index)] if int(index) < len(vfs) else None
                 current = vgpus.read(machine.sysfs, str(vf.address)) if vf else None
@@ -363,7 +369,7 @@ def plan_vf_settings(machine: Machine, host: Host, d: Definition, timeout: float
     pf = host.require(PciAddress.parse(d.address))
     vfs = pf.sriov.vfs if pf.sriov else ()
     for index, settings in sorted(d.vf.items(), key=lambda kv: int(kv[0])):
-        link = {k: v for k, v in settings.items() if k != VGPU}
+        link = {k: v for k, v in settings.items() if k not in (VGPU, VGPU_NAME)}
         if link:
             steps += sriov.plan_set(machine, host, pf.address, int(index), link,
                                     timeout).plan.steps

@@ -30,6 +30,18 @@ from pcimgr.core.terminal import safe
 
 # -- definitions, applied at boot --------------------------------------------------
 
+def _vgpu_name(obj: Context, host: Any, pf: PciAddress, index: int,
+               type_id: int) -> dict[str, str]:
+    """The type's name from the VF's catalog while it lists it (the exports name resources by
+    it); nothing when the VF is not there yet or lists it no more."""
+    from pcimgr.host import vgpus
+    device = host.get(pf)
+    vfs = device.sriov.vfs if device is not None and device.sriov else ()
+    now = vgpus.read(obj.sysfs, str(vfs[index])) if index < len(vfs) else None
+    name = next((t.name for t in now.creatable if t.id == type_id), None) if now else None
+    return {"vgpu_name": name} if name else {}
+
+
 @click.command()
 @click.argument("address", type=ADDRESS)
 @click.option("--driver", type=DRIVER,
@@ -72,6 +84,8 @@ def define(obj: Context, address: PciAddress, driver: str | None, vfs: int | Non
         from pcimgr.core.errors import BadInput
         raise BadInput("--qos sets the priority of a VLAN; give --vlan with it")
     host = discovery.scan_related(obj.sysfs, (address,))
+    if vgpu_type is not None and vf_index is not None:
+        settings |= _vgpu_name(obj, host, address, vf_index, vgpu_type)
 
     def checked() -> list[Any]:
         return defining.checked(obj, host, (address,), driver, group, timeout, vfs, vf_driver,
