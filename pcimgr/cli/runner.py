@@ -41,53 +41,31 @@ def print_plan(proposal: Any, state: str) -> None:
 
 
 def change(obj: Context, addresses: tuple[PciAddress, ...], propose: Callable[..., Any],
-            dry_run: bool, report: Callable[[Any], str] | None = None,
-            then: Callable[[], None] | None = None) -> None:
-    """Validate, plan, then act under the lock with journal and rollback (docs/plans.md).
-    then: after the change succeeded (or had nothing to do), still under the lock; after
-    the plan in a dry run."""
+           dry_run: bool, report: Callable[[Any], str] | None = None,
+           then: Callable[[], None] | None = None) -> None:
+    """Validate, plan, then act under the lock with journal and rollback (docs/plans.md):
+    propose(host, survey, state) from the functions concerned (and their groups and VFs)
+    and the host-dependency survey, both read again for each proposal. Without report,
+    the moves made. then: after the change succeeded (or had nothing to do), still under
+    the lock; after the plan in a dry run."""
     from pcimgr.host import discovery, usage
-    from pcimgr.plans import runner
-    sysfs = obj.sysfs
     state = obj.state
-    if dry_run:
-        proposal = propose(discovery.scan_related(sysfs, addresses), usage.survey(obj.machine),
-                           state)
-        print_plan(proposal, state)
-        for note in proposal.notes:
-            click.echo(f"({note})")
-        if then is not None:
-            then()
-        return
-    if _first_change(obj, state):  # validate, then lock: a refusal leaves no lock file
-        obj.machine.require_root("changing the host (writes to /sys)")
-        propose(discovery.scan_related(sysfs, addresses), usage.survey(obj.machine), state)
 
-    def work() -> None:
-        proposal = propose(discovery.scan_related(sysfs, addresses), usage.survey(obj.machine),
-                           state)
-        for note in proposal.notes:
-            click.echo(note)
-        if not proposal.plan.steps:
-            click.echo("Nothing to do.")
-        else:
-            runner.execute(obj.machine, state, proposal, progress())
-            if report is not None:
-                click.echo(report(proposal))
-            else:
-                from pcimgr.cli import render
-                moved = tuple(PciAddress.parse(s.address) for s in proposal.plan.steps)
-                click.echo(render.moves(proposal.plan, discovery.scan_related(sysfs, moved)))
-        if then is not None:
-            then()
+    def proposed() -> Any:
+        return propose(discovery.scan_related(obj.sysfs, addresses), usage.survey(obj.machine),
+                       state)
 
-    run_locked(obj, state, work)
+    def moved(proposal: Any) -> str:
+        from pcimgr.cli import render
+        found = tuple(PciAddress.parse(s.address) for s in proposal.plan.steps)
+        return render.moves(proposal.plan, discovery.scan_related(obj.sysfs, found))
+    change_plan(obj, proposed, dry_run, report or moved, then)
 
 
 def change_plan(obj: Context, propose: Callable[[], Any], dry_run: bool,
-                report: Callable[[Any], str]) -> None:
-    """change() for plans that need no PCI scan nor host survey (mdevs): validate, plan,
-    then act under the lock with journal and rollback."""
+                report: Callable[[Any], str], then: Callable[[], None] | None = None) -> None:
+    """change() for any plan (mdevs: no PCI scan, no survey): validate, plan, then act under
+    the lock with journal and rollback."""
     from pcimgr.plans import runner
     state = obj.state
     if dry_run:
@@ -95,8 +73,10 @@ def change_plan(obj: Context, propose: Callable[[], Any], dry_run: bool,
         print_plan(proposal, state)
         for note in proposal.notes:
             click.echo(f"({note})")
+        if then is not None:
+            then()
         return
-    if _first_change(obj, state):
+    if _first_change(obj, state):  # validate, then lock: a refusal leaves no lock file
         obj.machine.require_root("changing the host (writes to /sys)")
         propose()
 
@@ -109,6 +89,8 @@ def change_plan(obj: Context, propose: Callable[[], Any], dry_run: bool,
         else:
             runner.execute(obj.machine, state, proposal, progress())
             click.echo(report(proposal))
+        if then is not None:
+            then()
 
     run_locked(obj, state, work)
 

@@ -12,6 +12,7 @@ alias per pool for flavors
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pcimgr.core.escaping import oslo
@@ -43,14 +44,15 @@ def aliases(pools: list[Pool]) -> list[dict[str, Any]]:
              "device_type": DEVICE_TYPES[p.kind]} for p in pools]
 
 
-def mdev_types(mdev_pools: list[MdevPool]) -> dict[str, dict[str, Any]]:
+def mdev_types(mdev_pools: Sequence[MdevPool]) -> dict[str, dict[str, Any]]:
     """type -> its [mdev_TYPE] options; PCI parents only (Nova's device_addresses)."""
     return {m.type_id: {"device_addresses": [p for p in m.parents if p],
                         "max_instances": m.count}
             for m in mdev_pools if any(m.parents)}
 
 
-def config(pools: list[Pool], physnet: str | None, mdev_pools: list[MdevPool]) -> str:
+def config(pools: list[Pool], physnet: str | None,
+           mdev_pools: Sequence[MdevPool] = ()) -> str:
     # JSON with its non-ASCII escaped is one printable line; oslo.py escapes its `$`
     lines = ["[pci]"]
     lines += [f"device_spec = {oslo.value(json.dumps(s), 'device_spec')}"

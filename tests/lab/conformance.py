@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -245,13 +244,8 @@ def variant_aliases(modules_alias: str) -> list[str]:
 def variant_tree() -> tuple[Path | None, str]:
     """Inside the lab guest: the harness's modules tree with the test variant
     (pcimgr.variant= on the command line), or None and why it could not be had."""
-    why = Path("/run/lab/variant-unavailable")
-    if why.exists():
-        return None, f"the test variant driver could not be built: {why.read_text().strip()}"
-    m = re.search(r"\bpcimgr\.variant=(\S+)", Path("/proc/cmdline").read_text())
-    if m is None:
-        return None, "the harness named no variant modules tree (pcimgr.variant=)"
-    return Path(m[1]), ""
+    from tests.lab.harness import given
+    return given("variant", "the test variant driver")
 
 
 def record_variant() -> dict:

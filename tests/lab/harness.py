@@ -268,6 +268,18 @@ def variant_tree() -> Path | str:
         return str(e) or type(e).__name__
 
 
+def given(name: str, what: str) -> tuple[Path | None, str]:
+    """Inside the guest: the directory the harness named on the command line (pcimgr.NAME=),
+    or None and why it could not be had (/run/lab/NAME-unavailable)."""
+    why = Path(f"/run/lab/{name}-unavailable")
+    if why.exists():
+        return None, f"{what} could not be built: {why.read_text().strip()}"
+    m = re.search(rf"\bpcimgr\.{name}=(\S+)", Path("/proc/cmdline").read_text())
+    if m is None:
+        return None, f"the harness named no {what} (pcimgr.{name}=)"
+    return Path(m[1]), ""
+
+
 def mdev_samples() -> Path | str:
     """The kernel's mdev samples built for the lab kernel, with Debian's mdevctl beside them
     (tests/lab/mdev_samples.py), or why they cannot be had (/run/lab/mdev-unavailable)."""

@@ -129,13 +129,8 @@ if __name__ == "__main__":
 
 def in_guest() -> tuple[Path | None, str]:
     """The samples' directory the harness named (pcimgr.mdev=), or None and why not."""
-    why = Path("/run/lab/mdev-unavailable")
-    if why.exists():
-        return None, f"the mdev samples could not be built: {why.read_text().strip()}"
-    m = re.search(r"\bpcimgr\.mdev=(\S+)", Path("/proc/cmdline").read_text())
-    if m is None:
-        return None, "the harness named no mdev samples (pcimgr.mdev=)"
-    return Path(m[1]), ""
+    from tests.lab.harness import given
+    return given("mdev", "the mdev samples")
 
 
 def load(directory: Path, name: str = "mtty") -> None:
