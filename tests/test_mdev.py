@@ -383,3 +383,124 @@ def test_status_shows_mdev_drift_and_exits_10(run, root: Path) -> None:
         '{"mdev_type": "mtty-2", "start": "manual", "attrs": []}')
     drifted = run("--sysfs-root", root, "status")
     assert drifted.exit_code == 10 and "  - running as mtty mtty-1" in drifted.stdout
+
+
+# -- found by review: hostile files, journals and trees ---------------------------------
+
+def test_a_snapshot_follows_no_link_and_waits_on_no_fifo_in_mdevctl_d(run, root: Path,
+                                                                      tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("TOPSECRET")
+    d = root / "etc/mdevctl.d/mtty"
+    d.mkdir(parents=True)
+    (d / U1).symlink_to(secret)
+    os.mkfifo(d / U2)
+    (root / "etc/mdevctl.d/i915").symlink_to(tmp_path)
+    out = tmp_path / "snap.tar.gz"
+    r = pcimgr(root, "snapshot", str(out))  # a subprocess with a timeout: a hang fails it
+    assert r.returncode == 0, r.stderr
+    import tarfile
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        assert not any("mdevctl.d" in n for n in names), [n for n in names if "mdev" in n]
+        assert all(b"TOPSECRET" not in (tar.extractfile(m).read() if m.isfile() else b"")
+                   for m in tar.getmembers())
+
+
+def test_recovery_never_removes_an_mdev_a_process_holds(run, root: Path) -> None:
+    assert create(run, root).exit_code == 0
+    SimulatedMachine(str(root)).kernel.hold_vfio(group(root, U1), "qemu-system-x86[9]")
+    state = root / ".pcimgr-state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    step = {"kind": "mdev-create", "module": "pcimgr.mdev.steps", "address": U1,
+            "parent": "mtty", "type_id": "mtty-2", "attrs": []}
+    (state / "journal.json").write_text(json.dumps({
+        "command": "mdev create", "pid": 1, "started": 0,
+        "steps": [{"step": step, "state": "applied"}]}))
+    (state / "journal.json").chmod(0o600)
+    r = run("--sysfs-root", root, "recover")
+    assert r.exit_code != 0 and "qemu-system-x86[9]" in r.output
+    assert mdev_dir(root, U1).exists()
+
+
+def test_a_journal_step_with_a_uuid_not_as_the_kernel_names_it_is_refused(run, root) -> None:
+    state = root / ".pcimgr-state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    step = {"kind": "mdev-create", "module": "pcimgr.mdev.steps", "address": U1.upper(),
+            "parent": "mtty", "type_id": "mtty-2", "attrs": []}
+    (state / "journal.json").write_text(json.dumps({
+        "command": "mdev create", "pid": 1, "started": 0,
+        "steps": [{"step": step, "state": "applied"}]}))
+    (state / "journal.json").chmod(0o600)
+    r = run("--sysfs-root", root, "recover")
+    assert r.exit_code == 11 and "not a UUID as the kernel names an mdev" in r.output
+
+
+@pytest.mark.parametrize("plant", ["nested", "readme", "upper", "escape", "twice"])
+def test_one_bad_entry_in_mdevctl_d_is_one_warning_and_the_rest_still_start(
+        run, root: Path, plant: str) -> None:
+    top = root / "etc/mdevctl.d"
+    (top / "mtty").mkdir(parents=True)
+    good = '{"mdev_type": "mtty-1", "start": "auto", "attrs": []}'
+    (top / "mtty" / U1).write_text(good)
+    if plant == "nested":
+        (top / "mtty" / U2).write_text("[" * 200000)
+    elif plant == "readme":
+        (top / "README").write_text("not a parent\n")
+    elif plant == "upper":
+        (top / "mtty" / U2.upper()).write_text(good)
+    elif plant == "escape":
+        (top / "mtty" / "z\x1b]0;T\x07").write_text(good)
+    else:
+        (top / "zz-other").mkdir()
+        (top / "zz-other" / U1).write_text(good)
+    listed = run("--sysfs-root", root, "mdev", "list", "--defined", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [d["uuid"] for d in json.loads(listed.stdout)] == [U1]
+    assert "pcimgr: warning:" in listed.stderr and "\x1b" not in listed.stderr
+    started = run("--sysfs-root", root, "mdev", "start-parent", "mtty")
+    assert started.exit_code == 0, started.output
+    assert mdev_dir(root, U1).exists() and not mdev_dir(root, U2).exists()
+
+
+def test_start_parent_starts_the_others_when_one_definition_is_stale(run, root: Path) -> None:
+    top = root / "etc/mdevctl.d/mtty"
+    top.mkdir(parents=True)
+    (top / U1).write_text('{"mdev_type": "mtty-9", "start": "auto", "attrs": []}')
+    (top / U2).write_text('{"mdev_type": "mtty-1", "start": "auto", "attrs": []}')
+    r = run("--sysfs-root", root, "mdev", "start-parent", "mtty")
+    assert r.exit_code == 0, r.output
+    assert f"not starting mdev {U1}: mtty has no mdev type 'mtty-9'" in r.output
+    assert mdev_dir(root, U2).exists()
+
+
+def test_a_parent_given_in_short_pci_form_is_the_kernels_name(run, root: Path) -> None:
+    r = run("--sysfs-root", root, "mdev", "define", "00:02.0", "i915-GVTg_V5_8", "--uuid", U1)
+    assert r.exit_code == 0, r.output
+    assert (root / "etc/mdevctl.d/0000:00:02.0" / U1).exists()
+    assert run("--sysfs-root", root, "mdev", "types", "00:02.0").exit_code == 0
+
+
+def test_odd_digits_in_the_tree_are_no_internal_error(run, root: Path) -> None:
+    assert create(run, root).exit_code == 0
+    link = mdev_dir(root, U1) / "iommu_group"
+    link.unlink()
+    link.symlink_to("../../../kernel/iommu_groups/\u00b2")
+    r = run("--sysfs-root", root, "mdev", "list", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["iommu_group"] is None
+
+
+def test_doctor_fix_on_a_one_line_override(run, root: Path) -> None:
+    with_debian_mdevctl(root)
+    (root / "etc/udev/rules.d").mkdir(parents=True)
+    (root / "etc/udev/rules.d/60-mdevctl.rules").write_text(
+        '# pcimgr doctor --fix RUN+="/usr/sbin/mdevctl start-parent-mdevs %k"')
+    r = run("--sysfs-root", root, "doctor", "--fix", "--dry-run")
+    assert r.exit_code == 0 and "internal error" not in r.output
+
+
+def test_mdev_remove_stops_when_libvirt_cannot_say_who_has_it(run, root: Path) -> None:
+    assert create(run, root).exit_code == 0
+    r = run("--sysfs-root", root, "--connect", "qemu+unix:///system?socket=/nonexistent",
+            "mdev", "remove", U1)
+    assert r.exit_code != 0 and mdev_dir(root, U1).exists()

@@ -119,11 +119,12 @@ def test_a_defined_vgpu_type_is_applied_and_drift_shown(run, root: Path) -> None
     wrong = run("--sysfs-root", root, "define", "81:00.0", "--vfs", "2", "--vf", "0",
                 "--vgpu-type", "1049")
     assert wrong.exit_code == 2 and "add --vf-driver host" in wrong.output
+    bad = run("--sysfs-root", root, "define", "81:00.0", "--vfs", "2", "--vf-driver", "host",
+              "--vf", "0", "--vgpu-type", "9999")
+    assert bad.exit_code == 2 and "cannot take vGPU type 9999" in bad.output
     r = run("--sysfs-root", root, "define", "81:00.0", "--vfs", "2", "--vf-driver", "host",
             "--vf", "0", "--vgpu-type", "1049")
     assert r.exit_code == 0, r.output
-    bad = run("--sysfs-root", root, "define", "81:00.0", "--vf", "1", "--vgpu-type", "9999")
-    assert bad.exit_code == 2 and "cannot take vGPU type 9999" in bad.output
     assert run("--sysfs-root", root, "define", "81:00.0", "--vf", "1", "--vgpu-type",
                "1049").exit_code == 0
     status = json.loads(run("--sysfs-root", root, "status", "--json").stdout)
@@ -144,3 +145,16 @@ def test_vfs_create_host_leaves_vendor_vfs_and_their_types_alone(run, root: Path
     r = run("--sysfs-root", root, "vfs", "create", "81:00.0", "2", "--driver", "host")
     assert r.exit_code == 0 and "already has 2 VF(s)" in r.output, r.output
     assert current(root, VF0) == "1047"
+
+
+def test_different_vgpu_types_on_one_gpu_are_refused_at_define(run, root: Path) -> None:
+    assert run("--sysfs-root", root, "define", "81:00.0", "--vfs", "2", "--vf-driver", "host",
+               "--vf", "0", "--vgpu-type", "1049").exit_code == 0
+    r = run("--sysfs-root", root, "define", "81:00.0", "--vf", "1", "--vgpu-type", "1047")
+    assert r.exit_code == 2 and "different vGPU types (1047, 1049)" in r.output
+
+
+def test_set_by_name_to_the_type_a_vf_has_is_nothing_to_do(run, root: Path) -> None:
+    assert run("--sysfs-root", root, "vgpu", "set", VF0, "NVIDIA L4-2Q").exit_code == 0
+    again = run("--sysfs-root", root, "vgpu", "set", VF0, "NVIDIA L4-2Q")
+    assert again.exit_code == 0 and "has vGPU type 1045 already" in again.output

@@ -71,7 +71,7 @@ def plan(machine: Machine) -> Part:
         return part
     body = finding.text
     if finding.rel == OVERRIDE and body.startswith("# pcimgr doctor --fix"):
-        body = body.split("\n", 2)[2]  # our own header, rewritten below
+        body = "".join(body.splitlines(keepends=True)[2:])  # our own header, rewritten below
     fixed = HEADER.format(package=NAME, program=finding.program, wrong=finding.wrong) + \
         body.replace(finding.wrong, finding.program)
     before = machine.read_system_file(OVERRIDE)

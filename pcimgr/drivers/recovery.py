@@ -5,7 +5,8 @@ because the file said so. What an undo takes from the host meets what `detach` o
 destroy` would make it meet: the chipset rule (never, not even forced) and the
 host-dependency survey (forceable, as for any plan). Taken: a function moved off the
 driver it is on now, the VFs a PF has now when undo rewrites its VF count, and a function
-whose interface undo takes down; an interface undo acts on must be its function's own.
+whose interface undo takes down; an interface undo acts on must be its function's own. An
+mdev or a VF's vGPU type undo would end is not taken from a process holding its group.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pcimgr.core.errors import Refused
 from pcimgr.drivers.planner import check_driver_name, refuse_unsafe
 from pcimgr.host import discovery, usage
 from pcimgr.host.machine import Machine
+from pcimgr.host.sysfs import device_path
 from pcimgr.plans.step import Step
 from pcimgr.plans.transaction import Vet
 
@@ -23,6 +25,7 @@ def vet(machine: Machine, force: bool = False) -> Vet:
     """What plans.transaction.recover calls on the started steps before undoing any."""
 
     def check(steps: tuple[Step, ...]) -> None:
+        _refuse_held(machine, [t for step in steps for t in step.undo_vfio()])
         moves = [(PciAddress.parse(a), d) for step in steps for a, d in step.undo_moves()]
         resized = [PciAddress.parse(a) for step in steps for a in step.undo_removes()]
         links = [(PciAddress.parse(a), n, down) for step in steps
@@ -57,3 +60,20 @@ def vet(machine: Machine, force: bool = False) -> Vet:
             raise Refused("would move what the host needs: "
                           + e.problem.removeprefix("refusing: "), e.forceable) from None
     return check
+
+
+def _refuse_held(machine: Machine, targets: list[str]) -> None:
+    """An undo that would take an mdev or a VF's vGPU type from a process using it: never
+    (the kernel's remove would block until the process lets go)."""
+    if not targets:
+        return
+    from pcimgr.core.mdev import is_uuid
+    from pcimgr.host import mdevs
+    holders = machine.vfio_holders()
+    for target in targets:
+        link = (machine.sysfs.read_link(mdevs.mdev_path(target, "iommu_group")) if is_uuid(target)
+                else machine.sysfs.read_link(device_path(target, "iommu_group")))
+        group = link.rsplit("/", 1)[-1] if link else ""
+        if group.isascii() and group.isdigit() and int(group) in holders:
+            raise Refused(f"would take {target} from {', '.join(holders[int(group)])}, which "
+                          f"has its group /dev/vfio/{group} open; stop it first")

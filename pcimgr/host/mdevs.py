@@ -38,10 +38,8 @@ def _valid(name: str, what: str) -> bool:
 
 
 def _int(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
+    value = (text or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def _basename(link: str | None) -> str | None:
@@ -90,7 +88,7 @@ def read_mdev(sysfs: Sysfs, uuid: str) -> Mdev | None:
     return Mdev(uuid, parent if _valid(parent, "parent") else "?",
                 type_id if type_id and _valid(type_id, "mdev type") else None,
                 _basename(sysfs.read_link(mdev_path(uuid, "driver"))),
-                int(group) if group and group.isdigit() else None)
+                int(group) if group and group.isascii() and group.isdigit() else None)
 
 
 def mdevs(sysfs: Sysfs) -> list[Mdev]:

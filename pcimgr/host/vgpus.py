@@ -19,5 +19,6 @@ def read(sysfs: Sysfs, vf: str) -> VendorVgpu | None:
     if current is None:
         return None
     creatable = sysfs.read_attr(device_path(vf, DIR, "creatable_vgpu_types")) or ""
-    return VendorVgpu(vf, int(current) if current.strip().isdigit() else 0,
+    value = current.strip()
+    return VendorVgpu(vf, int(value) if value.isascii() and value.isdigit() else 0,
                       parse_creatable(creatable))

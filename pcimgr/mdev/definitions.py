@@ -38,34 +38,61 @@ def path(machine: Machine, parent: str, uuid: str) -> str:
 
 def load_all(machine: Machine) -> Found:
     root = top(machine)
-    found, problems = [], []
-    for parent in statefile.names(root):
+    found: list[Definition] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    try:
+        parents = statefile.names(root)
+    except PcimgrError as e:  # the directory itself unusable: nothing is defined
+        return Found([], [str(e)])
+    for parent in parents:
         if parent == SCRIPTS:
             continue
+        where = os.path.join(root, parent)
         try:
             check_name(parent, "parent")
+            names = statefile.names(root, parent)
         except BadInput:
-            problems.append(f"{os.path.join(root, parent)}: not a parent's name; {FIX}")
+            problems.append(f"{where}: not a parent's name; {FIX}")
             continue
-        for name in statefile.names(root, parent):
+        except PcimgrError as e:  # a link or a file where a parent's directory should be
+            problems.append(f"{where}: not a parent's directory ({e}); {FIX}")
+            continue
+        for name in names:
             if name.startswith(".") or ".tmp." in name:
                 continue  # a writer's temporary file (swept under the lock)
-            where = os.path.join(root, parent, name)
-            if not is_uuid(name):
-                problems.append(f"{where}: not named by a UUID; {FIX}")
-                continue
-            try:
-                text = statefile.read_text(where, FIX, root)
-                if text is None:
-                    continue
-                found.append(definition_from_json(name, parent, json.loads(text)))
-            except ValueError as e:  # JSON's errors too
-                problems.append(f"{where}: not valid JSON ({e}); {FIX}")
-            except BadInput as e:
-                problems.append(f"{where}: {e}; {FIX}")
-            except PcimgrError as e:  # a link, not a regular file, too large: it says so
-                problems.append(str(e))
+            problem = _one(machine, root, parent, name, seen, found)
+            if problem:
+                problems.append(problem)
     return Found(found, problems)
+
+
+def _one(machine: Machine, root: str, parent: str, name: str, seen: set[str],
+         found: list[Definition]) -> str | None:
+    """Read one file into found; what is wrong with it otherwise."""
+    where = os.path.join(root, parent, name)
+    if not is_uuid(name) or name != name.strip().lower():
+        return f"{where}: not named by a UUID in lower case, as mdevctl writes them; {FIX}"
+    if name in seen:
+        return f"{where}: mdev {name} is defined under another parent too; {FIX}"
+    try:
+        text = statefile.read_text(where, FIX, root)
+        if text is None:
+            return None
+        found.append(definition_from_json(name, parent, json.loads(text)))
+        seen.add(name)
+    except (ValueError, RecursionError) as e:  # JSON's errors; nesting past the stack
+        return f"{where}: not valid JSON ({str(e)[:200] or type(e).__name__}); {FIX}"
+    except BadInput as e:
+        return f"{where}: {e}; {FIX}"
+    except PcimgrError as e:  # a link, not a regular file, too large: it says so
+        return str(e)
+    return None
+
+
+def sweep(machine: Machine) -> None:
+    """Temporary files a killed `mdev define` left (under the lock, before a change)."""
+    statefile.sweep_tree(top(machine))
 
 
 def find(machine: Machine, uuid: str) -> Definition | None:

@@ -104,32 +104,45 @@ def plan_remove(machine: Machine, uuid: str, assigned: Assigned | None) -> Propo
     sysfs = machine.sysfs
     found = require_mdev(sysfs, uuid)
     refuse_held(machine, [found], assigned)
+    if found.type_id is None or found.parent == "?":
+        raise Refused(f"refusing: mdev {uuid} shows no type or parent pcimgr can read, so a "
+                      "rollback could not create it again; `echo 1 > "
+                      f"/sys/{mdevs.mdev_path(uuid, 'remove')}` removes it by hand")
     defined = definitions.find(machine, uuid)
     attrs = defined.attrs if defined is not None else ()
     return Proposal(plans.Plan(f"mdev remove {uuid}", (
-        RemoveMdev(uuid, found.parent, found.type_id or "?", attrs),)), None, ())
+        RemoveMdev(uuid, found.parent, found.type_id, attrs),)), None, ())
 
 
-def plan_start(machine: Machine, defined: list[Definition], command: str) -> Proposal:
+def plan_start(machine: Machine, defined: list[Definition], command: str,
+               skip_failing: bool = False) -> Proposal:
     """Create what the definitions describe and is not there; one whose UUID is live with
-    another parent or type is refused, as mdevctl refuses it."""
+    another parent or type is refused, as mdevctl refuses it. skip_failing (a parent's auto
+    definitions): such a definition is left out with a note, the others still start."""
     sysfs = machine.sysfs
     steps: list[Step] = []
     notes = []
     wanted: dict[tuple[str, str], int] = {}
     for d in defined:
-        live = mdevs.read_mdev(sysfs, d.uuid)
-        if live is not None:
-            if (live.parent, live.type_id) != (d.parent, d.type_id):
-                raise Refused(f"refusing: mdev {d.uuid} runs on {live.parent} as "
-                              f"{live.type_id}, but its definition says {d.parent} "
-                              f"{d.type_id}; remove it or correct the definition")
-            notes.append(f"mdev {d.uuid} is running already")
+        try:
+            live = mdevs.read_mdev(sysfs, d.uuid)
+            if live is not None:
+                if (live.parent, live.type_id) != (d.parent, d.type_id):
+                    raise Refused(f"refusing: mdev {d.uuid} runs on {live.parent} as "
+                                  f"{live.type_id}, but its definition says {d.parent} "
+                                  f"{d.type_id}; remove it or correct the definition")
+                notes.append(f"mdev {d.uuid} is running already")
+                continue
+            parent = require_parent(sysfs, d.parent)
+            kind = require_type(parent, d.type_id)
+            count = wanted.get((d.parent, d.type_id), 0) + 1
+            _refuse_capacity(parent, kind, count)
+        except (NotFound, Refused) as e:
+            if not skip_failing:
+                raise
+            notes.append(f"not starting mdev {d.uuid}: {e}")
             continue
-        parent = require_parent(sysfs, d.parent)
-        kind = require_type(parent, d.type_id)
-        wanted[(d.parent, d.type_id)] = wanted.get((d.parent, d.type_id), 0) + 1
-        _refuse_capacity(parent, kind, wanted[(d.parent, d.type_id)])
+        wanted[(d.parent, d.type_id)] = count
         steps.append(CreateMdev(d.uuid, d.parent, d.type_id, d.attrs))
     return Proposal(plans.Plan(command, tuple(steps)), None, tuple(notes))
 

@@ -18,6 +18,9 @@ from pcimgr.host.machine import Machine
 from pcimgr.plans.step import StepBase, register
 
 SYS = "/sys"
+# mdevs another starter made while this process meant to (recovery after a kill cannot tell
+# and removes them: they are started again by their rule or definition)
+ADOPTED: set[str] = set()
 
 
 def create(machine: Machine, uuid: str, parent: str, type_id: str,
@@ -27,10 +30,13 @@ def create(machine: Machine, uuid: str, parent: str, type_id: str,
         sysfs.write_attr(mdevs.type_path(parent, type_id, "create"), uuid)
     except KernelError as e:
         live = mdevs.read_mdev(sysfs, uuid)
-        # EEXIST: started meanwhile by another starter (mdevctl's rule at the same event)
+        # EEXIST: started meanwhile by another starter (mdevctl's rule at the same event);
+        # it is theirs, and this run's rollback leaves it alone
         if e.errno != errno.EEXIST or live is None or (live.parent, live.type_id) != (
                 parent, type_id):
             raise
+        ADOPTED.add(uuid)
+        return
     if not sysfs.exists(mdevs.mdev_path(uuid)):
         raise KernelError(f"mdev {uuid} is not in {SYS}/{mdevs.MDEVS} after writing its "
                           f"UUID to {type_id}'s create; see `dmesg`")
@@ -62,7 +68,8 @@ def _remove_line(uuid: str) -> str:
 
 def _checked(data: dict[str, Any]) -> dict[str, Any]:
     """A journaled step's names, held to the rules a fresh plan's are (they name paths)."""
-    parse_uuid(data["address"])
+    if data["address"] != parse_uuid(str(data["address"])):
+        raise ValueError(f"{data['address']!r} is not a UUID as the kernel names an mdev")
     check_name(data["parent"], "parent")
     check_name(data["type_id"], "mdev type")
     try:
@@ -91,11 +98,14 @@ class CreateMdev(StepBase):
         create(machine, self.address, self.parent, self.type_id, self.attrs)
 
     def undo(self, machine: Machine) -> None:
-        if machine.sysfs.exists(mdevs.mdev_path(self.address)):
+        if self.address not in ADOPTED and machine.sysfs.exists(mdevs.mdev_path(self.address)):
             remove(machine, self.address)
 
     def undo_describe(self) -> list[str]:
         return [_remove_line(self.address) + "   # if it is there"]
+
+    def undo_vfio(self) -> tuple[str, ...]:
+        return (self.address,)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CreateMdev:

@@ -67,6 +67,9 @@ class SetVgpuType(StepBase):
         if self.original:
             _write(machine.sysfs, self.address, self.original)
 
+    def undo_vfio(self) -> tuple[str, ...]:
+        return (self.address,)
+
     def undo_describe(self) -> list[str]:
         lines = [f"echo 0 > /sys/{vgpus.current_path(self.address)}   # unless it reads "
                  f"{self.original}"]
@@ -114,7 +117,10 @@ def plan_set(machine: Machine, vf: PciAddress, wanted: str, assigned: Sequence[s
                            "list`)")
         return Proposal(plans.Plan(command, (SetVgpuType(str(vf), kind.id, kind.name, 0),)),
                         None, ())
-    if wanted == str(now.current):
+    # a VF that has a type lists nothing more: its siblings' catalogs may still name it
+    known = [t for v in siblings(machine.sysfs, vf) for t in v.creatable]
+    same = find_vgpu_type(tuple(known), wanted)
+    if wanted == str(now.current) or (same is not None and same.id == now.current):
         return Proposal(plans.Plan(command, ()), None,
                         (f"{vf} has vGPU type {now.current} already",))
     users = [*(f"{d} (its XML)" for d in assigned), *holders]

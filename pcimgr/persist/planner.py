@@ -79,6 +79,13 @@ def define(host: Host, existing: Definition | None, address: PciAddress, driver:
         settings[str(vf_index)] = merged
     settings = {k: v for k, v in settings.items() if int(k) < count}
     chosen = vf_driver or (base.vf_driver if base else None) or "vfio-pci"
+    types = sorted({v[VGPU] for v in settings.values() if VGPU in v})
+    if len(types) > 1:
+        # NVIDIA's driver takes one framebuffer size per GPU by default, and the catalogs do
+        # not say the sizes: one type per PF is what can be checked before the boot tries it
+        raise BadInput(f"the VFs of {address} would have different vGPU types "
+                       f"({', '.join(map(str, types))}); a GPU takes vGPUs of one framebuffer "
+                       "size at a time: define the same type on each VF")
     if chosen != "host" and any(VGPU in v for v in settings.values()):
         raise BadInput(f"a vGPU type needs {address}'s VFs on their own driver (nvidia registers "
                        "them with VFIO itself; on vfio-pci they have no vGPU interface): add "

@@ -50,6 +50,10 @@ class Step(Protocol):
     def undo_describe(self) -> list[str]:
         """The writes and calls undo() may make, as `recover --dry-run` prints them."""
 
+    def undo_vfio(self) -> tuple[str, ...]:
+        """The VFIO devices (an mdev's UUID, a VF's address) whose use by a guest undo() would
+        end: recovery refuses while a process holds their group."""
+
     def voids(self) -> tuple[str, ...]:
         """Functions whose original-driver records this step makes void (VFs it removes or
         creates: a VF pcimgr made has no host driver to give back)."""
@@ -77,6 +81,9 @@ class StepBase:
 
     def undo_describe(self) -> list[str]:
         return []
+
+    def undo_vfio(self) -> tuple[str, ...]:
+        return ()
 
     def voids(self) -> tuple[str, ...]:
         return ()

@@ -9,6 +9,7 @@ import click
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import dry_run_option, emit_json, json_option
 from pcimgr.cli.runner import change_plan, mention_unfinished, run_locked_config
+from pcimgr.core.terminal import safe
 
 
 def _uuid(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -19,7 +20,10 @@ def _uuid(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
 def _name(what: str) -> Any:
     def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
         from pcimgr.core.mdev import check_name
-        return None if value is None else check_name(value, what)
+        if value is None:
+            return None
+        # a PCI parent as the kernel names it (0000:00:02.0), whichever form was typed
+        return check_name(_pci(value) or value if what == "parent" else value, what)
     return check
 
 
@@ -104,7 +108,7 @@ def mdev_list(obj: Context, defined: bool, as_json: bool) -> None:
     if defined:
         found = definitions.load_all(obj.machine)
         for problem in found.problems:
-            click.echo(f"pcimgr: warning: {problem}", err=True)
+            click.echo(safe(f"pcimgr: warning: {problem}"), err=True)
         rows = mdev_render.defined_rows(found.definitions, live, obj.sysfs)
         if as_json:
             emit_json(rows)
@@ -156,9 +160,15 @@ def mdev_create(obj: Context, parent: str, type_id: str, uuid: str | None,
 def mdev_remove(obj: Context, uuid: str, dry_run: bool) -> None:
     """Remove a live mdev; refused while a guest's XML names it or a process holds its group.
     Its definition, if any, stays (`mdev undefine`)."""
+    from pcimgr.core.mdev import holders_of
     from pcimgr.mdev import planner
-    change_plan(obj, lambda: planner.plan_remove(obj.machine, uuid, obj.mdev_holders()),
-                dry_run, lambda _: _live_report(obj))
+
+    def propose() -> Any:
+        # the guests, from libvirt where this machine asks it: its failure stops the remove
+        guests = holders_of([(d.name, d.live_xml, d.config_xml)
+                             for d in obj.libvirt().domains()]) if obj.asked_uri else {}
+        return planner.plan_remove(obj.machine, uuid, guests)
+    change_plan(obj, propose, dry_run, lambda _: _live_report(obj))
 
 
 @mdev.command("start")
@@ -190,9 +200,11 @@ def mdev_start_parent(obj: Context, parent: str, dry_run: bool) -> None:
     def propose() -> Any:
         found = definitions.load_all(obj.machine)
         for problem in found.problems:
-            click.echo(f"pcimgr: warning: {problem}", err=True)
+            click.echo(safe(f"pcimgr: warning: {problem}"), err=True)
         auto = [d for d in found.definitions if d.parent == parent and d.start == "auto"]
-        return planner.plan_start(obj.machine, auto, f"mdev start-parent {parent}")
+        # each on its own, as mdevctl starts them: one stale definition stops no other
+        return planner.plan_start(obj.machine, auto, f"mdev start-parent {parent}",
+                                  skip_failing=True)
     change_plan(obj, propose, dry_run, lambda _: _live_report(obj))
 
 
@@ -224,6 +236,7 @@ def mdev_define(obj: Context, parent: str | None, type_id: str | None, uuid: str
         return
 
     def work() -> None:
+        definitions.sweep(obj.machine)
         definition = make()
         definitions.write(obj.machine, definition)
         click.echo(f"Defined mdev {definition.uuid} ({definition.parent} "
@@ -253,6 +266,7 @@ def mdev_undefine(obj: Context, uuid: str, dry_run: bool) -> None:
         return
 
     def work() -> None:
+        definitions.sweep(obj.machine)
         definitions.remove(obj.machine, find())
         click.echo(f"Removed {target}")
     run_locked_config(obj, work, find)

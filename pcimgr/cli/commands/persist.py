@@ -248,10 +248,13 @@ def status(obj: Context, as_json: bool) -> None:
     for e in damaged:
         click.echo(safe(f"DAMAGED: {e}"), err=as_json)  # not in the JSON document (docs/json.md)
     definitions.raise_damaged(damaged)
-    drifted = sum(not f.ok for f in findings) + sum(bool(d) for _, d in mdev_drift)
-    if drifted:
-        raise Mismatch(f"{drifted} definition(s) drifted; `pcimgr apply` puts back what it "
-                       "can (mdevs: `pcimgr mdev start UUID`)")
+    drifted = sum(not f.ok for f in findings)
+    mdevs_drifted = sum(bool(d) for _, d in mdev_drift)
+    if drifted or mdevs_drifted:
+        raise Mismatch(f"{drifted + mdevs_drifted} definition(s) drifted; "
+                       + (f"`pcimgr apply` puts back what it can{'; ' if mdevs_drifted else ''}"
+                          if drifted else "")
+                       + ("`pcimgr mdev start UUID` starts an mdev" if mdevs_drifted else ""))
 
 
 def _mdev_drift(obj: Context) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ which map device memory), `rom` and `vpd` (reads that reach the device and can h
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from pcimgr.core.errors import PcimgrError
 from pcimgr.host import modaliases, recorded
 from pcimgr.host.snapshot import layout
 
@@ -250,20 +252,56 @@ def _copy_system(machine: Machine, tree: _Tree) -> None:
 
 
 def _copy_mdev_definitions(machine: Machine, tree: _Tree) -> None:
-    """mdevctl's definition files (etc/mdevctl.d/PARENT/UUID), as small as mdevctl writes
-    them; read back with every check (mdev/definitions.py) like any file pcimgr did not
-    write."""
-    top = "etc/mdevctl.d"
-    for parent in machine.list_system_dir(top):
-        if parent == "scripts.d":
-            continue
-        for name in machine.list_system_dir(f"{top}/{parent}")[:4096]:
-            try:
-                data = machine.read_system_file(f"{top}/{parent}/{name}")
-            except OSError:  # a directory, or unreadable: not a definition mdevctl wrote
-                continue
-            if data is not None and len(data) <= 65536:
-                tree.file(f"{layout.SYSTEM}/{top}/{parent}/{name}", data)
+    """mdevctl's definition files (etc/mdevctl.d/PARENT/UUID). Read as files pcimgr did not
+    write: no link followed (a planted one could carry /etc/shadow into the archive), regular
+    files only (a FIFO must not hang the snapshot), 64 KiB at most, and only names that are
+    a parent's and a UUID (mdev/definitions.py checks the content when it is read back)."""
+    from pcimgr.core.mdev import check_name, is_uuid
+    top = os.path.join(machine.system_root, "etc/mdevctl.d")
+    try:
+        with _no_follow_dir(top) as dfd:
+            for parent in sorted(os.listdir(dfd))[:4096]:
+                try:
+                    check_name(parent, "parent")
+                except PcimgrError:
+                    continue
+                if parent == "scripts.d":
+                    continue
+                with _no_follow_dir(parent, dfd) as pfd:
+                    for name in sorted(os.listdir(pfd))[:4096]:
+                        data = _plain_file(name, pfd) if is_uuid(name) else None
+                        if data is not None:
+                            tree.file(f"{layout.SYSTEM}/etc/mdevctl.d/{parent}/{name}", data)
+    except OSError:  # absent, a link, unreadable: nothing recorded
+        return
+
+
+@contextlib.contextmanager
+def _no_follow_dir(path: str, dir_fd: int | None = None) -> Iterator[int]:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=dir_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _plain_file(name: str, dir_fd: int, limit: int = 65536) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        data = os.read(fd, limit + 1)
+        return data if len(data) <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _copy_dev(dev_root: str, tree: _Tree) -> None:
