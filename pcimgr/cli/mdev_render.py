@@ -1,11 +1,11 @@
-"""Output of the mdev commands: tables for people, JSON with the schema of docs/json.md."""
+"""Output of the mdev commands: tables for people, JSON with the schema of docs/json.md.
+render (and tabulate) are imported for tables only: JSON output stays light."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pcimgr.cli.render import table
 from pcimgr.core.mdev import Definition, Mdev, MdevParent, MdevType, VendorVgpu
 from pcimgr.core.terminal import safe
 
@@ -36,6 +36,7 @@ def _parent_title(p: MdevParent, names: Mapping[str, str]) -> str:
 
 
 def types_text(found: list[MdevParent], names: Mapping[str, str]) -> str:
+    from pcimgr.cli.render import table
     blocks = []
     for p in found:
         rows = [[t.id, t.name or "", t.device_api or "?",
@@ -74,6 +75,7 @@ def mdev_json(m: Mdev, guests: Mapping[str, list[str]] | None,
 
 def mdevs_text(live: list[Mdev], guests: Mapping[str, list[str]] | None,
                holders: Mapping[int, list[str]]) -> str:
+    from pcimgr.cli.render import table
     rows = []
     for m in live:
         guest = "?" if guests is None else ", ".join(sorted(guests.get(m.uuid, []))) or "-"
@@ -103,6 +105,7 @@ def defined_rows(found: list[Definition], live: list[Mdev], sysfs: Sysfs) -> lis
 
 
 def defined_text(rows: list[dict[str, Any]]) -> str:
+    from pcimgr.cli.render import table
     return table([[r["uuid"], r["parent"], r["type"], r["start"], r["state"],
                    ", ".join(f"{k}={v}" for a in r["attrs"] for k, v in a.items()) or "-"]
                   for r in rows], ["UUID", "PARENT", "TYPE", "START", "STATE", "ATTRS"])
@@ -115,6 +118,7 @@ def vgpu_json(v: VendorVgpu, guests: Mapping[str, list[str]] | None) -> dict[str
 
 
 def vgpus_text(found: list[VendorVgpu], guests: Mapping[str, list[str]] | None) -> str:
+    from pcimgr.cli.render import table
     rows = []
     for v in found:
         can = ", ".join(f"{t.id} {t.name.split(' ', 1)[-1]}" for t in v.creatable)
@@ -124,6 +128,7 @@ def vgpus_text(found: list[VendorVgpu], guests: Mapping[str, list[str]] | None) 
 
 
 def vendor_types_text(v: VendorVgpu) -> str:
+    from pcimgr.cli.render import table
     body = table([[str(t.id), t.name] for t in v.creatable], ["ID", "NAME"]) \
         if v.creatable else "(none it can take now)"
     head = f"{v.vf}  (vendor vGPU interface, nvidia; vGPU type now: {v.current or 'none'})"

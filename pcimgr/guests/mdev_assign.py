@@ -19,7 +19,6 @@ from pcimgr.host import mdevs
 from pcimgr.host.libvirt_adapter import Domain, Libvirt
 from pcimgr.host.machine import Machine
 from pcimgr.mdev import definitions
-from pcimgr.mdev import planner as mdev_planner
 from pcimgr.plans import transaction as plans
 from pcimgr.plans.runner import Proposal
 from pcimgr.plans.step import Step
@@ -27,7 +26,7 @@ from pcimgr.plans.step import Step
 
 def xml(machine: Machine, uuid: str) -> str:
     """The <hostdev> for a live mdev; Refused for a device_api libvirt has no model for."""
-    found = mdev_planner.require_mdev(machine.sysfs, uuid)
+    found = mdevs.require_mdev(machine.sysfs, uuid)
     kind = mdevs.read_type(machine.sysfs, found.parent, found.type_id) if found.type_id \
         else None
     model = kind.model if kind is not None else None

@@ -9,7 +9,7 @@ anything.
 from __future__ import annotations
 
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput
+from pcimgr.core.errors import BadInput, NotFound
 from pcimgr.core.mdev import Mdev, MdevParent, MdevType, check_name, is_uuid
 from pcimgr.host.sysfs import Sysfs
 
@@ -94,3 +94,34 @@ def read_mdev(sysfs: Sysfs, uuid: str) -> Mdev | None:
 def mdevs(sysfs: Sysfs) -> list[Mdev]:
     found = [read_mdev(sysfs, n) for n in sysfs.list_dir(MDEVS) if is_uuid(n) and n == n.lower()]
     return [m for m in found if m is not None]
+
+
+# -- what a command names, or a one-line error saying what there is ---------------------
+
+def require_parent(sysfs: Sysfs, name: str) -> MdevParent:
+    parent = read_parent(sysfs, name)
+    if parent is None:
+        known = parent_names(sysfs)
+        raise NotFound(f"no mdev parent {name!r} on this host"
+                       + (f" (parents: {', '.join(known)})" if known else
+                          " (no device is registered with the mdev core: load its driver, "
+                          "e.g. kvmgt, nvidia-vgpu-vfio or mtty)")
+                       + "; `pcimgr mdev types` lists the parents and their types")
+    return parent
+
+
+def require_type(parent: MdevParent, type_id: str) -> MdevType:
+    found = parent.type(type_id)
+    if found is None:
+        raise NotFound(f"{parent.name} has no mdev type {type_id!r}; its types: "
+                       f"{', '.join(t.id for t in parent.types) or 'none'} "
+                       f"(`pcimgr mdev types {parent.name}`)")
+    return found
+
+
+def require_mdev(sysfs: Sysfs, uuid: str) -> Mdev:
+    found = read_mdev(sysfs, uuid)
+    if found is None:
+        raise NotFound(f"no mdev {uuid} on this host; `pcimgr mdev list` shows them "
+                       "(and `--defined` the ones kept across reboots)")
+    return found

@@ -12,7 +12,7 @@ from pcimgr.core.errors import BadInput, NotFound, Refused
 from pcimgr.core.mdev import Definition, Mdev, MdevParent, MdevType
 from pcimgr.host import mdevs
 from pcimgr.host.machine import Machine
-from pcimgr.host.sysfs import Sysfs
+from pcimgr.host.mdevs import require_mdev, require_parent, require_type
 from pcimgr.mdev import definitions
 from pcimgr.mdev.steps import CreateMdev, RemoveMdev
 from pcimgr.plans import transaction as plans
@@ -21,35 +21,6 @@ from pcimgr.plans.step import Step
 
 # uuid -> the domains whose XML names it (None: libvirt could not be asked)
 Assigned = Mapping[str, list[str]]
-
-
-def require_parent(sysfs: Sysfs, name: str) -> MdevParent:
-    parent = mdevs.read_parent(sysfs, name)
-    if parent is None:
-        known = mdevs.parent_names(sysfs)
-        raise NotFound(f"no mdev parent {name!r} on this host"
-                       + (f" (parents: {', '.join(known)})" if known else
-                          " (no device is registered with the mdev core: load its driver, "
-                          "e.g. kvmgt, nvidia-vgpu-vfio or mtty)")
-                       + "; `pcimgr mdev types` lists the parents and their types")
-    return parent
-
-
-def require_type(parent: MdevParent, type_id: str) -> MdevType:
-    found = parent.type(type_id)
-    if found is None:
-        raise NotFound(f"{parent.name} has no mdev type {type_id!r}; its types: "
-                       f"{', '.join(t.id for t in parent.types) or 'none'} "
-                       f"(`pcimgr mdev types {parent.name}`)")
-    return found
-
-
-def require_mdev(sysfs: Sysfs, uuid: str) -> Mdev:
-    found = mdevs.read_mdev(sysfs, uuid)
-    if found is None:
-        raise NotFound(f"no mdev {uuid} on this host; `pcimgr mdev list` shows them "
-                       "(and `--defined` the ones kept across reboots)")
-    return found
 
 
 def _refuse_capacity(parent: MdevParent, kind: MdevType, count: int = 1) -> None:

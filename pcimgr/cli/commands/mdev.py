@@ -72,7 +72,6 @@ def mdev_types(obj: Context, parent: str | None, as_json: bool) -> None:
     """The mdev parents and the types each offers: name, API, instances left."""
     from pcimgr.cli import mdev_render
     from pcimgr.host import mdevs, vgpus
-    from pcimgr.mdev import planner
     vendor = vgpus.read(obj.sysfs, _pci(parent)) if parent and not mdevs.read_parent(
         obj.sysfs, parent) and _pci(parent) else None
     if vendor is not None:  # a VF of NVIDIA's vendor interface: its creatable types
@@ -81,7 +80,7 @@ def mdev_types(obj: Context, parent: str | None, as_json: bool) -> None:
         else:
             click.echo(mdev_render.vendor_types_text(vendor))
         return
-    found = [planner.require_parent(obj.sysfs, parent)] if parent else mdevs.parents(obj.sysfs)
+    found = [mdevs.require_parent(obj.sysfs, parent)] if parent else mdevs.parents(obj.sysfs)
     if as_json:
         emit_json([mdev_render.parent_json(p) for p in found])
         return
@@ -102,10 +101,10 @@ def mdev_list(obj: Context, defined: bool, as_json: bool) -> None:
     """The live mdevs: parent, type, IOMMU group, driver, guest and process holding them."""
     from pcimgr.cli import mdev_render
     from pcimgr.host import mdevs
-    from pcimgr.mdev import definitions
     mention_unfinished(obj)
     live = mdevs.mdevs(obj.sysfs)
     if defined:
+        from pcimgr.mdev import definitions
         found = definitions.load_all(obj.machine)
         for problem in found.problems:
             click.echo(safe(f"pcimgr: warning: {problem}"), err=True)
