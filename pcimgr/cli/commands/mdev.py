@@ -163,9 +163,14 @@ def mdev_remove(obj: Context, uuid: str, dry_run: bool) -> None:
     from pcimgr.mdev import planner
 
     def propose() -> Any:
-        # the guests, from libvirt where this machine asks it: its failure stops the remove
-        guests = holders_of([(d.name, d.live_xml, d.config_xml)
-                             for d in obj.libvirt().domains()]) if obj.asked_uri else {}
+        guests: dict[str, list[str]] | None
+        if obj.connect:  # a libvirt named with --connect: its failure stops the remove
+            guests = holders_of([(d.name, d.live_xml, d.config_xml)
+                                 for d in obj.libvirt().domains()])
+        else:  # the default one, as `vfs destroy`: without a daemon no guest runs there
+            guests = obj.mdev_holders()
+            if guests is None and obj.holdings_problem:
+                click.echo(safe(obj.holdings_problem), err=True)
         return planner.plan_remove(obj.machine, uuid, guests)
     change_plan(obj, propose, dry_run, lambda _: _live_report(obj))
 
