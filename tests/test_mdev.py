@@ -43,6 +43,16 @@ def group(root: Path, uuid: str) -> int:
     return int(os.path.basename(os.readlink(mdev_dir(root, uuid) / "iommu_group")))
 
 
+def plant_journal(root: Path, step: dict) -> None:
+    """A journal as a killed run would leave it: root's, mode 0600, one step applied."""
+    state = root / ".pcimgr-state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    journal = state / "journal.json"
+    journal.write_text(json.dumps({"command": "mdev", "pid": 1, "started": 0,
+                                   "steps": [{"step": step, "state": "applied"}]}))
+    journal.chmod(0o600)
+
+
 def create(run, root: Path, parent: str = "mtty", kind: str = "mtty-2", uuid: str = U1,
            *extra: str):
     return run("--sysfs-root", root, "mdev", "create", parent, kind, "--uuid", uuid, *extra)
@@ -301,14 +311,9 @@ def test_a_definition_that_is_a_link_is_not_followed(run, root: Path, tmp_path: 
 
 
 def test_a_planted_journal_step_naming_a_path_is_refused(run, root: Path) -> None:
-    state = root / ".pcimgr-state"
-    state.mkdir(mode=0o700, exist_ok=True)
-    step = {"kind": "mdev-remove", "module": "pcimgr.mdev.steps", "address": U1,
-            "parent": "mtty", "type_id": "mtty-2", "attrs": [["../../../bus/pci/rescan", "1"]]}
-    journal = state / "journal.json"
-    journal.write_text(json.dumps({"command": "mdev remove", "pid": 1, "started": 0,
-                                   "steps": [{"step": step, "state": "applied"}]}))
-    journal.chmod(0o600)
+    plant_journal(root, {"kind": "mdev-remove", "module": "pcimgr.mdev.steps", "address": U1,
+                         "parent": "mtty", "type_id": "mtty-2",
+                         "attrs": [["../../../bus/pci/rescan", "1"]]})
     r = create(run, root)
     assert r.exit_code != 0 and "is not an mdev attribute" in r.output
     assert not mdev_dir(root, U1).exists()
@@ -410,28 +415,17 @@ def test_a_snapshot_follows_no_link_and_waits_on_no_fifo_in_mdevctl_d(run, root:
 def test_recovery_never_removes_an_mdev_a_process_holds(run, root: Path) -> None:
     assert create(run, root).exit_code == 0
     SimulatedMachine(str(root)).kernel.hold_vfio(group(root, U1), "qemu-system-x86[9]")
-    state = root / ".pcimgr-state"
-    state.mkdir(mode=0o700, exist_ok=True)
-    step = {"kind": "mdev-create", "module": "pcimgr.mdev.steps", "address": U1,
-            "parent": "mtty", "type_id": "mtty-2", "attrs": []}
-    (state / "journal.json").write_text(json.dumps({
-        "command": "mdev create", "pid": 1, "started": 0,
-        "steps": [{"step": step, "state": "applied"}]}))
-    (state / "journal.json").chmod(0o600)
+    plant_journal(root, {"kind": "mdev-create", "module": "pcimgr.mdev.steps", "address": U1,
+                         "parent": "mtty", "type_id": "mtty-2", "attrs": []})
     r = run("--sysfs-root", root, "recover")
     assert r.exit_code != 0 and "qemu-system-x86[9]" in r.output
     assert mdev_dir(root, U1).exists()
 
 
 def test_a_journal_step_with_a_uuid_not_as_the_kernel_names_it_is_refused(run, root) -> None:
-    state = root / ".pcimgr-state"
-    state.mkdir(mode=0o700, exist_ok=True)
-    step = {"kind": "mdev-create", "module": "pcimgr.mdev.steps", "address": U1.upper(),
-            "parent": "mtty", "type_id": "mtty-2", "attrs": []}
-    (state / "journal.json").write_text(json.dumps({
-        "command": "mdev create", "pid": 1, "started": 0,
-        "steps": [{"step": step, "state": "applied"}]}))
-    (state / "journal.json").chmod(0o600)
+    plant_journal(root, {"kind": "mdev-create", "module": "pcimgr.mdev.steps",
+                         "address": U1.upper(), "parent": "mtty", "type_id": "mtty-2",
+                         "attrs": []})
     r = run("--sysfs-root", root, "recover")
     assert r.exit_code == 11 and "not a UUID as the kernel names an mdev" in r.output
 
