@@ -498,3 +498,14 @@ def test_mdev_remove_stops_when_libvirt_cannot_say_who_has_it(run, root: Path) -
     r = run("--sysfs-root", root, "--connect", "qemu+unix:///system?socket=/nonexistent",
             "mdev", "remove", U1)
     assert r.exit_code != 0 and mdev_dir(root, U1).exists()
+
+
+def test_the_whole_apply_starts_the_auto_mdevs_too(run, root: Path) -> None:
+    run("--sysfs-root", root, "mdev", "define", "mtty", "mtty-2", "--uuid", U1, "--auto")
+    run("--sysfs-root", root, "mdev", "define", "mtty", "mtty-1", "--uuid", U2)
+    r = run("--sysfs-root", root, "apply")
+    assert r.exit_code == 0, r.output
+    assert f"mtty: create mdev {U1} of type mtty-2" in r.output
+    assert mdev_dir(root, U1).exists() and not mdev_dir(root, U2).exists()  # manual stays
+    again = run("--sysfs-root", root, "apply")
+    assert again.exit_code == 0 and again.output == "The host matches the definitions.\n"

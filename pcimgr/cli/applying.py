@@ -38,10 +38,12 @@ class Report:
 
 
 def run(obj: Context, chosen: list[Any], damaged: list[Any], report: Report, timeout: float,
-        survey: Any = None) -> None:
+        survey: Any = None, mdevs: bool = False) -> None:
     """Apply these definitions (the caller holds the lock): the VFs and drivers in one
     transaction, then each PF's VF settings in one more. damaged: the definition files that
-    did not read (named, then exit 11). survey: the host's use, when the caller has it."""
+    did not read (named, then exit 11). survey: the host's use, when the caller has it.
+    mdevs (the whole apply, as the boot unit runs it): then the auto mdevs (mdevctl's
+    definitions) of the parents there, each on its own, in case their udev event was missed."""
     from pcimgr.core.errors import Mismatch
     from pcimgr.host import discovery, usage
     from pcimgr.persist import definitions
@@ -65,12 +67,40 @@ def run(obj: Context, chosen: list[Any], damaged: list[Any], report: Report, tim
             runner.execute(obj.machine, state, settings)
             for step in settings.plan.steps:
                 report.say(step.summary())
+    started = _auto_mdevs(obj, report) if mdevs else 0
     definitions.raise_damaged(damaged)
     if planned.skipped:
         raise Mismatch(f"{len(planned.skipped)} definition(s) not applied (see above)")
-    if not planned.proposal.plan.steps:
-        report.say("The host matches the definitions." if chosen else "No definitions.",
-                   when_quiet=False)
+    if not planned.proposal.plan.steps and not started:
+        report.say("The host matches the definitions." if chosen or mdevs and _any_mdevs(obj)
+                   else "No definitions.", when_quiet=False)
+
+
+def _auto_mdevs(obj: Context, report: Report) -> int:
+    """Start the auto mdevs that are not running, one transaction for all; how many."""
+    from pcimgr.mdev import definitions as mdev_definitions
+    from pcimgr.mdev import planner as mdev_planner
+    from pcimgr.plans import runner
+    found = mdev_definitions.load_all(obj.machine)
+    for problem in found.problems:
+        report.say(f"pcimgr: warning: {problem}", err=True)
+    auto = [d for d in found.definitions if d.start == "auto"]
+    if not auto:
+        return 0
+    proposal = mdev_planner.plan_start(obj.machine, auto, "apply (mdevs)", skip_failing=True)
+    for note in proposal.notes:
+        if note.startswith("not starting"):  # not "running already": that is the aim
+            report.say(note, err=True)
+    if proposal.plan.steps:
+        runner.execute(obj.machine, obj.state, proposal)
+        for step in proposal.plan.steps:
+            report.say(step.summary())
+    return len(proposal.plan.steps)
+
+
+def _any_mdevs(obj: Context) -> bool:
+    from pcimgr.mdev import definitions as mdev_definitions
+    return bool(mdev_definitions.load_all(obj.machine).definitions)
 
 
 def dry_run(obj: Context, chosen: list[Any], damaged: list[Any], timeout: float,

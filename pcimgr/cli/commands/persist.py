@@ -209,7 +209,8 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
         return
 
     def work() -> None:
-        applying.run(obj, chosen, damaged, applying.Report(True, quiet), timeout)
+        applying.run(obj, chosen, damaged, applying.Report(True, quiet), timeout,
+                     mdevs=device is None)
 
     run_locked(obj, obj.state, work)
 
