@@ -82,15 +82,16 @@ def _auto_mdevs(obj: Context, report: Report) -> int:
     from pcimgr.mdev import planner as mdev_planner
     from pcimgr.plans import runner
     found = mdev_definitions.load_all(obj.machine)
+    from pcimgr.core.terminal import safe
     for problem in found.problems:
-        report.say(f"pcimgr: warning: {problem}", err=True)
+        report.say(safe(f"pcimgr: warning: {problem}"), err=True)
     auto = [d for d in found.definitions if d.start == "auto"]
     if not auto:
         return 0
     proposal = mdev_planner.plan_start(obj.machine, auto, "apply (mdevs)", skip_failing=True)
     for note in proposal.notes:
         if note.startswith("not starting"):  # not "running already": that is the aim
-            report.say(note, err=True)
+            report.say(safe(note), err=True)
     if proposal.plan.steps:
         runner.execute(obj.machine, obj.state, proposal)
         for step in proposal.plan.steps:
