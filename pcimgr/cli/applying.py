@@ -67,17 +67,18 @@ def run(obj: Context, chosen: list[Any], damaged: list[Any], report: Report, tim
             runner.execute(obj.machine, state, settings)
             for step in settings.plan.steps:
                 report.say(step.summary())
-    started = _auto_mdevs(obj, report) if mdevs else 0
+    started, defined = _auto_mdevs(obj, report) if mdevs else (0, False)
     definitions.raise_damaged(damaged)
     if planned.skipped:
         raise Mismatch(f"{len(planned.skipped)} definition(s) not applied (see above)")
     if not planned.proposal.plan.steps and not started:
-        report.say("The host matches the definitions." if chosen or mdevs and _any_mdevs(obj)
+        report.say("The host matches the definitions." if chosen or defined
                    else "No definitions.", when_quiet=False)
 
 
-def _auto_mdevs(obj: Context, report: Report) -> int:
-    """Start the auto mdevs that are not running, one transaction for all; how many."""
+def _auto_mdevs(obj: Context, report: Report) -> tuple[int, bool]:
+    """Start the auto mdevs that are not running, one transaction for all: how many, and
+    whether any mdev is defined at all."""
     from pcimgr.mdev import definitions as mdev_definitions
     from pcimgr.mdev import planner as mdev_planner
     from pcimgr.plans import runner
@@ -87,7 +88,7 @@ def _auto_mdevs(obj: Context, report: Report) -> int:
         report.say(safe(f"pcimgr: warning: {problem}"), err=True)
     auto = [d for d in found.definitions if d.start == "auto"]
     if not auto:
-        return 0
+        return 0, bool(found.definitions)
     proposal = mdev_planner.plan_start(obj.machine, auto, "apply (mdevs)", skip_failing=True)
     for note in proposal.notes:
         if note.startswith("not starting"):  # not "running already": that is the aim
@@ -96,12 +97,7 @@ def _auto_mdevs(obj: Context, report: Report) -> int:
         runner.execute(obj.machine, obj.state, proposal)
         for step in proposal.plan.steps:
             report.say(step.summary())
-    return len(proposal.plan.steps)
-
-
-def _any_mdevs(obj: Context) -> bool:
-    from pcimgr.mdev import definitions as mdev_definitions
-    return bool(mdev_definitions.load_all(obj.machine).definitions)
+    return len(proposal.plan.steps), True
 
 
 def dry_run(obj: Context, chosen: list[Any], damaged: list[Any], timeout: float,

@@ -66,22 +66,26 @@ def _remove_line(uuid: str) -> str:
     return f"echo 1 > {SYS}/{mdevs.mdev_path(uuid, 'remove')}"
 
 
-def _checked(data: dict[str, Any]) -> dict[str, Any]:
-    """A journaled step's names, held to the rules a fresh plan's are (they name paths)."""
-    if data["address"] != parse_uuid(str(data["address"])):
-        raise ValueError(f"{data['address']!r} is not a UUID as the kernel names an mdev")
-    check_name(data["parent"], "parent")
-    check_name(data["type_id"], "mdev type")
-    try:
-        pairs = tuple(check_attr(str(k), str(v)) for k, v in data.get("attrs", ()))
-    except (TypeError, ValueError):
-        raise ValueError(f"attrs {data.get('attrs')!r} are not name-value pairs") from None
-    return data | {"attrs": pairs}
+class _MdevStep(StepBase):
+    """What both mdev steps read back from a journal: its names held to the rules a fresh
+    plan's are (they name paths)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Any:
+        if data["address"] != parse_uuid(str(data["address"])):
+            raise ValueError(f"{data['address']!r} is not a UUID as the kernel names an mdev")
+        check_name(data["parent"], "parent")
+        check_name(data["type_id"], "mdev type")
+        try:
+            pairs = tuple(check_attr(str(k), str(v)) for k, v in data.get("attrs", ()))
+        except (TypeError, ValueError):
+            raise ValueError(f"attrs {data.get('attrs')!r} are not name-value pairs") from None
+        return cls(**(data | {"attrs": pairs}))
 
 
 @register
 @dataclass(frozen=True)
-class CreateMdev(StepBase):
+class CreateMdev(_MdevStep):
     address: str  # the mdev's UUID
     parent: str
     type_id: str
@@ -107,14 +111,10 @@ class CreateMdev(StepBase):
     def undo_vfio(self) -> tuple[str, ...]:
         return (self.address,)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CreateMdev:
-        return cls(**_checked(data))
-
 
 @register
 @dataclass(frozen=True)
-class RemoveMdev(StepBase):
+class RemoveMdev(_MdevStep):
     address: str  # the mdev's UUID
     parent: str
     type_id: str
@@ -137,7 +137,3 @@ class RemoveMdev(StepBase):
     def undo_describe(self) -> list[str]:
         return [line + ("   # unless it is there" if i == 0 else "") for i, line in
                 enumerate(_create_lines(self.address, self.parent, self.type_id, self.attrs))]
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RemoveMdev:
-        return cls(**_checked(data))
