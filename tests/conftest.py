@@ -65,14 +65,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             items[i] = proxy
 
 
+def lab_boot(item: pytest.Item) -> str:
+    """The kind of lab boot a lab test runs in (tests/lab/harness.py BOOTS): the argument of
+    its `lab_boot` marker, "default" without one."""
+    marker = item.get_closest_marker("lab_boot")
+    return str(marker.args[0]) if marker is not None and marker.args else "default"
+
+
 class LabResult(pytest.Item):
-    """All lab tests of a session run in one boot, started by the first of them."""
+    """All lab tests of a session that need the same kind of boot run in one boot of it,
+    started by the first of them (one boot per kind)."""
 
     def runtest(self) -> None:
         config = self.config
+        boot = lab_boot(self)
+        from tests.lab.harness import BOOTS
+        if boot not in BOOTS:  # a misspelt boot fails, never skips
+            pytest.fail(f"no lab boot {boot!r} (lab_boot takes one of {', '.join(BOOTS)})",
+                        pytrace=False)
         if _LAB_RESULTS not in config.stash:
-            config.stash[_LAB_RESULTS] = _run_lab(self.session)
-        results = config.stash[_LAB_RESULTS]
+            config.stash[_LAB_RESULTS] = {}
+        if boot not in config.stash[_LAB_RESULTS]:
+            config.stash[_LAB_RESULTS][boot] = _run_lab(self.session, boot)
+        results = config.stash[_LAB_RESULTS][boot]
         if "unavailable" in results:
             if os.environ.get("CI") == "true":  # CI machines can run the lab: never skip there
                 pytest.fail(f"the QEMU lab cannot run: {results['unavailable']}", pytrace=False)
@@ -84,14 +99,15 @@ class LabResult(pytest.Item):
         if outcome["outcome"] == "skipped":
             pytest.skip(f"in the lab guest: {outcome['text']}")
         if outcome["outcome"] == "failed":
-            pytest.fail(f"in the lab guest (Linux {results['_kernel']}):\n{outcome['text']}",
-                        pytrace=False)
+            where = "" if boot == "default" else f", {boot} boot"
+            pytest.fail(f"in the lab guest (Linux {results['_kernel']}{where}):\n"
+                        f"{outcome['text']}", pytrace=False)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"{self.name} (in the QEMU lab)"
 
 
-def _run_lab(session: pytest.Session) -> dict:
+def _run_lab(session: pytest.Session, boot: str = "default") -> dict:
     import shlex
     import sys
 
@@ -99,11 +115,14 @@ def _run_lab(session: pytest.Session) -> dict:
     reason = harness.available()
     if reason is not None:
         return {"unavailable": reason}
-    ids = [item.nodeid for item in session.items if isinstance(item, LabResult)]
+    ids = [item.nodeid for item in session.items
+           if isinstance(item, LabResult) and lab_boot(item) == boot]
     command = (f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider "
                f"--lab-report=/run/lab/report.json {shlex.join(ids)}; uname -r > /run/lab/kernel")
-    # 43 scenarios under TCG on one vCPU: ~12 min on a quiet machine, more under load
-    r = harness.run(command, timeout=2400, collect=("report.json", "kernel"))
+    # 43 scenarios under TCG on one vCPU: ~12 min on a quiet machine, more under load; the
+    # desktop boot's few scenarios take ~2 min
+    timeout = 2400 if boot == "default" else 1200
+    r = harness.run(command, timeout=timeout, collect=("report.json", "kernel"), boot=boot)
     results = json.loads(r.files.get("report.json", "{}"))
     results["_output"] = r.output[-4000:]
     results["_kernel"] = r.files.get("kernel", "?").strip()

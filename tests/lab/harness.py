@@ -1,7 +1,8 @@
 """Boot a real Debian kernel in QEMU with an IOMMU and Intel NICs; run commands in it.
 
     python -m tests.lab.harness run 'pcimgr list --all'    # one command, one boot
-    python -m tests.lab.harness shell-topology              # print the QEMU command
+    python -m tests.lab.harness run --boot desktop 'systemctl status'  # the desktop boot
+    python -m tests.lab.harness console [--boot desktop]    # the boot log of `true`
 
 The guest sees the host's / read-only (9p) under a tmpfs overlay, so it has
 this checkout, its virtualenv and the host's tools at the same paths. A second
@@ -49,6 +50,13 @@ TOPOLOGY = (
     "-drive if=none,id=sd0,format=raw,file={disks}/scsi.img",
     "-device scsi-hd,drive=sd0,bus=scsi0.0",
 )
+# Kinds of boot (docs/lab.md): "default" runs the command from stage2.sh as PID 1;
+# "desktop" adds a boot display (bochs-drm, fbcon on it) and makes systemd PID 1, with
+# the command and a stand-in display-manager.service as its units (tests marked
+# lab_boot("desktop"))
+BOOTS = ("default", "desktop")
+DESKTOP_DEVICES = ("-device VGA,bus=pcie.0,addr=0xa",)  # 00:0a.0, a slot TOPOLOGY leaves free
+DESKTOP_CMDLINE = "pcimgr.init=systemd"
 DISK_MB = 64  # sparse raw images, made anew for every boot
 # MBR partitions (start sector, sectors) of each image, so the guest boots with
 # nvme0n1p1-3 and sda1 (profiles.lab() has the same)
@@ -205,7 +213,7 @@ def accelerator() -> list[str]:
 
 def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path,
                  accel: list[str], variant: Path | None = None,
-                 mdev: Path | None = None) -> list[str]:
+                 mdev: Path | None = None, boot: str = "default") -> list[str]:
     # no_timer_check: under load the emulated IO-APIC timer can miss the kernel's boot-time
     # check, which then panics ("timer doesn't work through Interrupt-remapped IO-APIC")
     cmdline = (f"console=ttyS0 intel_iommu=on no_timer_check panic=-1 quiet loglevel=4 "
@@ -214,6 +222,11 @@ def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path,
         cmdline += f" pcimgr.variant={variant}"
     if mdev is not None:  # the kernel's mdev samples and Debian's mdevctl (mdev_samples.py)
         cmdline += f" pcimgr.mdev={mdev}"
+    desktop = DESKTOP_DEVICES if boot == "desktop" else ()
+    if boot == "desktop":
+        cmdline += f" {DESKTOP_CMDLINE}"
+    elif boot != "default":
+        raise ValueError(f"no lab boot {boot!r} (one of {', '.join(BOOTS)})")
     return [qemu_binary(), "-machine", "q35,kernel-irqchip=split", *accel, "-m", "1536",
             "-nodefaults", "-nographic", "-no-reboot", "-serial", f"file:{iodir / 'console'}",
             "-monitor", "none",
@@ -224,12 +237,16 @@ def qemu_command(iodir: Path, vmlinuz: Path, initrd: Path, modules: Path,
             "-fsdev", f"local,id=labio,path={iodir},security_model=none",
             "-device", "virtio-9p-pci,fsdev=labio,mount_tag=labio,bus=pcie.0,addr=0x2",
             *[word for spec in TOPOLOGY
-              for word in spec.format(disks=iodir / "disks").split(" ", 1)]]
+              for word in spec.format(disks=iodir / "disks").split(" ", 1)],
+            *[word for spec in desktop for word in spec.split(" ", 1)]]
 
 
 def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT,
-        collect: tuple[str, ...] = ()) -> Result:
-    """Boot, run `command` with bash as root in the guest, power off. One boot per call."""
+        collect: tuple[str, ...] = (), boot: str = "default") -> Result:
+    """Boot, run `command` with bash as root in the guest, power off. One boot per call;
+    `boot` is one of BOOTS."""
+    if boot not in BOOTS:
+        raise ValueError(f"no lab boot {boot!r} (one of {', '.join(BOOTS)})")
     vmlinuz, modules, version = kernel()
     initrd = initramfs(modules, version)
     variant = variant_tree()
@@ -238,10 +255,10 @@ def run(command: str, timeout: int = 900, cwd: Path = CHECKOUT,
     for attempt in (1, 2):
         try:
             result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, accel,
-                           variant, mdev)
+                           variant, mdev, boot)
             if result is None and accel != TCG:  # KVM offered but would not start: emulate
                 result = _boot(command, timeout, cwd, collect, vmlinuz, initrd, modules, TCG,
-                               variant, mdev)
+                               variant, mdev, boot)
         except GuestSilent as e:
             if attempt == 2:
                 raise
@@ -292,7 +309,8 @@ def mdev_samples() -> Path | str:
 
 def _boot(command: str, timeout: int, cwd: Path, collect: tuple[str, ...], vmlinuz: Path,
           initrd: Path, modules: Path, accel: list[str],
-          variant: Path | str = "not built", mdev: Path | str = "not built") -> Result | None:
+          variant: Path | str = "not built", mdev: Path | str = "not built",
+          boot: str = "default") -> Result | None:
     with tempfile.TemporaryDirectory(prefix="pcimgr-lab-") as tmp:
         iodir = Path(tmp)
         (iodir / "command").write_text(command + "\n")
@@ -308,7 +326,7 @@ def _boot(command: str, timeout: int, cwd: Path, collect: tuple[str, ...], vmlin
         started = time.monotonic()
         proc = subprocess.Popen(qemu_command(iodir, vmlinuz, initrd, modules, accel,
                                              variant if isinstance(variant, Path) else None,
-                                             mdev if isinstance(mdev, Path) else None),
+                                             mdev if isinstance(mdev, Path) else None, boot),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -358,13 +376,18 @@ def available() -> str | None:
 
 
 def main(argv: list[str]) -> int:
+    boot = "default"
+    if len(argv) >= 3 and argv[1] == "--boot":
+        boot = argv[2]
+        argv = [argv[0], *argv[3:]]
     if len(argv) >= 2 and argv[0] == "run":
-        r = run(" ".join(argv[1:]))
+        r = run(" ".join(argv[1:]), boot=boot)
         sys.stdout.write(r.output)
-        print(f"[lab: exit {r.status}, {r.seconds:.1f} s]", file=sys.stderr)
+        kind = "" if boot == "default" else f"{boot} boot, "
+        print(f"[lab: {kind}exit {r.status}, {r.seconds:.1f} s]", file=sys.stderr)
         return r.status
     if argv == ["console"]:
-        r = run("true")
+        r = run("true", boot=boot)
         sys.stdout.write(r.console)
         return 0
     print(__doc__, file=sys.stderr)
