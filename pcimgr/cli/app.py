@@ -40,6 +40,7 @@ COMMANDS = {
     "sim": "sim:sim", "demo": "sim:demo",
     "recover": "recover:recover", "history": "history:history",
     "export": "export:export", "snapshot": "snapshot:snapshot",
+    "handoff": "handoff:handoff", "hook": "handoff:hook",
 }
 
 

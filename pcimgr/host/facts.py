@@ -109,13 +109,13 @@ def vfio_holders() -> dict[int, list[str]]:
         target = os.readlink(fd)
         return int(target[10:]) if target.startswith("/dev/vfio/") and target[10:].isdigit() \
             else None
-    return _open_by(group)
+    return open_by(group)
 
 
 K = TypeVar("K")
 
 
-def _open_by(key: Callable[[str], K | None]) -> dict[K, list[str]]:
+def open_by(key: Callable[[str], K | None]) -> dict[K, list[str]]:
     """key -> the processes ("comm[pid]") with an open file for which key(/proc/PID/fd/N)
     names it. Other users' processes are invisible without root; vanished ones skipped."""
     found: dict[K, list[str]] = {}
@@ -276,7 +276,7 @@ def _open_blocks(names: dict[str, str]) -> dict[str, list[str]]:
     def block(fd: str) -> str | None:
         st = os.stat(fd)
         return by_rdev.get(st.st_rdev) if stat.S_ISBLK(st.st_mode) else None
-    return _open_by(block)
+    return open_by(block)
 
 
 def _swaps() -> frozenset[str]:

@@ -14,6 +14,7 @@ from pcimgr.host.udevdb import UdevDatabase
 
 if TYPE_CHECKING:
     from pcimgr.core.vfconfig import VfConfig
+    from pcimgr.host.services import Holder, UnitState
 
 # subprocess is imported where a program runs (modprobe, the boot tools): a change whose
 # driver is loaded starts none, and the import costs ~75 ms in the emulated lab
@@ -137,6 +138,40 @@ class LinuxMachine:
             raise KernelError(f"`{command}` failed (exit {r.returncode}"
                               + (f": {said[-1]}" if said else "") + "); fix that and run it "
                               "by hand")
+
+    def node_holders(self, nodes: list[str]) -> dict[str, list[Holder]]:
+        from pcimgr.host import services
+        return services.node_holders(nodes)
+
+    def unit_state(self, unit: str) -> UnitState | None:
+        from pcimgr.host import services
+        return services.unit_state(unit)
+
+    def control_unit(self, verb: str, unit: str, timeout: float) -> None:
+        from pcimgr.host import services
+        services.systemctl([verb, "--", unit], timeout)
+
+    def unit_property(self, unit: str, name: str) -> str:
+        from pcimgr.host import services
+        return services.unit_property(unit, name)
+
+    def set_unit_property(self, unit: str, name: str, value: str, timeout: float) -> None:
+        from pcimgr.host import services
+        services.systemctl(["set-property", "--runtime", "--", unit, f"{name}={value}"], timeout)
+
+    def unload_module(self, name: str, timeout: float) -> None:
+        import subprocess
+        try:
+            r = subprocess.run(["modprobe", "-r", name], capture_output=True, text=True,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise KernelError(f"`modprobe -r {name}` did not finish within {timeout:.0f} s") \
+                from None
+        except OSError as e:
+            raise KernelError(f"`modprobe -r {name}` could not run ({e})") from e
+        if r.returncode != 0:
+            raise KernelError(f"`modprobe -r {name}` failed: "
+                              f"{r.stderr.strip() or f'exit {r.returncode}'}")
 
     # journald's native socket: fields a query can select on (journalctl PCIMGR_RESULT=...)
     JOURNAL_SOCKET = "/run/systemd/journal/socket"

@@ -14,6 +14,7 @@ from pcimgr.host.sysfs import Sysfs
 if TYPE_CHECKING:
     from pcimgr.core.vfconfig import VfConfig
     from pcimgr.host.libvirt_adapter import Domain
+    from pcimgr.host.services import Holder, UnitState
     from pcimgr.host.udevdb import UdevDatabase
 
 
@@ -126,3 +127,22 @@ class Machine(Protocol):
     def run_program(self, argv: list[str]) -> None:
         """Run one of the host's programs (update-grub, update-initramfs -u); KernelError
         naming it and its last words when it fails."""
+
+    # processes, services and modules, as a hand-off changes them (handoff/)
+    def node_holders(self, nodes: list[str]) -> dict[str, list[Holder]]:
+        """/dev node -> the processes that have it open, with their systemd units."""
+
+    def unit_state(self, unit: str) -> UnitState | None:
+        """None where no service manager pcimgr can ask runs (not systemd)."""
+
+    def control_unit(self, verb: str, unit: str, timeout: float) -> None:
+        """`systemctl start|stop UNIT`, waiting at most timeout; KernelError when it fails."""
+
+    def unit_property(self, unit: str, name: str) -> str:
+        """A unit's property as `systemctl show --value` prints it ("" when unset)."""
+
+    def set_unit_property(self, unit: str, name: str, value: str, timeout: float) -> None:
+        """At runtime only (`systemctl set-property --runtime`): a reboot forgets it."""
+
+    def unload_module(self, name: str, timeout: float) -> None:
+        """`modprobe -r NAME`; KernelError when the module cannot go (in use, built in)."""

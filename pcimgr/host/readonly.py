@@ -17,6 +17,7 @@ from pcimgr.host.udevdb import UdevDatabase
 if TYPE_CHECKING:
     from pcimgr.core.vfconfig import VfConfig
     from pcimgr.host.libvirt_adapter import Domain
+    from pcimgr.host.services import Holder, UnitState
 
 
 class ReadOnlyMachine:
@@ -123,6 +124,24 @@ class ReadOnlyMachine:
         return None  # the tree's host's programs are not here to run
 
     def run_program(self, argv: list[str]) -> None:
+        raise Refused(self.refusal())
+
+    def node_holders(self, nodes: list[str]) -> dict[str, list[Holder]]:
+        return {}  # no process of this host holds the tree's nodes
+
+    def unit_state(self, unit: str) -> UnitState | None:
+        return None  # its services are not this host's: unknown
+
+    def control_unit(self, verb: str, unit: str, timeout: float) -> None:
+        raise Refused(self.refusal())
+
+    def unit_property(self, unit: str, name: str) -> str:
+        return ""
+
+    def set_unit_property(self, unit: str, name: str, value: str, timeout: float) -> None:
+        raise Refused(self.refusal())
+
+    def unload_module(self, name: str, timeout: float) -> None:
         raise Refused(self.refusal())
 
     def _recorded(self, key: str, default: Any) -> Any:

@@ -1,5 +1,6 @@
 """The records a change leaves in STATE_DIR: each function's original driver
-(devices/<address>.json) and each assignment (assignments/<address>.json).
+(devices/<address>.json), each assignment (assignments/<address>.json) and each guest's
+hand-off while it holds its devices (handoffs/<guest>.json: the steps to give back).
 
 They are read through the state-file loader (shape checked, the file and the fix
 named when damaged), and written by `commit` as one all-or-nothing batch after
@@ -44,11 +45,24 @@ def _assignment_shape(data: Any) -> dict[str, Any]:
     return data
 
 
-_SHAPES = {"devices": (_driver_shape, RECORD_FIX), "assignments": (_assignment_shape,
-                                                                   ASSIGNMENT_FIX)}
+def _handoff_shape(data: Any) -> dict[str, Any]:
+    """The steps are checked by the hand-off that reads them, as a journal's are."""
+    statefile.obj(data, vm=str, uuid=(str, type(None)), boot_id=str, taken=(int, float),
+                  steps=list)
+    if not all(isinstance(s, dict) for s in data["steps"]):
+        raise ValueError("'steps' lists something other than steps")
+    return data
 
 
-_REL = re.compile(r"(devices|assignments)/[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\.json")
+HANDOFF_FIX = ("check which of its devices the guest still holds (`pcimgr list --all`), then "
+               "`pcimgr handoff release GUEST` gives them back, or remove the file")
+_SHAPES = {"devices": (_driver_shape, RECORD_FIX),
+           "assignments": (_assignment_shape, ASSIGNMENT_FIX),
+           "handoffs": (_handoff_shape, HANDOFF_FIX)}
+
+
+_REL = re.compile(r"(devices|assignments)/[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\.json"
+                  r"|handoffs/[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}\.json")
 
 
 def check(rel: str, data: Any) -> dict[str, Any] | None:

@@ -62,7 +62,7 @@ def recover_then(machine: Machine, state: str, work: Callable[[str | None], None
     """Under the lock: the temporary files removed, a killed change of CONFIG's files put
     back, a killed run's transaction finished once vet accepted it (their messages for
     work), then work."""
-    statefile.sweep(state, ("", "devices", "assignments"))
+    statefile.sweep(state, ("", "devices", "assignments", "handoffs"))
     requests.tidy(machine.lock_dir)
     said = []
     if config is not None:

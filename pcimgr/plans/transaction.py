@@ -93,7 +93,7 @@ def execute(plan: Plan, machine: Machine, state_dir: str, progress: Progress | N
     except (PcimgrError, OSError) as failure:
         with interrupts.shielded(deliver=False):
             lost = changes.undo() if committing and changes is not None else []
-            report = _roll_back(plan.steps[:started], machine)
+            report = roll_back(plan.steps[:started], machine)
             if lost:
                 report += f"; records not restored: {', '.join(lost)} (check them by hand)"
             try:
@@ -156,7 +156,7 @@ def _journal_shape(data: Any) -> Unfinished:
                 raise ValueError(f"state {entry['state']!r} is none of pending, applying, "
                                  "applied")
             if entry["state"] != "pending":
-                started.append(_step(entry["step"]))
+                started.append(read_step(entry["step"]))
         except (ValueError, TypeError, KeyError) as e:
             raise ValueError(f"step {n}: {e}") from None
     before = data.get("records", {})
@@ -166,7 +166,9 @@ def _journal_shape(data: Any) -> Unfinished:
                       {rel: records.check(rel, content) for rel, content in before.items()})
 
 
-def _step(data: dict[str, Any]) -> Step:
+def read_step(data: dict[str, Any]) -> Step:
+    """A step as a journal (or a record of steps to undo later) keeps it, checked: ValueError
+    naming what is wrong."""
     try:
         step = from_json(data)
     except KeyError as e:
@@ -220,7 +222,7 @@ def recover(machine: Machine, state_dir: str, vet: Vet) -> str | None:
     check(unfinished, state_dir, vet)
     with interrupts.shielded():
         lost = records.restore(state_dir, unfinished.records)
-        report = _roll_back(unfinished.started, machine)
+        report = roll_back(unfinished.started, machine)
         if lost:
             report += f"; records not restored: {', '.join(lost)} (check them by hand)"
         statefile.remove(journal_path(state_dir), top=state_dir)
@@ -252,7 +254,8 @@ def addresses_in(text: str) -> list[str]:
                                  text)))
 
 
-def _roll_back(steps: tuple[Step, ...], machine: Machine) -> str:
+def roll_back(steps: tuple[Step, ...], machine: Machine) -> str:
+    """Undo each step in reverse, going on past one that fails; the report says which."""
     failed = []
     for step in reversed(steps):
         try:

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.sim import boot, tree
+from pcimgr.sim import desktop as sim_desktop
 from pcimgr.sim import mdev as sim_mdev
 from pcimgr.sim.kernel import SimulatedKernel
 from pcimgr.sim.marker import MARKER
@@ -60,6 +61,9 @@ def build(root: str, profile: Profile, iommu: bool | None = None) -> None:
         populated.add(bus)
         tree.create_function(root, parent, fn, spec.iommu_group if iommu else None)
 
+    if profile.desktop is not None:
+        gpu = profile.desktop.boot_gpu
+        sim_desktop.lay_out(root, profile.desktop, {gpu: "80000000-8fffffff"} if gpu else {})
     kernel = SimulatedKernel(root)
     for spec in specs:
         if spec.driver:
@@ -105,7 +109,8 @@ def _write_marker(root: str, profile: Profile, iommu: bool) -> None:
     for spec in profile.devices:
         entry: dict = {"native_driver": spec.native, "netdev": spec.netdev,
                        "disks": list(spec.disks), "net_via": list(spec.net_via),
-                       "disk_via": list(spec.disk_via), "framebuffer": spec.framebuffer}
+                       "disk_via": list(spec.disk_via), "framebuffer": spec.framebuffer,
+                       "drm": list(spec.drm), "sound": list(spec.sound)}
         if spec.sriov:
             entry["sriov"] = asdict(spec.sriov) | {
                 "configurable_by": list(spec.sriov.configurable_by)}

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator
 
 from pcimgr.core import configspace as core_configspace
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import BadInput
+from pcimgr.core.errors import BadInput, KernelError
 from pcimgr.core.model import BRIDGE_CLASSES
 from pcimgr.sim import configspace, tree, undo
+from pcimgr.sim import desktop as sim_desktop
 from pcimgr.sim import mdev as sim_mdev
 from pcimgr.sim import vgpu as sim_vgpu
 
@@ -84,6 +85,8 @@ class SimulatedKernel:
             on_driver = {"bind": self._bind, "unbind": self._unbind, "new_id": self._new_id,
                          "remove_id": self._remove_id}.get(attr)
             return on_driver(os.path.basename(parent), value, commit) if on_driver else commit()
+        if sim_desktop.handles(self.root, parent, attr):
+            return sim_desktop.write(self.root, parent, attr, value, commit)
         mdevs = self._mdev_bus()
         if mdevs.handles(parent, attr):
             return mdevs.write(parent, attr, value, commit)
@@ -284,7 +287,8 @@ class SimulatedKernel:
         tree.attach_driver(self.root, address, driver, tree.Children(
             self._netdev(address), tuple(static.get("net_via", ())), _mac(address),
             tuple(static.get("disks", ())), tuple(static.get("disk_via", ("host0",))),
-            framebuffer=static.get("framebuffer")) if native else tree.Children())
+            framebuffer=static.get("framebuffer"), drm=tuple(static.get("drm", ())),
+            sound=tuple(static.get("sound", ()))) if native else tree.Children())
         self._refresh_totalvfs(address, driver)
         pf = self._physfn(address)
         vgpu = (self._sriov_spec(pf) or {}).get("vgpu") if pf is not None else None
@@ -474,6 +478,44 @@ class SimulatedKernel:
     def release_vfio(self, group: int) -> None:
         self._state().get("open", {}).pop(str(group), None)
         self._save_state()
+
+    # -- modules (hand-offs unload a host driver's) ---------------------------
+
+    def unload_module(self, module: str) -> list[str]:
+        """`modprobe -r`: its drivers go; refused while a function is bound to one of them,
+        another module holds it, or it is built in. The drivers it had, to load again."""
+        drivers = [d for d in sorted(os.listdir(self._drivers))
+                   if d.replace("-", "_") == module or os.path.basename(os.path.realpath(
+                       os.path.join(self._drivers, d, "module"))) == module]
+        mdir = sim_desktop.module_dir(self.root, module)
+        if not drivers or not os.path.isdir(mdir):
+            raise KernelError(f"`modprobe -r {module}` failed: modprobe: FATAL: Module "
+                              f"{module} is not currently loaded")
+        if not os.path.exists(os.path.join(mdir, "initstate")):
+            raise KernelError(f"`modprobe -r {module}` failed: modprobe: FATAL: Module "
+                              f"{module} is builtin")
+        holders = os.listdir(os.path.join(mdir, "holders"))
+        bound = [n for d in drivers for n in os.listdir(os.path.join(self._drivers, d))
+                 if tree.is_pci_name(n)]
+        if holders or bound:
+            raise KernelError(f"`modprobe -r {module}` failed: modprobe: FATAL: Module "
+                              f"{module} is in use")
+        with self._reaction():
+            for d in drivers:
+                undo.discard(os.path.join(self._drivers, d))
+            undo.discard(mdir)
+        return drivers
+
+    def load_module(self, module: str, drivers: list[str]) -> None:
+        """`modprobe`: its drivers come back and probe the functions they match."""
+        with self._reaction():
+            for d in drivers:
+                tree.create_driver(self.root, d)
+                sim_desktop.make_module(self.root, d)
+        for address in self._all_devices():
+            if tree.driver_of(self.root, address) is None and self._native_driver(
+                    address) in drivers:
+                self.probe(address)
 
     def vfio_holders(self) -> dict[int, list[str]]:
         return {int(g): list(who) for g, who in self._state().get("open", {}).items()}

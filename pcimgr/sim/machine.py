@@ -16,6 +16,7 @@ from pcimgr.host.sysfs import Sysfs, WriteFn
 from pcimgr.sim import marker
 
 if TYPE_CHECKING:
+    from pcimgr.host.services import Holder, UnitState
     from pcimgr.sim.kernel import SimulatedKernel
 
 
@@ -100,7 +101,80 @@ class SimulatedMachine:
         return name in self._declared.get("modules", [])
 
     def load_module(self, name: str) -> None:
-        raise NotFound(f"driver {name} is not loaded on this simulated host")
+        from pcimgr.sim import desktop
+        data = desktop.load(self.root)
+        if data is None or name.replace("-", "_") not in data["unloaded"]:
+            raise NotFound(f"driver {name} is not loaded on this simulated host")
+        self.kernel.load_module(name.replace("-", "_"), data["unloaded"].pop(
+            name.replace("-", "_")))
+        desktop.save(self.root, data)
+
+    # the desktop's services, holders and modules (sim/desktop.py)
+    def node_holders(self, nodes: list[str]) -> dict[str, list[Holder]]:
+        from pcimgr.host.services import Holder
+        from pcimgr.sim import desktop
+        data = desktop.load(self.root) or {"units": {}, "holders": {}}
+        wanted = set(nodes)
+        found: dict[str, list[Holder]] = {}
+        for unit in data["units"].values():
+            for node in unit["holds"] if unit["active"] else ():
+                if node in wanted:
+                    found.setdefault(node, []).append(Holder(unit["pid"], unit["comm"],
+                                                             unit["id"]))
+        for node, holders in data["holders"].items():
+            if node in wanted:
+                found.setdefault(node, []).extend(Holder(pid, comm, unit)
+                                                  for pid, comm, unit in holders)
+        return found
+
+    def unit_state(self, unit: str) -> UnitState | None:
+        from pcimgr.host.services import UnitState
+        from pcimgr.sim import desktop
+        data = desktop.load(self.root)
+        if data is None or not data.get("systemd"):
+            return None
+        found = _unit(data, unit)
+        if found is None:  # systemd's own slices are always there
+            known = unit in ("system.slice", "user.slice", "init.scope")
+            return UnitState(unit, "active" if known else "inactive", known)
+        return UnitState(found["id"], "active" if found["active"] else "inactive", True)
+
+    def control_unit(self, verb: str, unit: str, timeout: float) -> None:
+        from pcimgr.core.errors import KernelError
+        from pcimgr.sim import desktop
+        data = desktop.load(self.root)
+        found = _unit(data, unit) if data else None
+        self.run_program(["systemctl", verb, "--", unit])
+        if data is None or found is None:
+            raise KernelError(f"`systemctl {verb} -- {unit}` failed (exit 5: Unit {unit} not "
+                              "loaded.)")
+        if verb == "stop" and found["refuses_stop"]:
+            raise KernelError(f"`systemctl stop -- {unit}` failed (exit 1: Job for {unit} "
+                              "canceled.)")
+        found["active"] = verb == "start"
+        desktop.save(self.root, data)
+
+    def unit_property(self, unit: str, name: str) -> str:
+        from pcimgr.sim import desktop
+        data = desktop.load(self.root) or {"properties": {}}
+        return str(data["properties"].get(unit, {}).get(name, ""))
+
+    def set_unit_property(self, unit: str, name: str, value: str, timeout: float) -> None:
+        from pcimgr.sim import desktop
+        self.run_program(["systemctl", "set-property", "--runtime", "--", unit,
+                          f"{name}={value}"])
+        data = desktop.load(self.root)
+        if data is not None:
+            data["properties"].setdefault(unit, {})[name] = value
+            desktop.save(self.root, data)
+
+    def unload_module(self, name: str, timeout: float) -> None:
+        from pcimgr.sim import desktop
+        data = desktop.load(self.root)
+        if data is None:
+            raise NotFound(f"no module {name} on this simulated host")
+        data["unloaded"][name] = self.kernel.unload_module(name)
+        desktop.save(self.root, data)
 
     def system_log(self, message: str, fields: dict[str, str] | None = None) -> None:
         """The real host's log is not this tree's: its history file is the record."""
@@ -158,3 +232,9 @@ class SimulatedMachine:
                           f"{real}, outside the simulated host {self.root}; rebuild the host "
                           "with `pcimgr sim create`")
         return rel
+
+
+def _unit(data: dict[str, Any], unit: str) -> dict[str, Any] | None:
+    """A unit by its name or an alias of it (display-manager.service)."""
+    units: dict[str, dict[str, Any]] = data["units"]
+    return units.get(unit) or next((u for u in units.values() if u["id"] == unit), None)

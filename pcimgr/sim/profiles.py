@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pcimgr.core.errors import NotFound
 from pcimgr.core.model import BRIDGE_CLASSES
 from pcimgr.sim.configspace import Caps
+from pcimgr.sim.desktop import DesktopSpec, UnitSpec
 from pcimgr.sim.tree import NVME_SUBSYSTEM
 
 
@@ -61,6 +62,8 @@ class DeviceSpec:
     net_via: tuple[str, ...] = ()
     disk_via: tuple[str, ...] = ("host0",)
     framebuffer: str | None = None  # fbN while the native driver is bound
+    drm: tuple[str, ...] = ()       # DRM nodes while it is bound (card0, renderD128)
+    sound: tuple[str, ...] = ()     # ALSA card and nodes while it is bound (card1, controlC1)
     # PCIe capabilities (port type, link, FLR, PM, ACS); None: a root port with ACS for a
     # bridge, else a PCIe endpoint (integrated on the root bus) that resets through PM
     caps: Caps | None = None
@@ -144,6 +147,7 @@ class Profile:
     iommu: bool = True
     host: HostFacts = HostFacts()
     mdev_parents: tuple[MdevParentSpec, ...] = ()
+    desktop: DesktopSpec | None = None  # consoles, boot framebuffer, services (sim/desktop.py)
 
 
 NET = 0x020000
@@ -537,7 +541,55 @@ def scale(pfs: int, vfs: int) -> Profile:
                    ("pcieport", "igb", "igbvf") + STUBS)
 
 
-PROFILES = {"demo": demo, "lab": lab, "mdev": mdev, "modern": modern, "server": server}
+def desktop() -> Profile:
+    """A single-GPU workstation (Linux 6.1, systemd, GDM): a Radeon RX 6800 that is the boot
+    display, with fbcon on amdgpu's framebuffer and GDM's Xorg holding its DRM nodes, the
+    GPU's HDMI audio in its IOMMU group, the I225-V that carries the host's network, a spare
+    82574L for a NIC hand-off, and root on NVMe."""
+    rp = _root_port
+    gpu, audio = "0000:03:00.0", "0000:03:00.1"
+    devices = (
+        DeviceSpec("0000:00:00.0", "8086", "4c43", 0x060000, None, 0),
+        rp("0000:00:01.0", 1, "4c01", caps=Caps("root-port", (16.0, 16, 16.0, 16),
+                                                acs=ACS_PORT)),
+        DeviceSpec(gpu, "1002", "73bf", 0x030000, "amdgpu", 11, subsystem=("1002", "0e3a"),
+                   revision=0xc3, parent="0000:00:01.0", numa_node=0, boot_vga=True,
+                   framebuffer="fb0", drm=("card0", "renderD128"),
+                   caps=Caps("endpoint", (16.0, 16, 16.0, 16), flr=False)),
+        DeviceSpec(audio, "1002", "ab28", 0x040300, "snd_hda_intel", 11,
+                   subsystem=("1002", "ab28"), parent="0000:00:01.0", numa_node=0,
+                   sound=("card1", "controlC1", "pcmC1D3p", "pcmC1D7p"),
+                   caps=Caps("endpoint", (16.0, 16, 16.0, 16))),
+        rp("0000:00:1c.0", 12, "a338"),
+        DeviceSpec("0000:04:00.0", "8086", "15f3", NET, "igc", 13, subsystem=("8086", "0000"),
+                   revision=0x03, parent="0000:00:1c.0", numa_node=0, netdev="enp4s0"),
+        rp("0000:00:1c.2", 14, "a33a"),
+        DeviceSpec("0000:05:00.0", "8086", "10d3", NET, "e1000e", 15, subsystem=("8086", "a01f"),
+                   parent="0000:00:1c.2", numa_node=0, netdev="enp5s0",
+                   caps=Caps("endpoint", (2.5, 1, 2.5, 1), flr=True)),
+        rp("0000:00:1d.0", 16, "a330"),
+        DeviceSpec("0000:06:00.0", "144d", "a808", 0x010802, "nvme", 17,
+                   subsystem=("144d", "a801"), parent="0000:00:1d.0", numa_node=0,
+                   disks=("nvme0n1", "nvme0n1p1", "nvme0n1p2"), disk_via=(NVME_SUBSYSTEM,)),
+    )
+    drivers = ("pcieport", "amdgpu", "snd_hda_intel", "igc", "e1000e", "nvme") + STUBS
+    host = HostFacts(addresses={"enp4s0": ["192.0.2.20/24"]}, routes={"enp4s0": ["default"]},
+                     mounts={"nvme0n1p2": "/"},
+                     cmdline=("BOOT_IMAGE=/boot/vmlinuz-6.1.0-26-amd64 root=/dev/nvme0n1p2 ro "
+                              "quiet amd_iommu=on iommu=pt"), cpu_vendor="AuthenticAMD")
+    display = DesktopSpec(
+        boot_gpu=gpu,
+        units={"display-manager.service": UnitSpec("gdm.service", holds=(
+            "/dev/dri/card0", "/dev/dri/renderD128"), pid=1312, comm="Xorg")},
+        modules={"amdgpu": False, "snd_hda_intel": False, "e1000e": False},
+        hugepages={2048: 0, 1048576: 0}, mem_available_kb=24 << 20, cpus="0-15")
+    return Profile("desktop", "A single-GPU workstation: the boot GPU (amdgpu, fbcon, GDM) "
+                   "with its HDMI audio, the host's own NIC, a spare 82574L, NVMe root",
+                   devices, drivers, host=host, desktop=display)
+
+
+PROFILES = {"demo": demo, "desktop": desktop, "lab": lab, "mdev": mdev, "modern": modern,
+            "server": server}
 
 
 def get(name: str) -> Profile:

@@ -264,6 +264,8 @@ class Children:
     disk_via: tuple[str, ...] = ("host0",)
     disk_major: int = 259
     framebuffer: str | None = None
+    drm: tuple[str, ...] = ()       # card0, renderD128: a DRM driver's nodes
+    sound: tuple[str, ...] = ()     # an ALSA card and its nodes: card1, controlC1, pcmC1D3p
 
 
 NVME_SUBSYSTEM = "nvme-subsystem"
@@ -291,6 +293,12 @@ def attach_driver(root: str, address: PciAddress, driver: str, children: Childre
         undo.makedirs(fb)
         undo.makedirs(os.path.join(root, "class/graphics"), exist_ok=True)
         _link(fb, os.path.join(root, "class/graphics", children.framebuffer))
+    for node in children.drm:
+        undo.makedirs(os.path.join(path, "drm", node))
+    if children.sound:
+        card, *nodes = children.sound
+        for node in nodes:
+            undo.makedirs(os.path.join(path, "sound", card, node))
 
 
 def _make_disks(root: str, path: str, c: Children) -> None:
@@ -349,6 +357,10 @@ def detach_driver(root: str, address: PciAddress) -> None:
 # directories of a PCI function that belong to the function, not to its driver
 _KEPT = frozenset({"power", "msi_irqs", "link"})
 _PCI_NAME = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+
+
+def is_pci_name(name: str) -> bool:
+    return bool(_PCI_NAME.fullmatch(name))
 
 
 def _list(path: str) -> list[str]:
