@@ -77,6 +77,12 @@ def missing(words: list[tuple[str, str]], want: list[str]) -> list[str]:
     lacking = []
     for w in want:
         key = w.split("=", 1)[0]
+        if key not in _SWITCHES:  # a list (initcall_blacklist=a,b): present when it names it
+            value = w.split("=", 1)[1]
+            if not any(word.startswith(key + "=") and value in word.split("=", 1)[1].split(",")
+                       for word, _ in words):
+                lacking.append(w)
+            continue
         state: tuple[str, str, str] | None = None  # (on or off or a value, word, where)
         for word, where in words:
             if not word.startswith(key + "="):
@@ -92,8 +98,13 @@ def missing(words: list[tuple[str, str]], want: list[str]) -> list[str]:
     return lacking
 
 
-def plan(machine: Machine) -> Part:
+_SWITCHES = ("intel_iommu", "amd_iommu", "iommu")
+
+
+def plan(machine: Machine, extra: tuple[str, ...] = ()) -> Part:
+    """extra: further words other features need (a hand-off's sysfb switch)."""
     vendor, want = wanted(machine)
+    want = want + [w for w in extra if w not in want]
     vendor_word = want[0]
     part: Part | None = None
     if machine.find_program("grubby"):
@@ -106,7 +117,8 @@ def plan(machine: Machine) -> Part:
             part = _grub(machine, want, regenerate)
     if part is not None:
         part.lines.insert(0, f"CPU: {vendor}, so the kernel command line needs "
-                          f"{' '.join(want)}")
+                          f"{' '.join(want[:2])}" + (f"; and {' '.join(want[2:])} for the "
+                                                      "hand-off" if want[2:] else ""))
         return part
     raise Refused(f"cannot tell the bootloader: no grubby, no "
                   f"{shown(machine, KERNEL_CMDLINE)} (kernel-install, systemd-boot) and no "

@@ -329,6 +329,24 @@ def release(obj: Context, vm: str, dry_run: bool) -> None:
     run_locked(obj, obj.state, work)
 
 
+def settle_orphans(obj: Context) -> list[str]:
+    """Under the lock (recover, the boot's apply): give back each hand-off whose guest is
+    gone without libvirt's release, and forget those of an earlier boot; a line for each."""
+    from pcimgr.core.errors import PcimgrError
+    from pcimgr.handoff import orphans, planner, profiles
+    said = []
+    for orphan in orphans.orphans(obj.machine, obj.state, time.time()):
+        vm = orphan.found.vm
+        try:
+            report = planner.give_back(obj.machine, obj.state, orphan.found,
+                                       profiles.load(obj.config_dir, vm))
+        except PcimgrError as e:
+            said.append(f"{vm}'s hand-off ({orphan.why}) was not given back: {e}")
+            continue
+        said.append(f"{vm}'s hand-off ({orphan.why}): {report}")
+    return said
+
+
 # -- the libvirt hook ----------------------------------------------------------------------
 
 @click.group()

@@ -34,7 +34,9 @@ def doctor(obj: Context, fix: bool, dry_run: bool, as_json: bool) -> None:
             raise BadInput("--json does not go with --fix; drop one of them")
         _fix(obj, dry_run)
         return
+    from pcimgr.handoff import checks as handoff_checks
     checks = doc.run(obj.machine, obj.host(), obj.asked_uri)
+    checks[-2:-2] = handoff_checks.run(obj.machine, obj.config_dir)
     possible = doc.passthrough_possible(checks)
     if as_json:
         emit_json({"passthrough_possible": possible, "checks": [c.to_json() for c in checks]})
@@ -74,7 +76,9 @@ def _fix(obj: Context, dry_run: bool) -> None:
         machine.require_root("doctor --fix")
     found, _damaged = definitions.load_all(obj.config_dir)  # status names the damaged ones
     defined = sorted(d.address for d in found if d.driver == "vfio-pci")
-    parts = [bootloader.plan(machine), early_claim.plan(machine, obj.config_dir, defined),
+    from pcimgr.handoff import checks as handoff_checks
+    extra = tuple(handoff_checks.kernel_words(machine, obj.config_dir))
+    parts = [bootloader.plan(machine, extra), early_claim.plan(machine, obj.config_dir, defined),
              mdevctl_rule.plan(machine)]
     for part in parts:
         for line in part.lines:

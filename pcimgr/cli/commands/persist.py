@@ -209,6 +209,10 @@ def apply(obj: Context, device: PciAddress | None, timeout: float, dry_run: bool
         return
 
     def work() -> None:
+        if device is None:  # the boot's whole apply: hand-offs of the boot before end here
+            from pcimgr.cli.commands.handoff import settle_orphans
+            for line in settle_orphans(obj):
+                click.echo(safe(f"pcimgr: {line}"), err=True)
         applying.run(obj, chosen, damaged, applying.Report(True, quiet), timeout,
                      mdevs=device is None)
 

@@ -7,6 +7,7 @@ import click
 from pcimgr.cli.context import Context
 from pcimgr.cli.options import dry_run_option
 from pcimgr.cli.runner import run_locked_config, say_long_waits, vet
+from pcimgr.core.terminal import safe
 
 
 @click.command()
@@ -54,6 +55,13 @@ def recover(obj: Context, dry_run: bool, discard: bool, force: bool) -> None:
     if dry_run:
         click.echo("No unfinished transaction." if unfinished is None and problem is None
                    else "(--dry-run: nothing changed)")
+        import time
+
+        from pcimgr.handoff import orphans, planner
+        for orphan in orphans.orphans(obj.machine, state, time.time()):
+            click.echo(f"{orphan.found.vm}'s hand-off ({orphan.why}) would be given back:")
+            click.echo("".join(f"  {safe(line)}\n" for line in planner.undo_lines(orphan.found)),
+                       nl=False)
         return
     if discard:
         def forget() -> None:
@@ -70,6 +78,12 @@ def recover(obj: Context, dry_run: bool, discard: bool, force: bool) -> None:
             raise RolledBack(recovered)
         click.echo(recovered[0].upper() + recovered[1:] if recovered
                    else "No unfinished transaction.")
+        from pcimgr.cli.commands.handoff import settle_orphans
+        said = settle_orphans(obj)
+        for line in said:
+            click.echo(safe(line[0].upper() + line[1:]))
+        if any(transaction.INCOMPLETE in line or "not given back" in line for line in said):
+            raise RolledBack("a hand-off could not be given back whole (above)")
     obj.machine.require_root("recovering a transaction (writes to /sys)")
     say_long_waits()
     runner.locked(obj.machine, state, obj.lock_timeout, report, vet(obj, force),
