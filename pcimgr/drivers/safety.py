@@ -49,7 +49,7 @@ def concerns(sysfs: Sysfs, host: Host, targets: list[PciDevice], survey: Survey)
             if held:
                 found.append(Concern(a, f"its VFs {', '.join(held)} are on vfio-pci, and "
                                         "unbinding the PF driver destroys them"))
-        if boot_display(sysfs, d):
+        if boot_display(sysfs, d) and not ready(d):  # on a VFIO driver it shows nothing
             found.append(Concern(a, "it is the boot display"))
     return found
 

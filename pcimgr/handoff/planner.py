@@ -73,18 +73,27 @@ def _detach(machine: Machine, host: Host, survey: Survey, profile: Profile,
             addresses: tuple[PciAddress, ...]) -> Proposal:
     """The drivers' plan. The profile's --framebuffer is the administrator's consent to
     take the boot display and its console; anything else the host uses needs --force."""
-    force = profile.force
-    if profile.framebuffer and not force:
-        named = [host.require(a) for a in addresses]
-        found = concerns(machine.sysfs, host, named, survey)
-        force = bool(found) and all(c.forceable and _console(c.reason) for c in found)
-    try:
+    def plan(force: bool) -> Proposal:
         return plan_detach(machine, host, survey, addresses, profile.driver, profile.group,
                            force, driver_hint=False)
+    try:
+        return plan(profile.force)
     except Refused as e:
-        if e.forceable:
-            raise Refused(f"{e.problem}; {FORCE_FIX}") from None
-        raise
+        if not e.forceable:
+            raise
+        refused = e
+    taken = [host.require(a) for a in addresses]
+    if profile.group:
+        taken += [m for d in list(taken) if d.iommu_group is not None
+                  for m in host.groups[d.iommu_group].members if m not in taken]
+    found = concerns(machine.sysfs, host, taken, survey)
+    if found and all(_console(c.reason) for c in found):
+        if profile.framebuffer:
+            return plan(True)
+        raise Refused(f"refusing: {found[0].address} carries the host's console ("
+                      + ", ".join(c.reason for c in found) + "); define the hand-off with "
+                      "--framebuffer to take it while the guest runs")
+    raise Refused(f"{refused.problem}; {FORCE_FIX}") from None
 
 
 def _console(reason: str) -> bool:

@@ -176,29 +176,30 @@ class UnloadModule(_Checked):
     some drivers will not let a device go otherwise); undo loads it, which probes them."""
 
     address: str
-    module: str
+    kernel_module: str  # not "module": a journal entry names its step's Python module so
     kind: str = "unload-module"
 
     def check(self) -> None:
-        _name(self.module, "module")
+        _name(self.kernel_module, "module")
 
     def summary(self) -> str:
-        return f"unload the module {self.module} (the host driver of {self.address})"
+        return f"unload the module {self.kernel_module} (the host driver of {self.address})"
 
     def describe(self) -> list[str]:
-        return [f"modprobe -r {self.module}"]
+        return [f"modprobe -r {self.kernel_module}"]
 
     def apply(self, machine: Machine) -> None:
-        machine.unload_module(self.module, MODULE_TIMEOUT)
-        if machine.sysfs.exists(f"module/{self.module}/initstate"):
-            raise KernelError(f"the module {self.module} is still loaded after modprobe -r")
+        machine.unload_module(self.kernel_module, MODULE_TIMEOUT)
+        if machine.sysfs.exists(f"module/{self.kernel_module}/initstate"):
+            raise KernelError(f"the module {self.kernel_module} is still loaded after "
+                              "modprobe -r")
 
     def undo(self, machine: Machine) -> None:
-        if not machine.sysfs.exists(f"module/{self.module}/initstate"):
-            machine.load_module(self.module)
+        if not machine.sysfs.exists(f"module/{self.kernel_module}/initstate"):
+            machine.load_module(self.kernel_module)
 
     def undo_describe(self) -> list[str]:
-        return [f"modprobe {self.module}"]
+        return [f"modprobe {self.kernel_module}"]
 
 
 @register

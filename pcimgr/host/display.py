@@ -46,7 +46,7 @@ def nodes_of(machine: Machine, address: str) -> list[str]:
     nodes = [f"/dev/dri/{n}" for n in sysfs.list_dir(device_path(address, "drm"))
              if n.startswith(("card", "renderD"))]
     nodes += [f"/dev/{n}" for n in sysfs.list_dir(device_path(address, "graphics"))
-              if n.startswith("fb")]
+              if n[2:].isdigit()]
     for card in sysfs.list_dir(device_path(address, "sound")):
         if card.startswith("card"):
             nodes += [f"/dev/snd/{n}" for n in sysfs.list_dir(device_path(address, "sound", card))
@@ -59,7 +59,7 @@ def nodes_of(machine: Machine, address: str) -> list[str]:
 
 def framebuffers_of(sysfs: Sysfs, address: str) -> list[str]:
     """fbN of the function (fbdev or a DRM driver's emulation)."""
-    return [n for n in sysfs.list_dir(device_path(address, "graphics")) if n.startswith("fb")]
+    return [n for n in sysfs.list_dir(device_path(address, "graphics")) if n[2:].isdigit()]
 
 
 def vtconsoles(sysfs: Sysfs) -> list[Vtcon]:

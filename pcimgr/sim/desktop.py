@@ -91,7 +91,9 @@ def lay_out(root: str, spec: DesktopSpec, bars: dict[str, str]) -> None:
                                "pid": u.pid, "comm": u.comm, "refuses_stop": u.refuses_stop}
                        for alias, u in spec.units.items()},
              "holders": {node: [list(h) for h in hs] for node, hs in spec.holders.items()},
-             "properties": {}, "unloaded": {}, "systemd": spec.systemd}
+             "properties": {}, "unloaded": {}, "systemd": spec.systemd,
+             "fbcon": next((f"vtcon{n}" for n, (name, _) in enumerate(spec.vtcons)
+                            if "frame buffer" in name), None)}
     _put(os.path.join(root, STATE), json.dumps(state, indent=1))
 
 
@@ -185,7 +187,7 @@ def write(root: str, parent: str, attr: str, value: str, commit: Any) -> None:
     if rel.startswith("class/vtconsole/"):  # con_bind_store(): 0 or 1, read back as written
         if attr != "bind" or name not in ("0", "1"):
             raise OSError(22, os.strerror(22))
-        undo.write_text(os.path.join(parent, attr), f"{name}\n")
+        _bind_console(root, os.path.basename(parent), name == "1")
         return
     if rel.startswith("bus/platform/drivers/"):
         driver = os.path.basename(parent)
@@ -237,6 +239,36 @@ def _put_meminfo(root: str, available_kb: int) -> None:
     undo.write_text(os.path.join(root, "proc/meminfo"),
                     f"MemTotal:       {32 << 20} kB\nMemFree:        {available_kb} kB\n"
                     f"MemAvailable:   {available_kb} kB\n")
+
+
+def _bind_console(root: str, vtcon: str, bound: bool) -> None:
+    """One console driver holds the consoles at a time (the lab: fbcon unbound, the dummy
+    console takes them; fbcon bound, the dummy lets go)."""
+    consoles = os.path.join(root, "class/vtconsole")
+    for name in sorted(os.listdir(consoles)):
+        value = bound if name == vtcon else not bound
+        undo.write_text(os.path.join(consoles, name, "bind"), f"{int(value)}\n")
+
+
+def refresh_fbcon(root: str) -> None:
+    """After a driver came or went: fbcon unregisters its console with the last framebuffer
+    and registers it again, bound, with the next (Linux 6.1 in the lab's desktop boot)."""
+    data = load(root)
+    vtcon = data.get("fbcon") if data else None
+    if not isinstance(vtcon, str):
+        return
+    graphics = os.path.join(root, "class/graphics")
+    fbs = [n for n in (os.listdir(graphics) if os.path.isdir(graphics) else [])
+           if n[2:].isdigit() and os.path.exists(os.path.join(graphics, n))]
+    d = os.path.join(root, "class/vtconsole", vtcon)
+    if fbs and not os.path.isdir(d):
+        undo.makedirs(d)
+        undo.write_text(os.path.join(d, "name"), "(M) frame buffer device\n")
+        _bind_console(root, vtcon, True)
+    elif not fbs and os.path.isdir(d):
+        undo.discard(d)
+        for name in os.listdir(os.path.join(root, "class/vtconsole")):
+            undo.write_text(os.path.join(root, "class/vtconsole", name, "bind"), "1\n")
 
 
 def module_dir(root: str, name: str) -> str:

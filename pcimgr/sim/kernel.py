@@ -290,6 +290,8 @@ class SimulatedKernel:
             framebuffer=static.get("framebuffer"), drm=tuple(static.get("drm", ())),
             sound=tuple(static.get("sound", ()))) if native else tree.Children())
         self._refresh_totalvfs(address, driver)
+        if native and static.get("framebuffer"):
+            sim_desktop.refresh_fbcon(self.root)
         pf = self._physfn(address)
         vgpu = (self._sriov_spec(pf) or {}).get("vgpu") if pf is not None else None
         if vgpu and native and pf is not None:  # nvidia makes nvidia/ (unbind takes it)
@@ -336,6 +338,7 @@ class SimulatedKernel:
         if self._sriov_spec(address) and int(tree.read_attr(self.root, address, "sriov_numvfs")):
             self._disable_vfs(address)
         tree.detach_driver(self.root, address)
+        sim_desktop.refresh_fbcon(self.root)
         self._drop_vfio_devices()
         self._refresh_totalvfs(address, None)
         self._refresh_vfio_node(address)

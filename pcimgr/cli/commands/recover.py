@@ -81,7 +81,7 @@ def recover(obj: Context, dry_run: bool, discard: bool, force: bool) -> None:
         from pcimgr.cli.commands.handoff import settle_orphans
         said = settle_orphans(obj)
         for line in said:
-            click.echo(safe(line[0].upper() + line[1:]))
+            click.echo(safe(line))
         if any(transaction.INCOMPLETE in line or "not given back" in line for line in said):
             raise RolledBack("a hand-off could not be given back whole (above)")
     obj.machine.require_root("recovering a transaction (writes to /sys)")
