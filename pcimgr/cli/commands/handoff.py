@@ -33,6 +33,7 @@ def _vm(ctx: click.Context, param: click.Parameter, value: str | None) -> str | 
     return None if value is None else check_vm(value)
 
 
+ISO = "%Y-%m-%dT%H:%M:%S%z"  # as history prints times
 vm_argument = click.argument("vm", metavar="GUEST", type=DOMAIN, callback=_vm)
 
 
@@ -199,7 +200,7 @@ def _takes(row: dict[str, Any]) -> str:
 def _state(row: dict[str, Any]) -> str:
     if row["held_since"] is None:
         return "idle"
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["held_since"]))
+    when = time.strftime(ISO, time.localtime(row["held_since"]))
     return f"held since {when}" + (" (earlier boot)" if row["stale"] else "")
 
 
@@ -237,7 +238,7 @@ def handoff_show(obj: Context, vm: str, as_json: bool) -> None:
         return
     _lines([f"Hand-off of {vm}:"] + [f"  {line}" for line in profile.describe()])
     if found is not None:
-        click.echo(f"Held since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(found.taken))}"
+        click.echo(f"Held since {time.strftime(ISO, time.localtime(found.taken))}"
                    + ("; recorded in an earlier boot" if found.stale else "")
                    + ". Release gives back:")
         _lines(planner.undo_lines(found))
