@@ -157,9 +157,9 @@ def test_sim_create_and_unknown_profile(run, tmp_path: Path) -> None:
     assert (tmp_path / "lab/bus/pci/devices/0000:01:00.0").is_symlink()
     r = run("sim", "create", tmp_path / "x", "--profile", "nope")
     assert r.exit_code == 3 and not (tmp_path / "x").exists()
-    assert "choose one of demo, lab, mdev, modern, server or scale:PFSxVFS" in r.output
+    assert "choose one of demo, desktop, lab, mdev, modern, server or scale:PFSxVFS" in r.output
     names = [line.split()[0] for line in run("sim", "profiles").output.splitlines()]
-    assert names == ["demo", "lab", "mdev", "modern", "server", "scale:PFSxVFS"]
+    assert names == ["demo", "desktop", "lab", "mdev", "modern", "server", "scale:PFSxVFS"]
     assert [p["name"] for p in json.loads(run("sim", "profiles", "--json").output)] == names
 
 

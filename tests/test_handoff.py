@@ -100,7 +100,8 @@ def test_define_writes_the_profile_and_shows_what_prepare_takes(tmp_path: Path) 
 @pytest.mark.parametrize("args, words", [
     (("vm1", GPU), "shares IOMMU group 11 with 0000:03:00.1"),
     (("vm1", GPU, "--group"), "carries the host's console (framebuffer fb0 drives the "
-                              "console, it is the boot display); define the hand-off with --framebuffer"),
+                              "console, it is the boot display); define the hand-off with "
+                              "--framebuffer"),
     (("vm1", GPU, "--group", "--framebuffer"), "/dev/dri/card0 of 0000:03:00.0 is open by "
                                                "Xorg[1312] (gdm.service)"),
     (("vm1", HOST_NIC), "interface enp4s0 has address 192.0.2.20/24"),
@@ -415,3 +416,45 @@ def test_fbcon_answers_as_the_lab_kernel_did(tmp_path: Path) -> None:
     assert pcimgr(root, "rebind", GPU).exit_code == 0
     assert vtcons() == {"vtcon0": ("(M) frame buffer device", "1"),
                         "vtcon1": ("(M) dummy device", "0")}
+
+
+@pytest.fixture(scope="module")
+def prepare_writes(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, int, str]]:
+    """The writes of the single-GPU prepare, as strace saw them: sysfs, the desktop's state
+    (the units), the journal and the records."""
+    from tests.strace_faults import STRACE, points
+    from tests.strace_faults import pcimgr as traced
+    if STRACE is None:
+        pytest.skip("strace is not installed (scripts/run installs it)")
+    root = desktop(tmp_path_factory.mktemp("trace"))
+    assert pcimgr(root, "handoff", "define", *SINGLE_GPU).exit_code == 0
+    log = root.parent / "strace.log"
+    r = traced(root, "handoff", "prepare", "vm1", trace=log, calls=("write", "renameat"))
+    assert r.returncode == 0, r.stderr
+    found = points(log, ("write", "renameat"), ("/bus/pci/", "vtconsole", ".pcimgr-desktop",
+                                                "journal", "handoffs"))
+    assert len(found) > 8
+    return [tuple(p) for p in found]
+
+
+def test_a_kill_at_any_write_of_prepare_is_finished_or_undone(
+        tmp_path: Path, prepare_writes: list[tuple[str, int, str]]) -> None:
+    """SIGKILL from outside (strace) at each write: `recover` leaves the host as it was, or
+    the hand-off whole with its record, which release then gives back."""
+    from tests.strace_faults import pcimgr as traced
+    failures = []
+    for n, (call, ordinal, line) in enumerate(prepare_writes):
+        root = desktop(tmp_path, name=f"k{n}")
+        assert pcimgr(root, "handoff", "define", *SINGLE_GPU).exit_code == 0
+        killed = traced(root, "handoff", "prepare", "vm1",
+                        inject=f"{call}:signal=SIGKILL:when={ordinal}")
+        after = pcimgr(root, "recover")
+        if record(root).exists():  # it had finished: the guest would have it
+            after = pcimgr(root, "handoff", "release", "vm1")
+        as_before = (driver_of(root, GPU), driver_of(root, AUDIO), dm_active(root),
+                     vtcon1(root)) == ("amdgpu", "snd_hda_intel", True, "1")
+        if killed.returncode != -9 or after.exit_code != 0 or not as_before or \
+                record(root).exists() or (root / ".pcimgr-state/journal.json").exists():
+            failures.append(f"kill at {line[:80]}: exit {killed.returncode}, then "
+                            f"{after.exit_code} {after.output.strip()[:160]!r}")
+    assert failures == [], "\n".join(failures)
