@@ -10,8 +10,7 @@ import json
 import os
 import re
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from tests import libvirtd
 from tests.lab import display
 from tests.lab.test_lab_assign import QEMU_CONF
+from tests.lab.test_lab_persist import eventually
 
 pytestmark = [pytest.mark.lab, pytest.mark.lab_boot("desktop")]
 
@@ -89,15 +89,6 @@ def dm_state() -> str:
 
 def dm_pid() -> int:
     return int(sh("systemctl", "show", "-p", "MainPID", "--value", DM).stdout)
-
-
-def wait_for(predicate: Callable[[], bool], seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def desktop_as_booted() -> bool:
@@ -198,7 +189,7 @@ def test_single_gpu_hand_off_by_hand_and_back(desktop: None) -> None:
     Path("/sys/bus/pci/drivers/vfio-pci/unbind").write_text(VGA)
     Path("/sys/bus/pci/drivers_probe").write_text(VGA)
     assert driver() == "bochs-drm"
-    assert wait_for(lambda: Path(CARD).exists())
+    assert eventually(lambda: Path(CARD).exists(), 30)
     # fbcon binds itself to the new framebuffer, as vtcon0 again, before anyone writes bind
     assert vtcons() == {"vtcon0": ("(M) frame buffer device", "1"),
                         "vtcon1": ("(M) dummy device", "0")}
