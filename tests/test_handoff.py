@@ -310,7 +310,7 @@ def test_a_record_that_moves_another_function_is_refused(single_gpu: Path) -> No
     record(single_gpu).write_text(json.dumps(held))
     r = pcimgr(single_gpu, "handoff", "release", "vm1")
     assert r.exit_code == 4 and f"its record moves {HOST_NIC}, which its profile does not " \
-                                "name" in r.output
+                                "allow" in r.output
     assert driver_of(single_gpu, HOST_NIC) == "igc"
 
 
@@ -329,7 +329,8 @@ def test_a_damaged_profile_is_named(single_gpu: Path) -> None:
 def test_undefine_waits_for_the_guest_to_give_back(single_gpu: Path) -> None:
     assert pcimgr(single_gpu, "handoff", "prepare", "vm1").exit_code == 0
     r = pcimgr(single_gpu, "handoff", "undefine", "vm1")
-    assert r.exit_code == 4 and "holds its hand-off now" in r.output
+    assert r.exit_code == 4 and "refusing to undefine vm1's hand-off: vm1 holds it now" in \
+        r.output
     assert pcimgr(single_gpu, "handoff", "release", "vm1").exit_code == 0
     assert pcimgr(single_gpu, "handoff", "undefine", "vm1").exit_code == 0
     assert json.loads(pcimgr(single_gpu, "handoff", "list", "--json").output) == []
@@ -458,3 +459,128 @@ def test_a_kill_at_any_write_of_prepare_is_finished_or_undone(
             failures.append(f"kill at {line[:80]}: exit {killed.returncode}, then "
                             f"{after.exit_code} {after.output.strip()[:160]!r}")
     assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.parametrize("step, words", [
+    ({"kind": "stop-unit", "unit": "debug-shell.service", "nodes": []},
+     "starts debug-shell.service"),
+    ({"kind": "hugepages", "size_kb": 1048576, "before": 16000000, "target": 16000001},
+     "changes a hugepage pool"),
+    ({"kind": "allowed-cpus", "unit": "system.slice", "allowed": "0-3", "before": "0"},
+     "sets system.slice's AllowedCPUs to 0"),
+    ({"kind": "unload-module", "kernel_module": "usb_storage"}, "loads the module usb_storage"),
+    ({"kind": "unbind-console", "vtcon": "vtcon1", "vm": "vm2"}, "holds a step of vm2's"),
+])
+def test_a_record_is_held_to_its_profile(single_gpu: Path, step: dict, words: str) -> None:
+    """A record is data on disk: each step's undo must be one its profile allows."""
+    assert pcimgr(single_gpu, "handoff", "prepare", "vm1").exit_code == 0
+    held = json.loads(record(single_gpu).read_text())
+    held["steps"].append({"module": "pcimgr.handoff.steps", "address": GPU, "vm": "vm1",
+                          **step})
+    record(single_gpu).write_text(json.dumps(held))
+    r = pcimgr(single_gpu, "handoff", "release", "vm1")
+    assert r.exit_code == 4 and words in r.output, r.output
+    assert driver_of(single_gpu, GPU) == "vfio-pci"  # nothing undone
+
+
+def test_a_journal_is_held_to_its_profile(single_gpu: Path) -> None:
+    """recover vets a killed prepare's hand-off steps against the guest's profile too."""
+    from tests.killed import run_killed_after
+    assert run_killed_after("drivers_probe", "--sysfs-root", str(single_gpu), "handoff",
+                            "prepare", "vm1") == 9
+    journal = single_gpu / ".pcimgr-state/journal.json"
+    data = json.loads(journal.read_text())
+    data["steps"][0]["step"]["unit"] = "debug-shell.service"
+    journal.write_text(json.dumps(data))
+    r = pcimgr(single_gpu, "recover")
+    assert r.exit_code == 11 and "starts debug-shell.service" in r.output
+    assert not dm_active(single_gpu)
+
+
+def test_release_after_a_killed_prepare_undoes_it(single_gpu: Path) -> None:
+    """libvirt runs release after a prepare that failed: it goes through the lock, whose
+    recovery undoes the killed prepare's journal."""
+    from tests.killed import run_killed_after
+    assert run_killed_after("drivers_probe", "--sysfs-root", str(single_gpu), "handoff",
+                            "prepare", "vm1") == 9
+    r = hook(single_gpu, "vm1", "release", "end")
+    assert r.returncode == 0, r.stderr
+    assert "undid its 3 started step(s)" in r.stderr
+    assert driver_of(single_gpu, GPU) == "amdgpu" and dm_active(single_gpu)
+
+
+def test_a_profile_is_not_redefined_while_its_guest_holds_it(single_gpu: Path) -> None:
+    assert pcimgr(single_gpu, "handoff", "prepare", "vm1").exit_code == 0
+    r = pcimgr(single_gpu, "handoff", "define", "vm1", NIC)
+    assert r.exit_code == 4 and "refusing to redefine vm1's hand-off: vm1 holds it now" in \
+        r.output
+
+
+def test_a_session_that_outlives_the_display_manager_is_rolled_back(tmp_path: Path,
+                                                                    mocker) -> None:
+    """GDM's greeter and X sessions are login sessions (session-N.scope): allowed to hold
+    the card while the display manager is to stop, then waited for; one that stays fails
+    the step, and the display manager is started again."""
+    root = desktop(tmp_path, holders={"/dev/dri/card0": ((2210, "gnome-shell",
+                                                          "session-2.scope"),)})
+    assert pcimgr(root, "handoff", "define", *SINGLE_GPU).exit_code == 0
+    mocker.patch("pcimgr.handoff.steps.SESSION_TIMEOUT", 0.3)
+    r = pcimgr(root, "handoff", "prepare", "vm1")
+    assert r.exit_code == 7, r.output
+    assert "/dev/dri/card0 is still open by gnome-shell[2210] (session-2.scope)" in r.output
+    assert dm_active(root) and driver_of(root, GPU) == "amdgpu"
+
+
+def test_a_display_manager_that_holds_nothing_is_left_running(tmp_path: Path) -> None:
+    root = desktop(tmp_path, units={"display-manager.service": UnitSpec("gdm.service")})
+    assert pcimgr(root, "handoff", "define", *SINGLE_GPU).exit_code == 0
+    assert pcimgr(root, "handoff", "prepare", "vm1").exit_code == 0
+    assert dm_active(root)
+    assert [s["kind"] for s in json.loads(record(root).read_text())["steps"]][0] != "stop-unit"
+
+
+def test_unload_driver_counts_every_function_the_driver_has(tmp_path: Path) -> None:
+    from pcimgr.sim.profiles import NET, DeviceSpec
+    base = profiles.desktop()
+    onboard = DeviceSpec("0000:00:19.0", "8086", "15bc", NET, "e1000e", 20, netdev="eno1")
+    root = tmp_path / "sys"
+    builder.build(str(root), replace(base, devices=(*base.devices, onboard)))
+    r = pcimgr(root, "handoff", "define", "router", NIC, "--unload-driver")
+    assert r.exit_code == 4 and "e1000e also drives 0000:00:19.0" in r.output
+
+
+def test_overlapping_hugepages_give_back_only_their_own(tmp_path: Path) -> None:
+    root = desktop(tmp_path)
+    pool = root / "kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+    assert pcimgr(root, "handoff", "define", "a", NIC, "--hugepages", "100").exit_code == 0
+    assert pcimgr(root, "handoff", "define", "b", GPU, "--group", "--framebuffer",
+                  "--stop-display-manager", "--hugepages", "150").exit_code == 0
+    assert pcimgr(root, "handoff", "prepare", "a").exit_code == 0
+    (pool.parent / "free_hugepages").write_text("0\n")  # a's QEMU took its pages
+    assert pcimgr(root, "handoff", "prepare", "b").exit_code == 0
+    assert pool.read_text() == "250\n"
+    (pool.parent / "free_hugepages").write_text("250\n")  # a stopped; b has not used its own
+    assert pcimgr(root, "handoff", "release", "a").exit_code == 0
+    assert pool.read_text() == "150\n"  # b's pages stay while b runs
+    assert pcimgr(root, "handoff", "release", "b").exit_code == 0
+    assert pool.read_text() == "0\n"
+
+
+def test_one_hand_off_at_a_time_isolates_cpus(tmp_path: Path) -> None:
+    root = desktop(tmp_path)
+    assert pcimgr(root, "handoff", "define", "a", NIC, "--isolate-cpus", "8-15").exit_code == 0
+    assert pcimgr(root, "handoff", "define", "b", GPU, "--group", "--framebuffer",
+                  "--stop-display-manager", "--isolate-cpus", "4-7").exit_code == 0
+    assert pcimgr(root, "handoff", "prepare", "a").exit_code == 0
+    r = pcimgr(root, "handoff", "prepare", "b")
+    assert r.exit_code == 4 and "a's hand-off keeps the host off CPUs now" in r.output
+
+
+def test_hook_install_refuses_a_program_root_does_not_own(tmp_path: Path) -> None:
+    from pcimgr.core.errors import Refused
+    from pcimgr.host import trust
+    program = tmp_path / "pcimgr"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o777)
+    with pytest.raises(Refused, match="writable by its group or others"):
+        trust.root_program(str(program))

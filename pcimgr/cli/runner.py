@@ -114,9 +114,19 @@ def run_locked(obj: Context, state: str, work: Callable[[], None]) -> None:
 
 
 def vet(obj: Context, force: bool = False) -> Vet:
-    """Recovery's re-check of a journal's undo: the drivers' rules for a fresh plan."""
+    """Recovery's re-check of a journal's undo: the drivers' rules for a fresh plan, and a
+    hand-off's steps held to their guest's profile."""
     from pcimgr.drivers import recovery
-    return recovery.vet(obj.machine, force)
+    drivers = recovery.vet(obj.machine, force)
+
+    def check(steps: tuple[Any, ...]) -> None:
+        drivers(steps)
+        guests = {s.vm for s in steps if type(s).__module__ == "pcimgr.handoff.steps"}
+        if guests:
+            from pcimgr.handoff import planner, profiles
+            for vm in sorted(guests):
+                planner.vet_steps(obj.machine, vm, profiles.load(obj.config_dir, vm), steps)
+    return check
 
 
 def run_locked_config(obj: Context, work: Callable[[], None],

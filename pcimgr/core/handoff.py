@@ -99,9 +99,9 @@ def parse_cpus(text: str) -> frozenset[int]:
     """The kernel's CPU list syntax ("0-3,8,10-11"), as in /sys/devices/system/cpu/online."""
     cpus: set[int] = set()
     for part in text.strip().split(","):
-        first, _, last = part.partition("-")
+        first, dash, last = part.partition("-")
         if not (first.isascii() and first.isdigit()) or (
-                last and not (last.isascii() and last.isdigit())):
+                dash and not (last.isascii() and last.isdigit())):
             raise BadInput(f"not a CPU list: {text!r}; write it as the kernel does, such as "
                            "2-5,8")
         lo, hi = int(first), int(last or first)

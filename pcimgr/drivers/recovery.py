@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import Refused
+from pcimgr.core.readiness import ready
 from pcimgr.drivers.planner import check_driver_name, refuse_unsafe
+from pcimgr.drivers.safety import boot_display
 from pcimgr.host import discovery, usage
 from pcimgr.host.machine import Machine
 from pcimgr.host.sysfs import device_path
@@ -51,7 +53,10 @@ def vet(machine: Machine, force: bool = False) -> Vet:
                               f"{a}'s ({', '.join(d.netdevs) if d and d.netdevs else 'none'})")
             if down:
                 leaving.append(d)
-        leaving = list(dict.fromkeys(leaving))
+        # a boot display on no driver or a VFIO one shows the host nothing: undo giving it
+        # back its driver takes nothing from the host (a run killed between unbind and probe)
+        leaving = [d for d in dict.fromkeys(leaving)
+                   if not (boot_display(machine.sysfs, d) and (d.driver is None or ready(d)))]
         if not leaving:
             return
         try:

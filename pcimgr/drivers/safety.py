@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.core.readiness import ready
-from pcimgr.core.viability import harmless
 from pcimgr.host.sysfs import Sysfs, device_path
 from pcimgr.host.usage import Survey
 
@@ -50,9 +49,7 @@ def concerns(sysfs: Sysfs, host: Host, targets: list[PciDevice], survey: Survey)
             if held:
                 found.append(Concern(a, f"its VFs {', '.join(held)} are on vfio-pci, and "
                                         "unbinding the PF driver destroys them"))
-        # on no driver or a VFIO one the host shows nothing through it: a recovery that
-        # gives it back its driver takes nothing from the host
-        if boot_display(sysfs, d) and d.driver is not None and not harmless(d):
+        if boot_display(sysfs, d):
             found.append(Concern(a, "it is the boot display"))
     return found
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pcimgr.core import handoff
 from pcimgr.core.address import PciAddress
-from pcimgr.core.errors import Damaged, PcimgrError, Refused
+from pcimgr.core.errors import BadInput, Damaged, PcimgrError, Refused
 from pcimgr.core.handoff import Profile
 from pcimgr.core.model import Host, PciDevice
 from pcimgr.drivers.binding import BindDriver
@@ -42,25 +42,28 @@ def record_rel(vm: str) -> str:
 
 
 def plan_take(machine: Machine, host: Host, survey: Survey, profile: Profile,
-              uuid: str | None = None) -> Proposal:
-    """The preflight, then the plan; Refused (one line, exit 4) before anything changes."""
+              uuid: str | None = None, state: str | None = None) -> Proposal:
+    """The preflight, then the plan; Refused (one line, exit 4) before anything changes.
+    state: where the other guests' hand-offs are recorded (CPU isolation is one's at a
+    time)."""
     addresses = tuple(PciAddress.parse(a) for a in profile.addresses)
     for a in addresses:
         host.require(a)
     detach = _detach(machine, host, survey, profile, addresses)
     moving = [host.require(PciAddress.parse(s.address)) for s in detach.plan.steps
               if isinstance(s, BindDriver)]
-    first = profile.addresses[0]
+    first, vm = profile.addresses[0], profile.vm
     before: list[Step] = []
-    dm = _display_manager(machine, profile, first)
-    if dm is not None:
-        before.append(steps.StopUnit(first, profile.display_manager or ""))
-    _refuse_holders(machine, moving, dm)
+    nodes = {n: str(d.address) for d in moving for n in display.nodes_of(machine, str(d.address))}
+    dm = _display_manager(machine, profile)
+    if _refuse_holders(machine, nodes, dm):  # the display manager's own hold them
+        before.append(steps.StopUnit(first, vm, profile.display_manager or "",
+                                     tuple(sorted(nodes))))
     before += _consoles(machine, profile, moving)
     after: list[Step] = []
-    after += _unload(machine, host, profile, moving, first)
+    after += _unload(machine, profile, moving, first)
     after += _hugepages(machine, profile, first)
-    after += _cpus(machine, profile, first)
+    after += _cpus(machine, profile, first, state)
     plan = transaction.Plan(f"handoff prepare {profile.vm}",
                             (*before, *detach.plan.steps, *after))
     held = {"vm": profile.vm, "uuid": uuid, "boot_id": display.boot_id(machine),
@@ -100,7 +103,7 @@ def _console(reason: str) -> bool:
     return reason == "it is the boot display" or reason.endswith("drives the console")
 
 
-def _display_manager(machine: Machine, profile: Profile, first: str) -> str | None:
+def _display_manager(machine: Machine, profile: Profile) -> str | None:
     """The unit's own name (an alias resolved) when it runs and is to be stopped."""
     unit = profile.display_manager
     if unit is None:
@@ -117,23 +120,32 @@ def _display_manager(machine: Machine, profile: Profile, first: str) -> str | No
     return state.id if state.running else None
 
 
-def _refuse_holders(machine: Machine, moving: list[PciDevice], dm: str | None) -> None:
+def _refuse_holders(machine: Machine, nodes: dict[str, str], dm: str | None) -> bool:
     """A process with a function's node open keeps its driver busy: an unbind would wait on
-    it for ever (nvidia, amdgpu) or pull the device from under it."""
-    nodes = {n: str(d.address) for d in moving for n in display.nodes_of(machine, str(d.address))}
+    it for ever (nvidia, amdgpu) or pull the device from under it. With a display manager
+    to stop, its processes and the login sessions it runs may hold them (GDM's greeter and
+    X sessions are session-N.scope, a Wayland shell runs in user@UID.service): stopping it
+    ends them, which its step then waits for. True when something of it holds them."""
     if not nodes:
-        return
-    held = []
+        return False
+    held, ours = [], False
     for node, holders in sorted(machine.node_holders(list(nodes)).items()):
-        others = [h for h in holders if dm is None or h.unit != dm]
-        if others:
-            held.append(f"{node} of {nodes[node]} is open by "
-                        + ", ".join(str(h) for h in others))
+        for h in holders:
+            if dm is not None and (h.unit == dm or _session(h.unit)):
+                ours = True
+            else:
+                held.append(f"{node} of {nodes[node]} is open by {h}")
     if held:
         hint = ("stop them first" if dm is not None else
                 "stop them first, or define the hand-off with --stop-display-manager if the "
                 "display manager is theirs")
-        raise Refused(f"refusing: {'; '.join(held)}; {hint}")
+        raise Refused(f"refusing: {'; '.join(dict.fromkeys(held))}; {hint}")
+    return ours
+
+
+def _session(unit: str | None) -> bool:
+    return unit is not None and ((unit.startswith("session-") and unit.endswith(".scope"))
+                                 or (unit.startswith("user@") and unit.endswith(".service")))
 
 
 def _consoles(machine: Machine, profile: Profile, moving: list[PciDevice]) -> list[Step]:
@@ -168,18 +180,22 @@ def _consoles(machine: Machine, profile: Profile, moving: list[PciDevice]) -> li
         for v in fbcon:
             if v.bound and not any(isinstance(s, steps.UnbindConsole) and s.vtcon == v.name
                                    for s in out):
-                out.append(steps.UnbindConsole(a, v.name))
-        out += [steps.UnbindPlatform(a, b.device, b.driver or "") for b in firmware]
+                out.append(steps.UnbindConsole(a, profile.vm, v.name))
+        out += [steps.UnbindPlatform(a, profile.vm, b.device, b.driver or "")
+                for b in firmware]
     return out
 
 
-def _unload(machine: Machine, host: Host, profile: Profile, moving: list[PciDevice],
+def _unload(machine: Machine, profile: Profile, moving: list[PciDevice],
             first: str) -> list[Step]:
+    """The named functions' host driver (not their group mates': an HDA audio function
+    goes with its GPU, but the host's other audio keeps snd_hda_intel)."""
     if not profile.unload_driver:
         return []
     out: list[Step] = []
-    taken = {d.address for d in moving}
-    for driver in sorted({d.driver for d in moving if d.driver}):
+    taken = {str(d.address) for d in moving}
+    named = [d for d in moving if str(d.address) in profile.addresses]
+    for driver in sorted({d.driver for d in named if d.driver}):
         module = display.module_of(machine.sysfs, driver)
         if module is None:
             raise Refused(f"refusing: sysfs names no module of {driver}, so it cannot be "
@@ -187,17 +203,29 @@ def _unload(machine: Machine, host: Host, profile: Profile, moving: list[PciDevi
         if module.builtin:
             raise Refused(f"refusing: {driver} is built into the kernel, so it cannot be "
                           "unloaded; define the hand-off without --unload-driver")
+        if module.name != driver.replace("-", "_"):
+            raise Refused(f"refusing: {driver} comes from the module {module.name}, which "
+                          "may drive more than it; define the hand-off without "
+                          "--unload-driver")
         if module.holders:
             raise Refused(f"refusing: the module {module.name} is in use by "
                           f"{', '.join(module.holders)}; unload them first or define the "
                           "hand-off without --unload-driver")
-        others = [str(d.address) for d in host.devices if d.driver == driver
-                  and d.address not in taken]
+        # every function it drives, not only those this reading of the bus found
+        others = [n for n in machine.sysfs.list_dir(f"bus/pci/drivers/{driver}")
+                  if _is_address(n) and n not in taken]
         if others:
             raise Refused(f"refusing: {driver} also drives {', '.join(others)}, which stay "
                           "on the host; define the hand-off without --unload-driver")
-        out.append(steps.UnloadModule(first, module.name))
+        out.append(steps.UnloadModule(first, profile.vm, module.name))
     return out
+
+
+def _is_address(name: str) -> bool:
+    try:
+        return str(PciAddress.parse(name)) == name
+    except BadInput:
+        return False
 
 
 def _hugepages(machine: Machine, profile: Profile, first: str) -> list[Step]:
@@ -221,12 +249,21 @@ def _hugepages(machine: Machine, profile: Profile, first: str) -> list[Step]:
                       + (f"{available // 1024} MiB available" if available is not None
                          else "no MemAvailable in /proc/meminfo")
                       + "; free memory or reserve them at boot (hugepages=)")
-    return [steps.ReserveHugepages(first, wanted.size_kb, pool.total, pool.total + need)]
+    return [steps.ReserveHugepages(first, profile.vm, wanted.size_kb, pool.total,
+                                   pool.total + need)]
 
 
-def _cpus(machine: Machine, profile: Profile, first: str) -> list[Step]:
+def _cpus(machine: Machine, profile: Profile, first: str, state: str | None) -> list[Step]:
     if profile.isolate_cpus is None:
         return []
+    from pcimgr.handoff import orphans
+    for other in orphans.held_names(state) if state else []:
+        found = held(machine, state or "", other)
+        if other != profile.vm and found is not None and not found.stale and any(
+                isinstance(s, steps.RestrictCpus) for s in found.steps):
+            raise Refused(f"refusing: {other}'s hand-off keeps the host off CPUs now, and "
+                          "one hand-off at a time may (each gives back what it found); stop "
+                          f"{other} first")
     online = handoff.parse_cpus(display.cpus_online(machine.sysfs) or "0")
     guest = handoff.parse_cpus(profile.isolate_cpus)
     if not guest <= online:
@@ -239,7 +276,7 @@ def _cpus(machine: Machine, profile: Profile, first: str) -> list[Step]:
     if machine.unit_state("system.slice") is None:
         raise Refused("refusing: isolating CPUs takes systemd's slices, and systemd is not "
                       "this host's service manager")
-    return [steps.RestrictCpus(first, unit, handoff.format_cpus(left),
+    return [steps.RestrictCpus(first, profile.vm, unit, handoff.format_cpus(left),
                                machine.unit_property(unit, "AllowedCPUs"))
             for unit in steps.SLICES]
 
@@ -292,14 +329,7 @@ def give_back(machine: Machine, state: str, found: Held, profile: Profile | None
         changes.commit()
         return (f"{found.vm}'s hand-off was recorded in an earlier boot: the host started "
                 "afresh, nothing to give back; its record is removed")
-    allowed = scope(machine, profile) if profile is not None else set()
-    strays = sorted({a for s in found.steps for a, _ in s.undo_moves()} - allowed)
-    if strays:
-        raise Refused(f"refusing to give back {found.vm}'s devices: its record moves "
-                      f"{', '.join(strays)}, which "
-                      + ("its profile does not name" if profile is not None else
-                         "no profile names (it was undefined)")
-                      + f"; {records.HANDOFF_FIX}")
+    vet_steps(machine, found.vm, profile, found.steps)
     consent = profile is not None and (profile.force or profile.framebuffer)
     try:
         recovery.vet(machine, consent)(found.steps)
@@ -310,6 +340,48 @@ def give_back(machine: Machine, state: str, found: Held, profile: Profile | None
         return report
     changes.commit()
     return f"gave back what {found.vm} took: {report.removeprefix('rolled back: ')}"
+
+
+def vet_steps(machine: Machine, vm: str, profile: Profile | None,
+              taken: tuple[Step, ...]) -> None:
+    """Refused when a step of VM's record (or of a killed prepare's journal) does what VM's
+    profile does not allow: a record is data on disk, and undoing it runs as root."""
+    def refuse(what: str) -> Refused:
+        return Refused(f"refusing to undo {vm}'s hand-off: its record {what}, which "
+                       + ("its profile does not allow" if profile is not None else
+                          "no profile allows (it was undefined)")
+                       + f"; {records.HANDOFF_FIX}")
+    allowed = scope(machine, profile) if profile is not None else set()
+    strays = sorted({a for s in taken for a, _ in s.undo_moves()} - allowed)
+    if strays:
+        raise refuse(f"moves {', '.join(strays)}")
+    originals = {(s.original_driver or "").replace("-", "_") for s in taken
+                 if isinstance(s, BindDriver)}
+    for s in taken:
+        if not isinstance(s, steps.Checked):
+            continue
+        if s.vm != vm:
+            raise refuse(f"holds a step of {s.vm}'s")
+        if profile is None:
+            raise refuse(f"has a {s.kind} step")
+        if isinstance(s, steps.StopUnit) and s.unit != profile.display_manager:
+            raise refuse(f"starts {s.unit}")
+        if isinstance(s, (steps.UnbindConsole, steps.UnbindPlatform)) and \
+                not profile.framebuffer:
+            raise refuse("binds a console or framebuffer")
+        if isinstance(s, steps.UnloadModule) and not (
+                profile.unload_driver and s.kernel_module in originals):
+            raise refuse(f"loads the module {s.kernel_module}")
+        if isinstance(s, steps.ReserveHugepages) and not (
+                profile.hugepages and s.size_kb == profile.hugepages.size_kb
+                and s.target - s.before <= profile.hugepages.pages):
+            raise refuse("changes a hugepage pool")
+        if isinstance(s, steps.RestrictCpus):
+            kept, before = handoff.parse_cpus(s.allowed), s.before
+            guest = handoff.parse_cpus(profile.isolate_cpus or "0")
+            if profile.isolate_cpus is None or kept & guest or (
+                    before and not kept <= handoff.parse_cpus(before)):
+                raise refuse(f"sets {s.unit}'s AllowedCPUs to {before or 'all'}")
 
 
 def scope(machine: Machine, profile: Profile) -> set[str]:

@@ -10,29 +10,35 @@ kind checks its fields when read back (from_json) before root acts on them.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, fields
 from typing import Any
 
 from pcimgr.core.address import PciAddress
 from pcimgr.core.errors import BadInput, KernelError
-from pcimgr.core.handoff import SIZES, check_unit, parse_cpus, size_name
+from pcimgr.core.handoff import SIZES, check_unit, check_vm, parse_cpus, size_name
 from pcimgr.host import display
 from pcimgr.host.machine import Machine
 from pcimgr.plans.step import StepBase, register
 
 UNIT_TIMEOUT = 90.0      # a display manager ends its sessions first
+SESSION_TIMEOUT = 15.0   # and they close their nodes a moment after it stopped
 PROPERTY_TIMEOUT = 15.0
 MODULE_TIMEOUT = 60.0
 SLICES = ("system.slice", "user.slice", "init.scope")
 _VTCON = re.compile(r"vtcon\d{1,3}")
 _PLATFORM = re.compile(r"(simple|efi|vesa)-framebuffer\.\d{1,3}")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_NODE = re.compile(r"/dev/(dri/(card|renderD)\d{1,4}|fb\d{1,3}|snd/[A-Za-z]+\d{1,3}[A-Za-z0-9]*"
+                   r"|nvidia(\d{1,3}|ctl|-modeset))")
 
 
-class _Checked(StepBase):
-    """from_json: the journal's fields, each held to what the kind accepts."""
+class Checked(StepBase):
+    """from_json: the journal's fields, each held to what the kind accepts (their profile
+    holds them to what it allows: planner.vet_steps)."""
 
     address: str
+    vm: str
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Any:
@@ -40,9 +46,10 @@ class _Checked(StepBase):
         if set(data) - names:
             raise ValueError(f"{data.get('kind')} step has unknown fields "
                              f"{sorted(set(data) - names)}")
-        step = cls(**data)
         try:
+            step = cls(**data)
             PciAddress.parse(step.address)
+            check_vm(step.vm)
             step.check()
         except (BadInput, TypeError, AttributeError) as e:
             raise ValueError(f"{data.get('kind')} step: {e}") from None
@@ -59,16 +66,27 @@ def _name(value: object, what: str, pattern: re.Pattern[str] = _NAME) -> None:
 
 @register
 @dataclass(frozen=True)
-class StopUnit(_Checked):
-    """Stop a service (the display manager) that holds the functions' nodes; undo starts
-    it again."""
+class StopUnit(Checked):
+    """Stop a service (the display manager) whose processes or sessions hold the functions'
+    nodes, then wait for every holder of those nodes to be gone; undo starts it again."""
 
     address: str
+    vm: str             # the guest whose hand-off it is: its profile allows it
     unit: str
+    nodes: tuple[str, ...] = ()  # the functions' device nodes, which nobody may hold after
     kind: str = "stop-unit"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Any:
+        nodes = data.get("nodes", [])
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            raise ValueError("stop-unit step: 'nodes' is not a list of device nodes")
+        return super().from_json(data | {"nodes": tuple(nodes)})
 
     def check(self) -> None:
         check_unit(self.unit)
+        for node in self.nodes:
+            _name(node, "device node", _NODE)
 
     def summary(self) -> str:
         return f"stop {self.unit} (it holds {self.address}'s nodes)"
@@ -81,6 +99,14 @@ class StopUnit(_Checked):
         state = machine.unit_state(self.unit)
         if state is not None and state.running:
             raise KernelError(f"{self.unit} is still {state.active} after `systemctl stop`")
+        deadline = time.monotonic() + SESSION_TIMEOUT  # its sessions end after it
+        while held := machine.node_holders(list(self.nodes)):
+            if time.monotonic() > deadline:
+                raise KernelError(
+                    f"after `systemctl stop {self.unit}`, " + "; ".join(
+                        f"{n} is still open by {', '.join(map(str, hs))}"
+                        for n, hs in sorted(held.items())) + "; stop them first")
+            time.sleep(0.2)
 
     def undo(self, machine: Machine) -> None:
         state = machine.unit_state(self.unit)
@@ -93,11 +119,12 @@ class StopUnit(_Checked):
 
 @register
 @dataclass(frozen=True)
-class UnbindConsole(_Checked):
+class UnbindConsole(Checked):
     """Take fbcon off its virtual console (vtconN/bind = 0), which lets the framebuffer
     go; undo binds it again."""
 
     address: str
+    vm: str             # the guest whose hand-off it is: its profile allows it
     vtcon: str
     kind: str = "unbind-console"
 
@@ -131,11 +158,12 @@ class UnbindConsole(_Checked):
 
 @register
 @dataclass(frozen=True)
-class UnbindPlatform(_Checked):
+class UnbindPlatform(Checked):
     """Unbind the boot framebuffer's driver (efifb, vesafb, simplefb) from sysfb's platform
     device, so its claim on the function's BAR goes; undo binds it again."""
 
     address: str
+    vm: str             # the guest whose hand-off it is: its profile allows it
     device: str
     driver: str
     kind: str = "unbind-platform"
@@ -171,11 +199,12 @@ class UnbindPlatform(_Checked):
 
 @register
 @dataclass(frozen=True)
-class UnloadModule(_Checked):
+class UnloadModule(Checked):
     """`modprobe -r` the host driver's module once its functions left it (the profile asked:
     some drivers will not let a device go otherwise); undo loads it, which probes them."""
 
     address: str
+    vm: str             # the guest whose hand-off it is: its profile allows it
     kernel_module: str  # not "module": a journal entry names its step's Python module so
     kind: str = "unload-module"
 
@@ -204,11 +233,12 @@ class UnloadModule(_Checked):
 
 @register
 @dataclass(frozen=True)
-class ReserveHugepages(_Checked):
+class ReserveHugepages(Checked):
     """Raise the pool of SIZE pages to TARGET (the guest's memory, pinned by VFIO, must not
-    wait on compaction at start); undo puts back the count it found."""
+    wait on compaction at start); undo takes back what it added."""
 
     address: str
+    vm: str             # the guest whose hand-off it is: its profile allows it
     size_kb: int
     before: int
     target: int
@@ -238,19 +268,25 @@ class ReserveHugepages(_Checked):
                               "or reserve them at boot (hugepages= on the command line)")
 
     def undo(self, machine: Machine) -> None:
-        machine.sysfs.write_attr(self._nr(), str(self.before))
+        """Take back what it added, from the pool as it is now (another hand-off may have
+        added its own since); never more than it added, never below zero."""
+        pool = display.hugepage_pool(machine.sysfs, self.size_kb)
+        now = pool.total if pool else self.target
+        machine.sysfs.write_attr(self._nr(), str(max(0, now - (self.target - self.before))))
 
     def undo_describe(self) -> list[str]:
-        return [f"echo {self.before} > /sys/{self._nr()}"]
+        return [f"echo $(( $(cat /sys/{self._nr()}) - {self.target - self.before} )) > "
+                f"/sys/{self._nr()}"]
 
 
 @register
 @dataclass(frozen=True)
-class RestrictCpus(_Checked):
+class RestrictCpus(Checked):
     """Keep a slice's processes on the host's CPUs (`systemctl set-property --runtime UNIT
     AllowedCPUs=...`); undo puts back what it had ("" for no restriction)."""
 
     address: str
+    vm: str             # the guest whose hand-off it is: its profile allows it
     unit: str
     allowed: str
     before: str

@@ -53,3 +53,35 @@ def _check_ancestors(root: str, what: str, make: str) -> None:
         raise Refused(f"refusing {what} {root}: the directory above it {parent} "
                       f"{problem}; another user could swap the tree; make it elsewhere "
                       f"({make})")
+
+
+def root_program(path: str) -> None:
+    """Refused unless root may run PATH as root: it (and its script's interpreter) is root's,
+    written by nobody else, and so is every directory above it but a sticky one."""
+    import re
+    real = os.path.realpath(path)
+    try:
+        info = os.stat(real)
+        with open(real, "rb") as f:
+            first = f.readline(256)
+    except OSError as e:
+        raise Refused(f"refusing {path} as the hook's program: {e.strerror}; give the "
+                      "installed pcimgr with --program") from None
+    if info.st_uid != 0 or info.st_mode & 0o022:
+        raise Refused(f"refusing {path} as the hook's program: libvirtd runs it as root, and "
+                      f"{real} is " + (f"uid {info.st_uid}'s" if info.st_uid else
+                                       "writable by its group or others")
+                      + "; install pcimgr as root (the Debian package: /usr/bin/pcimgr) and "
+                      "give it with --program")
+    below = real
+    while below != "/":
+        parent = os.path.dirname(below)
+        up = os.stat(parent)
+        if up.st_uid != 0 or (up.st_mode & 0o022 and not up.st_mode & stat.S_ISVTX):
+            raise Refused(f"refusing {path} as the hook's program: the directory {parent} "
+                          "above it is not root's alone, so another user could swap it; "
+                          "install pcimgr where only root writes (/usr/bin)")
+        below = parent
+    m = re.match(rb"#!\s*(/\S+)", first)
+    if m and os.path.realpath(m[1].decode(errors="replace")) != real:
+        root_program(m[1].decode(errors="replace"))

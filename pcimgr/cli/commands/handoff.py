@@ -91,6 +91,7 @@ def handoff_define(obj: Context, vm: str, addresses: tuple[PciAddress, ...], gro
         driver, unload_driver, force)
 
     def check() -> None:
+        _refuse_held(obj, vm, "redefine")
         for a in profile.addresses:
             other = profiles.owner_of(obj.config_dir, a, vm)
             if other is not None:
@@ -119,7 +120,7 @@ def _plan_text(obj: Context, profile: Profile) -> str:
     from pcimgr.host import discovery, usage
     addresses = tuple(PciAddress.parse(a) for a in profile.addresses)
     proposal = planner.plan_take(obj.machine, discovery.scan_related(obj.sysfs, addresses),
-                                 usage.survey(obj.machine), profile)
+                                 usage.survey(obj.machine), profile, None, obj.state_path)
     lines = [proposal.plan.describe()] + [f"({n})" for n in proposal.notes]
     return "\n".join(lines)
 
@@ -134,21 +135,28 @@ def _hook_installed(obj: Context) -> bool:
 @click.pass_obj
 def handoff_undefine(obj: Context, vm: str) -> None:
     """Remove GUEST's hand-off profile (not while it holds its devices)."""
-    from pcimgr.core.errors import Refused
     from pcimgr.handoff import profiles
 
     def check() -> None:
         profiles.require(obj.config_dir, vm)
-        found = _held(obj, vm)
-        if found is not None and not found.stale:
-            raise Refused(f"refusing: {vm} holds its hand-off now; stop it first (its release "
-                          f"gives the devices back), or `pcimgr handoff release {vm}`")
+        _refuse_held(obj, vm, "undefine")
 
     def work() -> None:
         check()
         profiles.remove(obj.config_dir, vm)
         click.echo(f"Removed the hand-off of {vm}.")
     run_locked_config(obj, work, check)
+
+
+def _refuse_held(obj: Context, vm: str, what: str) -> None:
+    """A profile changes only while its guest holds nothing: the release is checked against
+    the profile it took by."""
+    from pcimgr.core.errors import Refused
+    found = _held(obj, vm)
+    if found is not None and not found.stale:
+        raise Refused(f"refusing to {what} {vm}'s hand-off: {vm} holds it now; stop {vm} "
+                      f"first (its release gives the devices back), or `pcimgr handoff "
+                      f"release {vm}`")
 
 
 def _held(obj: Context, vm: str) -> Held | None:
@@ -262,7 +270,7 @@ def _proposal(obj: Context, profile: Profile) -> Any:
     from pcimgr.host import discovery, usage
     addresses = tuple(PciAddress.parse(a) for a in profile.addresses)
     return planner.plan_take(obj.machine, discovery.scan_related(obj.sysfs, addresses),
-                             usage.survey(obj.machine), profile)
+                             usage.survey(obj.machine), profile, None, obj.state_path)
 
 
 @handoff.command("prepare")
@@ -294,25 +302,27 @@ def prepare(obj: Context, vm: str, uuid: str | None, dry_run: bool) -> None:
     addresses = tuple(PciAddress.parse(a) for a in profile.addresses)
 
     def propose(host: Any, survey: Any, state: str) -> Any:
-        return planner.plan_take(obj.machine, host, survey, profile, uuid)
+        return planner.plan_take(obj.machine, host, survey, profile, uuid, state)
     change(obj, addresses, propose, dry_run,
            lambda proposal: f"Handed {', '.join(profile.addresses)} to {vm} "
                             f"({len(proposal.plan.steps)} step(s)).")
 
 
 def release(obj: Context, vm: str, dry_run: bool) -> None:
+    """Under the lock even with nothing recorded: libvirt releases a guest whose prepare was
+    killed, and the lock's recovery undoes that prepare's journal first."""
     from pcimgr.handoff import planner
     found = _held(obj, vm)
-    if found is None:
+    if dry_run and found is None:
         click.echo(f"{vm} holds no hand-off; nothing to give back.")
         return
-    if dry_run:
+    if dry_run and found is not None:
         click.echo(f"Plan for `pcimgr handoff release {vm}` (--dry-run: nothing changed):")
         _lines(planner.undo_lines(found))
         return
 
     def work() -> None:
-        again = _held(obj, vm)  # under the lock: another release may have finished it
+        again = _held(obj, vm)  # under the lock, after recovery: another may have finished it
         if again is None:
             click.echo(f"{vm} holds no hand-off; nothing to give back.")
             return
@@ -337,6 +347,9 @@ def settle_orphans(obj: Context) -> list[str]:
     from pcimgr.handoff import orphans, planner, profiles
     said = []
     for orphan in orphans.orphans(obj.machine, obj.state, time.time()):
+        if isinstance(orphan, str):
+            said.append(orphan)
+            continue
         vm = orphan.found.vm
         try:
             report = planner.give_back(obj.machine, obj.state, orphan.found,
@@ -369,6 +382,9 @@ def hook_install(obj: Context, prefix: str | None, program: str | None, dry_run:
 
     from pcimgr.handoff import hookfile
     program = program or _this_program()
+    if prefix is None and obj.machine.needs_root:  # libvirtd runs it as root
+        from pcimgr.host import trust
+        trust.root_program(program)
     roots: tuple[str, ...] = ()
     if obj.sysfs_root != "/sys":
         roots += ("--sysfs-root", os.path.abspath(obj.sysfs_root))

@@ -59,6 +59,9 @@ def recover(obj: Context, dry_run: bool, discard: bool, force: bool) -> None:
 
         from pcimgr.handoff import orphans, planner
         for orphan in orphans.orphans(obj.machine, state, time.time()):
+            if isinstance(orphan, str):
+                click.echo(safe(orphan))
+                continue
             click.echo(f"{orphan.found.vm}'s hand-off ({orphan.why}) would be given back:")
             click.echo("".join(f"  {safe(line)}\n" for line in planner.undo_lines(orphan.found)),
                        nl=False)
@@ -82,7 +85,8 @@ def recover(obj: Context, dry_run: bool, discard: bool, force: bool) -> None:
         said = settle_orphans(obj)
         for line in said:
             click.echo(safe(line))
-        if any(transaction.INCOMPLETE in line or "not given back" in line for line in said):
+        if any(transaction.INCOMPLETE in line or "not given back" in line
+               or "was not read" in line for line in said):
             raise RolledBack("a hand-off could not be given back whole (above)")
     obj.machine.require_root("recovering a transaction (writes to /sys)")
     say_long_waits()
