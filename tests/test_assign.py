@@ -276,9 +276,9 @@ def test_no_system_daemon_is_known_without_the_binding(run, demo_root: Path, moc
                                                        tmp_path: Path) -> None:
     """qemu:///system with none of its sockets: reads say so and changes fail in one line,
     before the binding is imported (it is most of a small host's `list`)."""
-    from pcimgr.host import libvirt_adapter
+    from pcimgr.host import libvirt_adapter, libvirt_uri
     sockets = (str(tmp_path / "libvirt-sock"), str(tmp_path / "virtqemud-sock"))
-    mocker.patch.object(libvirt_adapter, "_SYSTEM_SOCKETS", sockets)
+    mocker.patch.object(libvirt_uri, "_SYSTEM_SOCKETS", sockets)
     mocker.patch.dict(libvirt_adapter._connections, clear=True)
     mocker.patch.dict(sys.modules, {"libvirt": None})  # an import would say "not installed"
     r = run("--sysfs-root", demo_root, "--connect", "qemu:///system", "list")

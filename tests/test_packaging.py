@@ -1,6 +1,6 @@
 """pcimgr as administrators install it: the generated man page and completions, Tab in a
 real bash, the wheel and sdist, and the Debian package built from this tree and installed
-into a clean Debian 12 root made by debootstrap (Debian's own click, tabulate, pyudev and
+into a clean Debian 12 root made by debootstrap (Debian's own click, pyudev and
 libvirt bindings), where pcimgr --version, demo, man, completion and history must work."""
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def test_wheel_and_sdist(tmp_path: Path) -> None:
     assert "pcimgr/py.typed" in names and not any(n.startswith("tests/") for n in names)
     assert meta["License-Expression"] == "GPL-2.0-or-later"
     assert "libvirt-python>=9.0; extra == 'libvirt'" in meta.get_all("Requires-Dist")
-    assert "tabulate<0.10,>=0.8.9" in meta.get_all("Requires-Dist")  # Debian 12's 0.8.9
+    assert not any(r.startswith("tabulate") and "extra ==" not in r
+                   for r in meta.get_all("Requires-Dist"))  # tables are written out
 
     sdist = _build("sdist", tmp_path)
     with tarfile.open(sdist) as t:
@@ -218,8 +219,8 @@ def test_deb_installs_a_working_pcimgr_in_a_clean_debian_root(debian_root: Path)
     assert in_root(root, "pcimgr --version").stdout == "pcimgr, version 0.1.0\n"
     # Debian 12's own libraries, not the test venv's
     versions = in_root(root, "dpkg-query -W -f '${Package} ${Version}\\n' python3-click "
-                             "python3-tabulate python3-pyudev python3-libvirt").stdout
-    assert "python3-click 8.1.3" in versions and "python3-tabulate 0.8.9" in versions
+                             "python3-pyudev python3-libvirt").stdout
+    assert "python3-click 8.1.3" in versions and "python3-pyudev 0.24" in versions
     demo = in_root(root, "pcimgr demo")
     assert "assign" in demo.stdout and "Traceback" not in demo.stdout + demo.stderr
     page = " ".join(in_root(root, "MANWIDTH=80 MANPAGER=cat man pcimgr").stdout.split())

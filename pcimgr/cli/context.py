@@ -75,8 +75,8 @@ class Context:
 
     @property
     def uri(self) -> str:
-        from pcimgr.host import libvirt_adapter
-        return libvirt_adapter.default_uri(self.connect)
+        from pcimgr.host import libvirt_uri  # not the adapter: reads may not need it
+        return libvirt_uri.default_uri(self.connect)
 
     def libvirt(self) -> Libvirt:
         """The connection changes go through; where the machine does not ask libvirt by
@@ -96,6 +96,8 @@ class Context:
         if self._domains is False:
             self._domains = self.machine.recorded_domains()
             if self._domains is None and self.asked_uri is not None:
+                self._domains = self.machine.local_domains(self.uri)
+            if self._domains is None and self.asked_uri is not None:
                 try:
                     self._domains = self.libvirt().domains()
                 except PcimgrError as e:
@@ -108,7 +110,11 @@ class Context:
         if self._holdings is False:
             domains = self.domains()
             self._holdings = None
-            if domains is not None:
+            if domains is not None and not any(
+                    "hostdev" in (d.live_xml or "") or "hostdev" in (d.config_xml or "")
+                    for d in domains):
+                self._holdings = {}  # no guest names a host device: nothing to parse
+            elif domains is not None:
                 from pcimgr.guests import holdings as guests
                 self._holdings = guests.of_domains(domains)
         return self._holdings
@@ -133,6 +139,8 @@ class Context:
         holdings = self.holdings()
         if holdings is None:
             return None  # and no import of the libvirt side at all
+        if not holdings:
+            return []
         from pcimgr.guests import holdings as guests
         return guests.names(holdings, address)
 

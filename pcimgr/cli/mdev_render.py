@@ -1,5 +1,5 @@
 """Output of the mdev commands: tables for people, JSON with the schema of docs/json.md.
-render (and tabulate) are imported for tables only: JSON output stays light."""
+render is imported for tables only: JSON output stays light."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ fleet layer (the Ansible modules) checks its arguments with."""
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -137,6 +136,7 @@ def emit_json(data: Any) -> None:
     # Indented for a person at a terminal; compact for pipes, where json's C
     # encoder (indent=None only) is ten times faster on thousands of functions.
     indent = 2 if sys.stdout.isatty() else None
+    import json  # only JSON output pays for it
     click.echo(json.dumps(data, indent=indent))
 
 

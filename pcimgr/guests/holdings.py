@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pcimgr.core import hostdev_xml
 from pcimgr.core.address import PciAddress
-from pcimgr.host.libvirt_adapter import Domain, Libvirt
+from pcimgr.core.domain import Domain
+
+if TYPE_CHECKING:
+    from pcimgr.host.libvirt_adapter import Libvirt
 
 
 @dataclass(frozen=True)

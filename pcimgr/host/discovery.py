@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from pcimgr.core.address import ACCEPTED_FORMS, PciAddress
 from pcimgr.core.errors import BadInput
 from pcimgr.core.model import BRIDGE_CLASSES, Host, IommuGroup, PciDevice, SriovInfo, no_function
@@ -55,7 +53,7 @@ def _scan_bus(sysfs: Sysfs, names: list[str]) -> list[PciDevice]:
         if device.sriov is not None:
             mine = vfs.get(device.address)
             if mine:
-                found[i] = replace(device, sriov=replace(device.sriov, vfs=tuple(sorted(mine))))
+                found[i] = device._replace(sriov=device.sriov._replace(vfs=tuple(sorted(mine))))
     return found
 
 

@@ -7,7 +7,6 @@ open by processes (/proc). The simulated host declares the same facts in its pro
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -168,6 +167,7 @@ def _ip_batch(*commands: str) -> list[list[dict]]:
     except (OSError, subprocess.SubprocessError):
         return [[] for _ in commands]
     found: list[list[dict]] = []
+    import json  # `ip -json` output only: `list` reads the network over netlink
     decoder, i = json.JSONDecoder(), 0
     while len(found) < len(commands):
         while i < len(out) and out[i].isspace():
@@ -217,6 +217,7 @@ def _ip_json(*args: str) -> list[dict]:
                              timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return []
+    import json
     return json.loads(out or "[]")
 
 

@@ -8,24 +8,18 @@ that says what to do; libvirt's own printing to stderr is switched off.
 from __future__ import annotations
 
 import atexit
-import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from pcimgr.core.domain import Domain
 from pcimgr.core.errors import BadInput, LibvirtFailure, NotFound, PcimgrError
+from pcimgr.host.libvirt_uri import DEFAULT_URI, absent_daemon, default_uri
 
-DEFAULT_URI = "qemu:///system"
-# where a system daemon for DEFAULT_URI listens: libvirtd (or virtproxyd) and the
-# modular virtqemud; socket activation creates them before any daemon runs
-_SYSTEM_SOCKETS = tuple(f"{d}/{n}" for d in ("/run/libvirt", "/var/run/libvirt")
-                        for n in ("libvirt-sock", "virtqemud-sock"))
+__all__ = ["DEFAULT_URI", "Domain", "Libvirt", "absent_daemon", "check_uri", "connect",
+           "default_uri"]
+
 _connections: dict[str, Libvirt] = {}
-
-
-def default_uri(explicit: str | None) -> str:
-    return explicit or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
 
 
 # The URIs pcimgr itself would use: the qemu driver's system or session daemon, locally or
@@ -44,15 +38,6 @@ def check_uri(uri: str) -> None:
         raise BadInput(f"refusing libvirt URI {uri!r}: pcimgr uses only qemu:///system, "
                        "qemu:///session, qemu+ssh://HOST/system (or +tls) and test:///default, "
                        "without query parameters; give one of those with --connect")
-
-
-def absent_daemon(uri: str) -> str | None:
-    """Why nothing can answer URI, known without importing the binding (its import is
-    most of a small host's `list`): the default URI with none of its sockets. None for
-    every other URI (remote, session daemons that start on demand, test:///)."""
-    if uri != DEFAULT_URI or any(os.path.exists(p) for p in _SYSTEM_SOCKETS):
-        return None
-    return "no libvirt daemon listens (no /run/libvirt/libvirt-sock or virtqemud-sock)"
 
 
 def connect(uri: str) -> Libvirt:
@@ -89,16 +74,6 @@ def _libvirt() -> Any:
 
 _START_DAEMON = ("start it (`systemctl start libvirtd`, or virtqemud), or give --connect URI "
                  "for another")
-
-
-@dataclass(frozen=True)
-class Domain:
-    name: str
-    uuid: str
-    active: bool
-    persistent: bool
-    live_xml: str | None     # while running
-    config_xml: str | None   # when persistent
 
 
 class Libvirt:

@@ -14,6 +14,7 @@ from pcimgr.host.udevdb import UdevDatabase
 
 if TYPE_CHECKING:
     from pcimgr.core.vfconfig import VfConfig
+    from pcimgr.host.libvirt_adapter import Domain
     from pcimgr.host.services import Holder, UnitState
 
 # subprocess is imported where a program runs (modprobe, the boot tools): a change whose
@@ -103,6 +104,16 @@ class LinuxMachine:
 
     def recorded_domains(self) -> None:
         return None  # libvirt is asked (where it is asked at all)
+
+    def local_domains(self, uri: str) -> list[Domain] | None:
+        """The system daemon's files (host/libvirt_files.py), for this host's own bus, as root
+        (they are root's), while a daemon listens (one that does not says guests unknown)."""
+        from pcimgr.host import libvirt_uri
+        if uri != libvirt_uri.DEFAULT_URI or self.sysfs.root != REAL_ROOT or \
+                os.geteuid() != 0 or libvirt_uri.absent_daemon(uri):
+            return None
+        from pcimgr.host import libvirt_files
+        return libvirt_files.domains()
 
     def udev_database(self) -> UdevDatabase | None:
         # only for the running kernel's own bus: a tree elsewhere is not what udev saw

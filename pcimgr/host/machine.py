@@ -104,6 +104,10 @@ class Machine(Protocol):
     def recorded_domains(self) -> list[Domain] | None:
         """The guests as recorded with the tree (a snapshot); None: ask libvirt, if any."""
 
+    def local_domains(self, uri: str) -> list[Domain] | None:
+        """URI's guests as its daemon keeps them on this host's disk, read without libvirt
+        (read commands); None: ask libvirt."""
+
     def udev_database(self) -> UdevDatabase | None:
         """The udev database of this host's PCI functions (names from its hwdb), None
         where there is none for the functions of this sysfs tree."""

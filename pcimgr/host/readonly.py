@@ -105,6 +105,9 @@ class ReadOnlyMachine:
         """The guests' PCI devices as recorded with the tree; None: unknown."""
         return None
 
+    def local_domains(self, uri: str) -> None:
+        return None  # the host's libvirtd knows nothing of the tree
+
     def udev_database(self) -> UdevDatabase | None:
         return UdevDatabase.open(self._system_root) if self._system_root else None
 

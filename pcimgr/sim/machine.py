@@ -188,6 +188,9 @@ class SimulatedMachine:
     def recorded_domains(self) -> None:
         return None  # libvirt is asked (where it is asked at all)
 
+    def local_domains(self, uri: str) -> None:
+        return None  # this machine's libvirtd knows nothing of the tree
+
     def udev_database(self) -> udevdb.UdevDatabase | None:
         """None unless the tree lays one out (run/udev/data/+pci:ADDRESS): names come from
         pci.ids, as on a host without udev."""

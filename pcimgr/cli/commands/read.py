@@ -97,8 +97,10 @@ def list_cmd(obj: Context, show_all: bool, klass: tuple[str, ...], vendor: tuple
         w.strip().lower() == "override" for w in wanted or ()), known)
     headers, _ = render.select_columns(all_headers, [], wanted)  # a bad field: before output
 
-    from pcimgr.host import mdevs
-    parents = frozenset(mdevs.parent_names(sysfs))
+    parents: frozenset[str] = frozenset()
+    if sysfs.list_dir("class/mdev_bus"):  # host/mdevs.py's PARENTS: read only with parents
+        from pcimgr.host import mdevs
+        parents = frozenset(mdevs.parent_names(sysfs))
 
     def rows(width: int | None) -> list[list[str]]:
         found = render.list_rows(devices, obj.namer, uses, obj.holders if known else None,
