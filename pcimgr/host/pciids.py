@@ -9,6 +9,7 @@ class list at the end.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 
@@ -29,17 +30,20 @@ def find_database() -> str | None:
 class PciIds:
     def __init__(self, path: str | None = None) -> None:
         self.path = path if path is not None else find_database()
-        # Bytes, not text: decoding 1.3 MB costs 20 ms; only found names are decoded.
-        self._text = b""
-        if self.path:
-            if self.path.endswith(".gz"):
-                import gzip
-                with gzip.open(self.path, "rb") as f:
-                    self._text = b"\n" + f.read()
-            else:
-                with open(self.path, "rb") as f:
-                    self._text = b"\n" + f.read()
-        self._text += b"\n"
+        # Bytes, not text: decoding 1.3 MB costs 20 ms; only found names are decoded. The
+        # plain file is mapped, not read (copying it was ~1.5 ms of every `list`): it begins
+        # with comments, so every vendor line follows a newline.
+        self._text: bytes | mmap.mmap = b"\n"
+        if self.path and self.path.endswith(".gz"):
+            import gzip
+            with gzip.open(self.path, "rb") as f:
+                self._text = b"\n" + f.read() + b"\n"
+        elif self.path:
+            with open(self.path, "rb") as f:
+                try:
+                    self._text = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                except ValueError:  # an empty file cannot be mapped
+                    pass
         # The class list follows the vendors ("C 00" first); where it starts bounds both.
         classes = self._text.rfind(b"\nC 00  ")
         self._classes = classes if classes >= 0 else self._find(b"\nC ", 0)
@@ -100,4 +104,5 @@ class PciIds:
         if i < 0:
             return None
         i += len(prefix)
-        return text[i:text.index(b"\n", i)].decode("utf-8", "replace").strip()
+        end = text.find(b"\n", i)
+        return text[i:end if end >= 0 else len(text)].decode("utf-8", "replace").strip()
