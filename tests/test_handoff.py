@@ -584,3 +584,27 @@ def test_hook_install_refuses_a_program_root_does_not_own(tmp_path: Path) -> Non
     program.chmod(0o777)
     with pytest.raises(Refused, match="writable by its group or others"):
         trust.root_program(str(program))
+
+
+def test_the_hook_passes_hostile_paths_through_sh_unchanged(tmp_path: Path) -> None:
+    """The configuration directory and the program are words of the sh hook: quotes, $,
+    backticks, a newline and ESC in them reach pcimgr as they are, and nothing runs."""
+    from pcimgr.handoff import hookfile
+    odd = tmp_path / "it's $HOME `touch pwned` \n\x1b[31m;"
+    (odd / "handoff").mkdir(parents=True)
+    (odd / "handoff" / "vm1.json").write_text("{}")
+    seen = tmp_path / "argv"
+    program = odd / "pcimgr $(touch pwned)"
+    program.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > '{seen}'\n")
+    program.chmod(0o755)
+    script = tmp_path / "hook"
+    script.write_text(hookfile.text(str(program), str(odd), ("--state-dir", str(odd))))
+    r = subprocess.run(["sh", str(script), "vm1", "prepare", "begin", "-"], input="",
+                       capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert seen.read_text().split("\0")[:-1] == [
+        "--state-dir", str(odd), "--config-dir", str(odd), "hook", "qemu", "vm1", "prepare",
+        "begin", "-"]
+    assert not (tmp_path / "pwned").exists() and not (odd / "pwned").exists()
+    with pytest.raises(Exception, match="NUL"):
+        hookfile.text("/usr/bin/pcimgr", "/etc/pci\0mgr")

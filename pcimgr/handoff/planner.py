@@ -24,6 +24,7 @@ from pcimgr.drivers.safety import concerns
 from pcimgr.handoff import steps
 from pcimgr.host import display
 from pcimgr.host.machine import Machine
+from pcimgr.host.sysfs import device_path
 from pcimgr.host.usage import Survey
 from pcimgr.plans import records, transaction
 from pcimgr.plans.runner import Proposal
@@ -387,7 +388,6 @@ def vet_steps(machine: Machine, vm: str, profile: Profile | None,
 def scope(machine: Machine, profile: Profile) -> set[str]:
     """The functions a profile may move: those it names, with their IOMMU groups' with
     --group."""
-    from pcimgr.host.sysfs import device_path
     found = set(profile.addresses)
     if profile.group:
         for a in profile.addresses:

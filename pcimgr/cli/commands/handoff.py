@@ -116,13 +116,8 @@ def handoff_define(obj: Context, vm: str, addresses: tuple[PciAddress, ...], gro
 
 
 def _plan_text(obj: Context, profile: Profile) -> str:
-    from pcimgr.handoff import planner
-    from pcimgr.host import discovery, usage
-    addresses = tuple(PciAddress.parse(a) for a in profile.addresses)
-    proposal = planner.plan_take(obj.machine, discovery.scan_related(obj.sysfs, addresses),
-                                 usage.survey(obj.machine), profile, None, obj.state_path)
-    lines = [proposal.plan.describe()] + [f"({n})" for n in proposal.notes]
-    return "\n".join(lines)
+    proposal = _proposal(obj, profile)
+    return "\n".join([proposal.plan.describe()] + [f"({n})" for n in proposal.notes])
 
 
 def _hook_installed(obj: Context) -> bool:
