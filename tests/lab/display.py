@@ -32,10 +32,13 @@ def record() -> dict[str, Any]:
         "iomem": iomem_lines(VGA),
         "iomem_boot_framebuffers": [line for line in _iomem()
                                     if BOOT_FRAMEBUFFERS.search(line)],
-        "vtconsoles": {d.name: {"name": _read(d / "name"), "bind": _read(d / "bind")}
-                       for d in sorted(Path("/sys/class/vtconsole").iterdir())},
-        "fb0_device": _target(Path("/sys/class/graphics/fb0/device")),
-        "drm": {d.name: _target(d) for d in sorted((DEVICE / "drm").iterdir())},
+        # the kernel numbers vtcons, framebuffers and DRM minors: recorded by what they are
+        "vtconsoles": sorted(({"name": _read(d / "name"), "bind": _read(d / "bind")}
+                              for d in Path("/sys/class/vtconsole").iterdir()),
+                             key=lambda c: str(c["name"])),
+        "framebuffers": [_target(fb / "device") for fb in sorted((DEVICE / "graphics").iterdir())],
+        "drm": {re.sub(r"\d+$", "", d.name): re.sub(r"\d+$", "N", str(_target(d)))
+                for d in sorted((DEVICE / "drm").iterdir())},
         "bochs": {"refcnt": _read(Path("/sys/module/bochs/refcnt")),
                   "holders": sorted(os.listdir("/sys/module/bochs/holders")),
                   "initstate_exists": Path("/sys/module/bochs/initstate").exists()},

@@ -54,14 +54,14 @@ Wants=display-manager.service pcimgr-lab-command.service
 EOF
     cat >"$units/display-manager.service" <<EOF
 [Unit]
-Description=Stand-in display manager (holds /dev/dri/card0 open)
+Description=Stand-in display manager (holds the boot VGA's DRM card open)
 DefaultDependencies=no
 After=systemd-udev-settle.service
 
 [Service]
 Type=simple
-ExecStartPre=/bin/sh -c 'until [ -e /dev/dri/card0 ]; do sleep 0.1; done'
-ExecStart=/bin/sh -c 'exec sleep infinity 3</dev/dri/card0'
+ExecStartPre=/bin/sh -c 'until c=\$\$(ls /sys/bus/pci/devices/0000:00:0a.0/drm 2>/dev/null | grep ^card) && [ -e /dev/dri/\$\$c ]; do sleep 0.1; done'
+ExecStart=/bin/sh -c 'c=\$\$(ls /sys/bus/pci/devices/0000:00:0a.0/drm | grep ^card); exec sleep infinity 3</dev/dri/\$\$c'
 TimeoutStartSec=60
 EOF
     cat >"$units/pcimgr-lab-command.service" <<EOF
