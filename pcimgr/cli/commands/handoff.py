@@ -288,15 +288,18 @@ def handoff_release(obj: Context, vm: str, dry_run: bool) -> None:
 
 def prepare(obj: Context, vm: str, uuid: str | None, dry_run: bool) -> None:
     from pcimgr.handoff import planner, profiles
+    from pcimgr.plans.runner import Proposal
+    from pcimgr.plans.transaction import Plan
     profile = profiles.require(obj.config_dir, vm)
-    found = _held(obj, vm)
-    if found is not None and not found.stale:
-        click.echo(f"{vm} holds its hand-off already (since "
-                   f"{time.strftime('%H:%M:%S', time.localtime(found.taken))}); nothing to do.")
-        return
     addresses = tuple(PciAddress.parse(a) for a in profile.addresses)
 
     def propose(host: Any, survey: Any, state: str) -> Any:
+        # asked again under the lock: a second prepare must not record over the first's steps
+        found = planner.held(obj.machine, state, vm)
+        if found is not None and not found.stale:
+            since = time.strftime("%H:%M:%S", time.localtime(found.taken))
+            return Proposal(Plan(f"handoff prepare {vm}", ()), None,
+                            (f"{vm} holds its hand-off already (since {since})",))
         return planner.plan_take(obj.machine, host, survey, profile, uuid, state)
     change(obj, addresses, propose, dry_run,
            lambda proposal: f"Handed {', '.join(profile.addresses)} to {vm} "
